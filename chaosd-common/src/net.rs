@@ -1,0 +1,63 @@
+//! Network fault rules, looked up by cgroup id from the cgroup_skb programs.
+//!
+//! A targeted cgroup maps to one [`NetRuleSet`]: up to [`MAX_RULES_PER_CGROUP`] rules from
+//! different faults, so faults on one cgroup stack instead of overwriting each other. A rule on
+//! a cgroup also covers its descendants: the program walks the packet's cgroup ancestry and
+//! uses the deepest set it finds, so the daemon copies an ancestor's rules into the sets of
+//! targeted descendants.
+
+/// Name of the `HashMap<u64, NetRuleSet>` map, keyed by cgroup v2 id (the directory's inode).
+pub const NET_RULES_MAP: &str = "NET_RULES";
+/// Cgroups that can carry network rules at once.
+pub const MAX_NET_CGROUPS: u32 = 4096;
+/// Faults that can stack on one cgroup.
+pub const MAX_RULES_PER_CGROUP: usize = 8;
+/// Ancestry levels the programs walk above the root (targets deeper than this are refused).
+pub const MAX_CGROUP_LEVEL: u32 = 16;
+
+/// [`NetRule::kind`]: drop packets with the rule's probability.
+pub const NET_KIND_LOSS: u32 = 1;
+
+/// [`NetRule::direction`] bit: packets a socket of the cgroup sends.
+pub const DIR_EGRESS: u32 = 1;
+/// [`NetRule::direction`] bit: packets delivered to a socket of the cgroup.
+pub const DIR_INGRESS: u32 = 2;
+
+/// Probabilities are parts per million: 1 % is 10_000.
+pub const PPM_ONE: u32 = 1_000_000;
+
+/// One fault's rule on one cgroup. `kind == 0` marks an empty slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetRule {
+    /// CLOCK_MONOTONIC ns (`bpf_ktime_get_ns`) after which the program ignores the rule, so a
+    /// rule the daemon could not remove never outlives its fault.
+    pub deadline_ns: u64,
+    /// Index into the fault counters map.
+    pub counter_slot: u32,
+    /// `NET_KIND_*`.
+    pub kind: u32,
+    /// `DIR_*` bits.
+    pub direction: u32,
+    /// Chance in parts per million that a matching packet is affected.
+    pub probability_ppm: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<NetRule>() == 24);
+
+/// All rules on one cgroup; the program checks each non-empty slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetRuleSet {
+    pub rules: [NetRule; MAX_RULES_PER_CGROUP],
+}
+
+const _: () = assert!(core::mem::size_of::<NetRuleSet>() == 24 * MAX_RULES_PER_CGROUP);
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: repr(C) plain integers with no implicit padding (sizes asserted above).
+    unsafe impl aya::Pod for super::NetRule {}
+    // SAFETY: an array of Pod rules.
+    unsafe impl aya::Pod for super::NetRuleSet {}
+}

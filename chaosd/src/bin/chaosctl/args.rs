@@ -1,0 +1,108 @@
+//! chaosctl's command line: all clap types in one place; doc comments are the help.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use chaosd::api::{Direction, TargetSelector};
+use clap::{Args, Parser, Subcommand};
+
+/// Drive chaosd: inject faults into cgroups, watch them, and recover.
+#[derive(Parser)]
+#[command(version, propagate_version = true)]
+pub struct Cli {
+    /// The daemon's API socket.
+    #[arg(long, global = true, env = "CHAOSD_SOCKET", default_value = chaosd::directories::SOCKET)]
+    pub socket: PathBuf,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Inject a fault (it reverts itself after --duration).
+    Inject {
+        #[command(subcommand)]
+        kind: InjectKind,
+    },
+    /// List active faults.
+    List {
+        /// Also list faults that ended recently.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show one fault, with its counters.
+    Show { id: String },
+    /// Revert a fault now, or every fault with --all.
+    Recover {
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show the daemon's status.
+    Status,
+    /// Show packet loss working: inject 30 % loss into a demo cgroup and measure it against a sibling.
+    Demo,
+    /// Internal: send numbered UDP datagrams (the demo runs this inside a cgroup).
+    #[command(name = "__udp-send", hide = true)]
+    UdpSend {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long)]
+        count: u32,
+        #[arg(long, default_value_t = 0)]
+        tag: u8,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum InjectKind {
+    /// Network faults.
+    Net {
+        #[command(subcommand)]
+        fault: NetFault,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum NetFault {
+    /// Drop a share of the target cgroups' packets.
+    Loss {
+        /// Share of packets to drop, above 0 and at most 100.
+        #[arg(long)]
+        percent: f64,
+        /// Which packets: sent by the target, delivered to it, or both.
+        #[arg(long, value_enum, default_value_t = Direction::Egress)]
+        direction: Direction,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+/// Targets and duration, common to every fault.
+#[derive(Args)]
+pub struct Common {
+    /// Target cgroup: a cgroup2 path, absolute or relative to the cgroup2 mount (repeatable).
+    #[arg(long)]
+    pub cgroup: Vec<String>,
+    /// Target the cgroup of this process (repeatable).
+    #[arg(long)]
+    pub pid: Vec<u32>,
+    /// Target the cgroup of this systemd unit, e.g. nginx.service (repeatable).
+    #[arg(long)]
+    pub unit: Vec<String>,
+    /// How long the fault lasts, e.g. 30s, 5m (required unless the daemon has a default).
+    #[arg(long)]
+    pub duration: Option<String>,
+}
+
+impl Common {
+    pub fn targets(&self) -> Vec<TargetSelector> {
+        let cgroups = self.cgroup.iter().cloned().map(TargetSelector::Cgroup);
+        let pids = self.pid.iter().copied().map(TargetSelector::Pid);
+        let units = self.unit.iter().cloned().map(TargetSelector::Unit);
+        cgroups.chain(pids).chain(units).collect()
+    }
+}

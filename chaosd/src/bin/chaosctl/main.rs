@@ -1,0 +1,119 @@
+//! `chaosctl`: the command-line client of chaosd.
+
+mod args;
+mod demo;
+mod output;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use chaosd::{
+    api::{FaultSpec, InjectRequest, NetLossParams},
+    client::Client,
+};
+use clap::Parser;
+
+use crate::args::{Cli, Command, InjectKind, NetFault};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chaosctl: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let client = Client::new(&cli.socket);
+    let json = cli.json;
+    match cli.command {
+        Command::Inject { kind } => inject(&client, kind, json).await,
+        Command::List { all } => {
+            let faults = client.list(all).await?;
+            if json {
+                print_json(&faults)
+            } else {
+                output::fault_table(&faults)
+            }
+            Ok(())
+        }
+        Command::Show { id } => {
+            let f = client.get(&id).await?;
+            if json {
+                print_json(&f)
+            } else {
+                output::fault_detail(&f)
+            }
+            Ok(())
+        }
+        Command::Recover { id, all } => {
+            let ended = match (id, all) {
+                (_, true) => client.recover_all().await?,
+                (Some(id), false) => vec![client.recover(&id).await?],
+                (None, false) => unreachable!("clap requires an id without --all"),
+            };
+            if json {
+                print_json(&ended)
+            } else {
+                output::fault_table(&ended)
+            }
+            Ok(())
+        }
+        Command::Status => {
+            let s = client.status().await?;
+            if json {
+                print_json(&s)
+            } else {
+                output::status(&s)
+            }
+            Ok(())
+        }
+        Command::Demo => demo::run(&client).await,
+        Command::UdpSend { to, count, tag } => Ok(chaosd::probe::send_datagrams(to, tag, count)?),
+    }
+}
+
+async fn inject(client: &Client, kind: InjectKind, json: bool) -> Result<()> {
+    let (fault, common) = match kind {
+        InjectKind::Net {
+            fault:
+                NetFault::Loss {
+                    percent,
+                    direction,
+                    common,
+                },
+        } => (
+            FaultSpec::NetLoss(NetLossParams { percent, direction }),
+            common,
+        ),
+    };
+    let req = InjectRequest {
+        fault,
+        targets: common.targets(),
+        duration: common.duration.clone(),
+    };
+    let info = client.inject(&req).await?;
+    if json {
+        print_json(&info);
+    } else {
+        println!(
+            "injected {} {} (expires {})",
+            info.kind, info.id, info.expires_at
+        );
+    }
+    Ok(())
+}
+
+fn print_json(v: &impl serde::Serialize) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).expect("API types serialise")
+    );
+}

@@ -1,0 +1,43 @@
+//! `chaosd`: the fault daemon. Runs as root in the foreground (systemd's Type=simple).
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+/// Per-cgroup fault injection daemon (eBPF). Serves the chaosctl API on a Unix socket.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Config file [default: /etc/chaosd/chaosd.toml, if present]
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// API socket path (overrides the config) [default: /run/chaosd/chaosd.sock]
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Where the journal of active faults lives (overrides the config) [default: /run/chaosd]
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("CHAOSD_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    let mut config = chaosd::daemon::load_config(args.config)?;
+    if let Some(s) = args.socket {
+        config.daemon.socket = s;
+    }
+    if let Some(d) = args.state_dir {
+        config.daemon.state_dir = d;
+    }
+    if let Err(e) = chaosd::daemon::run(config).await {
+        tracing::error!("{e:#}");
+        std::process::exit(1);
+    }
+    Ok(())
+}

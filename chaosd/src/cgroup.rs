@@ -1,0 +1,347 @@
+//! cgroup v2: finding the mount, resolving targets to cgroup ids, and a child-cgroup guard.
+//!
+//! The cgroup2 mount is read from /proc/self/mountinfo, never assumed: on hybrid hosts it is
+//! /sys/fs/cgroup/unified, on pure v2 hosts /sys/fs/cgroup. A cgroup's id, as the kernel
+//! programs see it, is the inode number of its directory.
+
+use std::{
+    fs,
+    os::unix::fs::MetadataExt as _,
+    path::{Component, Path, PathBuf},
+};
+
+use crate::{
+    api::{ResolvedTarget, TargetSelector},
+    error::TargetError,
+};
+
+/// `statfs` magic of the cgroup2 filesystem.
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+
+/// The first cgroup2 mount point in /proc/self/mountinfo.
+pub fn cgroup2_mount() -> Result<PathBuf, TargetError> {
+    let info = fs::read_to_string("/proc/self/mountinfo").map_err(|source| TargetError::Io {
+        op: "reading",
+        path: "/proc/self/mountinfo".into(),
+        source,
+    })?;
+    parse_cgroup2_mount(&info).ok_or(TargetError::NoCgroup2)
+}
+
+fn parse_cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        let (pre, post) = line.split_once(" - ")?;
+        let fstype = post.split_whitespace().next()?;
+        let mount_point = pre.split_whitespace().nth(4)?;
+        (fstype == "cgroup2").then(|| PathBuf::from(unescape_mount_path(mount_point)))
+    })
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape_mount_path(s: &str) -> String {
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+/// A resolved cgroup: its directory and id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cgroup {
+    /// Absolute directory path.
+    pub dir: PathBuf,
+    /// Path relative to the mount, starting with "/".
+    pub rel: String,
+    pub id: u64,
+}
+
+impl Cgroup {
+    /// Depth below the root: "/" is 0, "/a" is 1, "/a/b" is 2.
+    pub fn level(&self) -> usize {
+        self.rel.split('/').filter(|s| !s.is_empty()).count()
+    }
+
+    /// Opens the cgroup directory of `path` under `mount` (absolute or relative to it).
+    pub fn open(mount: &Path, path: &str) -> Result<Cgroup, TargetError> {
+        let rel = relative_to_mount(mount, path)?;
+        let dir = if rel == "/" {
+            mount.to_path_buf()
+        } else {
+            mount.join(&rel[1..])
+        };
+        let meta = fs::metadata(&dir).map_err(|_| TargetError::CgroupNotFound {
+            path: path.to_string(),
+            mount: mount.to_path_buf(),
+        })?;
+        if !meta.is_dir() || !is_cgroup2(&dir) {
+            return Err(TargetError::NotCgroup2 {
+                path: path.to_string(),
+                mount: mount.to_path_buf(),
+            });
+        }
+        Ok(Cgroup {
+            dir,
+            rel,
+            id: meta.ino(),
+        })
+    }
+}
+
+fn is_cgroup2(dir: &Path) -> bool {
+    nix::sys::statfs::statfs(dir).is_ok_and(|s| s.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC)
+}
+
+/// Normalises `path` to "/a/b" relative to `mount`, refusing `..` so a target never escapes it.
+fn relative_to_mount(mount: &Path, path: &str) -> Result<String, TargetError> {
+    let p = Path::new(path);
+    let inner = p.strip_prefix(mount).unwrap_or(p);
+    let mut parts = Vec::new();
+    for c in inner.components() {
+        match c {
+            Component::Normal(s) => parts.push(s.to_string_lossy().into_owned()),
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(TargetError::NotCgroup2 {
+                    path: path.to_string(),
+                    mount: mount.to_path_buf(),
+                });
+            }
+        }
+    }
+    Ok(format!("/{}", parts.join("/")))
+}
+
+/// The cgroup2 path ("/a/b") of a process, from the `0::` line of /proc/PID/cgroup.
+pub fn cgroup_of_pid(pid: u32) -> Result<String, TargetError> {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .map_err(|_| TargetError::NoSuchPid { pid })?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(|p| p.trim_end_matches(" (deleted)").to_string())
+        .ok_or(TargetError::PidWithoutCgroup2 { pid })
+}
+
+/// Finds the cgroup systemd made for `unit`: a directory with exactly that name.
+fn find_unit(mount: &Path, unit: &str) -> Result<String, TargetError> {
+    let valid = [".service", ".scope", ".slice"]
+        .iter()
+        .any(|s| unit.len() > s.len() && unit.ends_with(s));
+    if !valid || unit.contains('/') {
+        return Err(TargetError::BadUnitName {
+            unit: unit.to_string(),
+        });
+    }
+    let mut found = Vec::new();
+    walk_dirs(mount, 6, &mut |dir| {
+        if dir.file_name().is_some_and(|n| n == unit) {
+            found.push(dir.to_path_buf());
+        }
+    });
+    match found.as_slice() {
+        [] => Err(TargetError::UnitNotFound {
+            unit: unit.to_string(),
+            mount: mount.to_path_buf(),
+        }),
+        [one] => Ok(one.to_string_lossy().into_owned()),
+        many => Err(TargetError::UnitAmbiguous {
+            unit: unit.to_string(),
+            matches: many
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
+}
+
+fn walk_dirs(dir: &Path, depth: usize, visit: &mut dyn FnMut(&Path)) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let path = entry.path();
+            visit(&path);
+            if depth > 1 {
+                walk_dirs(&path, depth - 1, visit);
+            }
+        }
+    }
+}
+
+/// Resolves a selector and checks the daemon may touch it: not the root, not an ancestor of
+/// the daemon's own cgroup, not deeper than the kernel programs walk.
+pub fn resolve(
+    mount: &Path,
+    selector: &TargetSelector,
+    max_level: u32,
+) -> Result<ResolvedTarget, TargetError> {
+    let cgroup = match selector {
+        TargetSelector::Cgroup(path) => Cgroup::open(mount, path)?,
+        TargetSelector::Pid(pid) => Cgroup::open(mount, &cgroup_of_pid(*pid)?)?,
+        TargetSelector::Unit(unit) => Cgroup::open(mount, &find_unit(mount, unit)?)?,
+    };
+    if cgroup.level() == 0 {
+        return Err(TargetError::Root);
+    }
+    if cgroup.level() > max_level as usize {
+        let level = cgroup.level();
+        return Err(TargetError::TooDeep {
+            path: cgroup.rel,
+            level,
+            max: max_level,
+        });
+    }
+    let own = cgroup_of_pid(std::process::id())?;
+    if is_same_or_ancestor(&cgroup.rel, &own) {
+        return Err(TargetError::ContainsDaemon {
+            path: cgroup.rel,
+            pid: std::process::id(),
+        });
+    }
+    Ok(ResolvedTarget {
+        selector: selector.clone(),
+        cgroup: cgroup.rel,
+        cgroup_id: cgroup.id,
+    })
+}
+
+/// Whether cgroup path `candidate` is `of` or one of its ancestors (by path component).
+pub fn is_same_or_ancestor(candidate: &str, of: &str) -> bool {
+    of == candidate || of.starts_with(&format!("{}/", candidate.trim_end_matches('/')))
+}
+
+/// A cgroup this process made, removed on drop after killing whatever runs in it.
+/// Used by `chaosctl demo` and by the integration tests.
+#[derive(Debug)]
+pub struct ChildCgroup {
+    cgroup: Cgroup,
+}
+
+impl ChildCgroup {
+    /// Creates `name` under `parent` (a directory of the cgroup2 filesystem).
+    pub fn create(parent: &Path, name: &str) -> std::io::Result<ChildCgroup> {
+        let dir = parent.join(name);
+        fs::create_dir(&dir)?;
+        let mount = cgroup2_mount().map_err(std::io::Error::other)?;
+        let rel = dir.strip_prefix(&mount).map_err(std::io::Error::other)?;
+        let cgroup = Cgroup::open(&mount, &rel.to_string_lossy()).map_err(std::io::Error::other)?;
+        Ok(ChildCgroup { cgroup })
+    }
+
+    pub fn cgroup(&self) -> &Cgroup {
+        &self.cgroup
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.cgroup.dir
+    }
+
+    /// Path relative to the mount ("/a/b"), as `--cgroup` takes it.
+    pub fn rel(&self) -> &str {
+        &self.cgroup.rel
+    }
+
+    pub fn id(&self) -> u64 {
+        self.cgroup.id
+    }
+
+    /// Moves process `pid` into this cgroup.
+    pub fn add_pid(&self, pid: u32) -> std::io::Result<()> {
+        fs::write(self.cgroup.dir.join("cgroup.procs"), pid.to_string())
+    }
+
+    /// Pids currently in this cgroup (not its children).
+    pub fn pids(&self) -> Vec<u32> {
+        fs::read_to_string(self.cgroup.dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for ChildCgroup {
+    fn drop(&mut self) {
+        remove_cgroup_tree(&self.cgroup.dir);
+    }
+}
+
+/// Kills every process below `dir` and removes the directories, children first.
+fn remove_cgroup_tree(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup_tree(&e.path());
+            }
+        }
+    }
+    for _ in 0..200 {
+        if fs::remove_dir(dir).is_ok() || !dir.exists() {
+            return;
+        }
+        kill_members(dir);
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    tracing::warn!(cgroup = %dir.display(), "could not remove cgroup");
+}
+
+fn kill_members(dir: &Path) {
+    // cgroup.kill (5.14+) kills the whole subtree; fall back to signalling each pid.
+    if fs::write(dir.join("cgroup.kill"), "1").is_ok() {
+        return;
+    }
+    let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+    for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_cgroup2_mount_on_hybrid_and_pure_hosts() {
+        let hybrid = "30 25 0:26 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro\n\
+                      41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            parse_cgroup2_mount(hybrid),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        let pure =
+            "35 24 0:30 / /sys/fs/cgroup rw,nosuid shared:9 - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(
+            parse_cgroup2_mount(pure),
+            Some(PathBuf::from("/sys/fs/cgroup"))
+        );
+        assert_eq!(
+            parse_cgroup2_mount("1 2 0:1 / / rw - ext4 /dev/vda rw\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn relative_paths_never_escape_the_mount() {
+        let m = Path::new("/sys/fs/cgroup/unified");
+        assert_eq!(
+            relative_to_mount(m, "/sys/fs/cgroup/unified/a/b").unwrap(),
+            "/a/b"
+        );
+        assert_eq!(relative_to_mount(m, "/a/b/").unwrap(), "/a/b");
+        assert_eq!(relative_to_mount(m, "a").unwrap(), "/a");
+        assert_eq!(relative_to_mount(m, "/").unwrap(), "/");
+        assert!(relative_to_mount(m, "/a/../../etc").is_err());
+    }
+
+    #[test]
+    fn ancestry_is_by_path_component() {
+        assert!(is_same_or_ancestor("/a", "/a/b"));
+        assert!(is_same_or_ancestor("/a", "/a"));
+        assert!(!is_same_or_ancestor("/a", "/ab"));
+        assert!(!is_same_or_ancestor("/a/b", "/a"));
+    }
+}

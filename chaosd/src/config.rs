@@ -1,0 +1,113 @@
+//! The daemon's configuration file (`/etc/chaosd/chaosd.toml`); every field is optional.
+//!
+//! ```toml
+//! [daemon]
+//! socket = "/run/chaosd/chaosd.sock"
+//! state_dir = "/run/chaosd"
+//! group = "chaosd"          # members may use the socket; root always may
+//!
+//! [faults]
+//! max_duration = "1h"       # no fault lives longer
+//! # default_duration = "1m" # used when a request names none; unset: a duration is required
+//! ```
+
+use std::{path::PathBuf, time::Duration};
+
+use serde::Deserialize;
+
+use crate::directories;
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub daemon: DaemonConfig,
+    pub faults: FaultsConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DaemonConfig {
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    /// Group whose members may use the socket (mode 0660); without it, root only (0600).
+    pub group: String,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            socket: directories::SOCKET.into(),
+            state_dir: directories::STATE_DIR.into(),
+            group: "chaosd".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FaultsConfig {
+    /// Upper bound on any fault's duration: one hour, so a forgotten fault cannot last a day.
+    #[serde(with = "humantime_serde_opt")]
+    pub max_duration: Option<Duration>,
+    /// Used when a request has no duration. Unset by default: every request must name one.
+    #[serde(with = "humantime_serde_opt")]
+    pub default_duration: Option<Duration>,
+}
+
+impl Default for FaultsConfig {
+    fn default() -> Self {
+        FaultsConfig {
+            max_duration: Some(Duration::from_secs(3600)),
+            default_duration: None,
+        }
+    }
+}
+
+impl FaultsConfig {
+    pub fn max_duration(&self) -> Duration {
+        self.max_duration.unwrap_or(Duration::from_secs(3600))
+    }
+}
+
+impl Config {
+    /// Parses a config file's text; errors carry the line and column.
+    pub fn from_toml(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
+    }
+}
+
+/// Durations as humantime strings ("30s", "1h").
+mod humantime_serde_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s = Option::<String>::deserialize(d)?;
+        s.map(|s| humantime::parse_duration(&s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.faults.max_duration(), Duration::from_secs(3600));
+        let c = Config::from_toml("[faults]\nmax_duration = \"10m\"\ndefault_duration = \"30s\"\n")
+            .unwrap();
+        assert_eq!(c.faults.max_duration(), Duration::from_secs(600));
+        assert_eq!(c.faults.default_duration, Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn errors_name_the_place() {
+        let e = Config::from_toml("[faults]\nmax_duration = \"ten\"\n").unwrap_err();
+        assert!(e.to_string().contains("line 2"), "{e}");
+        assert!(Config::from_toml("[daemon]\nsockett = \"/x\"\n").is_err());
+    }
+}

@@ -1,0 +1,21 @@
+//! chaosd: a per-cgroup host fault daemon built on eBPF, and the library its CLI shares.
+//!
+//! - [`api`]: wire types of the HTTP/JSON API on the Unix socket.
+//! - [`registry`]: faults with deadlines, applied completely or not at all.
+//! - [`fault`]: the one trait the registry knows faults by; [`net`] and later kinds implement it.
+//! - [`server`] and [`client`]: the two ends of the socket.
+
+pub mod api;
+pub mod cgroup;
+pub mod client;
+pub mod config;
+pub mod daemon;
+pub mod directories;
+pub mod error;
+pub mod fault;
+pub mod journal;
+pub mod kernel;
+pub mod net;
+pub mod probe;
+pub mod registry;
+pub mod server;

@@ -1,0 +1,119 @@
+//! Traffic probes that measure a fault from outside: a UDP sender run inside a cgroup and a
+//! receiver that counts what arrived. Used by `chaosctl demo` and the integration tests.
+
+use std::{
+    collections::HashSet,
+    fs::OpenOptions,
+    io,
+    net::{SocketAddr, UdpSocket},
+    os::{fd::AsRawFd as _, unix::process::CommandExt as _},
+    path::Path,
+    process::{Child, Command},
+    time::{Duration, Instant},
+};
+
+/// Starts `cmd` as a member of the cgroup at `dir`: the child joins it before `exec`, so
+/// every socket it creates belongs to that cgroup.
+pub fn spawn_in_cgroup(cmd: &mut Command, dir: &Path) -> io::Result<Child> {
+    let procs = OpenOptions::new()
+        .write(true)
+        .open(dir.join("cgroup.procs"))?;
+    let fd = procs.as_raw_fd();
+    // SAFETY: between fork and exec the closure only calls write(2), which is async-signal-safe;
+    // "0" moves the writing process itself.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn();
+    drop(procs);
+    child
+}
+
+/// Sends `count` datagrams `[tag, seq_le32]` to `to`, pausing briefly every 16 so the
+/// receiver's buffer never overflows (an overflow would look like loss).
+pub fn send_datagrams(to: SocketAddr, tag: u8, count: u32) -> io::Result<()> {
+    let bind: SocketAddr = if to.is_ipv4() {
+        "127.0.0.1:0".parse().unwrap()
+    } else {
+        "[::1]:0".parse().unwrap()
+    };
+    let sock = UdpSocket::bind(bind)?;
+    for seq in 0..count {
+        let mut msg = [0u8; 5];
+        msg[0] = tag;
+        msg[1..].copy_from_slice(&seq.to_le_bytes());
+        sock.send_to(&msg, to)?;
+        if seq % 16 == 15 {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    Ok(())
+}
+
+/// A UDP socket on loopback that counts distinct datagrams per tag.
+pub struct UdpSink {
+    sock: UdpSocket,
+}
+
+impl UdpSink {
+    pub fn bind_loopback() -> io::Result<UdpSink> {
+        let sock = UdpSocket::bind("127.0.0.1:0")?;
+        // A big buffer (root may exceed rmem_max) so nothing is dropped for lack of room.
+        let _ = nix::sys::socket::setsockopt(
+            &sock,
+            nix::sys::socket::sockopt::RcvBufForce,
+            &(16 << 20),
+        );
+        sock.set_read_timeout(Some(Duration::from_millis(50)))?;
+        Ok(UdpSink { sock })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.sock.local_addr().expect("bound socket has an address")
+    }
+
+    /// Receives until every sender in `senders` has exited and the socket has been quiet for
+    /// `quiet`, or `limit` passed. Returns the number of distinct datagrams per tag (index).
+    pub fn count(
+        &self,
+        senders: &mut [Child],
+        quiet: Duration,
+        limit: Duration,
+    ) -> io::Result<[u32; 256]> {
+        let start = Instant::now();
+        let mut seen = HashSet::new();
+        let mut last = Instant::now();
+        let mut buf = [0u8; 64];
+        loop {
+            match self.sock.recv(&mut buf) {
+                Ok(5) => {
+                    seen.insert((buf[0], u32::from_le_bytes([buf[1], buf[2], buf[3], buf[4]])));
+                    last = Instant::now();
+                }
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+            let all_done = senders
+                .iter_mut()
+                .all(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if (all_done && last.elapsed() >= quiet) || start.elapsed() > limit {
+                break;
+            }
+        }
+        let mut counts = [0u32; 256];
+        for (tag, _) in seen {
+            counts[tag as usize] += 1;
+        }
+        Ok(counts)
+    }
+}

@@ -1,0 +1,330 @@
+//! The fault registry: validates requests, applies faults completely or not at all, and
+//! reverts each at its deadline, on request, or at shutdown.
+
+use std::{
+    collections::{BTreeMap, HashSet, VecDeque},
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use tokio::{sync::Mutex, task::JoinHandle};
+use tracing::{info, warn};
+
+use crate::{
+    api::{FaultInfo, FaultState, InjectRequest, ResolvedTarget, StatusInfo},
+    cgroup,
+    config::FaultsConfig,
+    error::{Error, RequestError},
+    fault::{ActiveFault, ApplyContext, FaultKinds},
+    journal::Journal,
+};
+
+/// Ended faults kept for `show` after they end.
+const ENDED_KEPT: usize = 256;
+
+pub struct Registry {
+    kinds: FaultKinds,
+    journal: Journal,
+    faults_cfg: FaultsConfig,
+    cgroup2_mount: PathBuf,
+    started: Instant,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    active: BTreeMap<String, Entry>,
+    ended: VecDeque<FaultInfo>,
+}
+
+struct Entry {
+    info: FaultInfo,
+    fault: Box<dyn ActiveFault>,
+    timer: Option<JoinHandle<()>>,
+}
+
+impl Registry {
+    pub fn new(
+        kinds: FaultKinds,
+        journal: Journal,
+        faults_cfg: FaultsConfig,
+        cgroup2_mount: PathBuf,
+    ) -> Arc<Self> {
+        Arc::new(Registry {
+            kinds,
+            journal,
+            faults_cfg,
+            cgroup2_mount,
+            started: Instant::now(),
+            inner: Mutex::default(),
+        })
+    }
+
+    /// Validates, journals, applies and arms the rollback timer. On any error nothing stays applied.
+    pub async fn inject(self: &Arc<Self>, req: InjectRequest) -> Result<FaultInfo, Error> {
+        let duration = resolve_duration(req.duration.as_deref(), &self.faults_cfg)?;
+        FaultKinds::validate(&req.fault)?;
+        let targets = self.resolve_targets(&req)?;
+
+        let mut inner = self.inner.lock().await;
+        let id =
+            new_id(|id| inner.active.contains_key(id) || inner.ended.iter().any(|f| f.id == id));
+        let now = SystemTime::now();
+        let mut info = FaultInfo {
+            id: id.clone(),
+            kind: req.fault.kind().to_string(),
+            fault: req.fault.clone(),
+            targets,
+            state: FaultState::Active,
+            duration_ms: duration.as_millis() as u64,
+            created_at: rfc3339(now),
+            expires_at: rfc3339(now + duration),
+            ended_at: None,
+            counters: Default::default(),
+        };
+        self.journal.record(&info)?;
+        let ctx = ApplyContext {
+            targets: &info.targets,
+            duration,
+        };
+        let fault = match self.kinds.apply(&req.fault, &ctx) {
+            Ok(f) => f,
+            Err(e) => {
+                self.journal.remove(&id);
+                warn!(fault_id = %id, kind = info.kind, "inject failed: {e}");
+                return Err(e.into());
+            }
+        };
+        info.counters = fault.counters();
+        let timer = self.arm_timer(id.clone(), duration);
+        info!(fault_id = %id, kind = info.kind, targets = ?info.targets.iter().map(|t| &t.cgroup).collect::<Vec<_>>(),
+              duration_ms = info.duration_ms, "fault injected");
+        inner.active.insert(
+            id,
+            Entry {
+                info: info.clone(),
+                fault,
+                timer: Some(timer),
+            },
+        );
+        Ok(info)
+    }
+
+    fn resolve_targets(&self, req: &InjectRequest) -> Result<Vec<ResolvedTarget>, RequestError> {
+        if req.targets.is_empty() {
+            return Err(RequestError::NoTargets);
+        }
+        let max_level = chaosd_common::net::MAX_CGROUP_LEVEL;
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for selector in &req.targets {
+            let t = cgroup::resolve(&self.cgroup2_mount, selector, max_level)?;
+            if !seen.insert(t.cgroup_id) {
+                return Err(RequestError::DuplicateTarget {
+                    selector: selector.to_string(),
+                    cgroup: t.cgroup,
+                });
+            }
+            out.push(t);
+        }
+        Ok(out)
+    }
+
+    fn arm_timer(self: &Arc<Self>, id: String, after: Duration) -> JoinHandle<()> {
+        let registry = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            if let Some(registry) = registry.upgrade() {
+                registry.end(&id, FaultState::Expired, false).await.ok();
+            }
+        })
+    }
+
+    /// Reverts one fault and moves it to the ended list.
+    async fn end(
+        &self,
+        id: &str,
+        state: FaultState,
+        abort_timer: bool,
+    ) -> Result<FaultInfo, Error> {
+        let mut inner = self.inner.lock().await;
+        let mut entry = inner
+            .active
+            .remove(id)
+            .ok_or_else(|| Error::NotFound { id: id.to_string() })?;
+        if abort_timer && let Some(t) = entry.timer.take() {
+            t.abort();
+        }
+        entry.info.counters = entry.fault.counters();
+        let reverted = entry.fault.revert();
+        entry.info.state = state;
+        entry.info.ended_at = Some(rfc3339(SystemTime::now()));
+        match &reverted {
+            Ok(()) => {
+                self.journal.remove(id);
+                info!(fault_id = %id, kind = entry.info.kind, state = %state, seen = entry.info.counters.seen,
+                      affected = entry.info.counters.affected, "fault reverted");
+            }
+            // The journal entry stays so a later cleanup can retry.
+            Err(e) => warn!(fault_id = %id, "reverting failed: {e}"),
+        }
+        if inner.ended.len() >= ENDED_KEPT {
+            inner.ended.pop_front();
+        }
+        inner.ended.push_back(entry.info.clone());
+        reverted?;
+        Ok(entry.info)
+    }
+
+    pub async fn recover(&self, id: &str) -> Result<FaultInfo, Error> {
+        self.end(id, FaultState::Recovered, true).await
+    }
+
+    /// Reverts every active fault (emergency stop, shutdown).
+    pub async fn recover_all(&self, state: FaultState) -> Vec<FaultInfo> {
+        let ids: Vec<String> = self.inner.lock().await.active.keys().cloned().collect();
+        let mut out = Vec::new();
+        for id in ids {
+            match self.end(&id, state, true).await {
+                Ok(info) => out.push(info),
+                Err(Error::NotFound { .. }) => {}
+                Err(e) => warn!(fault_id = %id, "recover: {e}"),
+            }
+        }
+        out
+    }
+
+    pub async fn get(&self, id: &str) -> Result<FaultInfo, Error> {
+        let inner = self.inner.lock().await;
+        if let Some(e) = inner.active.get(id) {
+            return Ok(live_info(e));
+        }
+        inner
+            .ended
+            .iter()
+            .rev()
+            .find(|f| f.id == id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound { id: id.to_string() })
+    }
+
+    /// Active faults, and the recently ended ones too with `include_ended`.
+    pub async fn list(&self, include_ended: bool) -> Vec<FaultInfo> {
+        let inner = self.inner.lock().await;
+        let mut out: Vec<FaultInfo> = inner.active.values().map(live_info).collect();
+        if include_ended {
+            out.extend(inner.ended.iter().cloned());
+        }
+        out
+    }
+
+    pub async fn status(&self) -> StatusInfo {
+        let active = self.inner.lock().await.active.len();
+        let net_attached = self
+            .kinds
+            .kernel
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .net
+            .attached();
+        StatusInfo {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            uptime_s: self.started.elapsed().as_secs(),
+            kernel: nix::sys::utsname::uname()
+                .map(|u| u.release().to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            cgroup2_mount: self.cgroup2_mount.display().to_string(),
+            active_faults: active,
+            max_duration_s: self.faults_cfg.max_duration().as_secs(),
+            default_duration_s: self.faults_cfg.default_duration.map(|d| d.as_secs()),
+            net_programs_attached: net_attached,
+        }
+    }
+}
+
+fn live_info(e: &Entry) -> FaultInfo {
+    FaultInfo {
+        counters: e.fault.counters(),
+        ..e.info.clone()
+    }
+}
+
+/// The request's duration, else the configured default; never zero, never above the maximum.
+pub fn resolve_duration(asked: Option<&str>, cfg: &FaultsConfig) -> Result<Duration, RequestError> {
+    let d = match asked {
+        Some(s) => humantime::parse_duration(s.trim()).map_err(|e| RequestError::BadDuration {
+            input: s.to_string(),
+            reason: e.to_string(),
+        })?,
+        None => cfg.default_duration.ok_or(RequestError::MissingDuration)?,
+    };
+    if d.is_zero() {
+        return Err(RequestError::BadDuration {
+            input: asked.unwrap_or("0").to_string(),
+            reason: "it must be above zero".into(),
+        });
+    }
+    let max = cfg.max_duration();
+    if d > max {
+        return Err(RequestError::DurationTooLong {
+            asked_s: d.as_secs_f64(),
+            max_s: max.as_secs(),
+        });
+    }
+    Ok(d)
+}
+
+fn new_id(taken: impl Fn(&str) -> bool) -> String {
+    loop {
+        let id = format!("{:08x}", rand::random::<u32>());
+        if !taken(&id) {
+            return id;
+        }
+    }
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(default: Option<u64>) -> FaultsConfig {
+        FaultsConfig {
+            max_duration: Some(Duration::from_secs(3600)),
+            default_duration: default.map(Duration::from_secs),
+        }
+    }
+
+    #[test]
+    fn duration_is_required_bounded_and_parsed() {
+        assert!(matches!(
+            resolve_duration(None, &cfg(None)),
+            Err(RequestError::MissingDuration)
+        ));
+        assert_eq!(
+            resolve_duration(None, &cfg(Some(30))).unwrap(),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            resolve_duration(Some("1m30s"), &cfg(None)).unwrap(),
+            Duration::from_secs(90)
+        );
+        assert!(matches!(
+            resolve_duration(Some("2h"), &cfg(None)),
+            Err(RequestError::DurationTooLong { .. })
+        ));
+        assert!(matches!(
+            resolve_duration(Some("soon"), &cfg(None)),
+            Err(RequestError::BadDuration { .. })
+        ));
+        assert!(matches!(
+            resolve_duration(Some("0s"), &cfg(None)),
+            Err(RequestError::BadDuration { .. })
+        ));
+    }
+}

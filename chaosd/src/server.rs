@@ -1,0 +1,321 @@
+//! The HTTP/1.1 + JSON API on a Unix socket, and the peer check in front of it.
+//!
+//! Every connection's peer credentials (SO_PEERCRED) are checked: root, or a member of the
+//! socket's group, may use the API; everyone else gets 403.
+
+use std::{
+    fs,
+    os::unix::fs::{PermissionsExt as _, chown},
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use anyhow::Context as _;
+use axum::{
+    Json, Router,
+    extract::{
+        ConnectInfo, FromRequest, Path as UrlPath, Query, Request, State, connect_info::Connected,
+        rejection::JsonRejection,
+    },
+    http::StatusCode,
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+    serve::IncomingStream,
+};
+use serde::Deserialize;
+use tokio::net::UnixListener;
+
+use crate::{
+    api::{ErrorBody, FaultInfo, FaultState, InjectRequest, StatusInfo},
+    error::{Error, FaultError},
+    registry::Registry,
+};
+
+/// An API error as the client sees it: 4xx carry the reason; 5xx are logged here in full.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let status = match &e {
+            Error::Request(_) => StatusCode::BAD_REQUEST,
+            Error::NotFound { .. } => StatusCode::NOT_FOUND,
+            Error::Fault(FaultError::Capacity { .. }) => StatusCode::CONFLICT,
+            Error::Fault(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status.is_server_error() {
+            tracing::error!("request failed: {e:#}");
+        }
+        ApiError::new(status, format!("{e}"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(ErrorBody {
+                error: self.message,
+            }),
+        )
+            .into_response()
+    }
+}
+
+/// `Json` whose rejections (malformed JSON, wrong fields) come back as `{"error": ..}`.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(r: JsonRejection) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        format!("invalid request body: {}", r.body_text()),
+    )
+}
+
+/// The credentials of a connection's peer, taken when it connected.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerCred {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: Option<i32>,
+}
+
+impl Connected<IncomingStream<'_, UnixListener>> for PeerCred {
+    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
+        match stream.io().peer_cred() {
+            Ok(c) => PeerCred {
+                uid: c.uid(),
+                gid: c.gid(),
+                pid: c.pid(),
+            },
+            // Unknown peers are treated as nobody and refused.
+            Err(_) => PeerCred {
+                uid: u32::MAX,
+                gid: u32::MAX,
+                pid: None,
+            },
+        }
+    }
+}
+
+/// Who may use the API besides root.
+#[derive(Clone, Copy, Debug)]
+pub struct Access {
+    pub group: Option<u32>,
+}
+
+impl Access {
+    pub fn allows(&self, peer: &PeerCred) -> bool {
+        if peer.uid == 0 {
+            return true;
+        }
+        let Some(gid) = self.group else { return false };
+        peer.gid == gid
+            || peer
+                .pid
+                .is_some_and(|pid| supplementary_groups(pid).contains(&gid))
+    }
+}
+
+fn supplementary_groups(pid: i32) -> Vec<u32> {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .map(|g| {
+            g.split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn check_peer(
+    State(access): State<Access>,
+    ConnectInfo(peer): ConnectInfo<PeerCred>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if access.allows(&peer) {
+        return next.run(req).await;
+    }
+    tracing::warn!(uid = peer.uid, pid = ?peer.pid, "refused an unauthorised peer");
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        format!(
+            "uid {} may not use chaosd: only root and members of the socket's group may",
+            peer.uid
+        ),
+    )
+    .into_response()
+}
+
+/// The API routes; tests drive this with `tower::ServiceExt::oneshot`.
+pub fn router(registry: Arc<Registry>) -> Router {
+    Router::new()
+        .route(
+            "/v1/faults",
+            get(list_faults).post(inject).delete(recover_all),
+        )
+        .route("/v1/faults/{id}", get(get_fault).delete(recover))
+        .route("/v1/status", get(status))
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no such route; the API lives under /v1",
+            )
+        })
+        .with_state(registry)
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    all: bool,
+}
+
+async fn list_faults(
+    State(r): State<Arc<Registry>>,
+    Query(q): Query<ListQuery>,
+) -> Json<Vec<FaultInfo>> {
+    Json(r.list(q.all).await)
+}
+
+async fn inject(
+    State(r): State<Arc<Registry>>,
+    ApiJson(req): ApiJson<InjectRequest>,
+) -> Result<(StatusCode, Json<FaultInfo>), ApiError> {
+    Ok((StatusCode::CREATED, Json(r.inject(req).await?)))
+}
+
+async fn get_fault(
+    State(r): State<Arc<Registry>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<FaultInfo>, ApiError> {
+    Ok(Json(r.get(&id).await?))
+}
+
+async fn recover(
+    State(r): State<Arc<Registry>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<FaultInfo>, ApiError> {
+    Ok(Json(r.recover(&id).await?))
+}
+
+async fn recover_all(State(r): State<Arc<Registry>>) -> Json<Vec<FaultInfo>> {
+    Json(r.recover_all(FaultState::Recovered).await)
+}
+
+async fn status(State(r): State<Arc<Registry>>) -> Json<StatusInfo> {
+    Json(r.status().await)
+}
+
+/// Binds the socket: removes a stale one, sets mode 0660 and the group if it exists, else 0600.
+pub fn bind(path: &Path, group_name: &str) -> anyhow::Result<(UnixListener, Access)> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    match fs::remove_file(path) {
+        Ok(()) => tracing::info!(socket = %path.display(), "removed a stale socket"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("removing stale socket {}", path.display()));
+        }
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    let group = nix::unistd::Group::from_name(group_name)
+        .ok()
+        .flatten()
+        .map(|g| g.gid.as_raw());
+    let mode = if let Some(gid) = group {
+        chown(path, Some(0), Some(gid)).with_context(|| format!("chown {}", path.display()))?;
+        0o660
+    } else {
+        0o600
+    };
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {}", path.display()))?;
+    tracing::info!(socket = %path.display(), mode = format!("{mode:o}"), group = group_name, group_exists = group.is_some(), "listening");
+    Ok((listener, Access { group }))
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(
+    listener: UnixListener,
+    access: Access,
+    registry: Arc<Registry>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let app = router(registry).layer(middleware::from_fn_with_state(access, check_peer));
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<PeerCred>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .context("serving the API")
+}
+
+/// Removes the socket file when dropped.
+pub struct SocketFile(pub PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_is_root_or_group() {
+        let access = Access { group: Some(1234) };
+        assert!(access.allows(&PeerCred {
+            uid: 0,
+            gid: 0,
+            pid: None
+        }));
+        assert!(access.allows(&PeerCred {
+            uid: 1000,
+            gid: 1234,
+            pid: None
+        }));
+        assert!(!access.allows(&PeerCred {
+            uid: 1000,
+            gid: 1000,
+            pid: None
+        }));
+        assert!(!Access { group: None }.allows(&PeerCred {
+            uid: 1000,
+            gid: 1000,
+            pid: None
+        }));
+    }
+}

@@ -1,0 +1,107 @@
+//! Helpers shared by the tasks: running cargo, host tests and the demo.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+/// Where `cargo install` puts binaries (bpf-linker); added to PATH for every build.
+pub fn cargo_bin_dir() -> PathBuf {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .unwrap_or_else(|| PathBuf::from("/root/.cargo"));
+    home.join("bin")
+}
+
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+fn path_with_cargo_bin() -> std::ffi::OsString {
+    let mut paths = vec![cargo_bin_dir()];
+    if let Some(p) = std::env::var_os("PATH") {
+        paths.extend(std::env::split_paths(&p));
+    }
+    std::env::join_paths(paths).expect("PATH entries contain no ':'")
+}
+
+pub fn run_cmd(cmd: &mut Command) -> Result<()> {
+    cmd.env("PATH", path_with_cargo_bin());
+    let status = cmd.status().with_context(|| format!("spawning {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+pub fn cargo(args: &[&str]) -> Result<()> {
+    run_cmd(
+        Command::new("cargo")
+            .args(args)
+            .current_dir(workspace_root()),
+    )
+}
+
+/// Unit tests and root-only integration tests on the host kernel.
+pub fn host_tests() -> Result<()> {
+    cargo(&["build", "--workspace", "--exclude", "chaosd-ebpf", "--bins"])?;
+    cargo(&["test", "--workspace", "--exclude", "chaosd-ebpf"])
+}
+
+/// Stops (SIGTERM, then SIGKILL) the daemon it owns when dropped.
+struct DaemonChild(Child);
+
+impl Drop for DaemonChild {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn run_demo() -> Result<()> {
+    let bin = workspace_root().join("target/debug");
+    let socket = "/run/chaosd/chaosd.sock";
+    let daemon = Command::new(bin.join("chaosd"))
+        .args(["--socket", socket])
+        .spawn()
+        .context("starting chaosd")?;
+    let daemon = DaemonChild(daemon);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ready = loop {
+        let status = Command::new(bin.join("chaosctl"))
+            .args(["--socket", socket, "status"])
+            .output()
+            .context("running chaosctl status")?;
+        if status.status.success() {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    if !ready {
+        drop(daemon);
+        bail!("chaosd did not answer on {socket} within 20 s");
+    }
+    let result = run_cmd(Command::new(bin.join("chaosctl")).args(["--socket", socket, "demo"]));
+    drop(daemon);
+    result
+}

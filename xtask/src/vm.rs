@@ -1,0 +1,261 @@
+//! `cargo xtask vm-test`: the integration tests inside Debian distro kernels under qemu.
+//!
+//! The host kernel (6.18 in a Firecracker VM) cannot load LSM or trampoline programs and has no
+//! sch_fq/netem, so the tests that need those run in stock Debian kernels (6.1 and 6.12) booted
+//! by qemu (TCG: KVM does not work for these kernels under the nested hypervisor here). One boot
+//! per kernel runs every test binary; the flow is:
+//!
+//! 1. [`install`]: apt-get what is missing (qemu, static busybox, the two kernel images).
+//! 2. Build the daemon binaries and the `chaosd-integration` test executables on the host.
+//! 3. [`initramfs`]: a small cached initramfs per kernel (busybox + the 9p/virtio modules) whose
+//!    `/init` mounts the host `/` read-only over 9p and a per-run work dir read-write, then
+//!    `switch_root`s into the host root and runs `stage2.sh` from the work dir.
+//! 4. [`guest`]: `stage2.sh` mounts the kernel filesystems and runs each test binary with
+//!    `--test-threads=1`, teeing its output and exit status into the work dir, then reports the
+//!    overall status through qemu's `isa-debug-exit` port.
+//! 5. [`qemu`] boots it with a host-side time-out; [`report`] parses the libtest lines, turns the
+//!    tests listed in `$CHAOSD_TEST_REPORT_DIR/skips` into skips and prints a table.
+
+mod guest;
+mod initramfs;
+mod install;
+mod qemu;
+mod report;
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::util::{cargo, cargo_bin_dir, workspace_root};
+
+/// Which distro kernel(s) to boot.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KernelChoice {
+    /// Debian bookworm-backports 6.12.
+    #[value(name = "6.12")]
+    V6_12,
+    /// Debian bookworm 6.1.
+    #[value(name = "6.1")]
+    V6_1,
+    /// Both, 6.12 first.
+    #[default]
+    All,
+}
+
+impl KernelChoice {
+    fn series(self) -> &'static [&'static str] {
+        match self {
+            Self::V6_12 => &["6.12"],
+            Self::V6_1 => &["6.1"],
+            Self::All => &["6.12", "6.1"],
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct VmTestArgs {
+    /// Kernel series to boot.
+    #[arg(long, value_enum, default_value = "all")]
+    pub kernel: KernelChoice,
+    /// Only run tests whose name contains this substring (passed to each test binary).
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Keep each boot's work dir (test output, exit codes, console log) under target/vm/.
+    #[arg(long)]
+    pub keep_workdir: bool,
+    /// Seconds one boot may take before qemu is killed and the run counts as failed.
+    #[arg(long, default_value_t = 900)]
+    pub timeout: u64,
+    /// Harness self-test: build the tests of this Cargo.toml instead of chaosd-integration (and
+    /// skip building the workspace binaries).
+    #[arg(long, hide = true)]
+    pub test_manifest: Option<PathBuf>,
+    /// Harness self-test: crash the guest kernel (sysrq `c`) before running the tests.
+    #[arg(long, hide = true)]
+    pub self_test_panic: bool,
+}
+
+impl Default for VmTestArgs {
+    fn default() -> Self {
+        Self {
+            kernel: KernelChoice::All,
+            filter: None,
+            keep_workdir: false,
+            timeout: 900,
+            test_manifest: None,
+            self_test_panic: false,
+        }
+    }
+}
+
+/// One test executable produced by `cargo test --no-run`.
+#[derive(Debug, Clone)]
+pub struct TestBinary {
+    /// Unique short name (the cargo target name); also the report dir name.
+    pub name: String,
+    pub executable: PathBuf,
+    /// The package directory: libtest binaries run from there under cargo too.
+    pub cwd: PathBuf,
+}
+
+pub fn run(args: &VmTestArgs) -> Result<()> {
+    let started = Instant::now();
+    install::ensure_packages(args.kernel.series())?;
+    let kernels = args
+        .kernel
+        .series()
+        .iter()
+        .map(|s| install::find_kernel(s))
+        .collect::<Result<Vec<_>>>()?;
+    let binaries = build_tests(args)?;
+    if binaries.is_empty() {
+        bail!("cargo test --no-run produced no test executables");
+    }
+    let vm_dir = workspace_root().join("target/vm");
+    let mut runs = Vec::new();
+    for kernel in &kernels {
+        runs.push(boot_one(args, &vm_dir, kernel, &binaries)?);
+    }
+    let summary = report::print(&runs);
+    println!("vm-test: total {:.1?}", started.elapsed());
+    summary.into_result()
+}
+
+/// Boots one kernel, runs every test binary in it and collects the results.
+fn boot_one(
+    args: &VmTestArgs,
+    vm_dir: &Path,
+    kernel: &install::Kernel,
+    binaries: &[TestBinary],
+) -> Result<report::KernelRun> {
+    let initrd = initramfs::ensure(vm_dir, kernel)?;
+    let work = WorkDir::create(
+        vm_dir.join(format!("work-{}-{}", kernel.release, std::process::id())),
+        args.keep_workdir,
+    )?;
+    let script = guest::stage2_script(&guest::Stage2 {
+        kernel: &kernel.release,
+        binaries,
+        filter: args.filter.as_deref(),
+        panic_first: args.self_test_panic,
+    });
+    fs::write(work.path.join(guest::STAGE2), script).context("writing stage2.sh")?;
+    println!(
+        "vm-test: booting {} (timeout {} s)",
+        kernel.release, args.timeout
+    );
+    let boot = qemu::boot(&qemu::Boot {
+        kernel: &kernel.image,
+        initrd: &initrd,
+        work_dir: &work.path,
+        timeout: Duration::from_secs(args.timeout),
+    })?;
+    println!(
+        "vm-test: {} exited after {:.1?}: {}",
+        kernel.release, boot.elapsed, boot.outcome
+    );
+    let results = binaries
+        .iter()
+        .map(|b| report::read_binary(&work.path, &b.name))
+        .collect::<Result<Vec<_>>>()?;
+    if args.keep_workdir {
+        println!("vm-test: work dir kept at {}", work.path.display());
+    }
+    Ok(report::KernelRun {
+        kernel: kernel.release.clone(),
+        boot,
+        binaries: results,
+    })
+}
+
+/// Per-boot work dir shared read-write with the guest; removed on drop unless kept.
+struct WorkDir {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl WorkDir {
+    fn create(path: PathBuf, keep: bool) -> Result<Self> {
+        if path.exists() {
+            fs::remove_dir_all(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
+        fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(Self { path, keep })
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// Builds the daemon binaries and the integration-test executables; returns the latter.
+fn build_tests(args: &VmTestArgs) -> Result<Vec<TestBinary>> {
+    let mut cmd = Command::new("cargo");
+    cmd.args([
+        "test",
+        "--no-run",
+        "--message-format=json-render-diagnostics",
+    ]);
+    match &args.test_manifest {
+        Some(manifest) => {
+            cmd.arg("--manifest-path").arg(manifest);
+        }
+        None => {
+            cargo(&["build", "--workspace", "--exclude", "chaosd-ebpf", "--bins"])?;
+            cmd.args(["--package", "chaosd-integration"]);
+        }
+    }
+    cmd.current_dir(workspace_root())
+        .env("PATH", path_with_cargo_bin())
+        .stderr(Stdio::inherit());
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", out.status);
+    }
+    parse_test_artifacts(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// `PATH` with the cargo bin dir first, as `util::run_cmd` sets it (build.rs needs bpf-linker).
+fn path_with_cargo_bin() -> std::ffi::OsString {
+    let mut paths = vec![cargo_bin_dir()];
+    if let Some(p) = std::env::var_os("PATH") {
+        paths.extend(std::env::split_paths(&p));
+    }
+    std::env::join_paths(paths).expect("PATH entries contain no ':'")
+}
+
+/// Test executables from cargo's JSON messages: compiler artifacts with `profile.test`.
+fn parse_test_artifacts(json_lines: &str) -> Result<Vec<TestBinary>> {
+    let mut binaries: Vec<TestBinary> = Vec::new();
+    for line in json_lines.lines().filter(|l| l.starts_with('{')) {
+        let msg: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("parsing cargo message {line}"))?;
+        if msg["reason"] != "compiler-artifact" || msg["profile"]["test"] != true {
+            continue;
+        }
+        let Some(executable) = msg["executable"].as_str() else {
+            continue;
+        };
+        let target = msg["target"]["name"].as_str().unwrap_or("test");
+        let manifest = PathBuf::from(msg["manifest_path"].as_str().unwrap_or("/"));
+        let mut name = target.replace(['/', ' '], "_");
+        if binaries.iter().any(|b| b.name == name) {
+            name = format!("{name}-{}", binaries.len());
+        }
+        binaries.push(TestBinary {
+            name,
+            executable: PathBuf::from(executable),
+            cwd: manifest.parent().unwrap_or(Path::new("/")).to_path_buf(),
+        });
+    }
+    Ok(binaries)
+}
