@@ -88,20 +88,9 @@ impl UdpSink {
         let start = Instant::now();
         let mut seen = HashSet::new();
         let mut last = Instant::now();
-        let mut buf = [0u8; 64];
         loop {
-            match self.sock.recv(&mut buf) {
-                Ok(5) => {
-                    seen.insert((buf[0], u32::from_le_bytes([buf[1], buf[2], buf[3], buf[4]])));
-                    last = Instant::now();
-                }
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) => return Err(e),
+            if self.recv_into(&mut seen)? {
+                last = Instant::now();
             }
             let all_done = senders
                 .iter_mut()
@@ -115,5 +104,45 @@ impl UdpSink {
             counts[tag as usize] += 1;
         }
         Ok(counts)
+    }
+
+    /// Receives until `quiet` has passed since the last datagram (waiting up to 10 s for the
+    /// first one) or `limit` passed; returns the number of distinct datagrams.
+    pub fn count_until_quiet(&self, quiet: Duration, limit: Duration) -> io::Result<u32> {
+        let start = Instant::now();
+        let mut seen = HashSet::new();
+        let mut last: Option<Instant> = None;
+        loop {
+            if self.recv_into(&mut seen)? {
+                last = Some(Instant::now());
+            }
+            let idle = last.map_or(start.elapsed() > Duration::from_secs(10), |l| {
+                l.elapsed() >= quiet
+            });
+            if idle || start.elapsed() > limit {
+                return Ok(seen.len() as u32);
+            }
+        }
+    }
+
+    /// Waits up to the read timeout for one datagram; true if a probe datagram arrived.
+    fn recv_into(&self, seen: &mut HashSet<(u8, u32)>) -> io::Result<bool> {
+        let mut buf = [0u8; 64];
+        match self.sock.recv(&mut buf) {
+            Ok(5) => {
+                seen.insert((buf[0], u32::from_le_bytes([buf[1], buf[2], buf[3], buf[4]])));
+                Ok(true)
+            }
+            Ok(_) => Ok(false),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
     }
 }

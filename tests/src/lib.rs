@@ -1,1 +1,320 @@
+//! Helpers for chaosd's integration tests: a daemon guard, test cgroups, and traffic probes.
+//!
+//! Tests run as root against the real kernel. Every helper that creates something (a daemon
+//! process, a cgroup, a temp dir) removes it on drop, so a failing test leaves nothing behind.
+//! Tests panic rather than return errors (`unwrap` with context).
 
+use std::{
+    io::{BufRead as _, BufReader},
+    net::{SocketAddr, UdpSocket},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use chaosd::{
+    api::{Direction, FaultInfo, FaultSpec, InjectRequest, NetLossParams, TargetSelector},
+    cgroup::{ChildCgroup, cgroup2_mount},
+    client::{Client, ClientError},
+    probe::{UdpSink, spawn_in_cgroup},
+};
+
+/// Reports a test as skipped: prints the reason and, under the VM harness, records it so the
+/// results table shows "skip (reason)". The calling test must return right after.
+#[macro_export]
+macro_rules! skip {
+    ($($arg:tt)*) => {{
+        $crate::record_skip(&format!($($arg)*));
+        return;
+    }};
+}
+
+#[doc(hidden)]
+pub fn record_skip(reason: &str) {
+    let name = std::thread::current()
+        .name()
+        .unwrap_or("unknown")
+        .to_string();
+    eprintln!("skipping: {reason}");
+    if let Some(dir) = std::env::var_os("CHAOSD_TEST_REPORT_DIR") {
+        use std::io::Write as _;
+        let _ = std::fs::create_dir_all(&dir);
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(Path::new(&dir).join("skips"))
+        {
+            let _ = writeln!(f, "SKIP\t{name}\t{reason}");
+        }
+    }
+}
+
+/// Panics unless running as root: these tests load eBPF programs and make cgroups.
+pub fn require_root() {
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "integration tests must run as root (they load eBPF programs)"
+    );
+}
+
+/// A binary of the workspace, next to the test executable's target directory.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test>-<hash> → target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let bin = dir.join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: build the binaries first (`cargo build --workspace --bins`; `cargo xtask test` does)",
+        bin.display()
+    );
+    bin
+}
+
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio_runtime().block_on(f)
+}
+
+fn tokio_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A chaosd process with its own socket and state dir; SIGKILLed and reaped on drop.
+pub struct Daemon {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts chaosd and waits until its API answers.
+    pub fn start() -> Daemon {
+        Self::start_with_config("")
+    }
+
+    pub fn start_with_config(config_toml: &str) -> Daemon {
+        require_root();
+        let dir = tempfile::Builder::new()
+            .prefix("chaosd-test-")
+            .tempdir()
+            .unwrap();
+        Self::start_in(dir, config_toml)
+    }
+
+    fn start_in(dir: tempfile::TempDir, config_toml: &str) -> Daemon {
+        let config = dir.path().join("chaosd.toml");
+        std::fs::write(&config, config_toml).unwrap();
+        let log = dir.path().join("chaosd.log");
+        let child = Command::new(workspace_bin("chaosd"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--socket")
+            .arg(dir.path().join("chaosd.sock"))
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .env("CHAOSD_LOG", "chaosd=debug,info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let daemon = Daemon {
+            child: Some(child),
+            dir,
+            log,
+        };
+        daemon.wait_ready();
+        daemon
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if block_on(self.client().status()).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("chaosd did not become ready; its log:\n{}", self.log_text());
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("chaosd.sock")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(self.socket())
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.child.as_ref().unwrap().id() as i32)
+    }
+
+    /// SIGKILLs the daemon, as a crash would, and waits for it to be gone.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts a new daemon on the same socket and state dir (after [`Daemon::kill9`]).
+    pub fn restart(mut self) -> Daemon {
+        self.kill9();
+        let config = std::fs::read_to_string(self.dir.path().join("chaosd.toml")).unwrap();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        Self::start_in(dir, &config)
+    }
+
+    /// Injects `percent` loss into `cgroup` for `duration`.
+    pub fn inject_loss(
+        &self,
+        cgroup: &TestCgroup,
+        percent: f64,
+        direction: Direction,
+        duration: &str,
+    ) -> FaultInfo {
+        block_on(
+            self.client()
+                .inject(&loss_request(cgroup, percent, direction, duration)),
+        )
+        .unwrap_or_else(|e| panic!("inject failed: {e}\n{}", self.log_text()))
+    }
+
+    pub fn try_inject(&self, req: &InjectRequest) -> Result<FaultInfo, ClientError> {
+        block_on(self.client().inject(req))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGCONT,
+            );
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn loss_request(
+    cgroup: &TestCgroup,
+    percent: f64,
+    direction: Direction,
+    duration: &str,
+) -> InjectRequest {
+    InjectRequest {
+        fault: FaultSpec::NetLoss(NetLossParams { percent, direction }),
+        targets: vec![TargetSelector::Cgroup(cgroup.rel().to_string())],
+        duration: Some(duration.to_string()),
+    }
+}
+
+static CGROUP_SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A cgroup made for one test under the cgroup2 root, removed (with its processes) on drop.
+pub struct TestCgroup(ChildCgroup);
+
+impl TestCgroup {
+    pub fn new(label: &str) -> TestCgroup {
+        require_root();
+        let mount = cgroup2_mount().unwrap();
+        let n = CGROUP_SEQ.fetch_add(1, Ordering::Relaxed);
+        let name = format!("chaosd-test-{}-{n}-{label}", std::process::id());
+        TestCgroup(ChildCgroup::create(&mount, &name).unwrap())
+    }
+
+    pub fn child(&self, name: &str) -> TestCgroup {
+        TestCgroup(ChildCgroup::create(self.0.dir(), name).unwrap())
+    }
+
+    pub fn rel(&self) -> &str {
+        self.0.rel()
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.0.dir()
+    }
+}
+
+/// Sends `count` datagrams from a process in each cgroup at the same time to a receiver
+/// outside all of them; returns how many of each arrived.
+pub fn udp_from_cgroups(cgroups: &[&TestCgroup], count: u32) -> Vec<u32> {
+    let sink = UdpSink::bind_loopback().unwrap();
+    let mut senders: Vec<Child> = cgroups
+        .iter()
+        .enumerate()
+        .map(|(i, cg)| {
+            let mut cmd = Command::new(workspace_bin("chaosctl"));
+            cmd.args([
+                "__udp-send",
+                "--to",
+                &sink.addr().to_string(),
+                "--count",
+                &count.to_string(),
+                "--tag",
+                &(i + 1).to_string(),
+            ]);
+            spawn_in_cgroup(&mut cmd, cg.dir()).unwrap()
+        })
+        .collect();
+    let counts = sink
+        .count(
+            &mut senders,
+            Duration::from_millis(300),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    for mut s in senders {
+        let status = s.wait().unwrap();
+        assert!(status.success(), "a UDP sender failed: {status}");
+    }
+    (1..=cgroups.len()).map(|i| counts[i]).collect()
+}
+
+/// Starts a receiver inside `cgroup`, sends `count` datagrams to it from this process (outside
+/// the cgroup) and returns how many it received.
+pub fn udp_into_cgroup(cgroup: &TestCgroup, count: u32) -> u32 {
+    let mut cmd = Command::new(workspace_bin("chaosctl"));
+    cmd.args(["__udp-recv", "--quiet-ms", "300"])
+        .stdout(Stdio::piped());
+    let mut child = spawn_in_cgroup(&mut cmd, cgroup.dir()).unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr: SocketAddr = lines.next().unwrap().unwrap().trim().parse().unwrap();
+    chaosd::probe::send_datagrams(addr, 1, count).unwrap();
+    let received: u32 = lines.next().unwrap().unwrap().trim().parse().unwrap();
+    child.wait().unwrap();
+    received
+}
+
+/// A UDP socket bound on loopback, for tests that need a plain one.
+pub fn loopback_udp() -> UdpSocket {
+    UdpSocket::bind("127.0.0.1:0").unwrap()
+}
+
+/// Polls `f` every 20 ms until it returns Some, for at most `limit`.
+pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

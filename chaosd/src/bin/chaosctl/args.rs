@@ -55,6 +55,13 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         tag: u8,
     },
+    /// Internal: print a loopback UDP address, count datagrams until quiet, print the count.
+    #[command(name = "__udp-recv", hide = true)]
+    UdpRecv {
+        /// Stop this long after the last datagram (or after the first wait of 10 s).
+        #[arg(long, default_value_t = 300)]
+        quiet_ms: u64,
+    },
 }
 
 #[derive(Subcommand)]

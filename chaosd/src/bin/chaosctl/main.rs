@@ -77,6 +77,16 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Demo => demo::run(&client).await,
         Command::UdpSend { to, count, tag } => Ok(chaosd::probe::send_datagrams(to, tag, count)?),
+        Command::UdpRecv { quiet_ms } => {
+            let sink = chaosd::probe::UdpSink::bind_loopback()?;
+            println!("{}", sink.addr());
+            let received = sink.count_until_quiet(
+                std::time::Duration::from_millis(quiet_ms),
+                std::time::Duration::from_secs(60),
+            )?;
+            println!("{received}");
+            Ok(())
+        }
     }
 }
 

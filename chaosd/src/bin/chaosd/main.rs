@@ -1,6 +1,6 @@
 //! `chaosd`: the fault daemon. Runs as root in the foreground (systemd's Type=simple).
 
-use std::path::PathBuf;
+use std::{io::IsTerminal as _, path::PathBuf};
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
@@ -26,6 +26,8 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(
             EnvFilter::try_from_env("CHAOSD_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let args = Args::parse();
     let mut config = chaosd::daemon::load_config(args.config)?;
