@@ -15,9 +15,6 @@ use crate::{
     error::TargetError,
 };
 
-/// `statfs` magic of the cgroup2 filesystem.
-const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
-
 /// The first cgroup2 mount point in /proc/self/mountinfo.
 pub fn cgroup2_mount() -> Result<PathBuf, TargetError> {
     let info = fs::read_to_string("/proc/self/mountinfo").map_err(|source| TargetError::Io {
@@ -88,7 +85,8 @@ impl Cgroup {
 }
 
 fn is_cgroup2(dir: &Path) -> bool {
-    nix::sys::statfs::statfs(dir).is_ok_and(|s| s.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC)
+    nix::sys::statfs::statfs(dir)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
 }
 
 /// Normalises `path` to "/a/b" relative to `mount`, refusing `..` so a target never escapes it.

@@ -239,6 +239,12 @@ pub fn bind(path: &Path, group_name: &str) -> anyhow::Result<(UnixListener, Acce
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        anyhow::bail!(
+            "another chaosd is already listening on {}; stop it first or pass --socket",
+            path.display()
+        );
+    }
     match fs::remove_file(path) {
         Ok(()) => tracing::info!(socket = %path.display(), "removed a stale socket"),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
