@@ -6,4 +6,5 @@
 #![no_std]
 
 pub mod counters;
+pub mod io;
 pub mod net;

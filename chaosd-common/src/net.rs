@@ -15,8 +15,19 @@ pub const MAX_RULES_PER_CGROUP: usize = 8;
 /// Ancestry levels the programs walk above the root (targets deeper than this are refused).
 pub const MAX_CGROUP_LEVEL: u32 = 16;
 
-/// [`NetRule::kind`]: drop packets with the rule's probability.
-pub const NET_KIND_LOSS: u32 = 1;
+/// [`NetRule::kind`]: drop packets with the rule's probability (loss, partition).
+pub const NET_KIND_DROP: u32 = 1;
+/// [`NetRule::kind`]: fail `connect()` (and unconnected UDP `sendmsg()`) with `-errno`.
+pub const NET_KIND_CONNECT_ERROR: u32 = 2;
+
+/// [`PeerFilter::family`]: any address family.
+pub const FAMILY_ANY: u32 = 0;
+pub const FAMILY_V4: u32 = 4;
+pub const FAMILY_V6: u32 = 6;
+
+/// [`PeerFilter::proto`]: any protocol; otherwise an IP protocol number (6 TCP, 17 UDP;
+/// 1 matches ICMP and ICMPv6).
+pub const PROTO_ANY: u32 = 0;
 
 /// [`NetRule::direction`] bit: packets a socket of the cgroup sends.
 pub const DIR_EGRESS: u32 = 1;
@@ -25,6 +36,38 @@ pub const DIR_INGRESS: u32 = 2;
 
 /// Probabilities are parts per million: 1 % is 10_000.
 pub const PPM_ONE: u32 = 1_000_000;
+
+/// An address prefix: `addr` is already masked; IPv4 uses word 0 only. Words are in network
+/// byte order as they sit in the packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Prefix {
+    pub addr: [u32; 4],
+    pub mask: [u32; 4],
+}
+
+/// Which packets a rule applies to, seen from the target cgroup: the *peer* is the remote end
+/// (destination of egress packets, source of ingress ones), *local* the cgroup's own address.
+/// Zero everywhere matches everything.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerFilter {
+    /// `FAMILY_*`: 4 or 6 when a prefix is set (a prefix only matches its own family).
+    pub family: u32,
+    /// `PROTO_*`.
+    pub proto: u32,
+    /// Peer port range, inclusive, host byte order; `0..=0` is any port.
+    pub port_lo: u32,
+    pub port_hi: u32,
+    /// 1 when `peer` is set.
+    pub has_peer: u32,
+    /// 1 when `local` is set.
+    pub has_local: u32,
+    pub peer: Prefix,
+    pub local: Prefix,
+}
+
+const _: () = assert!(core::mem::size_of::<PeerFilter>() == 24 + 64);
 
 /// One fault's rule on one cgroup. `kind == 0` marks an empty slot.
 #[repr(C)]
@@ -41,9 +84,13 @@ pub struct NetRule {
     pub direction: u32,
     /// Chance in parts per million that a matching packet is affected.
     pub probability_ppm: u32,
+    /// `NET_KIND_CONNECT_ERROR`: the errno to fail with, negative (e.g. -111).
+    pub retval: i32,
+    pub _pad: u32,
+    pub filter: PeerFilter,
 }
 
-const _: () = assert!(core::mem::size_of::<NetRule>() == 24);
+const _: () = assert!(core::mem::size_of::<NetRule>() == 32 + 88);
 
 /// All rules on one cgroup; the program checks each non-empty slot.
 #[repr(C)]
@@ -52,7 +99,7 @@ pub struct NetRuleSet {
     pub rules: [NetRule; MAX_RULES_PER_CGROUP],
 }
 
-const _: () = assert!(core::mem::size_of::<NetRuleSet>() == 24 * MAX_RULES_PER_CGROUP);
+const _: () = assert!(core::mem::size_of::<NetRuleSet>() == 120 * MAX_RULES_PER_CGROUP);
 
 #[cfg(feature = "user")]
 mod user {

@@ -8,6 +8,8 @@
 #[cfg(target_arch = "bpf")]
 mod counters;
 #[cfg(target_arch = "bpf")]
+mod io;
+#[cfg(target_arch = "bpf")]
 mod net;
 
 #[cfg(target_arch = "bpf")]

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::io::{IoErrnoParams, IoOp};
+
 /// Body of `POST /v1/faults`.
 ///
 /// ```json
@@ -29,6 +31,33 @@ pub enum FaultSpec {
     /// Drop a share of the target cgroups' packets.
     #[serde(rename = "net.loss")]
     NetLoss(NetLossParams),
+    /// Fail file operations of the target cgroups with an errno (BPF LSM).
+    #[serde(rename = "io.errno")]
+    IoErrno(IoErrnoParams),
+    /// Drop every packet to and from a peer prefix, both directions.
+    #[serde(rename = "net.partition")]
+    NetPartition(NetPartitionParams),
+    /// Fail `connect()` (and unconnected UDP `sendmsg()`) with an errno.
+    #[serde(rename = "net.connect_error")]
+    NetConnectError(NetConnectErrorParams),
+    /// Busy-loop workers, each burning a share of one core.
+    #[serde(rename = "stress.cpu")]
+    StressCpu(StressCpuParams),
+    /// A worker that allocates memory, touches every page and holds it.
+    #[serde(rename = "stress.mem")]
+    StressMem(StressMemParams),
+    /// Allocate space on a filesystem (no targets).
+    #[serde(rename = "disk.fill")]
+    DiskFill(DiskFillParams),
+    /// Sustained reads/writes in a directory.
+    #[serde(rename = "disk.io")]
+    DiskIo(DiskIoParams),
+    /// Signal the target cgroups' processes once.
+    #[serde(rename = "process.kill")]
+    ProcessKill(ProcessKillParams),
+    /// Freeze the target cgroups (cgroup v2 freezer) until the fault ends.
+    #[serde(rename = "process.pause")]
+    ProcessPause(ProcessPauseParams),
 }
 
 impl FaultSpec {
@@ -36,6 +65,15 @@ impl FaultSpec {
     pub fn kind(&self) -> &'static str {
         match self {
             FaultSpec::NetLoss(_) => "net.loss",
+            FaultSpec::IoErrno(_) => "io.errno",
+            FaultSpec::NetPartition(_) => "net.partition",
+            FaultSpec::NetConnectError(_) => "net.connect_error",
+            FaultSpec::StressCpu(_) => "stress.cpu",
+            FaultSpec::StressMem(_) => "stress.mem",
+            FaultSpec::DiskFill(_) => "disk.fill",
+            FaultSpec::DiskIo(_) => "disk.io",
+            FaultSpec::ProcessKill(_) => "process.kill",
+            FaultSpec::ProcessPause(_) => "process.pause",
         }
     }
 }
@@ -47,6 +85,62 @@ pub struct NetLossParams {
     pub percent: f64,
     #[serde(default)]
     pub direction: Direction,
+    #[serde(default)]
+    pub filter: NetFilter,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NetPartitionParams {
+    /// `dst` (the peer prefix) is required.
+    pub filter: NetFilter,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NetConnectErrorParams {
+    /// errno name ("ECONNREFUSED") or number ("111").
+    pub errno: String,
+    /// Share of matching connects that fail; all of them by default.
+    #[serde(default = "hundred")]
+    pub percent: f64,
+    #[serde(default)]
+    pub filter: NetFilter,
+}
+
+fn hundred() -> f64 {
+    100.0
+}
+
+/// Which traffic a network fault applies to, seen from the target: the *peer* is the remote
+/// end (destination of what the target sends, source of what it receives), *local* the
+/// target's own address. Every field is optional; empty matches all traffic.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NetFilter {
+    /// Peer prefix, IPv4 or IPv6 CIDR ("10.0.0.0/8", "::1/128"; a bare address is /32 or /128).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst: Option<String>,
+    /// Local prefix (the target's own address), same family as `dst`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src: Option<String>,
+    /// Peer port or inclusive range: "5432", "8000-8080".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<String>,
+    #[serde(default)]
+    pub proto: Proto,
+}
+
+/// Transport protocol a network fault applies to.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    #[default]
+    Any,
+    Tcp,
+    Udp,
+    /// ICMP and ICMPv6.
+    Icmp,
 }
 
 /// Which packets of the target's sockets a network fault applies to.
@@ -60,6 +154,105 @@ pub enum Direction {
     Ingress,
     Both,
 }
+
+/// `stress.cpu`: targets optional (without one, workers run in a cgroup of chaosd's own).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StressCpuParams {
+    /// Share of one core each worker burns, 0 < load <= 100.
+    pub load: f64,
+    /// Workers per target cgroup; one per online core by default.
+    #[serde(default)]
+    pub workers: Option<u32>,
+}
+
+/// `stress.mem`: exactly one of `size` and `percent`; targets optional.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StressMemParams {
+    /// Bytes to hold per target, e.g. "256MiB", "2GiB".
+    #[serde(default)]
+    pub size: Option<String>,
+    /// Share of the host's total memory to hold per target, 0 < percent <= 100.
+    #[serde(default)]
+    pub percent: Option<f64>,
+    /// How fast to allocate, e.g. "100MiB/s"; as fast as possible by default.
+    #[serde(default)]
+    pub rate: Option<String>,
+}
+
+/// `disk.fill`: exactly one of `size` and `percent`; takes no targets.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DiskFillParams {
+    /// An existing directory on the filesystem to fill.
+    pub path: String,
+    /// Bytes to allocate, e.g. "10GiB".
+    #[serde(default)]
+    pub size: Option<String>,
+    /// Fill until the filesystem is this share used (as `df` counts), 0 < percent <= 100.
+    #[serde(default)]
+    pub percent: Option<f64>,
+    /// Cross the daemon's free-space floor; honoured only if its config allows it too.
+    #[serde(default)]
+    pub allow_below_floor: bool,
+}
+
+/// `disk.io`: targets optional (the worker runs inside them).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DiskIoParams {
+    /// An existing directory; the worker's temporary file lives there.
+    pub path: String,
+    #[serde(default)]
+    pub mode: IoMode,
+    /// Bytes per second, e.g. "50MiB/s"; unthrottled by default.
+    #[serde(default)]
+    pub rate: Option<String>,
+}
+
+/// What a `disk.io` worker does.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum IoMode {
+    Read,
+    #[default]
+    Write,
+    /// Alternate reads and writes.
+    Mixed,
+}
+
+impl IoMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IoMode::Read => "read",
+            IoMode::Write => "write",
+            IoMode::Mixed => "mixed",
+        }
+    }
+}
+
+/// `process.kill`: at most one of `count` and `percent`; all processes by default.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessKillParams {
+    /// Signal name or number: "SIGKILL" (default), "TERM", "15".
+    #[serde(default = "sigkill")]
+    pub signal: String,
+    #[serde(default)]
+    pub count: Option<u32>,
+    #[serde(default)]
+    pub percent: Option<f64>,
+}
+
+fn sigkill() -> String {
+    "SIGKILL".into()
+}
+
+/// `process.pause` has no parameters: `"params": {}`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessPauseParams {}
 
 /// How a request names the cgroups a fault applies to. Each covers its descendant cgroups.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -124,6 +317,16 @@ pub struct Counters {
     pub affected: u64,
 }
 
+/// Per-operation counters of a fault that distinguishes operations (io.errno).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OpCounters {
+    pub op: String,
+    /// Operations that matched the fault's targets and filters.
+    pub checked: u64,
+    /// Of those, the operations the fault failed.
+    pub failed: u64,
+}
+
 /// A fault as the daemon reports it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct FaultInfo {
@@ -139,6 +342,9 @@ pub struct FaultInfo {
     #[serde(default)]
     pub ended_at: Option<String>,
     pub counters: Counters,
+    /// Per-operation breakdown of `counters`, for kinds that have one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub op_counters: Vec<OpCounters>,
 }
 
 /// Body of `GET /v1/status`.
@@ -176,7 +382,8 @@ mod tests {
             req.fault,
             FaultSpec::NetLoss(NetLossParams {
                 percent: 30.0,
-                direction: Direction::Egress
+                direction: Direction::Egress,
+                filter: NetFilter::default(),
             })
         );
         assert_eq!(req.targets[1], TargetSelector::Pid(1));

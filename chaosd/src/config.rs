@@ -22,6 +22,8 @@ use crate::directories;
 pub struct Config {
     pub daemon: DaemonConfig,
     pub faults: FaultsConfig,
+    /// Stress and disk faults: the disk free-space floor.
+    pub stress: crate::stress::StressConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]

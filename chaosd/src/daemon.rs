@@ -34,6 +34,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let kinds = FaultKinds {
         kernel: Arc::new(std::sync::Mutex::new(kernel)),
+        stress: config.stress.clone(),
     };
     let registry = Registry::new(kinds, journal, config.faults.clone(), mount);
 
@@ -55,6 +56,8 @@ fn clean_leftovers(journal: &Journal) {
     for f in journal.leftovers() {
         let cgroups: Vec<&str> = f.targets.iter().map(|t| t.cgroup.as_str()).collect();
         warn!(fault_id = %f.id, kind = f.kind, ?cgroups, "a previous chaosd left this fault; its kernel state ended with that process");
+        // A frozen cgroup does not thaw when its freezer dies: thaw it here.
+        crate::process::pause::thaw_leftover(&f);
         journal.remove(&f.id);
     }
 }

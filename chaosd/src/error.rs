@@ -68,6 +68,81 @@ pub enum RequestError {
     NoTargets,
     #[error("percent must be above 0 and at most 100, got {value}")]
     PercentOutOfRange { value: f64 },
+    #[error("--{field} {input:?} is not valid: {reason}")]
+    BadFilter { field: &'static str, input: String, reason: String },
+    #[error("--{field} is required for {kind}")]
+    MissingField { field: &'static str, kind: &'static str },
+    #[error("errno {input:?} is not known: give a name like ECONNREFUSED or a number 1-4095")]
+    BadErrno { input: String },
+    #[error("{kind} is not supported on this host: {reason}")]
+    NotAvailable { kind: &'static str, reason: String },
+    #[error("{kind} faults are not supported on this host: {reason}. Fix: {fix}")]
+    Unsupported {
+        kind: String,
+        reason: String,
+        fix: String,
+    },
+    #[error("path {path:?} cannot scope an I/O fault: {reason}")]
+    BadIoPath { path: String, reason: String },
+    #[error(
+        "load must be above 0 and at most 100 (percent of one core per worker), got {value}"
+    )]
+    LoadOutOfRange { value: f64 },
+    #[error("workers must be between 1 and {max}, got {value}")]
+    BadWorkers { value: u32, max: u32 },
+    #[error("{field} {input:?} is not valid: {reason} (examples: 512MiB, 2GiB, 1073741824)")]
+    BadSize {
+        field: &'static str,
+        input: String,
+        reason: String,
+    },
+    #[error("{kind} needs exactly one of {a} and {b} (--{a} or --{b})")]
+    ExactlyOneOf {
+        kind: &'static str,
+        a: &'static str,
+        b: &'static str,
+    },
+    #[error("{kind} takes at most one of {a} and {b} (--{a} or --{b})")]
+    AtMostOneOf {
+        kind: &'static str,
+        a: &'static str,
+        b: &'static str,
+    },
+    #[error(
+        "stress.mem of {asked} is more than the host's total memory ({total}); ask for less with --size or --percent"
+    )]
+    MemAboveTotal { asked: String, total: String },
+    #[error("path {path} does not exist; name an existing directory")]
+    PathNotFound { path: String },
+    #[error("path {path} is not a directory; name an existing directory")]
+    NotADirectory { path: String },
+    #[error(
+        "{asked} in {path} would leave less than the safety floor of {floor} free (now {free} free); ask for less{}",
+        if *request_allows { ", or set stress.allow_below_floor = true in the daemon's config" } else { ", or pass allow_below_floor (--allow-below-floor) where the daemon's config allows it (stress.allow_below_floor)" }
+    )]
+    BelowFloor {
+        path: String,
+        asked: String,
+        free: String,
+        floor: String,
+        request_allows: bool,
+    },
+    #[error("{path} is already {used_percent:.1} % used, at or above the asked {asked} %; nothing to fill")]
+    AlreadyFull {
+        path: String,
+        used_percent: f64,
+        asked: f64,
+    },
+    #[error("unknown signal {input:?}; use a name like SIGKILL, SIGTERM or TERM, or a number like 9")]
+    UnknownSignal { input: String },
+    #[error("count must be at least 1, got {value}")]
+    BadCount { value: u32 },
+    #[error("{kind} takes no targets (--cgroup, --pid, --unit): it works on --path")]
+    TargetsNotAccepted { kind: &'static str },
+    #[error(
+        "cgroup {cgroup} is already frozen (by another fault or by someone else); thaw it first or recover that fault"
+    )]
+    AlreadyFrozen { cgroup: String },
     #[error("target {selector} is given twice (as cgroup {cgroup})")]
     DuplicateTarget { selector: String, cgroup: String },
     #[error(transparent)]
@@ -85,6 +160,9 @@ pub enum FaultError {
     },
     #[error("no room for another fault: {what}; recover some faults first")]
     Capacity { what: String },
+    /// The request cannot be applied as asked, found only while applying (e.g. free space).
+    #[error(transparent)]
+    Refused(RequestError),
     #[error("writing the fault journal {path}: {source}")]
     Journal {
         path: PathBuf,

@@ -15,6 +15,10 @@ use crate::{
 pub trait ActiveFault: Send {
     /// What the fault has seen and done so far.
     fn counters(&self) -> Counters;
+    /// Per-operation counters, for kinds that have them.
+    fn op_counters(&self) -> Vec<crate::api::OpCounters> {
+        Vec::new()
+    }
     /// Undoes the fault. Called at most once; `Drop` does it when this was not called.
     fn revert(&mut self) -> Result<(), FaultError>;
 }
@@ -25,18 +29,63 @@ pub struct ApplyContext<'a> {
     pub duration: Duration,
 }
 
+/// Whether a kind needs targets, may go without, or takes none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetRule {
+    /// At least one target (most kinds: they act on a cgroup).
+    Required,
+    /// Without targets the kind runs in a cgroup of chaosd's own (stress workers).
+    Optional,
+    /// Targets are refused: the kind works on a path (`disk.fill`).
+    Forbidden,
+}
+
 /// Dispatches requests to the fault kinds, which keep their kernel state in [`Kernel`].
 #[derive(Clone)]
 pub struct FaultKinds {
     pub kernel: Arc<Mutex<Kernel>>,
+    /// The `[stress]` config: disk free-space floor.
+    pub stress: crate::stress::StressConfig,
 }
 
 impl FaultKinds {
+    /// Whether `spec`'s kind needs, accepts or refuses targets.
+    pub fn target_rule(spec: &FaultSpec) -> TargetRule {
+        match spec {
+            FaultSpec::StressCpu(_) | FaultSpec::StressMem(_) | FaultSpec::DiskIo(_) => {
+                TargetRule::Optional
+            }
+            FaultSpec::DiskFill(_) => TargetRule::Forbidden,
+            _ => TargetRule::Required,
+        }
+    }
+
     /// Checks parameters without touching anything.
     pub fn validate(spec: &FaultSpec) -> Result<(), RequestError> {
         match spec {
             FaultSpec::NetLoss(p) => crate::net::loss::validate(p),
+            FaultSpec::IoErrno(p) => crate::io::errno::validate(p),
+            FaultSpec::NetPartition(p) => crate::net::partition::validate(p),
+            FaultSpec::NetConnectError(p) => crate::net::connect_error::validate(p),
+            FaultSpec::StressCpu(p) => crate::stress::cpu::validate(p),
+            FaultSpec::StressMem(p) => crate::stress::mem::validate(p),
+            FaultSpec::DiskFill(p) => crate::stress::disk::validate_fill(p),
+            FaultSpec::DiskIo(p) => crate::stress::disk::validate_io(p),
+            FaultSpec::ProcessKill(p) => crate::process::kill::validate(p),
+            FaultSpec::ProcessPause(_) => Ok(()),
         }
+    }
+
+    /// Refuses kinds this kernel cannot run, with the reason.
+    pub fn check_available(&self, spec: &FaultSpec) -> Result<(), RequestError> {
+        crate::capabilities::require(spec.kind())?;
+        if let FaultSpec::NetConnectError(_) = spec {
+            let kernel = self.kernel.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(reason) = kernel.net.connect_unavailable() {
+                return Err(RequestError::NotAvailable { kind: spec.kind(), reason: reason.to_string() });
+            }
+        }
+        Ok(())
     }
 
     /// Applies `spec` completely, or returns an error with nothing applied.
@@ -47,6 +96,15 @@ impl FaultKinds {
     ) -> Result<Box<dyn ActiveFault>, FaultError> {
         match spec {
             FaultSpec::NetLoss(p) => crate::net::loss::apply(&self.kernel, p, ctx),
+            FaultSpec::IoErrno(p) => crate::io::errno::apply(&self.kernel, p, ctx),
+            FaultSpec::NetPartition(p) => crate::net::partition::apply(&self.kernel, p, ctx),
+            FaultSpec::NetConnectError(p) => crate::net::connect_error::apply(&self.kernel, p, ctx),
+            FaultSpec::StressCpu(p) => crate::stress::cpu::apply(p, ctx),
+            FaultSpec::StressMem(p) => crate::stress::mem::apply(p, ctx),
+            FaultSpec::DiskFill(p) => crate::stress::disk::apply_fill(&self.stress, p, ctx),
+            FaultSpec::DiskIo(p) => crate::stress::disk::apply_io(&self.stress, p, ctx),
+            FaultSpec::ProcessKill(p) => crate::process::kill::apply(p, ctx),
+            FaultSpec::ProcessPause(_) => crate::process::pause::apply(ctx),
         }
     }
 }

@@ -20,7 +20,10 @@ static EBPF_ELF: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/
 
 /// Loads chaosd's eBPF object into the kernel (maps created, programs not yet loaded).
 pub fn load_object() -> anyhow::Result<Ebpf> {
-    Ebpf::load(EBPF_ELF)
+    let mut loader = aya::EbpfLoader::new();
+    crate::io::set_globals(&mut loader);
+    loader
+        .load(EBPF_ELF)
         .context("loading chaosd's eBPF object (is this a BPF-capable kernel and are we root?)")
 }
 
@@ -33,6 +36,8 @@ pub struct Kernel {
     pub ebpf: Ebpf,
     pub slots: CounterSlots,
     pub net: crate::net::NetState,
+    /// I/O (BPF LSM) programs; on hosts that refuse them it only records why.
+    pub io: crate::io::IoState,
 }
 
 impl Kernel {
@@ -45,7 +50,17 @@ impl Kernel {
             .ok();
         let slots = CounterSlots::new(&mut ebpf)?;
         let net = crate::net::NetState::new(&mut ebpf)?;
-        Ok((Kernel { ebpf, slots, net }, logger))
+        let io = crate::io::IoState::new(&mut ebpf)?;
+        crate::capabilities::init();
+        Ok((
+            Kernel {
+                ebpf,
+                slots,
+                net,
+                io,
+            },
+            logger,
+        ))
     }
 }
 

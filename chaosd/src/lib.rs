@@ -6,6 +6,7 @@
 //! - [`server`] and [`client`]: the two ends of the socket.
 
 pub mod api;
+pub mod capabilities;
 pub mod cgroup;
 pub mod client;
 pub mod config;
@@ -13,9 +14,12 @@ pub mod daemon;
 pub mod directories;
 pub mod error;
 pub mod fault;
+pub mod io;
 pub mod journal;
 pub mod kernel;
 pub mod net;
 pub mod probe;
+pub mod process;
 pub mod registry;
 pub mod server;
+pub mod stress;

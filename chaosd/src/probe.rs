@@ -42,7 +42,12 @@ pub fn send_datagrams(to: SocketAddr, tag: u8, count: u32) -> io::Result<()> {
     } else {
         "[::1]:0".parse().unwrap()
     };
-    let sock = UdpSocket::bind(bind)?;
+    send_datagrams_from(bind, to, tag, count)
+}
+
+/// [`send_datagrams`] from a chosen local address (e.g. another loopback address).
+pub fn send_datagrams_from(from: SocketAddr, to: SocketAddr, tag: u8, count: u32) -> io::Result<()> {
+    let sock = UdpSocket::bind(from)?;
     for seq in 0..count {
         let mut msg = [0u8; 5];
         msg[0] = tag;
@@ -55,6 +60,13 @@ pub fn send_datagrams(to: SocketAddr, tag: u8, count: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// Tries a TCP connect to `to` and reports "ok" or the OS error number.
+pub fn tcp_connect(to: SocketAddr) -> Result<(), i32> {
+    std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5))
+        .map(drop)
+        .map_err(|e| e.raw_os_error().unwrap_or(-1))
+}
+
 /// A UDP socket on loopback that counts distinct datagrams per tag.
 pub struct UdpSink {
     sock: UdpSocket,
@@ -62,7 +74,11 @@ pub struct UdpSink {
 
 impl UdpSink {
     pub fn bind_loopback() -> io::Result<UdpSink> {
-        let sock = UdpSocket::bind("127.0.0.1:0")?;
+        Self::bind("127.0.0.1:0".parse().expect("literal address"))
+    }
+
+    pub fn bind(addr: SocketAddr) -> io::Result<UdpSink> {
+        let sock = UdpSocket::bind(addr)?;
         // A big buffer (root may exceed rmem_max) so nothing is dropped for lack of room.
         let _ = nix::sys::socket::setsockopt(
             &sock,

@@ -16,7 +16,7 @@ use crate::{
     cgroup,
     config::FaultsConfig,
     error::{Error, RequestError},
-    fault::{ActiveFault, ApplyContext, FaultKinds},
+    fault::{ActiveFault, ApplyContext, FaultKinds, TargetRule},
     journal::Journal,
 };
 
@@ -65,6 +65,7 @@ impl Registry {
     pub async fn inject(self: &Arc<Self>, req: InjectRequest) -> Result<FaultInfo, Error> {
         let duration = resolve_duration(req.duration.as_deref(), &self.faults_cfg)?;
         FaultKinds::validate(&req.fault)?;
+        self.kinds.check_available(&req.fault)?;
         let targets = self.resolve_targets(&req)?;
 
         let mut inner = self.inner.lock().await;
@@ -82,6 +83,7 @@ impl Registry {
             expires_at: rfc3339(now + duration),
             ended_at: None,
             counters: Default::default(),
+            op_counters: Vec::new(),
         };
         self.journal.record(&info)?;
         let ctx = ApplyContext {
@@ -97,6 +99,7 @@ impl Registry {
             }
         };
         info.counters = fault.counters();
+        info.op_counters = fault.op_counters();
         let timer = self.arm_timer(id.clone(), duration);
         info!(fault_id = %id, kind = info.kind, targets = ?info.targets.iter().map(|t| &t.cgroup).collect::<Vec<_>>(),
               duration_ms = info.duration_ms, "fault injected");
@@ -112,8 +115,14 @@ impl Registry {
     }
 
     fn resolve_targets(&self, req: &InjectRequest) -> Result<Vec<ResolvedTarget>, RequestError> {
-        if req.targets.is_empty() {
-            return Err(RequestError::NoTargets);
+        match (FaultKinds::target_rule(&req.fault), req.targets.is_empty()) {
+            (TargetRule::Required, true) => return Err(RequestError::NoTargets),
+            (TargetRule::Forbidden, false) => {
+                return Err(RequestError::TargetsNotAccepted {
+                    kind: req.fault.kind(),
+                });
+            }
+            _ => {}
         }
         let max_level = chaosd_common::net::MAX_CGROUP_LEVEL;
         let mut seen = HashSet::new();
@@ -157,6 +166,7 @@ impl Registry {
             t.abort();
         }
         entry.info.counters = entry.fault.counters();
+        entry.info.op_counters = entry.fault.op_counters();
         let reverted = entry.fault.revert();
         entry.info.state = state;
         entry.info.ended_at = Some(rfc3339(SystemTime::now()));
@@ -247,6 +257,7 @@ impl Registry {
 fn live_info(e: &Entry) -> FaultInfo {
     FaultInfo {
         counters: e.fault.counters(),
+        op_counters: e.fault.op_counters(),
         ..e.info.clone()
     }
 }

@@ -51,9 +51,13 @@ impl ApiError {
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         let status = match &e {
+            Error::Request(crate::error::RequestError::Unsupported { .. }) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             Error::Request(_) => StatusCode::BAD_REQUEST,
             Error::NotFound { .. } => StatusCode::NOT_FOUND,
             Error::Fault(FaultError::Capacity { .. }) => StatusCode::CONFLICT,
+            Error::Fault(FaultError::Refused(_)) => StatusCode::BAD_REQUEST,
             Error::Fault(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {
@@ -183,6 +187,7 @@ pub fn router(registry: Arc<Registry>) -> Router {
         )
         .route("/v1/faults/{id}", get(get_fault).delete(recover))
         .route("/v1/status", get(status))
+        .route("/v1/capabilities", get(capabilities))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -228,6 +233,11 @@ async fn recover(
 
 async fn recover_all(State(r): State<Arc<Registry>>) -> Json<Vec<FaultInfo>> {
     Json(r.recover_all(FaultState::Recovered).await)
+}
+
+/// What this host supports, probed once at start (see `capabilities`).
+async fn capabilities() -> Json<crate::capabilities::CapabilitiesInfo> {
+    Json(crate::capabilities::current().clone())
 }
 
 async fn status(State(r): State<Arc<Registry>>) -> Json<StatusInfo> {

@@ -217,7 +217,7 @@ pub fn loss_request(
     duration: &str,
 ) -> InjectRequest {
     InjectRequest {
-        fault: FaultSpec::NetLoss(NetLossParams { percent, direction }),
+        fault: FaultSpec::NetLoss(NetLossParams { percent, direction, filter: Default::default() }),
         targets: vec![TargetSelector::Cgroup(cgroup.rel().to_string())],
         duration: Some(duration.to_string()),
     }
@@ -288,16 +288,7 @@ pub fn udp_from_cgroups(cgroups: &[&TestCgroup], count: u32) -> Vec<u32> {
 /// Starts a receiver inside `cgroup`, sends `count` datagrams to it from this process (outside
 /// the cgroup) and returns how many it received.
 pub fn udp_into_cgroup(cgroup: &TestCgroup, count: u32) -> u32 {
-    let mut cmd = Command::new(workspace_bin("chaosctl"));
-    cmd.args(["__udp-recv", "--quiet-ms", "300"])
-        .stdout(Stdio::piped());
-    let mut child = spawn_in_cgroup(&mut cmd, cgroup.dir()).unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr: SocketAddr = lines.next().unwrap().unwrap().trim().parse().unwrap();
-    chaosd::probe::send_datagrams(addr, 1, count).unwrap();
-    let received: u32 = lines.next().unwrap().unwrap().trim().parse().unwrap();
-    child.wait().unwrap();
-    received
+    udp_into_cgroup_from(cgroup, "127.0.0.1:0".parse().unwrap(), count)
 }
 
 /// A UDP socket bound on loopback, for tests that need a plain one.
@@ -316,5 +307,130 @@ pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<
             return None;
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends `count` datagrams from a process in `cgroup` to each of `sinks` (bound by this
+/// process, outside the cgroup); returns how many reached each.
+pub fn udp_from_cgroup_to(cgroup: &TestCgroup, sinks: &[&UdpSink], count: u32) -> Vec<u32> {
+    sinks
+        .iter()
+        .map(|sink| {
+            let mut cmd = Command::new(workspace_bin("chaosctl"));
+            cmd.args(["__udp-send", "--to", &sink.addr().to_string(), "--count", &count.to_string(), "--tag", "1"]);
+            let mut sender = vec![spawn_in_cgroup(&mut cmd, cgroup.dir()).unwrap()];
+            let counts = sink.count(&mut sender, Duration::from_millis(300), Duration::from_secs(60)).unwrap();
+            sender[0].wait().unwrap();
+            counts[1]
+        })
+        .collect()
+}
+
+/// A TCP connect from a process in `cgroup`: Ok, or the errno it failed with.
+pub fn tcp_connect_from(cgroup: &TestCgroup, to: SocketAddr) -> Result<(), i32> {
+    let mut cmd = Command::new(workspace_bin("chaosctl"));
+    cmd.args(["__tcp-connect", "--to", &to.to_string()]).stdout(Stdio::piped());
+    let child = spawn_in_cgroup(&mut cmd, cgroup.dir()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    match text.trim().strip_prefix("error ") {
+        None if text.trim() == "ok" => Ok(()),
+        Some(errno) => Err(errno.parse().unwrap()),
+        None => panic!("unexpected __tcp-connect output: {text:?}"),
+    }
+}
+
+/// Starts a receiver inside `cgroup` and sends to it from `from` (an address of this process).
+pub fn udp_into_cgroup_from(cgroup: &TestCgroup, from: SocketAddr, count: u32) -> u32 {
+    let mut cmd = Command::new(workspace_bin("chaosctl"));
+    cmd.args(["__udp-recv", "--quiet-ms", "300"]).stdout(Stdio::piped());
+    let mut child = spawn_in_cgroup(&mut cmd, cgroup.dir()).unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr: SocketAddr = lines.next().unwrap().unwrap().trim().parse().unwrap();
+    chaosd::probe::send_datagrams_from(from, addr, 1, count).unwrap();
+    let received: u32 = lines.next().unwrap().unwrap().trim().parse().unwrap();
+    child.wait().unwrap();
+    received
+}
+
+/// Injects any fault into `cgroup`, panicking with the daemon's log on failure.
+pub fn inject(daemon: &Daemon, cgroup: &TestCgroup, fault: FaultSpec, duration: &str) -> FaultInfo {
+    let req = InjectRequest {
+        fault,
+        targets: vec![TargetSelector::Cgroup(cgroup.rel().to_string())],
+        duration: Some(duration.to_string()),
+    };
+    daemon.try_inject(&req).unwrap_or_else(|e| panic!("inject failed: {e}\n{}", daemon.log_text()))
+}
+
+/// Why `kind` cannot run on this host, as the daemon's `/v1/capabilities` reports it (None:
+/// supported). I/O tests skip with this reason where BPF LSM programs are refused.
+pub fn unsupported_reason(daemon: &Daemon, kind: &str) -> Option<String> {
+    let caps = block_on(chaosd::capabilities::fetch(&daemon.client()))
+        .unwrap_or_else(|e| panic!("GET /v1/capabilities failed: {e}"));
+    let k = caps
+        .kind(kind)
+        .unwrap_or_else(|| panic!("/v1/capabilities has no row for {kind}: {caps:?}"));
+    (!k.supported).then(|| k.reason.clone().unwrap_or_default())
+}
+
+/// Runs `op` `count` times on `path` from a process in `cgroup` (`chaosctl __file-ops`).
+pub fn file_ops_in(
+    cgroup: &TestCgroup,
+    op: chaosd::api::IoOp,
+    path: &Path,
+    count: u32,
+) -> chaosd::io::probe::FileOpsReport {
+    let mut cmd = file_ops_cmd(op, path, count, false);
+    let child = spawn_in_cgroup(&mut cmd, cgroup.dir()).unwrap();
+    parse_file_ops(child.wait_with_output().unwrap())
+}
+
+fn file_ops_cmd(op: chaosd::api::IoOp, path: &Path, count: u32, hold: bool) -> Command {
+    let mut cmd = Command::new(workspace_bin("chaosctl"));
+    cmd.args(["__file-ops", "--op", op.name(), "--count", &count.to_string()])
+        .arg("--path")
+        .arg(path)
+        .stdout(Stdio::piped());
+    if hold {
+        cmd.arg("--hold").stdin(Stdio::piped());
+    }
+    cmd
+}
+
+fn parse_file_ops(out: std::process::Output) -> chaosd::io::probe::FileOpsReport {
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "__file-ops failed: {}\nstdout: {text}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = text.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("bad __file-ops output {text:?}: {e}"))
+}
+
+/// A `__file-ops --hold` process in a cgroup: it has opened its file and waits for [`go`].
+///
+/// [`go`]: HeldFileOps::go
+pub struct HeldFileOps(Child);
+
+impl HeldFileOps {
+    pub fn start(cgroup: &TestCgroup, op: chaosd::api::IoOp, path: &Path, count: u32) -> Self {
+        let mut cmd = file_ops_cmd(op, path, count, true);
+        let mut child = spawn_in_cgroup(&mut cmd, cgroup.dir()).unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "__file-ops --hold did not get ready");
+        HeldFileOps(child)
+    }
+
+    /// Lets it run its operations on the descriptor opened earlier; returns its report.
+    pub fn go(mut self) -> chaosd::io::probe::FileOpsReport {
+        use std::io::Write as _;
+        self.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        parse_file_ops(self.0.wait_with_output().unwrap())
     }
 }

@@ -233,6 +233,7 @@ fn chaosctl_drives_the_daemon_end_to_end_with_json() {
         fault: FaultSpec::NetLoss(NetLossParams {
             percent: 5.0,
             direction: Direction::Both,
+            filter: Default::default(),
         }),
         targets: vec![TargetSelector::Cgroup(cg.rel().into())],
         duration: Some("5s".into()),

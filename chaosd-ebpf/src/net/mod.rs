@@ -1,3 +1,33 @@
-//! Network faults: rules per cgroup, applied by cgroup_skb programs on the cgroup2 root.
+//! Network faults: one rules map keyed by cgroup id, read by the cgroup_skb programs (packet
+//! drops) and the cgroup sock_addr programs (connect errors).
 
 mod cgroup_skb;
+mod peer;
+mod sock_addr;
+
+use aya_ebpf::{macros::map, maps::HashMap};
+use chaosd_common::net::{MAX_CGROUP_LEVEL, MAX_NET_CGROUPS, NetRuleSet};
+
+#[map]
+static NET_RULES: HashMap<u64, NetRuleSet> = HashMap::with_max_entries(MAX_NET_CGROUPS, 0);
+
+/// The deepest cgroup in an ancestry (level 1 = child of the root) that has a rule set.
+/// `ancestor(level)` returns 0 above the cgroup's own level. The daemon copies a targeted
+/// cgroup's rules into the sets of targeted descendants, so the deepest set is complete.
+#[inline(always)]
+fn deepest_rule_set(ancestor: impl Fn(i32) -> u64) -> Option<(u64, &'static NetRuleSet)> {
+    let mut found = None;
+    let mut level = 1;
+    while level <= MAX_CGROUP_LEVEL {
+        let id = ancestor(level as i32);
+        if id == 0 {
+            break;
+        }
+        // SAFETY: map values are only read here; the daemon replaces whole values.
+        if let Some(set) = unsafe { NET_RULES.get(&id) } {
+            found = Some((id, set));
+        }
+        level += 1;
+    }
+    found
+}

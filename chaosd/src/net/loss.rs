@@ -1,19 +1,25 @@
-//! `net.loss`: drop a share of a cgroup's packets.
+//! `net.loss`: drop a share of a cgroup's packets, optionally only some peers, ports, protocols.
 
 use std::sync::{Arc, Mutex};
 
-use chaosd_common::net::{DIR_EGRESS, DIR_INGRESS, NET_KIND_LOSS, NetRule, PPM_ONE};
+use chaosd_common::net::{DIR_EGRESS, DIR_INGRESS, NET_KIND_DROP, NetRule};
 
+use super::{apply_rule, filter::peer_filter, percent_to_ppm};
 use crate::{
-    api::{Counters, Direction, NetLossParams},
+    api::{Direction, NetLossParams},
     error::{FaultError, RequestError},
     fault::{ActiveFault, ApplyContext},
-    kernel::{Kernel, monotonic_ns},
+    kernel::Kernel,
 };
 
 pub fn validate(p: &NetLossParams) -> Result<(), RequestError> {
-    if !(p.percent > 0.0 && p.percent <= 100.0) {
-        return Err(RequestError::PercentOutOfRange { value: p.percent });
+    check_percent(p.percent)?;
+    peer_filter(&p.filter).map(drop)
+}
+
+pub(crate) fn check_percent(percent: f64) -> Result<(), RequestError> {
+    if !(percent > 0.0 && percent <= 100.0) {
+        return Err(RequestError::PercentOutOfRange { value: percent });
     }
     Ok(())
 }
@@ -26,82 +32,24 @@ pub(crate) fn direction_bits(d: Direction) -> u32 {
     }
 }
 
-/// Parts per million, at least 1 so a tiny percentage still means "some".
-fn percent_to_ppm(percent: f64) -> u32 {
-    ((percent * 10_000.0).round() as u32).clamp(1, PPM_ONE)
-}
-
-/// Writes the fault's rule for its targets and attaches the programs, or nothing at all.
-pub fn apply(
-    kernel: &Arc<Mutex<Kernel>>,
-    p: &NetLossParams,
-    ctx: &ApplyContext<'_>,
-) -> Result<Box<dyn ActiveFault>, FaultError> {
-    let mut guard = kernel.lock().unwrap_or_else(|e| e.into_inner());
-    let k = &mut *guard;
-    let slot = k.slots.allocate()?;
+pub fn apply(kernel: &Arc<Mutex<Kernel>>, p: &NetLossParams, ctx: &ApplyContext<'_>) -> Result<Box<dyn ActiveFault>, FaultError> {
+    let filter = peer_filter(&p.filter).expect("validated before apply");
     let rule = NetRule {
-        deadline_ns: monotonic_ns().saturating_add(ctx.duration.as_nanos() as u64),
-        counter_slot: slot,
-        kind: NET_KIND_LOSS,
+        kind: NET_KIND_DROP,
         direction: direction_bits(p.direction),
         probability_ppm: percent_to_ppm(p.percent),
+        filter,
+        ..NetRule::default()
     };
-    let targets = ctx
-        .targets
-        .iter()
-        .map(|t| (t.cgroup_id, t.cgroup.clone()))
-        .collect();
-    if let Err(e) = k.net.add_fault(&mut k.ebpf, rule, targets) {
-        k.slots.release(slot);
-        return Err(e);
-    }
-    drop(guard);
-    Ok(Box::new(NetLossFault {
-        kernel: Arc::clone(kernel),
-        slot,
-        reverted: false,
-    }))
-}
-
-struct NetLossFault {
-    kernel: Arc<Mutex<Kernel>>,
-    slot: u32,
-    reverted: bool,
-}
-
-impl ActiveFault for NetLossFault {
-    fn counters(&self) -> Counters {
-        self.kernel
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .slots
-            .read(self.slot)
-    }
-
-    fn revert(&mut self) -> Result<(), FaultError> {
-        if self.reverted {
-            return Ok(());
-        }
-        self.reverted = true;
-        let mut k = self.kernel.lock().unwrap_or_else(|e| e.into_inner());
-        let result = k.net.remove_fault(self.slot);
-        k.slots.release(self.slot);
-        result
-    }
-}
-
-impl Drop for NetLossFault {
-    fn drop(&mut self) {
-        if let Err(e) = self.revert() {
-            tracing::error!(slot = self.slot, "reverting a net.loss fault on drop: {e}");
-        }
-    }
+    apply_rule(kernel, rule, ctx)
 }
 
 #[cfg(test)]
 mod tests {
+    use chaosd_common::net::PPM_ONE;
+
     use super::*;
+    use crate::api::NetFilter;
 
     #[test]
     fn percent_maps_to_parts_per_million() {
@@ -113,21 +61,10 @@ mod tests {
     #[test]
     fn percent_must_be_in_range() {
         for bad in [0.0, -1.0, 150.0, f64::NAN] {
-            assert!(
-                validate(&NetLossParams {
-                    percent: bad,
-                    direction: Direction::Egress
-                })
-                .is_err(),
-                "{bad}"
-            );
+            let p = NetLossParams { percent: bad, direction: Direction::Egress, filter: NetFilter::default() };
+            assert!(validate(&p).is_err(), "{bad}");
         }
-        assert!(
-            validate(&NetLossParams {
-                percent: 100.0,
-                direction: Direction::Both
-            })
-            .is_ok()
-        );
+        let ok = NetLossParams { percent: 100.0, direction: Direction::Both, filter: NetFilter::default() };
+        assert!(validate(&ok).is_ok());
     }
 }

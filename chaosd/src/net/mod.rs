@@ -1,38 +1,60 @@
-//! Network faults, enforced per cgroup by the cgroup_skb programs of `chaosd-ebpf/src/net`.
+//! Network faults, enforced per cgroup by the programs of `chaosd-ebpf/src/net`.
+//!
+//! Every network fault is one [`NetRule`] written into the sets of its target cgroups: packet
+//! drops (`loss`, `partition`) are enforced by cgroup_skb programs, connect errors by cgroup
+//! sock_addr programs. Each group of programs is attached to the cgroup2 root only while a
+//! fault needs it, through links that close with the daemon: if chaosd dies, every network
+//! fault ends with it.
 //!
 //! # Kernel requirements
-//! cgroup v2 mounted, `CONFIG_CGROUP_BPF`, `bpf_link` for cgroups (5.7+; older kernels fall back
-//! to `BPF_PROG_ATTACH`). The programs attach to the cgroup2 root with `BPF_F_ALLOW_MULTI` only
-//! while a network fault is active, through links that close with the daemon: if chaosd dies,
-//! every network fault ends with it. A socket belongs to the cgroup of the process that created
-//! it, so processes moved into a target after creating a socket keep that socket unaffected.
+//! cgroup v2 mounted, `CONFIG_CGROUP_BPF`, `bpf_link` for cgroups (5.7+). Connect errors need
+//! `bpf_set_retval` (5.19+). A socket belongs to the cgroup of the process that created it, so
+//! a process moved into a target after creating a socket keeps that socket unaffected.
 
+pub mod connect_error;
+pub mod filter;
 pub mod loss;
+pub mod partition;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     fs::File,
     path::PathBuf,
+    sync::{Arc, Mutex},
 };
 
 use anyhow::Context as _;
 use aya::{
     Ebpf,
     maps::{HashMap, MapData},
-    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, cgroup_skb::CgroupSkbLink},
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, cgroup_skb::CgroupSkbLink,
+        cgroup_sock_addr::CgroupSockAddrLink,
+    },
 };
-use chaosd_common::net::{MAX_RULES_PER_CGROUP, NET_RULES_MAP, NetRule, NetRuleSet};
+use chaosd_common::net::{
+    MAX_RULES_PER_CGROUP, NET_KIND_CONNECT_ERROR, NET_KIND_DROP, NET_RULES_MAP, NetRule, NetRuleSet, PPM_ONE,
+};
 
-use crate::{cgroup::is_same_or_ancestor, error::FaultError};
+use crate::{
+    api::Counters,
+    cgroup::is_same_or_ancestor,
+    error::FaultError,
+    fault::{ActiveFault, ApplyContext},
+    kernel::{Kernel, monotonic_ns},
+};
 
-const EGRESS_PROGRAM: &str = "chaosd_net_egress";
-const INGRESS_PROGRAM: &str = "chaosd_net_ingress";
+const SKB_PROGRAMS: [(&str, CgroupSkbAttachType); 2] =
+    [("chaosd_net_egress", CgroupSkbAttachType::Egress), ("chaosd_net_ingress", CgroupSkbAttachType::Ingress)];
+const SOCK_ADDR_PROGRAMS: [&str; 4] = ["chaosd_connect4", "chaosd_connect6", "chaosd_sendmsg4", "chaosd_sendmsg6"];
 
 /// Rules map and attachment state of the network programs.
 pub struct NetState {
     rules: HashMap<MapData, u64, NetRuleSet>,
-    /// Links of the egress and ingress programs on the cgroup2 root, while any rule exists.
-    links: Option<[CgroupSkbLink; 2]>,
+    skb_links: Vec<CgroupSkbLink>,
+    sock_addr_links: Vec<CgroupSockAddrLink>,
+    /// Why connect errors cannot work here, when the sock_addr programs failed to load.
+    connect_unavailable: Option<String>,
     cgroup2_root: PathBuf,
     /// Active network faults by counter slot: the source of truth the map is computed from.
     faults: BTreeMap<u32, NetFaultRules>,
@@ -47,21 +69,25 @@ struct NetFaultRules {
 }
 
 impl NetState {
-    /// Takes the rules map and loads (verifies) both programs.
+    /// Takes the rules map and loads (verifies) the programs. Packet-drop programs must load;
+    /// connect-error programs may fail (older kernels), which only disables that kind.
     pub fn new(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
-        let rules = ebpf
-            .take_map(NET_RULES_MAP)
-            .context("eBPF object has no net rules map")?;
+        let rules = ebpf.take_map(NET_RULES_MAP).context("eBPF object has no net rules map")?;
         let rules = HashMap::try_from(rules).context("net rules map has the wrong type")?;
-        for name in [EGRESS_PROGRAM, INGRESS_PROGRAM] {
-            program(ebpf, name)?
-                .load()
-                .with_context(|| format!("loading program {name}"))?;
+        for (name, _) in SKB_PROGRAMS {
+            skb_program(ebpf, name)?.load().with_context(|| format!("loading program {name}"))?;
         }
+        let connect_unavailable = load_sock_addr_programs(ebpf).err().map(|e| {
+            let reason = format!("{e:#} (connect errors need bpf_set_retval, kernel 5.19 or newer)");
+            tracing::warn!("net.connect_error unavailable: {reason}");
+            reason
+        });
         let cgroup2_root = crate::cgroup::cgroup2_mount()?;
         Ok(NetState {
             rules,
-            links: None,
+            skb_links: Vec::new(),
+            sock_addr_links: Vec::new(),
+            connect_unavailable,
             cgroup2_root,
             faults: BTreeMap::new(),
             written: BTreeSet::new(),
@@ -69,35 +95,34 @@ impl NetState {
     }
 
     pub fn attached(&self) -> bool {
-        self.links.is_some()
+        !self.skb_links.is_empty() || !self.sock_addr_links.is_empty()
+    }
+
+    /// Why connect-error faults cannot be injected here, if they cannot.
+    pub fn connect_unavailable(&self) -> Option<&str> {
+        self.connect_unavailable.as_deref()
     }
 
     /// Adds a fault's rule on its targets. On error nothing of it stays in the kernel.
-    pub fn add_fault(
-        &mut self,
-        ebpf: &mut Ebpf,
-        rule: NetRule,
-        targets: Vec<(u64, String)>,
-    ) -> Result<(), FaultError> {
+    fn add_fault(&mut self, ebpf: &mut Ebpf, rule: NetRule, targets: Vec<(u64, String)>) -> Result<(), FaultError> {
         let slot = rule.counter_slot;
         self.faults.insert(slot, NetFaultRules { rule, targets });
-        let result = self.attach(ebpf).and_then(|()| self.sync());
+        let result = self.reconcile_links(ebpf).and_then(|()| self.sync());
         if result.is_err() {
             self.faults.remove(&slot);
             if let Err(e) = self.sync() {
                 tracing::error!("restoring net rules after a failed inject: {e}");
             }
-            self.detach_if_idle();
+            let _ = self.reconcile_links(ebpf);
         }
         result
     }
 
-    /// Removes the fault counted in `slot`; detaches the programs when it was the last.
-    pub fn remove_fault(&mut self, slot: u32) -> Result<(), FaultError> {
+    /// Removes the fault counted in `slot`; detaches programs no fault needs any more.
+    fn remove_fault(&mut self, ebpf: &mut Ebpf, slot: u32) -> Result<(), FaultError> {
         self.faults.remove(&slot);
         let result = self.sync();
-        self.detach_if_idle();
-        result
+        self.reconcile_links(ebpf).and(result)
     }
 
     /// Rewrites the map from `faults`: each targeted cgroup gets the rules of every fault that
@@ -105,9 +130,7 @@ impl NetState {
     fn sync(&mut self) -> Result<(), FaultError> {
         let desired = self.desired_sets()?;
         for (id, set) in &desired {
-            self.rules
-                .insert(id, set, 0)
-                .map_err(|e| FaultError::kernel("writing net rules", e))?;
+            self.rules.insert(id, set, 0).map_err(|e| FaultError::kernel("writing net rules", e))?;
         }
         for id in self.written.iter().filter(|id| !desired.contains_key(id)) {
             match self.rules.remove(id) {
@@ -120,11 +143,8 @@ impl NetState {
     }
 
     fn desired_sets(&self) -> Result<BTreeMap<u64, NetRuleSet>, FaultError> {
-        let targeted: BTreeMap<u64, &str> = self
-            .faults
-            .values()
-            .flat_map(|f| f.targets.iter().map(|(id, p)| (*id, p.as_str())))
-            .collect();
+        let targeted: BTreeMap<u64, &str> =
+            self.faults.values().flat_map(|f| f.targets.iter().map(|(id, p)| (*id, p.as_str()))).collect();
         let mut sets = BTreeMap::new();
         for (id, path) in targeted {
             let inherited = self
@@ -135,9 +155,7 @@ impl NetState {
             let mut set = NetRuleSet::default();
             for (n, rule) in inherited.enumerate() {
                 let slot = set.rules.get_mut(n).ok_or_else(|| FaultError::Capacity {
-                    what: format!(
-                        "cgroup {path} would carry more than {MAX_RULES_PER_CGROUP} network faults"
-                    ),
+                    what: format!("cgroup {path} would carry more than {MAX_RULES_PER_CGROUP} network faults"),
                 })?;
                 *slot = rule;
             }
@@ -146,48 +164,127 @@ impl NetState {
         Ok(sets)
     }
 
-    /// Attaches both programs to the cgroup2 root unless they already are.
-    fn attach(&mut self, ebpf: &mut Ebpf) -> Result<(), FaultError> {
-        if self.links.is_some() {
-            return Ok(());
+    /// Attaches each program group while some fault needs it, detaches it otherwise.
+    fn reconcile_links(&mut self, ebpf: &mut Ebpf) -> Result<(), FaultError> {
+        let needs = |kind| self.faults.values().any(|f| f.rule.kind == kind);
+        let (need_skb, need_sock) = (needs(NET_KIND_DROP), needs(NET_KIND_CONNECT_ERROR));
+        if need_skb && self.skb_links.is_empty() {
+            let root = self.open_root()?;
+            for (name, attach_type) in SKB_PROGRAMS {
+                let link = attach_skb(ebpf, name, &root, attach_type)?;
+                self.skb_links.push(link);
+            }
+            tracing::info!(root = %self.cgroup2_root.display(), "packet programs attached");
+        } else if !need_skb && !self.skb_links.is_empty() {
+            self.skb_links.clear();
+            tracing::info!("packet programs detached: no packet fault is active");
         }
-        let root = File::open(&self.cgroup2_root)
-            .map_err(|e| FaultError::kernel("opening the cgroup2 root", e))?;
-        let egress = attach_one(ebpf, EGRESS_PROGRAM, &root, CgroupSkbAttachType::Egress)?;
-        let ingress = attach_one(ebpf, INGRESS_PROGRAM, &root, CgroupSkbAttachType::Ingress)?;
-        self.links = Some([egress, ingress]);
-        tracing::info!(root = %self.cgroup2_root.display(), "network programs attached");
+        if need_sock && self.sock_addr_links.is_empty() {
+            let root = self.open_root()?;
+            for name in SOCK_ADDR_PROGRAMS {
+                let link = attach_sock_addr(ebpf, name, &root)?;
+                self.sock_addr_links.push(link);
+            }
+            tracing::info!(root = %self.cgroup2_root.display(), "connect programs attached");
+        } else if !need_sock && !self.sock_addr_links.is_empty() {
+            self.sock_addr_links.clear();
+            tracing::info!("connect programs detached: no connect fault is active");
+        }
         Ok(())
     }
 
-    fn detach_if_idle(&mut self) {
-        if self.faults.is_empty() && self.links.take().is_some() {
-            tracing::info!("network programs detached: no network fault is active");
-        }
+    fn open_root(&self) -> Result<File, FaultError> {
+        File::open(&self.cgroup2_root).map_err(|e| FaultError::kernel("opening the cgroup2 root", e))
     }
 }
 
-fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut CgroupSkb> {
-    let prog = ebpf
-        .program_mut(name)
-        .with_context(|| format!("eBPF object has no program {name}"))?;
-    prog.try_into()
-        .with_context(|| format!("program {name} is not cgroup_skb"))
+fn skb_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut CgroupSkb> {
+    let prog = ebpf.program_mut(name).with_context(|| format!("eBPF object has no program {name}"))?;
+    prog.try_into().with_context(|| format!("program {name} is not cgroup_skb"))
 }
 
-fn attach_one(
-    ebpf: &mut Ebpf,
-    name: &'static str,
-    root: &File,
-    attach_type: CgroupSkbAttachType,
-) -> Result<CgroupSkbLink, FaultError> {
-    let prog =
-        program(ebpf, name).map_err(|e| FaultError::kernel("finding a network program", e))?;
-    // A bpf_link on a cgroup always coexists with other programs (multi-attach) and the kernel
-    // rejects explicit flags for it; `Single` passes none.
+fn sock_addr_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut CgroupSockAddr> {
+    let prog = ebpf.program_mut(name).with_context(|| format!("eBPF object has no program {name}"))?;
+    prog.try_into().with_context(|| format!("program {name} is not cgroup sock_addr"))
+}
+
+fn load_sock_addr_programs(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+    for name in SOCK_ADDR_PROGRAMS {
+        sock_addr_program(ebpf, name)?.load().with_context(|| format!("loading program {name}"))?;
+    }
+    Ok(())
+}
+
+// A bpf_link on a cgroup always coexists with other programs (multi-attach) and the kernel
+// rejects explicit flags for it; `Single` passes none.
+
+fn attach_skb(ebpf: &mut Ebpf, name: &str, root: &File, attach_type: CgroupSkbAttachType) -> Result<CgroupSkbLink, FaultError> {
+    let prog = skb_program(ebpf, name).map_err(|e| FaultError::kernel("finding a packet program", e))?;
     let id = prog
         .attach(root, attach_type, CgroupAttachMode::Single)
-        .map_err(|e| FaultError::kernel("attaching a network program to the cgroup2 root", e))?;
-    prog.take_link(id)
-        .map_err(|e| FaultError::kernel("taking a network program link", e))
+        .map_err(|e| FaultError::kernel("attaching a packet program to the cgroup2 root", e))?;
+    prog.take_link(id).map_err(|e| FaultError::kernel("taking a packet program link", e))
+}
+
+fn attach_sock_addr(ebpf: &mut Ebpf, name: &str, root: &File) -> Result<CgroupSockAddrLink, FaultError> {
+    let prog = sock_addr_program(ebpf, name).map_err(|e| FaultError::kernel("finding a connect program", e))?;
+    let id = prog
+        .attach(root, CgroupAttachMode::Single)
+        .map_err(|e| FaultError::kernel("attaching a connect program to the cgroup2 root", e))?;
+    prog.take_link(id).map_err(|e| FaultError::kernel("taking a connect program link", e))
+}
+
+/// Parts per million, at least 1 so a tiny percentage still means "some".
+pub(crate) fn percent_to_ppm(percent: f64) -> u32 {
+    ((percent * 10_000.0).round() as u32).clamp(1, PPM_ONE)
+}
+
+/// Writes `rule` (its deadline and counter slot filled in here) for the targets in `ctx`, or
+/// nothing at all, and returns the fault that owns it.
+pub(crate) fn apply_rule(kernel: &Arc<Mutex<Kernel>>, mut rule: NetRule, ctx: &ApplyContext<'_>) -> Result<Box<dyn ActiveFault>, FaultError> {
+    let mut guard = kernel.lock().unwrap_or_else(|e| e.into_inner());
+    let k = &mut *guard;
+    let slot = k.slots.allocate()?;
+    rule.counter_slot = slot;
+    rule.deadline_ns = monotonic_ns().saturating_add(ctx.duration.as_nanos() as u64);
+    let targets = ctx.targets.iter().map(|t| (t.cgroup_id, t.cgroup.clone())).collect();
+    if let Err(e) = k.net.add_fault(&mut k.ebpf, rule, targets) {
+        k.slots.release(slot);
+        return Err(e);
+    }
+    drop(guard);
+    Ok(Box::new(NetRuleFault { kernel: Arc::clone(kernel), slot, reverted: false }))
+}
+
+/// A network fault in force: its rule sits in the sets of its targets.
+struct NetRuleFault {
+    kernel: Arc<Mutex<Kernel>>,
+    slot: u32,
+    reverted: bool,
+}
+
+impl ActiveFault for NetRuleFault {
+    fn counters(&self) -> Counters {
+        self.kernel.lock().unwrap_or_else(|e| e.into_inner()).slots.read(self.slot)
+    }
+
+    fn revert(&mut self) -> Result<(), FaultError> {
+        if self.reverted {
+            return Ok(());
+        }
+        self.reverted = true;
+        let mut guard = self.kernel.lock().unwrap_or_else(|e| e.into_inner());
+        let k = &mut *guard;
+        let result = k.net.remove_fault(&mut k.ebpf, self.slot);
+        k.slots.release(self.slot);
+        result
+    }
+}
+
+impl Drop for NetRuleFault {
+    fn drop(&mut self) {
+        if let Err(e) = self.revert() {
+            tracing::error!(slot = self.slot, "reverting a network fault on drop: {e}");
+        }
+    }
 }

@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, path::PathBuf};
 
-use chaosd::api::{Direction, TargetSelector};
+use chaosd::api::{Direction, NetFilter, Proto, TargetSelector};
 use clap::{Args, Parser, Subcommand};
 
 /// Drive chaosd: inject faults into cgroups, watch them, and recover.
@@ -43,6 +43,11 @@ pub enum Command {
     },
     /// Show the daemon's status.
     Status,
+    /// Show which fault kinds this host supports, and for the others why not and the fix.
+    Doctor,
+    /// Internal: perform one file operation N times; print a JSON report (run in a cgroup).
+    #[command(name = "__file-ops", hide = true)]
+    FileOps(crate::io::FileOpsArgs),
     /// Show packet loss working: inject 30 % loss into a demo cgroup and measure it against a sibling.
     Demo,
     /// Internal: send numbered UDP datagrams (the demo runs this inside a cgroup).
@@ -55,6 +60,12 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         tag: u8,
     },
+    /// Internal: try one TCP connect; print "ok" or "error ERRNO".
+    #[command(name = "__tcp-connect", hide = true)]
+    TcpConnect {
+        #[arg(long)]
+        to: SocketAddr,
+    },
     /// Internal: print a loopback UDP address, count datagrams until quiet, print the count.
     #[command(name = "__udp-recv", hide = true)]
     UdpRecv {
@@ -66,10 +77,30 @@ pub enum Command {
 
 #[derive(Subcommand)]
 pub enum InjectKind {
+    /// CPU and memory stress.
+    Stress {
+        #[command(subcommand)]
+        fault: crate::stress::StressFault,
+    },
+    /// Disk fill and disk I/O load.
+    Disk {
+        #[command(subcommand)]
+        fault: crate::stress::DiskFault,
+    },
+    /// Kill or pause the processes of a cgroup.
+    Process {
+        #[command(subcommand)]
+        fault: crate::stress::ProcessFault,
+    },
     /// Network faults.
     Net {
         #[command(subcommand)]
         fault: NetFault,
+    },
+    /// File I/O faults (BPF LSM).
+    Io {
+        #[command(subcommand)]
+        fault: crate::io::IoFault,
     },
 }
 
@@ -84,8 +115,52 @@ pub enum NetFault {
         #[arg(long, value_enum, default_value_t = Direction::Egress)]
         direction: Direction,
         #[command(flatten)]
+        filter: FilterArgs,
+        #[command(flatten)]
         common: Common,
     },
+    /// Cut the target off from a peer prefix: drop every packet to and from it.
+    Partition {
+        #[command(flatten)]
+        filter: FilterArgs,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Make connect() (and unconnected UDP sendmsg) from the target fail with an errno.
+    ConnectError {
+        /// errno name or number, e.g. ECONNREFUSED, ETIMEDOUT, 113.
+        #[arg(long, default_value = "ECONNREFUSED")]
+        errno: String,
+        /// Share of matching connects that fail.
+        #[arg(long, default_value_t = 100.0)]
+        percent: f64,
+        #[command(flatten)]
+        filter: FilterArgs,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+/// Which traffic a network fault applies to; all optional.
+#[derive(Args)]
+pub struct FilterArgs {
+    /// Peer prefix (the remote end), IPv4 or IPv6 CIDR or address. Required for partition.
+    #[arg(long)]
+    pub dst: Option<String>,
+    /// Local prefix (the target's own address).
+    #[arg(long)]
+    pub src: Option<String>,
+    /// Peer port or range, e.g. 5432 or 8000-8080.
+    #[arg(long)]
+    pub port: Option<String>,
+    #[arg(long, value_enum, default_value_t = Proto::Any)]
+    pub proto: Proto,
+}
+
+impl FilterArgs {
+    pub fn to_filter(&self) -> NetFilter {
+        NetFilter { dst: self.dst.clone(), src: self.src.clone(), port: self.port.clone(), proto: self.proto }
+    }
 }
 
 /// Targets and duration, common to every fault.

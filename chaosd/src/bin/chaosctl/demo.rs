@@ -34,6 +34,7 @@ pub async fn run(client: &Client) -> Result<()> {
         fault: FaultSpec::NetLoss(NetLossParams {
             percent: LOSS_PERCENT,
             direction: Direction::Egress,
+            filter: Default::default(),
         }),
         targets: vec![TargetSelector::Cgroup(lossy.rel().to_string())],
         duration: Some("2m".into()),

@@ -2,13 +2,16 @@
 
 mod args;
 mod demo;
+mod doctor;
+mod io;
 mod output;
+mod stress;
 
 use std::process::ExitCode;
 
 use anyhow::Result;
 use chaosd::{
-    api::{FaultSpec, InjectRequest, NetLossParams},
+    api::{FaultSpec, InjectRequest, NetConnectErrorParams, NetLossParams, NetPartitionParams},
     client::Client,
 };
 use clap::Parser;
@@ -66,6 +69,8 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Doctor => doctor::run(&client, json).await,
+        Command::FileOps(a) => io::file_ops(&a),
         Command::Status => {
             let s = client.status().await?;
             if json {
@@ -77,6 +82,13 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Demo => demo::run(&client).await,
         Command::UdpSend { to, count, tag } => Ok(chaosd::probe::send_datagrams(to, tag, count)?),
+        Command::TcpConnect { to } => {
+            match chaosd::probe::tcp_connect(to) {
+                Ok(()) => println!("ok"),
+                Err(errno) => println!("error {errno}"),
+            }
+            Ok(())
+        }
         Command::UdpRecv { quiet_ms } => {
             let sink = chaosd::probe::UdpSink::bind_loopback()?;
             println!("{}", sink.addr());
@@ -92,17 +104,22 @@ async fn run(cli: Cli) -> Result<()> {
 
 async fn inject(client: &Client, kind: InjectKind, json: bool) -> Result<()> {
     let (fault, common) = match kind {
-        InjectKind::Net {
-            fault:
-                NetFault::Loss {
-                    percent,
-                    direction,
-                    common,
-                },
-        } => (
-            FaultSpec::NetLoss(NetLossParams { percent, direction }),
-            common,
-        ),
+        InjectKind::Stress { fault } => stress::stress_spec(fault),
+        InjectKind::Disk { fault } => stress::disk_spec(fault),
+        InjectKind::Process { fault } => stress::process_spec(fault),
+        InjectKind::Io { fault } => fault.into_spec(),
+        InjectKind::Net { fault } => match fault {
+            NetFault::Loss { percent, direction, filter, common } => {
+                (FaultSpec::NetLoss(NetLossParams { percent, direction, filter: filter.to_filter() }), common)
+            }
+            NetFault::Partition { filter, common } => {
+                (FaultSpec::NetPartition(NetPartitionParams { filter: filter.to_filter() }), common)
+            }
+            NetFault::ConnectError { errno, percent, filter, common } => (
+                FaultSpec::NetConnectError(NetConnectErrorParams { errno, percent, filter: filter.to_filter() }),
+                common,
+            ),
+        },
     };
     let req = InjectRequest {
         fault,

@@ -2,7 +2,7 @@
 
 use std::time::SystemTime;
 
-use chaosd::api::{FaultInfo, FaultSpec, StatusInfo};
+use chaosd::api::{FaultInfo, FaultSpec, NetFilter, Proto, StatusInfo};
 
 pub fn fault_table(faults: &[FaultInfo]) {
     if faults.is_empty() {
@@ -45,6 +45,9 @@ pub fn fault_detail(f: &FaultInfo) {
     };
     println!("seen:       {}", f.counters.seen);
     println!("affected:   {} ({share:.1} %)", f.counters.affected);
+    for c in &f.op_counters {
+        println!("  {:<9} {} checked, {} failed", format!("{}:", c.op), c.checked, c.failed);
+    }
 }
 
 pub fn status(s: &StatusInfo) {
@@ -69,10 +72,44 @@ pub fn status(s: &StatusInfo) {
 
 fn params(spec: &FaultSpec) -> String {
     match spec {
-        FaultSpec::NetLoss(p) => {
-            format!("{} % of packets, {:?}", p.percent, p.direction).to_lowercase()
-        }
+        FaultSpec::IoErrno(p) => format!(
+            "{} % of {} fail with {}{}",
+            p.percent,
+            if p.ops.is_empty() {
+                "file operations".to_string()
+            } else {
+                p.ops.iter().map(|o| o.name()).collect::<Vec<_>>().join(",")
+            },
+            p.errno,
+            p.path.as_deref().map(|d| format!(" under {d}")).unwrap_or_default()
+        ),
+        FaultSpec::NetLoss(p) => format!("{} % of packets, {}{}", p.percent, format!("{:?}", p.direction).to_lowercase(), filter(&p.filter)),
+        FaultSpec::NetPartition(p) => format!("all packets, both directions{}", filter(&p.filter)),
+        FaultSpec::NetConnectError(p) => format!("{} % of connects fail with {}{}", p.percent, p.errno, filter(&p.filter)),
+        FaultSpec::StressCpu(_)
+        | FaultSpec::StressMem(_)
+        | FaultSpec::DiskFill(_)
+        | FaultSpec::DiskIo(_)
+        | FaultSpec::ProcessKill(_)
+        | FaultSpec::ProcessPause(_) => crate::stress::params(spec),
     }
+}
+
+fn filter(f: &NetFilter) -> String {
+    let mut parts = Vec::new();
+    if let Some(d) = &f.dst {
+        parts.push(format!("peer {d}"));
+    }
+    if let Some(s) = &f.src {
+        parts.push(format!("local {s}"));
+    }
+    if let Some(p) = &f.port {
+        parts.push(format!("port {p}"));
+    }
+    if f.proto != Proto::Any {
+        parts.push(format!("{:?}", f.proto).to_lowercase());
+    }
+    if parts.is_empty() { String::new() } else { format!(", {}", parts.join(", ")) }
 }
 
 fn targets(f: &FaultInfo) -> String {

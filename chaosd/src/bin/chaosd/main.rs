@@ -18,10 +18,30 @@ struct Args {
     /// Where the journal of active faults lives (overrides the config) [default: /run/chaosd]
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    mode: Option<Mode>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+#[derive(clap::Subcommand)]
+enum Mode {
+    /// Internal: a stress worker that the daemon starts and supervises.
+    #[command(name = "__stress-worker", hide = true)]
+    StressWorker(chaosd::stress::worker::WorkerArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    // Workers are single-threaded and run no async runtime.
+    if let Some(Mode::StressWorker(w)) = args.mode {
+        std::process::exit(chaosd::stress::worker::run(w));
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(daemon(args))
+}
+
+async fn daemon(args: Args) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("CHAOSD_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
@@ -29,7 +49,6 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let args = Args::parse();
     let mut config = chaosd::daemon::load_config(args.config)?;
     if let Some(s) = args.socket {
         config.daemon.socket = s;

@@ -1,0 +1,71 @@
+//! `chaosctl inject io ...` and the hidden `__file-ops` probe.
+
+use std::path::PathBuf;
+
+use chaosd::api::{FaultSpec, IoErrnoParams, IoOp};
+use clap::{Args, Subcommand};
+
+use crate::args::Common;
+
+#[derive(Subcommand)]
+pub enum IoFault {
+    /// Fail file operations of the target cgroups with an errno.
+    Errno {
+        /// errno name or number, e.g. EIO, ENOSPC, EACCES, EROFS, EDQUOT, ENOMEM, EINTR, 5.
+        #[arg(long)]
+        errno: String,
+        /// Only files at or below this absolute path (as chaosd sees it); every file if absent.
+        #[arg(long)]
+        path: Option<String>,
+        /// Operations that fail (comma-separated); every operation if absent.
+        #[arg(long, value_enum, value_delimiter = ',')]
+        ops: Vec<IoOp>,
+        /// Share of matching operations that fail, above 0 and at most 100.
+        #[arg(long, default_value_t = 100.0)]
+        percent: f64,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+impl IoFault {
+    pub fn into_spec(self) -> (FaultSpec, Common) {
+        match self {
+            IoFault::Errno {
+                errno,
+                path,
+                ops,
+                percent,
+                common,
+            } => (
+                FaultSpec::IoErrno(IoErrnoParams {
+                    errno,
+                    path,
+                    ops,
+                    percent,
+                }),
+                common,
+            ),
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct FileOpsArgs {
+    #[arg(long, value_enum)]
+    pub op: IoOp,
+    /// A file (open, read, write, truncate) or a directory (create, unlink, rename, mkdir, rmdir).
+    #[arg(long)]
+    pub path: PathBuf,
+    #[arg(long, default_value_t = 1)]
+    pub count: u32,
+    /// Open the file first, print "ready" and wait for a line on stdin before the operations.
+    #[arg(long)]
+    pub hold: bool,
+}
+
+pub fn file_ops(a: &FileOpsArgs) -> anyhow::Result<()> {
+    let report = chaosd::io::probe::run(a.op, &a.path, a.count, a.hold)?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}

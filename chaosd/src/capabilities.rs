@@ -1,0 +1,452 @@
+//! What this host can inject, and why not: `GET /v1/capabilities` and `chaosctl doctor`.
+//!
+//! Facts about the host (BTF, active LSMs, lockdown, cgroup2, qdisc modules) are read once at
+//! daemon start, together with the results of the load-time probes the fault kinds record
+//! ([`record_probe`]: e.g. the I/O kind loads its BPF LSM programs and records why the kernel
+//! refused them). [`KINDS`] has one row per fault kind: its check turns the facts into
+//! "supported" or a [`Problem`] with the exact reason and the fix. An inject of an unsupported
+//! kind is refused with that same reason ([`require`]), before anything is applied.
+//!
+//! **Adding a kind**: add a [`KindRow`] to [`KINDS`] with a check function; a kind without a row
+//! is treated as having no requirement beyond a running daemon.
+
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    sync::{Mutex, OnceLock},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::RequestError;
+
+/// Why something cannot work here, and what to do about it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    pub reason: String,
+    pub fix: String,
+}
+
+impl Problem {
+    pub fn new(reason: impl Into<String>, fix: impl Into<String>) -> Self {
+        Problem {
+            reason: reason.into(),
+            fix: fix.into(),
+        }
+    }
+}
+
+/// Body of `GET /v1/capabilities`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapabilitiesInfo {
+    /// `uname -r` of the host.
+    pub kernel: String,
+    /// One entry per fault kind.
+    pub kinds: Vec<KindCapability>,
+    /// The host facts the kinds are judged by.
+    pub host: Vec<HostCheck>,
+}
+
+impl CapabilitiesInfo {
+    pub fn kind(&self, kind: &str) -> Option<&KindCapability> {
+        self.kinds.iter().find(|k| k.kind == kind)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KindCapability {
+    /// Wire name, e.g. "io.errno".
+    pub kind: String,
+    pub summary: String,
+    pub supported: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostCheck {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// One fault kind's row: how to judge it from the facts.
+pub struct KindRow {
+    pub kind: &'static str,
+    pub summary: &'static str,
+    pub check: fn(&Facts) -> Result<(), Problem>,
+}
+
+/// Every fault kind chaosd knows. Keep one row per `FaultSpec` kind.
+pub static KINDS: &[KindRow] = &[
+    KindRow {
+        kind: "net.loss",
+        summary: "drop a share of a cgroup's packets (cgroup_skb)",
+        check: check_cgroup_bpf,
+    },
+    KindRow {
+        kind: "net.partition",
+        summary: "cut a cgroup off from peers (cgroup_skb)",
+        check: check_cgroup_bpf,
+    },
+    KindRow {
+        kind: "net.connect_error",
+        summary: "fail connect() with an errno (cgroup sock_addr, bpf_set_retval)",
+        check: check_cgroup_bpf,
+    },
+    KindRow {
+        kind: "io.errno",
+        summary: "fail file operations with an errno (BPF LSM)",
+        check: check_bpf_lsm,
+    },
+];
+
+/// Probe names recorded by the kinds (see [`record_probe`]).
+pub const PROBE_BPF_LSM: &str = "bpf_lsm";
+
+/// What was found about the host at daemon start.
+#[derive(Clone, Debug)]
+pub struct Facts {
+    pub kernel: String,
+    pub cgroup2: Result<String, Problem>,
+    pub btf: Result<(), Problem>,
+    /// Contents of /sys/kernel/security/lsm (None: securityfs not readable).
+    pub lsm: Option<String>,
+    /// The selected lockdown mode (None: no lockdown LSM or securityfs not readable).
+    pub lockdown: Option<String>,
+    pub sch_fq: Result<(), Problem>,
+    /// Results of load-time probes recorded by the kinds.
+    pub probes: BTreeMap<String, Result<(), Problem>>,
+}
+
+static PROBES: Mutex<BTreeMap<String, Result<(), Problem>>> = Mutex::new(BTreeMap::new());
+static SNAPSHOT: OnceLock<CapabilitiesInfo> = OnceLock::new();
+
+/// Records the result of a probe (e.g. loading a program type) for the kinds' checks.
+pub fn record_probe(name: &str, result: Result<(), Problem>) {
+    PROBES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(name.to_string(), result);
+}
+
+/// Computes and caches the table; called once when the daemon has loaded its programs.
+pub fn init() -> &'static CapabilitiesInfo {
+    SNAPSHOT.get_or_init(|| evaluate(&Facts::gather()))
+}
+
+/// The cached table (computed now if the daemon did not yet).
+pub fn current() -> &'static CapabilitiesInfo {
+    init()
+}
+
+/// Refuses a kind this host cannot run, with the reason and the fix.
+pub fn require(kind: &str) -> Result<(), RequestError> {
+    match current().kind(kind) {
+        Some(k) if !k.supported => Err(RequestError::Unsupported {
+            kind: kind.to_string(),
+            reason: k.reason.clone().unwrap_or_default(),
+            fix: k.fix.clone().unwrap_or_default(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+pub fn evaluate(facts: &Facts) -> CapabilitiesInfo {
+    let kinds = KINDS
+        .iter()
+        .map(|row| {
+            let result = (row.check)(facts);
+            KindCapability {
+                kind: row.kind.to_string(),
+                summary: row.summary.to_string(),
+                supported: result.is_ok(),
+                reason: result.as_ref().err().map(|p| p.reason.clone()),
+                fix: result.err().map(|p| p.fix),
+            }
+        })
+        .collect();
+    CapabilitiesInfo {
+        kernel: facts.kernel.clone(),
+        kinds,
+        host: facts.host_checks(),
+    }
+}
+
+impl Facts {
+    pub fn gather() -> Facts {
+        let kernel = nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let cgroup2 = crate::cgroup::cgroup2_mount()
+            .map(|p| p.display().to_string())
+            .map_err(|_| {
+                Problem::new(
+                    "no cgroup2 filesystem is mounted (looked in /proc/self/mountinfo)",
+                    "mount one: `mount -t cgroup2 none /sys/fs/cgroup` (or boot with systemd.unified_cgroup_hierarchy=1)",
+                )
+            });
+        let btf = if Path::new(crate::io::btf::VMLINUX_BTF).exists() {
+            Ok(())
+        } else {
+            Err(no_btf())
+        };
+        let read = |p: &str| {
+            std::fs::read_to_string(p)
+                .ok()
+                .map(|s| s.trim().to_string())
+        };
+        let lsm = read("/sys/kernel/security/lsm");
+        let lockdown = read("/sys/kernel/security/lockdown").and_then(|s| selected_lockdown(&s));
+        Facts {
+            sch_fq: qdisc_module_available(&kernel, "sch_fq"),
+            kernel,
+            cgroup2,
+            btf,
+            lsm,
+            lockdown,
+            probes: PROBES.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        }
+    }
+
+    /// BPF LSM is in the active LSM list (None: unknown, securityfs not readable).
+    pub fn bpf_lsm_active(&self) -> Option<bool> {
+        self.lsm
+            .as_ref()
+            .map(|l| l.split(',').any(|m| m.trim() == "bpf"))
+    }
+
+    /// A problem if BPF LSM is known to be inactive, or kernel memory reads are locked down.
+    pub fn bpf_lsm_static_problem(&self) -> Option<Problem> {
+        if let Err(p) = &self.cgroup2 {
+            return Some(p.clone());
+        }
+        if let Err(p) = &self.btf {
+            return Some(p.clone());
+        }
+        if self.bpf_lsm_active() == Some(false) {
+            return Some(Problem::new(
+                format!(
+                    "BPF LSM is not active: /sys/kernel/security/lsm is \"{}\"",
+                    self.lsm.as_deref().unwrap_or_default()
+                ),
+                format!(
+                    "add bpf to the kernel command line's LSM list, e.g. `lsm={},bpf` (needs CONFIG_BPF_LSM=y), and reboot",
+                    self.lsm
+                        .as_deref()
+                        .unwrap_or("landlock,lockdown,yama,integrity,apparmor")
+                ),
+            ));
+        }
+        if self.lockdown.as_deref() == Some("confidentiality") {
+            return Some(Problem::new(
+                "kernel lockdown is in confidentiality mode: BPF programs may not read kernel memory (bpf_probe_read_kernel), which path filters need",
+                "boot with `lockdown=integrity` (or none), or disable Secure Boot's lockdown policy",
+            ));
+        }
+        None
+    }
+
+    fn host_checks(&self) -> Vec<HostCheck> {
+        let mut out = Vec::new();
+        let mut push = |name: &str, ok: bool, detail: String| {
+            out.push(HostCheck {
+                name: name.to_string(),
+                ok,
+                detail,
+            })
+        };
+        match &self.cgroup2 {
+            Ok(m) => push("cgroup2", true, format!("mounted at {m}")),
+            Err(p) => push("cgroup2", false, p.reason.clone()),
+        }
+        match &self.btf {
+            Ok(()) => push("btf", true, crate::io::btf::VMLINUX_BTF.to_string()),
+            Err(p) => push("btf", false, p.reason.clone()),
+        }
+        match (self.bpf_lsm_active(), &self.lsm) {
+            (Some(active), Some(l)) => push("bpf_lsm_active", active, format!("lsm={l}")),
+            _ => push(
+                "bpf_lsm_active",
+                false,
+                "unknown: /sys/kernel/security/lsm is not readable (securityfs not mounted?)"
+                    .into(),
+            ),
+        }
+        match (&self.lockdown, &self.lsm) {
+            (Some(mode), _) => push("lockdown", mode != "confidentiality", mode.clone()),
+            (None, Some(_)) => push("lockdown", true, "no lockdown LSM".into()),
+            (None, None) => push(
+                "lockdown",
+                true,
+                "unknown: /sys/kernel/security is not readable".into(),
+            ),
+        }
+        match &self.sch_fq {
+            Ok(()) => push("sch_fq", true, "qdisc available".into()),
+            Err(p) => push("sch_fq", false, p.reason.clone()),
+        }
+        for (name, result) in &self.probes {
+            match result {
+                Ok(()) => push(&format!("probe:{name}"), true, "loaded".into()),
+                Err(p) => push(&format!("probe:{name}"), false, p.reason.clone()),
+            }
+        }
+        out
+    }
+}
+
+fn no_btf() -> Problem {
+    Problem::new(
+        format!(
+            "the kernel has no BTF ({} is missing)",
+            crate::io::btf::VMLINUX_BTF
+        ),
+        "use a kernel built with CONFIG_DEBUG_INFO_BTF=y (every major distro's generic kernel is)",
+    )
+}
+
+/// "none [integrity] confidentiality" → "integrity".
+fn selected_lockdown(s: &str) -> Option<String> {
+    let start = s.find('[')?;
+    let end = s[start..].find(']')? + start;
+    Some(s[start + 1..end].to_string())
+}
+
+/// Whether a qdisc module is loaded, built in, or installed for this kernel. A static check:
+/// kinds that need certainty should also record a probe (creating the qdisc).
+pub fn qdisc_module_available(kernel: &str, module: &str) -> Result<(), Problem> {
+    if Path::new("/sys/module").join(module).exists() {
+        return Ok(());
+    }
+    let dir = Path::new("/lib/modules").join(kernel);
+    let builtin = std::fs::read_to_string(dir.join("modules.builtin")).unwrap_or_default();
+    if builtin
+        .lines()
+        .any(|l| l.ends_with(&format!("/{module}.ko")))
+    {
+        return Ok(());
+    }
+    let sched = dir.join("kernel/net/sched");
+    let installed = std::fs::read_dir(&sched)
+        .map(|d| {
+            d.flatten().any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("{module}.ko"))
+            })
+        })
+        .unwrap_or(false);
+    if installed {
+        Ok(())
+    } else {
+        Err(Problem::new(
+            format!(
+                "the {module} qdisc is neither built in, loaded, nor installed as a module for kernel {kernel}"
+            ),
+            format!(
+                "use a kernel with CONFIG_NET_SCH_{}=y or =m (and its modules installed)",
+                module.trim_start_matches("sch_").to_uppercase()
+            ),
+        ))
+    }
+}
+
+fn check_cgroup_bpf(f: &Facts) -> Result<(), Problem> {
+    f.cgroup2.as_ref().map(|_| ()).map_err(Clone::clone)
+}
+
+fn check_bpf_lsm(f: &Facts) -> Result<(), Problem> {
+    if let Some(p) = f.bpf_lsm_static_problem() {
+        return Err(p);
+    }
+    match f.probes.get(PROBE_BPF_LSM) {
+        Some(r) => r.clone(),
+        None => Err(Problem::new(
+            "BPF LSM programs were not probed (the daemon did not load its I/O programs)",
+            "start chaosd as root on this host; the probe runs at start",
+        )),
+    }
+}
+
+/// Fetches the table from a daemon.
+pub async fn fetch(
+    client: &crate::client::Client,
+) -> Result<CapabilitiesInfo, crate::client::ClientError> {
+    use crate::client::ClientError;
+    let (status, body) = client
+        .raw(hyper::Method::GET, "/v1/capabilities", None)
+        .await?;
+    if !status.is_success() {
+        let message = serde_json::from_slice::<crate::api::ErrorBody>(&body)
+            .map(|b| b.error)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
+        return Err(ClientError::Api(message, status));
+    }
+    serde_json::from_slice(&body)
+        .map_err(|e| ClientError::Protocol(format!("unexpected response: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> Facts {
+        Facts {
+            kernel: "6.12.0".into(),
+            cgroup2: Ok("/sys/fs/cgroup".into()),
+            btf: Ok(()),
+            lsm: Some("lockdown,capability,landlock,bpf".into()),
+            lockdown: Some("none".into()),
+            sch_fq: Ok(()),
+            probes: BTreeMap::from([(PROBE_BPF_LSM.to_string(), Ok(()))]),
+        }
+    }
+
+    #[test]
+    fn kinds_are_unique() {
+        let mut names: Vec<_> = KINDS.iter().map(|k| k.kind).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), KINDS.len());
+    }
+
+    #[test]
+    fn io_needs_active_bpf_lsm_and_a_successful_probe() {
+        assert!(evaluate(&facts()).kind("io.errno").unwrap().supported);
+
+        let mut f = facts();
+        f.lsm = Some("lockdown,capability,apparmor".into());
+        let k = evaluate(&f).kind("io.errno").unwrap().clone();
+        assert!(!k.supported);
+        assert!(
+            k.fix
+                .unwrap()
+                .contains("lsm=lockdown,capability,apparmor,bpf")
+        );
+
+        let mut f = facts();
+        f.probes.insert(
+            PROBE_BPF_LSM.into(),
+            Err(Problem::new("refused (EPERM)", "another kernel")),
+        );
+        let k = evaluate(&f).kind("io.errno").unwrap().clone();
+        assert_eq!(k.reason.as_deref(), Some("refused (EPERM)"));
+        assert!(evaluate(&f).kind("net.loss").unwrap().supported);
+
+        let mut f = facts();
+        f.lockdown = Some("confidentiality".into());
+        assert!(!evaluate(&f).kind("io.errno").unwrap().supported);
+    }
+
+    #[test]
+    fn lockdown_mode_is_the_bracketed_one() {
+        assert_eq!(
+            selected_lockdown("none [integrity] confidentiality").as_deref(),
+            Some("integrity")
+        );
+        assert_eq!(selected_lockdown("none integrity"), None);
+    }
+}

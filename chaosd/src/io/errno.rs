@@ -1,0 +1,228 @@
+//! `io.errno`: fail file operations of a cgroup with an errno.
+
+use std::{
+    os::unix::fs::MetadataExt as _,
+    path::Path,
+    sync::{Arc, Mutex},
+};
+
+use chaosd_common::io::{IO_PPM_ONE, IoRule};
+use nix::errno::Errno;
+use serde::Deserialize as _;
+
+use super::{IoErrnoParams, IoOp};
+use crate::{
+    api::{Counters, OpCounters},
+    error::{FaultError, RequestError},
+    fault::{ActiveFault, ApplyContext},
+    kernel::{Kernel, monotonic_ns},
+};
+
+/// Accepts `"EIO"`, `"5"` or `5` for the errno field.
+pub fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        S(String),
+        N(i64),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::S(s) => s,
+        Either::N(n) => n.to_string(),
+    })
+}
+
+/// An errno by name (`EIO`, case-insensitive) or number (1..=4095).
+pub fn parse_errno(input: &str) -> Result<i32, RequestError> {
+    let s = input.trim();
+    let bad = || RequestError::BadErrno {
+        input: input.to_string(),
+    };
+    if let Ok(n) = s.parse::<i32>() {
+        return if (1..=4095).contains(&n) {
+            Ok(n)
+        } else {
+            Err(bad())
+        };
+    }
+    let upper = s.to_ascii_uppercase();
+    (1..=4095)
+        .find(|&n| {
+            let e = Errno::from_raw(n);
+            e != Errno::UnknownErrno && format!("{e:?}") == upper
+        })
+        .ok_or_else(bad)
+}
+
+/// The errno's name, e.g. 5 → "EIO" (the number when it has none).
+pub fn errno_name(n: i32) -> String {
+    match Errno::from_raw(n) {
+        Errno::UnknownErrno => n.to_string(),
+        e => format!("{e:?}"),
+    }
+}
+
+/// `(kernel dev_t, inode)` of an absolute path: what the programs compare dentries with.
+pub fn resolve_path(path: &str) -> Result<(u64, u64), RequestError> {
+    let bad = |reason: String| RequestError::BadIoPath {
+        path: path.to_string(),
+        reason,
+    };
+    if !Path::new(path).is_absolute() {
+        return Err(bad("it must be absolute".into()));
+    }
+    let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
+    let dev = meta.dev();
+    // The kernel's dev_t is major << 20 | minor; stat(2) encodes it differently.
+    let kdev = (u64::from(libc::major(dev)) << 20) | u64::from(libc::minor(dev));
+    Ok((kdev, meta.ino()))
+}
+
+pub fn validate(p: &IoErrnoParams) -> Result<(), RequestError> {
+    parse_errno(&p.errno)?;
+    if !(p.percent > 0.0 && p.percent <= 100.0) {
+        return Err(RequestError::PercentOutOfRange { value: p.percent });
+    }
+    if let Some(path) = &p.path {
+        resolve_path(path)?;
+    }
+    Ok(())
+}
+
+fn ops_mask(ops: &[IoOp]) -> u32 {
+    let ops = if ops.is_empty() { &IoOp::ALL[..] } else { ops };
+    ops.iter().fold(0, |m, op| m | 1 << op.index())
+}
+
+fn percent_to_ppm(percent: f64) -> u32 {
+    ((percent * 10_000.0).round() as u32).clamp(1, IO_PPM_ONE)
+}
+
+/// Writes the fault's rule for its targets and attaches the programs, or nothing at all.
+pub fn apply(
+    kernel: &Arc<Mutex<Kernel>>,
+    p: &IoErrnoParams,
+    ctx: &ApplyContext<'_>,
+) -> Result<Box<dyn ActiveFault>, FaultError> {
+    let errno = parse_errno(&p.errno).map_err(|e| FaultError::kernel("parsing errno", e))?;
+    let (path_dev, path_ino) = match &p.path {
+        Some(path) => resolve_path(path).map_err(|e| FaultError::kernel("resolving path", e))?,
+        None => (0, 0),
+    };
+    let mut guard = kernel.lock().unwrap_or_else(|e| e.into_inner());
+    let k = &mut *guard;
+    let slot = k.slots.allocate()?;
+    let rule = IoRule {
+        deadline_ns: monotonic_ns().saturating_add(ctx.duration.as_nanos() as u64),
+        neg_errno: -i64::from(errno),
+        path_dev,
+        path_ino,
+        counter_slot: slot,
+        ops: ops_mask(&p.ops),
+        probability_ppm: percent_to_ppm(p.percent),
+        _pad: 0,
+    };
+    let targets = ctx
+        .targets
+        .iter()
+        .map(|t| (t.cgroup_id, t.cgroup.clone()))
+        .collect();
+    if let Err(e) = k.io.add_fault(&mut k.ebpf, rule, targets) {
+        k.slots.release(slot);
+        return Err(e);
+    }
+    drop(guard);
+    let ops = if p.ops.is_empty() {
+        IoOp::ALL.to_vec()
+    } else {
+        p.ops.clone()
+    };
+    Ok(Box::new(IoErrnoFault {
+        kernel: Arc::clone(kernel),
+        slot,
+        ops,
+        reverted: false,
+    }))
+}
+
+struct IoErrnoFault {
+    kernel: Arc<Mutex<Kernel>>,
+    slot: u32,
+    ops: Vec<IoOp>,
+    reverted: bool,
+}
+
+impl ActiveFault for IoErrnoFault {
+    fn counters(&self) -> Counters {
+        self.kernel
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .slots
+            .read(self.slot)
+    }
+
+    fn op_counters(&self) -> Vec<OpCounters> {
+        if self.reverted {
+            return Vec::new();
+        }
+        self.kernel
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .io
+            .op_counters(self.slot, &self.ops)
+    }
+
+    fn revert(&mut self) -> Result<(), FaultError> {
+        if self.reverted {
+            return Ok(());
+        }
+        self.reverted = true;
+        let mut k = self.kernel.lock().unwrap_or_else(|e| e.into_inner());
+        let result = k.io.remove_fault(self.slot);
+        k.slots.release(self.slot);
+        result
+    }
+}
+
+impl Drop for IoErrnoFault {
+    fn drop(&mut self) {
+        if let Err(e) = self.revert() {
+            tracing::error!(slot = self.slot, "reverting an io.errno fault on drop: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_by_name_or_number() {
+        assert_eq!(parse_errno("EIO").unwrap(), libc::EIO);
+        assert_eq!(parse_errno("enospc").unwrap(), libc::ENOSPC);
+        assert_eq!(parse_errno("EDQUOT").unwrap(), libc::EDQUOT);
+        assert_eq!(parse_errno("13").unwrap(), libc::EACCES);
+        for bad in ["", "EFOO", "0", "-5", "5000"] {
+            assert!(parse_errno(bad).is_err(), "{bad}");
+        }
+        assert_eq!(errno_name(libc::EROFS), "EROFS");
+    }
+
+    #[test]
+    fn params_accept_numbers_and_default_to_every_op_at_100_percent() {
+        let p: IoErrnoParams = serde_json::from_str(r#"{"errno":28}"#).unwrap();
+        assert_eq!(p.errno, "28");
+        assert_eq!(p.percent, 100.0);
+        assert_eq!(ops_mask(&p.ops), (1 << chaosd_common::io::IO_OPS) - 1);
+        assert_eq!(ops_mask(&[IoOp::Read]), 1 << chaosd_common::io::OP_READ);
+        assert!(serde_json::from_str::<IoErrnoParams>(r#"{"errno":"EIO","x":1}"#).is_err());
+    }
+
+    #[test]
+    fn paths_must_be_absolute_and_exist() {
+        assert!(resolve_path("tmp").is_err());
+        assert!(resolve_path("/nonexistent/chaosd").is_err());
+        let (_, ino) = resolve_path("/").unwrap();
+        assert!(ino > 0);
+    }
+}
