@@ -94,17 +94,49 @@ pub static KINDS: &[KindRow] = &[
     KindRow {
         kind: "net.connect_error",
         summary: "fail connect() with an errno (cgroup sock_addr, bpf_set_retval)",
-        check: check_cgroup_bpf,
+        check: check_connect_error,
     },
     KindRow {
         kind: "io.errno",
         summary: "fail file operations with an errno (BPF LSM)",
         check: check_bpf_lsm,
     },
+    KindRow {
+        kind: "stress.cpu",
+        summary: "burn CPU inside a cgroup (supervised worker processes)",
+        check: check_cgroup_bpf,
+    },
+    KindRow {
+        kind: "stress.mem",
+        summary: "hold memory resident inside a cgroup (supervised worker processes)",
+        check: check_cgroup_bpf,
+    },
+    KindRow {
+        kind: "disk.fill",
+        summary: "fill a filesystem down to a safety floor (fallocate)",
+        check: check_nothing,
+    },
+    KindRow {
+        kind: "disk.io",
+        summary: "sustained read/write load on a filesystem",
+        check: check_nothing,
+    },
+    KindRow {
+        kind: "process.kill",
+        summary: "signal processes of a cgroup",
+        check: check_cgroup_bpf,
+    },
+    KindRow {
+        kind: "process.pause",
+        summary: "freeze a cgroup (cgroup.freeze, 5.2+)",
+        check: check_cgroup_bpf,
+    },
 ];
 
 /// Probe names recorded by the kinds (see [`record_probe`]).
 pub const PROBE_BPF_LSM: &str = "bpf_lsm";
+/// Loading the cgroup sock_addr programs, which call `bpf_set_retval` (5.19+).
+pub const PROBE_CONNECT_ERROR: &str = "connect_error";
 
 /// What was found about the host at daemon start.
 #[derive(Clone, Debug)]
@@ -356,6 +388,23 @@ pub fn qdisc_module_available(kernel: &str, module: &str) -> Result<(), Problem>
 
 fn check_cgroup_bpf(f: &Facts) -> Result<(), Problem> {
     f.cgroup2.as_ref().map(|_| ()).map_err(Clone::clone)
+}
+
+fn check_nothing(_: &Facts) -> Result<(), Problem> {
+    Ok(())
+}
+
+fn check_connect_error(f: &Facts) -> Result<(), Problem> {
+    check_cgroup_bpf(f)?;
+    f.probes
+        .get(PROBE_CONNECT_ERROR)
+        .cloned()
+        .unwrap_or_else(|| {
+            Err(Problem::new(
+                "the connect programs were not probed (the daemon did not load them)",
+                "start chaosd as root on this host; the probe runs at start",
+            ))
+        })
 }
 
 fn check_bpf_lsm(f: &Facts) -> Result<(), Problem> {

@@ -69,13 +69,18 @@ pub enum RequestError {
     #[error("percent must be above 0 and at most 100, got {value}")]
     PercentOutOfRange { value: f64 },
     #[error("--{field} {input:?} is not valid: {reason}")]
-    BadFilter { field: &'static str, input: String, reason: String },
+    BadFilter {
+        field: &'static str,
+        input: String,
+        reason: String,
+    },
     #[error("--{field} is required for {kind}")]
-    MissingField { field: &'static str, kind: &'static str },
+    MissingField {
+        field: &'static str,
+        kind: &'static str,
+    },
     #[error("errno {input:?} is not known: give a name like ECONNREFUSED or a number 1-4095")]
     BadErrno { input: String },
-    #[error("{kind} is not supported on this host: {reason}")]
-    NotAvailable { kind: &'static str, reason: String },
     #[error("{kind} faults are not supported on this host: {reason}. Fix: {fix}")]
     Unsupported {
         kind: String,
@@ -84,9 +89,7 @@ pub enum RequestError {
     },
     #[error("path {path:?} cannot scope an I/O fault: {reason}")]
     BadIoPath { path: String, reason: String },
-    #[error(
-        "load must be above 0 and at most 100 (percent of one core per worker), got {value}"
-    )]
+    #[error("load must be above 0 and at most 100 (percent of one core per worker), got {value}")]
     LoadOutOfRange { value: f64 },
     #[error("workers must be between 1 and {max}, got {value}")]
     BadWorkers { value: u32, max: u32 },
@@ -127,13 +130,17 @@ pub enum RequestError {
         floor: String,
         request_allows: bool,
     },
-    #[error("{path} is already {used_percent:.1} % used, at or above the asked {asked} %; nothing to fill")]
+    #[error(
+        "{path} is already {used_percent:.1} % used, at or above the asked {asked} %; nothing to fill"
+    )]
     AlreadyFull {
         path: String,
         used_percent: f64,
         asked: f64,
     },
-    #[error("unknown signal {input:?}; use a name like SIGKILL, SIGTERM or TERM, or a number like 9")]
+    #[error(
+        "unknown signal {input:?}; use a name like SIGKILL, SIGTERM or TERM, or a number like 9"
+    )]
     UnknownSignal { input: String },
     #[error("count must be at least 1, got {value}")]
     BadCount { value: u32 },

@@ -46,7 +46,12 @@ pub fn send_datagrams(to: SocketAddr, tag: u8, count: u32) -> io::Result<()> {
 }
 
 /// [`send_datagrams`] from a chosen local address (e.g. another loopback address).
-pub fn send_datagrams_from(from: SocketAddr, to: SocketAddr, tag: u8, count: u32) -> io::Result<()> {
+pub fn send_datagrams_from(
+    from: SocketAddr,
+    to: SocketAddr,
+    tag: u8,
+    count: u32,
+) -> io::Result<()> {
     let sock = UdpSocket::bind(from)?;
     for seq in 0..count {
         let mut msg = [0u8; 5];

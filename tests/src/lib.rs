@@ -217,7 +217,11 @@ pub fn loss_request(
     duration: &str,
 ) -> InjectRequest {
     InjectRequest {
-        fault: FaultSpec::NetLoss(NetLossParams { percent, direction, filter: Default::default() }),
+        fault: FaultSpec::NetLoss(NetLossParams {
+            percent,
+            direction,
+            filter: Default::default(),
+        }),
         targets: vec![TargetSelector::Cgroup(cgroup.rel().to_string())],
         duration: Some(duration.to_string()),
     }
@@ -317,9 +321,23 @@ pub fn udp_from_cgroup_to(cgroup: &TestCgroup, sinks: &[&UdpSink], count: u32) -
         .iter()
         .map(|sink| {
             let mut cmd = Command::new(workspace_bin("chaosctl"));
-            cmd.args(["__udp-send", "--to", &sink.addr().to_string(), "--count", &count.to_string(), "--tag", "1"]);
+            cmd.args([
+                "__udp-send",
+                "--to",
+                &sink.addr().to_string(),
+                "--count",
+                &count.to_string(),
+                "--tag",
+                "1",
+            ]);
             let mut sender = vec![spawn_in_cgroup(&mut cmd, cgroup.dir()).unwrap()];
-            let counts = sink.count(&mut sender, Duration::from_millis(300), Duration::from_secs(60)).unwrap();
+            let counts = sink
+                .count(
+                    &mut sender,
+                    Duration::from_millis(300),
+                    Duration::from_secs(60),
+                )
+                .unwrap();
             sender[0].wait().unwrap();
             counts[1]
         })
@@ -329,7 +347,8 @@ pub fn udp_from_cgroup_to(cgroup: &TestCgroup, sinks: &[&UdpSink], count: u32) -
 /// A TCP connect from a process in `cgroup`: Ok, or the errno it failed with.
 pub fn tcp_connect_from(cgroup: &TestCgroup, to: SocketAddr) -> Result<(), i32> {
     let mut cmd = Command::new(workspace_bin("chaosctl"));
-    cmd.args(["__tcp-connect", "--to", &to.to_string()]).stdout(Stdio::piped());
+    cmd.args(["__tcp-connect", "--to", &to.to_string()])
+        .stdout(Stdio::piped());
     let child = spawn_in_cgroup(&mut cmd, cgroup.dir()).unwrap();
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -343,7 +362,8 @@ pub fn tcp_connect_from(cgroup: &TestCgroup, to: SocketAddr) -> Result<(), i32> 
 /// Starts a receiver inside `cgroup` and sends to it from `from` (an address of this process).
 pub fn udp_into_cgroup_from(cgroup: &TestCgroup, from: SocketAddr, count: u32) -> u32 {
     let mut cmd = Command::new(workspace_bin("chaosctl"));
-    cmd.args(["__udp-recv", "--quiet-ms", "300"]).stdout(Stdio::piped());
+    cmd.args(["__udp-recv", "--quiet-ms", "300"])
+        .stdout(Stdio::piped());
     let mut child = spawn_in_cgroup(&mut cmd, cgroup.dir()).unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let addr: SocketAddr = lines.next().unwrap().unwrap().trim().parse().unwrap();
@@ -353,14 +373,28 @@ pub fn udp_into_cgroup_from(cgroup: &TestCgroup, from: SocketAddr, count: u32) -
     received
 }
 
+/// A request for `fault` on `targets` lasting `duration`.
+pub fn request(fault: FaultSpec, targets: &[&TestCgroup], duration: &str) -> InjectRequest {
+    InjectRequest {
+        fault,
+        targets: targets
+            .iter()
+            .map(|c| TargetSelector::Cgroup(c.rel().to_string()))
+            .collect(),
+        duration: Some(duration.to_string()),
+    }
+}
+
+/// Sends `req`, panicking with the daemon's log on failure.
+pub fn inject_request(daemon: &Daemon, req: &InjectRequest) -> FaultInfo {
+    daemon
+        .try_inject(req)
+        .unwrap_or_else(|e| panic!("inject failed: {e}\n{}", daemon.log_text()))
+}
+
 /// Injects any fault into `cgroup`, panicking with the daemon's log on failure.
 pub fn inject(daemon: &Daemon, cgroup: &TestCgroup, fault: FaultSpec, duration: &str) -> FaultInfo {
-    let req = InjectRequest {
-        fault,
-        targets: vec![TargetSelector::Cgroup(cgroup.rel().to_string())],
-        duration: Some(duration.to_string()),
-    };
-    daemon.try_inject(&req).unwrap_or_else(|e| panic!("inject failed: {e}\n{}", daemon.log_text()))
+    inject_request(daemon, &request(fault, &[cgroup], duration))
 }
 
 /// Why `kind` cannot run on this host, as the daemon's `/v1/capabilities` reports it (None:
@@ -388,10 +422,16 @@ pub fn file_ops_in(
 
 fn file_ops_cmd(op: chaosd::api::IoOp, path: &Path, count: u32, hold: bool) -> Command {
     let mut cmd = Command::new(workspace_bin("chaosctl"));
-    cmd.args(["__file-ops", "--op", op.name(), "--count", &count.to_string()])
-        .arg("--path")
-        .arg(path)
-        .stdout(Stdio::piped());
+    cmd.args([
+        "__file-ops",
+        "--op",
+        op.name(),
+        "--count",
+        &count.to_string(),
+    ])
+    .arg("--path")
+    .arg(path)
+    .stdout(Stdio::piped());
     if hold {
         cmd.arg("--hold").stdin(Stdio::piped());
     }

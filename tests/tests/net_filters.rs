@@ -3,20 +3,33 @@
 use std::net::{SocketAddr, TcpListener};
 
 use chaosd::{
-    api::{Direction, FaultSpec, NetConnectErrorParams, NetFilter, NetLossParams, NetPartitionParams, Proto},
+    api::{
+        Direction, FaultSpec, NetConnectErrorParams, NetFilter, NetLossParams, NetPartitionParams,
+        Proto,
+    },
     client::ClientError,
     probe::UdpSink,
 };
 use chaosd_integration::{
-    Daemon, TestCgroup, block_on, inject, tcp_connect_from, udp_from_cgroup_to, udp_into_cgroup_from,
+    Daemon, TestCgroup, block_on, inject, tcp_connect_from, udp_from_cgroup_to,
+    udp_into_cgroup_from,
 };
 
 fn filter(dst: Option<&str>, port: Option<u16>, proto: Proto) -> NetFilter {
-    NetFilter { dst: dst.map(Into::into), src: None, port: port.map(|p| p.to_string()), proto }
+    NetFilter {
+        dst: dst.map(Into::into),
+        src: None,
+        port: port.map(|p| p.to_string()),
+        proto,
+    }
 }
 
 fn loss(percent: f64, direction: Direction, filter: NetFilter) -> FaultSpec {
-    FaultSpec::NetLoss(NetLossParams { percent, direction, filter })
+    FaultSpec::NetLoss(NetLossParams {
+        percent,
+        direction,
+        filter,
+    })
 }
 
 fn sink(ip: &str) -> UdpSink {
@@ -29,20 +42,68 @@ fn loss_filters_by_port_peer_and_protocol() {
     let cg = TestCgroup::new("filters");
     let (a, b) = (sink("127.0.0.1"), sink("127.0.0.2"));
 
-    let by_port = inject(&daemon, &cg, loss(100.0, Direction::Egress, filter(None, Some(a.addr().port()), Proto::Any)), "60s");
-    assert_eq!(udp_from_cgroup_to(&cg, &[&a, &b], 200), vec![0, 200], "--port must hit only that port");
+    let by_port = inject(
+        &daemon,
+        &cg,
+        loss(
+            100.0,
+            Direction::Egress,
+            filter(None, Some(a.addr().port()), Proto::Any),
+        ),
+        "60s",
+    );
+    assert_eq!(
+        udp_from_cgroup_to(&cg, &[&a, &b], 200),
+        vec![0, 200],
+        "--port must hit only that port"
+    );
     block_on(daemon.client().recover(&by_port.id)).unwrap();
 
-    let by_peer = inject(&daemon, &cg, loss(100.0, Direction::Egress, filter(Some("127.0.0.2/32"), None, Proto::Any)), "60s");
-    assert_eq!(udp_from_cgroup_to(&cg, &[&a, &b], 200), vec![200, 0], "--dst must hit only that peer");
+    let by_peer = inject(
+        &daemon,
+        &cg,
+        loss(
+            100.0,
+            Direction::Egress,
+            filter(Some("127.0.0.2/32"), None, Proto::Any),
+        ),
+        "60s",
+    );
+    assert_eq!(
+        udp_from_cgroup_to(&cg, &[&a, &b], 200),
+        vec![200, 0],
+        "--dst must hit only that peer"
+    );
     block_on(daemon.client().recover(&by_peer.id)).unwrap();
 
-    let tcp_only = inject(&daemon, &cg, loss(100.0, Direction::Egress, filter(None, None, Proto::Tcp)), "60s");
-    assert_eq!(udp_from_cgroup_to(&cg, &[&a], 200), vec![200], "--proto tcp dropped UDP");
+    let tcp_only = inject(
+        &daemon,
+        &cg,
+        loss(100.0, Direction::Egress, filter(None, None, Proto::Tcp)),
+        "60s",
+    );
+    assert_eq!(
+        udp_from_cgroup_to(&cg, &[&a], 200),
+        vec![200],
+        "--proto tcp dropped UDP"
+    );
     block_on(daemon.client().recover(&tcp_only.id)).unwrap();
 
-    let v6_only = inject(&daemon, &cg, loss(100.0, Direction::Egress, filter(Some("::1/128"), None, Proto::Any)), "60s");
-    assert_eq!(udp_from_cgroup_to(&cg, &[&a], 200), vec![200], "an IPv6 prefix matched IPv4 traffic");
+    let v6_only = inject(
+        &daemon,
+        &cg,
+        loss(
+            100.0,
+            Direction::Egress,
+            filter(Some("::1/128"), None, Proto::Any),
+        ),
+        "60s",
+    );
+    assert_eq!(
+        udp_from_cgroup_to(&cg, &[&a], 200),
+        vec![200],
+        "an IPv6 prefix matched IPv4 traffic"
+    );
     block_on(daemon.client().recover(&v6_only.id)).unwrap();
 }
 
@@ -51,14 +112,28 @@ fn partition_cuts_both_directions_to_one_peer_only() {
     let daemon = Daemon::start();
     let cg = TestCgroup::new("partition");
     let (near, far) = (sink("127.0.0.1"), sink("127.0.0.3"));
-    let spec = FaultSpec::NetPartition(NetPartitionParams { filter: filter(Some("127.0.0.3/32"), None, Proto::Any) });
+    let spec = FaultSpec::NetPartition(NetPartitionParams {
+        filter: filter(Some("127.0.0.3/32"), None, Proto::Any),
+    });
     let fault = inject(&daemon, &cg, spec, "60s");
 
-    assert_eq!(udp_from_cgroup_to(&cg, &[&near, &far], 200), vec![200, 0], "egress to the cut peer passed");
+    assert_eq!(
+        udp_from_cgroup_to(&cg, &[&near, &far], 200),
+        vec![200, 0],
+        "egress to the cut peer passed"
+    );
     let from_far: SocketAddr = "127.0.0.3:0".parse().unwrap();
     let from_near: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    assert_eq!(udp_into_cgroup_from(&cg, from_far, 200), 0, "ingress from the cut peer passed");
-    assert_eq!(udp_into_cgroup_from(&cg, from_near, 200), 200, "ingress from another peer was cut");
+    assert_eq!(
+        udp_into_cgroup_from(&cg, from_far, 200),
+        0,
+        "ingress from the cut peer passed"
+    );
+    assert_eq!(
+        udp_into_cgroup_from(&cg, from_near, 200),
+        200,
+        "ingress from another peer was cut"
+    );
 
     block_on(daemon.client().recover(&fault.id)).unwrap();
     assert_eq!(udp_from_cgroup_to(&cg, &[&far], 200), vec![200]);
@@ -79,14 +154,35 @@ fn connect_error_fails_connects_from_the_target_only() {
         filter: filter(None, Some(addr.port()), Proto::Tcp),
     });
     let fault = inject(&daemon, &target, spec, "60s");
-    assert_eq!(tcp_connect_from(&target, addr), Err(libc::ETIMEDOUT), "connect from the target did not fail as asked");
-    assert_eq!(tcp_connect_from(&sibling, addr), Ok(()), "a sibling cgroup's connect failed");
-    assert_eq!(tcp_connect_from(&target, other_addr), Ok(()), "a connect to another port failed");
+    assert_eq!(
+        tcp_connect_from(&target, addr),
+        Err(libc::ETIMEDOUT),
+        "connect from the target did not fail as asked"
+    );
+    assert_eq!(
+        tcp_connect_from(&sibling, addr),
+        Ok(()),
+        "a sibling cgroup's connect failed"
+    );
+    assert_eq!(
+        tcp_connect_from(&target, other_addr),
+        Ok(()),
+        "a connect to another port failed"
+    );
     let info = block_on(daemon.client().get(&fault.id)).unwrap();
-    assert_eq!((info.counters.seen, info.counters.affected), (1, 1), "counters: {:?}", info.counters);
+    assert_eq!(
+        (info.counters.seen, info.counters.affected),
+        (1, 1),
+        "counters: {:?}",
+        info.counters
+    );
 
     block_on(daemon.client().recover(&fault.id)).unwrap();
-    assert_eq!(tcp_connect_from(&target, addr), Ok(()), "connects still fail after recover");
+    assert_eq!(
+        tcp_connect_from(&target, addr),
+        Ok(()),
+        "connects still fail after recover"
+    );
 }
 
 #[test]
@@ -109,14 +205,29 @@ fn faults_on_one_cgroup_stack() {
     let daemon = Daemon::start();
     let cg = TestCgroup::new("stack");
     let (a, b) = (sink("127.0.0.1"), sink("127.0.0.4"));
-    inject(&daemon, &cg, loss(30.0, Direction::Egress, NetFilter::default()), "60s");
-    inject(&daemon, &cg, loss(30.0, Direction::Egress, NetFilter::default()), "60s");
-    let partition = FaultSpec::NetPartition(NetPartitionParams { filter: filter(Some("127.0.0.4"), None, Proto::Any) });
+    inject(
+        &daemon,
+        &cg,
+        loss(30.0, Direction::Egress, NetFilter::default()),
+        "60s",
+    );
+    inject(
+        &daemon,
+        &cg,
+        loss(30.0, Direction::Egress, NetFilter::default()),
+        "60s",
+    );
+    let partition = FaultSpec::NetPartition(NetPartitionParams {
+        filter: filter(Some("127.0.0.4"), None, Proto::Any),
+    });
     inject(&daemon, &cg, partition, "60s");
     let got = udp_from_cgroup_to(&cg, &[&a, &b], 2_000);
     let share = 100.0 * f64::from(got[0]) / 2_000.0;
     // Two independent 30 % losses pass 0.7 × 0.7 = 49 %.
-    assert!((share - 49.0).abs() <= 5.0, "two stacked 30 % losses passed {share:.1} %, expected 49 ± 5");
+    assert!(
+        (share - 49.0).abs() <= 5.0,
+        "two stacked 30 % losses passed {share:.1} %, expected 49 ± 5"
+    );
     assert_eq!(got[1], 0, "the stacked partition let packets through");
 }
 
@@ -125,11 +236,37 @@ fn bad_filters_are_refused_and_nothing_is_applied() {
     let daemon = Daemon::start();
     let cg = TestCgroup::new("badfilter");
     let cases = [
-        (loss(10.0, Direction::Egress, filter(Some("10.0.0.0/33"), None, Proto::Any)), "--dst"),
-        (loss(10.0, Direction::Egress, NetFilter { port: Some("70000".into()), ..NetFilter::default() }), "--port"),
-        (FaultSpec::NetPartition(NetPartitionParams { filter: NetFilter::default() }), "--dst is required"),
         (
-            FaultSpec::NetConnectError(NetConnectErrorParams { errno: "EBOGUS".into(), percent: 100.0, filter: NetFilter::default() }),
+            loss(
+                10.0,
+                Direction::Egress,
+                filter(Some("10.0.0.0/33"), None, Proto::Any),
+            ),
+            "--dst",
+        ),
+        (
+            loss(
+                10.0,
+                Direction::Egress,
+                NetFilter {
+                    port: Some("70000".into()),
+                    ..NetFilter::default()
+                },
+            ),
+            "--port",
+        ),
+        (
+            FaultSpec::NetPartition(NetPartitionParams {
+                filter: NetFilter::default(),
+            }),
+            "--dst is required",
+        ),
+        (
+            FaultSpec::NetConnectError(NetConnectErrorParams {
+                errno: "EBOGUS".into(),
+                percent: 100.0,
+                filter: NetFilter::default(),
+            }),
             "errno",
         ),
     ];
@@ -148,5 +285,9 @@ fn bad_filters_are_refused_and_nothing_is_applied() {
         }
     }
     assert!(block_on(daemon.client().list(true)).unwrap().is_empty());
-    assert!(!block_on(daemon.client().status()).unwrap().net_programs_attached);
+    assert!(
+        !block_on(daemon.client().status())
+            .unwrap()
+            .net_programs_attached
+    );
 }

@@ -7,13 +7,13 @@ use std::{
 };
 
 use chaosd::{
-    api::{
-        FaultInfo, FaultSpec, InjectRequest, ProcessKillParams, ProcessPauseParams, TargetSelector,
-    },
+    api::{FaultSpec, ProcessKillParams, ProcessPauseParams},
     client::ClientError,
     probe::spawn_in_cgroup,
 };
-use chaosd_integration::{Daemon, TestCgroup, block_on, wait_for};
+use chaosd_integration::{
+    Daemon, TestCgroup, block_on, inject_request as inject, request, wait_for,
+};
 use hyper::StatusCode;
 
 /// A helper process, killed and reaped on drop.
@@ -41,23 +41,6 @@ impl Drop for ChildGuard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn request(fault: FaultSpec, targets: &[&TestCgroup], duration: &str) -> InjectRequest {
-    InjectRequest {
-        fault,
-        targets: targets
-            .iter()
-            .map(|c| TargetSelector::Cgroup(c.rel().to_string()))
-            .collect(),
-        duration: Some(duration.to_string()),
-    }
-}
-
-fn inject(daemon: &Daemon, req: &InjectRequest) -> FaultInfo {
-    daemon
-        .try_inject(req)
-        .unwrap_or_else(|e| panic!("inject failed: {e}\n{}", daemon.log_text()))
 }
 
 fn kill(signal: &str, count: Option<u32>) -> FaultSpec {

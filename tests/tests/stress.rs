@@ -9,31 +9,16 @@ use std::{
 
 use chaosd::{
     api::{
-        DiskFillParams, DiskIoParams, FaultInfo, FaultSpec, FaultState, InjectRequest, IoMode,
-        StressCpuParams, StressMemParams, TargetSelector,
+        DiskFillParams, DiskIoParams, FaultSpec, FaultState, InjectRequest, IoMode,
+        StressCpuParams, StressMemParams,
     },
     cgroup::cgroup2_mount,
     client::ClientError,
 };
-use chaosd_integration::{Daemon, TestCgroup, block_on, wait_for};
+use chaosd_integration::{
+    Daemon, TestCgroup, block_on, inject_request as inject, request, wait_for,
+};
 use hyper::StatusCode;
-
-fn request(fault: FaultSpec, targets: &[&TestCgroup], duration: &str) -> InjectRequest {
-    InjectRequest {
-        fault,
-        targets: targets
-            .iter()
-            .map(|c| TargetSelector::Cgroup(c.rel().to_string()))
-            .collect(),
-        duration: Some(duration.to_string()),
-    }
-}
-
-fn inject(daemon: &Daemon, req: &InjectRequest) -> FaultInfo {
-    daemon
-        .try_inject(req)
-        .unwrap_or_else(|e| panic!("inject failed: {e}\n{}", daemon.log_text()))
-}
 
 fn cpu(load: f64, workers: Option<u32>) -> FaultSpec {
     FaultSpec::StressCpu(StressCpuParams { load, workers })
@@ -440,7 +425,10 @@ fn disk_io_loads_a_hidden_file_that_goes_at_recover() {
     // ... and never faster than asked (a ceiling holds under any load); 2 MiB of slack for the
     // first block and the counter read.
     let elapsed = started.elapsed().as_secs_f64() + 0.5;
-    eprintln!("measured: disk.io counters {:?} after {elapsed:.1} s", info.counters);
+    eprintln!(
+        "measured: disk.io counters {:?} after {elapsed:.1} s",
+        info.counters
+    );
     assert!(
         (info.counters.seen as f64) <= 20.0 * MIB as f64 * elapsed + 2.0 * MIB as f64,
         "the rate limit was not kept: {:?} in {elapsed:.1} s",

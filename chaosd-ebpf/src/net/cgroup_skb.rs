@@ -10,7 +10,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use chaosd_common::net::{
-    DIR_EGRESS, DIR_INGRESS, FAMILY_V4, FAMILY_V6, MAX_RULES_PER_CGROUP, NET_KIND_DROP, NetRuleSet, PPM_ONE,
+    DIR_EGRESS, DIR_INGRESS, FAMILY_V4, FAMILY_V6, MAX_RULES_PER_CGROUP, NET_KIND_DROP, NetRuleSet,
+    PPM_ONE,
 };
 
 use super::{
@@ -28,12 +29,20 @@ const DROP_CN: i32 = 2;
 
 #[cgroup_skb(egress)]
 pub fn chaosd_net_egress(ctx: SkBuffContext) -> i32 {
-    if should_drop(&ctx, DIR_EGRESS) { DROP_CN } else { PASS }
+    if should_drop(&ctx, DIR_EGRESS) {
+        DROP_CN
+    } else {
+        PASS
+    }
 }
 
 #[cgroup_skb(ingress)]
 pub fn chaosd_net_ingress(ctx: SkBuffContext) -> i32 {
-    if should_drop(&ctx, DIR_INGRESS) { DROP } else { PASS }
+    if should_drop(&ctx, DIR_INGRESS) {
+        DROP
+    } else {
+        PASS
+    }
 }
 
 #[inline(always)]
@@ -74,14 +83,32 @@ fn parse(ctx: &SkBuffContext, direction: u32) -> Option<Peer> {
         (0, 0)
     };
     Some(if direction == DIR_EGRESS {
-        Peer { family, proto, peer: dst, local: src, peer_port: dport }
+        Peer {
+            family,
+            proto,
+            peer: dst,
+            local: src,
+            peer_port: dport,
+        }
     } else {
-        Peer { family, proto, peer: src, local: dst, peer_port: sport }
+        Peer {
+            family,
+            proto,
+            peer: src,
+            local: dst,
+            peer_port: sport,
+        }
     })
 }
 
 #[inline(always)]
-fn apply_rules(ctx: &SkBuffContext, cgroup_id: u64, set: &NetRuleSet, direction: u32, peer: &Peer) -> bool {
+fn apply_rules(
+    ctx: &SkBuffContext,
+    cgroup_id: u64,
+    set: &NetRuleSet,
+    direction: u32,
+    peer: &Peer,
+) -> bool {
     // SAFETY: plain helper calls.
     let now = unsafe { bpf_ktime_get_ns() };
     let mut drop = false;
@@ -90,7 +117,10 @@ fn apply_rules(ctx: &SkBuffContext, cgroup_id: u64, set: &NetRuleSet, direction:
     while i < MAX_RULES_PER_CGROUP {
         let rule = &set.rules[i];
         i += 1;
-        if rule.kind != NET_KIND_DROP || rule.direction & direction == 0 || !matches(&rule.filter, peer) {
+        if rule.kind != NET_KIND_DROP
+            || rule.direction & direction == 0
+            || !matches(&rule.filter, peer)
+        {
             continue;
         }
         if now >= rule.deadline_ns {
@@ -103,7 +133,10 @@ fn apply_rules(ctx: &SkBuffContext, cgroup_id: u64, set: &NetRuleSet, direction:
     }
     if expired > 0 {
         // The daemon removes rules at their deadline; one still here means it is late or gone.
-        debug!(ctx, "cgroup {}: {} net rules past their deadline ignored", cgroup_id, expired);
+        debug!(
+            ctx,
+            "cgroup {}: {} net rules past their deadline ignored", cgroup_id, expired
+        );
     }
     drop
 }

@@ -2,11 +2,15 @@
 //! from a target cgroup with a chosen errno (`bpf_set_retval`, kernel 5.19+).
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_ancestor_cgroup_id, bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_set_retval},
+    helpers::{
+        bpf_get_current_ancestor_cgroup_id, bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_set_retval,
+    },
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
-use chaosd_common::net::{FAMILY_V4, FAMILY_V6, MAX_RULES_PER_CGROUP, NET_KIND_CONNECT_ERROR, PPM_ONE};
+use chaosd_common::net::{
+    FAMILY_V4, FAMILY_V6, MAX_RULES_PER_CGROUP, NET_KIND_CONNECT_ERROR, PPM_ONE,
+};
 
 use super::{
     deepest_rule_set,
@@ -47,16 +51,29 @@ fn verdict(ctx: &SockAddrContext, family: u32) -> i32 {
     // sock_addr hook.
     let peer = unsafe {
         let sa = &*ctx.sock_addr;
-        let addr = if family == FAMILY_V4 { [sa.user_ip4, 0, 0, 0] } else { sa.user_ip6 };
+        let addr = if family == FAMILY_V4 {
+            [sa.user_ip4, 0, 0, 0]
+        } else {
+            sa.user_ip6
+        };
         let port = u32::from(u16::from_be(sa.user_port as u16));
-        Peer { family, proto: sa.protocol, peer: addr, local: [0; 4], peer_port: port }
+        Peer {
+            family,
+            proto: sa.protocol,
+            peer: addr,
+            local: [0; 4],
+            peer_port: port,
+        }
     };
     let now = unsafe { bpf_ktime_get_ns() };
     let mut i = 0;
     while i < MAX_RULES_PER_CGROUP {
         let rule = &set.rules[i];
         i += 1;
-        if rule.kind != NET_KIND_CONNECT_ERROR || now >= rule.deadline_ns || !matches(&rule.filter, &peer) {
+        if rule.kind != NET_KIND_CONNECT_ERROR
+            || now >= rule.deadline_ns
+            || !matches(&rule.filter, &peer)
+        {
             continue;
         }
         let hit = unsafe { bpf_get_prandom_u32() } % PPM_ONE < rule.probability_ppm;

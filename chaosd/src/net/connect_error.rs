@@ -16,13 +16,17 @@ use crate::{
 
 /// errno by name ("ECONNREFUSED", case-insensitive) or number ("111").
 pub fn parse_errno(s: &str) -> Result<i32, RequestError> {
-    let bad = || RequestError::BadErrno { input: s.to_string() };
+    let bad = || RequestError::BadErrno {
+        input: s.to_string(),
+    };
     let s = s.trim();
     if let Ok(n) = s.parse::<i32>() {
         return (1..=4095).contains(&n).then_some(n).ok_or_else(bad);
     }
     let upper = s.to_ascii_uppercase();
-    (1..=133).find(|&n| format!("{:?}", Errno::from_raw(n)) == upper).ok_or_else(bad)
+    (1..=133)
+        .find(|&n| format!("{:?}", Errno::from_raw(n)) == upper)
+        .ok_or_else(bad)
 }
 
 pub fn validate(p: &NetConnectErrorParams) -> Result<(), RequestError> {
@@ -38,7 +42,11 @@ pub fn validate(p: &NetConnectErrorParams) -> Result<(), RequestError> {
     peer_filter(&p.filter).map(drop)
 }
 
-pub fn apply(kernel: &Arc<Mutex<Kernel>>, p: &NetConnectErrorParams, ctx: &ApplyContext<'_>) -> Result<Box<dyn ActiveFault>, FaultError> {
+pub fn apply(
+    kernel: &Arc<Mutex<Kernel>>,
+    p: &NetConnectErrorParams,
+    ctx: &ApplyContext<'_>,
+) -> Result<Box<dyn ActiveFault>, FaultError> {
     let rule = NetRule {
         kind: NET_KIND_CONNECT_ERROR,
         probability_ppm: percent_to_ppm(p.percent),

@@ -12,18 +12,39 @@ use crate::{
 
 /// Validates `f` and builds the kernel filter.
 pub fn peer_filter(f: &NetFilter) -> Result<PeerFilter, RequestError> {
-    let peer = f.dst.as_deref().map(|s| parse_prefix("dst", s)).transpose()?;
-    let local = f.src.as_deref().map(|s| parse_prefix("src", s)).transpose()?;
+    let peer = f
+        .dst
+        .as_deref()
+        .map(|s| parse_prefix("dst", s))
+        .transpose()?;
+    let local = f
+        .src
+        .as_deref()
+        .map(|s| parse_prefix("src", s))
+        .transpose()?;
     let family = match (peer, local) {
         (Some(a), Some(b)) if family_of(&a) != family_of(&b) => {
-            return Err(bad("src", f.src.as_deref().unwrap_or(""), "dst and src must be the same address family"));
+            return Err(bad(
+                "src",
+                f.src.as_deref().unwrap_or(""),
+                "dst and src must be the same address family",
+            ));
         }
         (Some(n), _) | (None, Some(n)) => family_of(&n),
         (None, None) => FAMILY_ANY,
     };
-    let (port_lo, port_hi) = f.port.as_deref().map(parse_ports).transpose()?.unwrap_or((0, 0));
+    let (port_lo, port_hi) = f
+        .port
+        .as_deref()
+        .map(parse_ports)
+        .transpose()?
+        .unwrap_or((0, 0));
     if port_hi != 0 && matches!(f.proto, Proto::Icmp) {
-        return Err(bad("port", f.port.as_deref().unwrap_or(""), "ICMP has no ports; drop --port or pick tcp/udp"));
+        return Err(bad(
+            "port",
+            f.port.as_deref().unwrap_or(""),
+            "ICMP has no ports; drop --port or pick tcp/udp",
+        ));
     }
     Ok(PeerFilter {
         family,
@@ -38,7 +59,11 @@ pub fn peer_filter(f: &NetFilter) -> Result<PeerFilter, RequestError> {
 }
 
 fn bad(field: &'static str, input: &str, reason: &str) -> RequestError {
-    RequestError::BadFilter { field, input: input.to_string(), reason: reason.to_string() }
+    RequestError::BadFilter {
+        field,
+        input: input.to_string(),
+        reason: reason.to_string(),
+    }
 }
 
 fn parse_prefix(field: &'static str, s: &str) -> Result<IpNet, RequestError> {
@@ -46,9 +71,13 @@ fn parse_prefix(field: &'static str, s: &str) -> Result<IpNet, RequestError> {
     if let Ok(net) = s.parse::<IpNet>() {
         return Ok(net.trunc());
     }
-    s.parse::<IpAddr>()
-        .map(IpNet::from)
-        .map_err(|_| bad(field, s, "expected a CIDR like 10.0.0.0/8 or 2001:db8::/32, or an address"))
+    s.parse::<IpAddr>().map(IpNet::from).map_err(|_| {
+        bad(
+            field,
+            s,
+            "expected a CIDR like 10.0.0.0/8 or 2001:db8::/32, or an address",
+        )
+    })
 }
 
 fn family_of(n: &IpNet) -> u32 {
@@ -71,18 +100,31 @@ fn prefix(n: IpNet) -> Prefix {
         }
         w
     };
-    Prefix { addr: words(&addr), mask: words(&mask) }
+    Prefix {
+        addr: words(&addr),
+        mask: words(&mask),
+    }
 }
 
 fn parse_ports(s: &str) -> Result<(u32, u32), RequestError> {
-    let port = |p: &str| p.trim().parse::<u16>().ok().filter(|&p| p > 0).map(u32::from);
+    let port = |p: &str| {
+        p.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|&p| p > 0)
+            .map(u32::from)
+    };
     let (lo, hi) = match s.split_once('-') {
         Some((a, b)) => (port(a), port(b)),
         None => (port(s), port(s)),
     };
     match (lo, hi) {
         (Some(lo), Some(hi)) if lo <= hi => Ok((lo, hi)),
-        _ => Err(bad("port", s, "expected a port 1-65535 or a range like 8000-8080")),
+        _ => Err(bad(
+            "port",
+            s,
+            "expected a port 1-65535 or a range like 8000-8080",
+        )),
     }
 }
 
@@ -100,7 +142,12 @@ mod tests {
     use super::*;
 
     fn filter(dst: Option<&str>, src: Option<&str>, port: Option<&str>, proto: Proto) -> NetFilter {
-        NetFilter { dst: dst.map(Into::into), src: src.map(Into::into), port: port.map(Into::into), proto }
+        NetFilter {
+            dst: dst.map(Into::into),
+            src: src.map(Into::into),
+            port: port.map(Into::into),
+            proto,
+        }
     }
 
     #[test]
@@ -119,7 +166,10 @@ mod tests {
     fn bad_filters_are_refused_with_the_field() {
         for (f, field) in [
             (filter(Some("10.0.0.0/33"), None, None, Proto::Any), "dst"),
-            (filter(Some("10.0.0.1"), Some("::1"), None, Proto::Any), "src"),
+            (
+                filter(Some("10.0.0.1"), Some("::1"), None, Proto::Any),
+                "src",
+            ),
             (filter(None, None, Some("0"), Proto::Any), "port"),
             (filter(None, None, Some("90-80"), Proto::Any), "port"),
             (filter(None, None, Some("80"), Proto::Icmp), "port"),

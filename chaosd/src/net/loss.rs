@@ -32,7 +32,11 @@ pub(crate) fn direction_bits(d: Direction) -> u32 {
     }
 }
 
-pub fn apply(kernel: &Arc<Mutex<Kernel>>, p: &NetLossParams, ctx: &ApplyContext<'_>) -> Result<Box<dyn ActiveFault>, FaultError> {
+pub fn apply(
+    kernel: &Arc<Mutex<Kernel>>,
+    p: &NetLossParams,
+    ctx: &ApplyContext<'_>,
+) -> Result<Box<dyn ActiveFault>, FaultError> {
     let filter = peer_filter(&p.filter).expect("validated before apply");
     let rule = NetRule {
         kind: NET_KIND_DROP,
@@ -61,10 +65,18 @@ mod tests {
     #[test]
     fn percent_must_be_in_range() {
         for bad in [0.0, -1.0, 150.0, f64::NAN] {
-            let p = NetLossParams { percent: bad, direction: Direction::Egress, filter: NetFilter::default() };
+            let p = NetLossParams {
+                percent: bad,
+                direction: Direction::Egress,
+                filter: NetFilter::default(),
+            };
             assert!(validate(&p).is_err(), "{bad}");
         }
-        let ok = NetLossParams { percent: 100.0, direction: Direction::Both, filter: NetFilter::default() };
+        let ok = NetLossParams {
+            percent: 100.0,
+            direction: Direction::Both,
+            filter: NetFilter::default(),
+        };
         assert!(validate(&ok).is_ok());
     }
 }

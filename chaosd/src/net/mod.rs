@@ -28,33 +28,40 @@ use aya::{
     Ebpf,
     maps::{HashMap, MapData},
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, cgroup_skb::CgroupSkbLink,
-        cgroup_sock_addr::CgroupSockAddrLink,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr,
+        cgroup_skb::CgroupSkbLink, cgroup_sock_addr::CgroupSockAddrLink,
     },
 };
 use chaosd_common::net::{
-    MAX_RULES_PER_CGROUP, NET_KIND_CONNECT_ERROR, NET_KIND_DROP, NET_RULES_MAP, NetRule, NetRuleSet, PPM_ONE,
+    MAX_RULES_PER_CGROUP, NET_KIND_CONNECT_ERROR, NET_KIND_DROP, NET_RULES_MAP, NetRule,
+    NetRuleSet, PPM_ONE,
 };
 
 use crate::{
     api::Counters,
+    capabilities::Problem,
     cgroup::is_same_or_ancestor,
     error::FaultError,
     fault::{ActiveFault, ApplyContext},
     kernel::{Kernel, monotonic_ns},
 };
 
-const SKB_PROGRAMS: [(&str, CgroupSkbAttachType); 2] =
-    [("chaosd_net_egress", CgroupSkbAttachType::Egress), ("chaosd_net_ingress", CgroupSkbAttachType::Ingress)];
-const SOCK_ADDR_PROGRAMS: [&str; 4] = ["chaosd_connect4", "chaosd_connect6", "chaosd_sendmsg4", "chaosd_sendmsg6"];
+const SKB_PROGRAMS: [(&str, CgroupSkbAttachType); 2] = [
+    ("chaosd_net_egress", CgroupSkbAttachType::Egress),
+    ("chaosd_net_ingress", CgroupSkbAttachType::Ingress),
+];
+const SOCK_ADDR_PROGRAMS: [&str; 4] = [
+    "chaosd_connect4",
+    "chaosd_connect6",
+    "chaosd_sendmsg4",
+    "chaosd_sendmsg6",
+];
 
 /// Rules map and attachment state of the network programs.
 pub struct NetState {
     rules: HashMap<MapData, u64, NetRuleSet>,
     skb_links: Vec<CgroupSkbLink>,
     sock_addr_links: Vec<CgroupSockAddrLink>,
-    /// Why connect errors cannot work here, when the sock_addr programs failed to load.
-    connect_unavailable: Option<String>,
     cgroup2_root: PathBuf,
     /// Active network faults by counter slot: the source of truth the map is computed from.
     faults: BTreeMap<u32, NetFaultRules>,
@@ -72,22 +79,29 @@ impl NetState {
     /// Takes the rules map and loads (verifies) the programs. Packet-drop programs must load;
     /// connect-error programs may fail (older kernels), which only disables that kind.
     pub fn new(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
-        let rules = ebpf.take_map(NET_RULES_MAP).context("eBPF object has no net rules map")?;
+        let rules = ebpf
+            .take_map(NET_RULES_MAP)
+            .context("eBPF object has no net rules map")?;
         let rules = HashMap::try_from(rules).context("net rules map has the wrong type")?;
         for (name, _) in SKB_PROGRAMS {
-            skb_program(ebpf, name)?.load().with_context(|| format!("loading program {name}"))?;
+            skb_program(ebpf, name)?
+                .load()
+                .with_context(|| format!("loading program {name}"))?;
         }
-        let connect_unavailable = load_sock_addr_programs(ebpf).err().map(|e| {
-            let reason = format!("{e:#} (connect errors need bpf_set_retval, kernel 5.19 or newer)");
+        let loaded = load_sock_addr_programs(ebpf).map_err(|e| {
+            let reason = format!("loading the connect programs failed: {e:#}");
             tracing::warn!("net.connect_error unavailable: {reason}");
-            reason
+            Problem::new(
+                reason,
+                "connect errors need bpf_set_retval: run a kernel 5.19 or newer",
+            )
         });
+        crate::capabilities::record_probe(crate::capabilities::PROBE_CONNECT_ERROR, loaded);
         let cgroup2_root = crate::cgroup::cgroup2_mount()?;
         Ok(NetState {
             rules,
             skb_links: Vec::new(),
             sock_addr_links: Vec::new(),
-            connect_unavailable,
             cgroup2_root,
             faults: BTreeMap::new(),
             written: BTreeSet::new(),
@@ -98,13 +112,13 @@ impl NetState {
         !self.skb_links.is_empty() || !self.sock_addr_links.is_empty()
     }
 
-    /// Why connect-error faults cannot be injected here, if they cannot.
-    pub fn connect_unavailable(&self) -> Option<&str> {
-        self.connect_unavailable.as_deref()
-    }
-
     /// Adds a fault's rule on its targets. On error nothing of it stays in the kernel.
-    fn add_fault(&mut self, ebpf: &mut Ebpf, rule: NetRule, targets: Vec<(u64, String)>) -> Result<(), FaultError> {
+    fn add_fault(
+        &mut self,
+        ebpf: &mut Ebpf,
+        rule: NetRule,
+        targets: Vec<(u64, String)>,
+    ) -> Result<(), FaultError> {
         let slot = rule.counter_slot;
         self.faults.insert(slot, NetFaultRules { rule, targets });
         let result = self.reconcile_links(ebpf).and_then(|()| self.sync());
@@ -130,7 +144,9 @@ impl NetState {
     fn sync(&mut self) -> Result<(), FaultError> {
         let desired = self.desired_sets()?;
         for (id, set) in &desired {
-            self.rules.insert(id, set, 0).map_err(|e| FaultError::kernel("writing net rules", e))?;
+            self.rules
+                .insert(id, set, 0)
+                .map_err(|e| FaultError::kernel("writing net rules", e))?;
         }
         for id in self.written.iter().filter(|id| !desired.contains_key(id)) {
             match self.rules.remove(id) {
@@ -143,8 +159,11 @@ impl NetState {
     }
 
     fn desired_sets(&self) -> Result<BTreeMap<u64, NetRuleSet>, FaultError> {
-        let targeted: BTreeMap<u64, &str> =
-            self.faults.values().flat_map(|f| f.targets.iter().map(|(id, p)| (*id, p.as_str()))).collect();
+        let targeted: BTreeMap<u64, &str> = self
+            .faults
+            .values()
+            .flat_map(|f| f.targets.iter().map(|(id, p)| (*id, p.as_str())))
+            .collect();
         let mut sets = BTreeMap::new();
         for (id, path) in targeted {
             let inherited = self
@@ -155,7 +174,9 @@ impl NetState {
             let mut set = NetRuleSet::default();
             for (n, rule) in inherited.enumerate() {
                 let slot = set.rules.get_mut(n).ok_or_else(|| FaultError::Capacity {
-                    what: format!("cgroup {path} would carry more than {MAX_RULES_PER_CGROUP} network faults"),
+                    what: format!(
+                        "cgroup {path} would carry more than {MAX_RULES_PER_CGROUP} network faults"
+                    ),
                 })?;
                 *slot = rule;
             }
@@ -194,23 +215,32 @@ impl NetState {
     }
 
     fn open_root(&self) -> Result<File, FaultError> {
-        File::open(&self.cgroup2_root).map_err(|e| FaultError::kernel("opening the cgroup2 root", e))
+        File::open(&self.cgroup2_root)
+            .map_err(|e| FaultError::kernel("opening the cgroup2 root", e))
     }
 }
 
 fn skb_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut CgroupSkb> {
-    let prog = ebpf.program_mut(name).with_context(|| format!("eBPF object has no program {name}"))?;
-    prog.try_into().with_context(|| format!("program {name} is not cgroup_skb"))
+    let prog = ebpf
+        .program_mut(name)
+        .with_context(|| format!("eBPF object has no program {name}"))?;
+    prog.try_into()
+        .with_context(|| format!("program {name} is not cgroup_skb"))
 }
 
 fn sock_addr_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut CgroupSockAddr> {
-    let prog = ebpf.program_mut(name).with_context(|| format!("eBPF object has no program {name}"))?;
-    prog.try_into().with_context(|| format!("program {name} is not cgroup sock_addr"))
+    let prog = ebpf
+        .program_mut(name)
+        .with_context(|| format!("eBPF object has no program {name}"))?;
+    prog.try_into()
+        .with_context(|| format!("program {name} is not cgroup sock_addr"))
 }
 
 fn load_sock_addr_programs(ebpf: &mut Ebpf) -> anyhow::Result<()> {
     for name in SOCK_ADDR_PROGRAMS {
-        sock_addr_program(ebpf, name)?.load().with_context(|| format!("loading program {name}"))?;
+        sock_addr_program(ebpf, name)?
+            .load()
+            .with_context(|| format!("loading program {name}"))?;
     }
     Ok(())
 }
@@ -218,20 +248,33 @@ fn load_sock_addr_programs(ebpf: &mut Ebpf) -> anyhow::Result<()> {
 // A bpf_link on a cgroup always coexists with other programs (multi-attach) and the kernel
 // rejects explicit flags for it; `Single` passes none.
 
-fn attach_skb(ebpf: &mut Ebpf, name: &str, root: &File, attach_type: CgroupSkbAttachType) -> Result<CgroupSkbLink, FaultError> {
-    let prog = skb_program(ebpf, name).map_err(|e| FaultError::kernel("finding a packet program", e))?;
+fn attach_skb(
+    ebpf: &mut Ebpf,
+    name: &str,
+    root: &File,
+    attach_type: CgroupSkbAttachType,
+) -> Result<CgroupSkbLink, FaultError> {
+    let prog =
+        skb_program(ebpf, name).map_err(|e| FaultError::kernel("finding a packet program", e))?;
     let id = prog
         .attach(root, attach_type, CgroupAttachMode::Single)
         .map_err(|e| FaultError::kernel("attaching a packet program to the cgroup2 root", e))?;
-    prog.take_link(id).map_err(|e| FaultError::kernel("taking a packet program link", e))
+    prog.take_link(id)
+        .map_err(|e| FaultError::kernel("taking a packet program link", e))
 }
 
-fn attach_sock_addr(ebpf: &mut Ebpf, name: &str, root: &File) -> Result<CgroupSockAddrLink, FaultError> {
-    let prog = sock_addr_program(ebpf, name).map_err(|e| FaultError::kernel("finding a connect program", e))?;
+fn attach_sock_addr(
+    ebpf: &mut Ebpf,
+    name: &str,
+    root: &File,
+) -> Result<CgroupSockAddrLink, FaultError> {
+    let prog = sock_addr_program(ebpf, name)
+        .map_err(|e| FaultError::kernel("finding a connect program", e))?;
     let id = prog
         .attach(root, CgroupAttachMode::Single)
         .map_err(|e| FaultError::kernel("attaching a connect program to the cgroup2 root", e))?;
-    prog.take_link(id).map_err(|e| FaultError::kernel("taking a connect program link", e))
+    prog.take_link(id)
+        .map_err(|e| FaultError::kernel("taking a connect program link", e))
 }
 
 /// Parts per million, at least 1 so a tiny percentage still means "some".
@@ -241,19 +284,31 @@ pub(crate) fn percent_to_ppm(percent: f64) -> u32 {
 
 /// Writes `rule` (its deadline and counter slot filled in here) for the targets in `ctx`, or
 /// nothing at all, and returns the fault that owns it.
-pub(crate) fn apply_rule(kernel: &Arc<Mutex<Kernel>>, mut rule: NetRule, ctx: &ApplyContext<'_>) -> Result<Box<dyn ActiveFault>, FaultError> {
+pub(crate) fn apply_rule(
+    kernel: &Arc<Mutex<Kernel>>,
+    mut rule: NetRule,
+    ctx: &ApplyContext<'_>,
+) -> Result<Box<dyn ActiveFault>, FaultError> {
     let mut guard = kernel.lock().unwrap_or_else(|e| e.into_inner());
     let k = &mut *guard;
     let slot = k.slots.allocate()?;
     rule.counter_slot = slot;
     rule.deadline_ns = monotonic_ns().saturating_add(ctx.duration.as_nanos() as u64);
-    let targets = ctx.targets.iter().map(|t| (t.cgroup_id, t.cgroup.clone())).collect();
+    let targets = ctx
+        .targets
+        .iter()
+        .map(|t| (t.cgroup_id, t.cgroup.clone()))
+        .collect();
     if let Err(e) = k.net.add_fault(&mut k.ebpf, rule, targets) {
         k.slots.release(slot);
         return Err(e);
     }
     drop(guard);
-    Ok(Box::new(NetRuleFault { kernel: Arc::clone(kernel), slot, reverted: false }))
+    Ok(Box::new(NetRuleFault {
+        kernel: Arc::clone(kernel),
+        slot,
+        reverted: false,
+    }))
 }
 
 /// A network fault in force: its rule sits in the sets of its targets.
@@ -265,7 +320,11 @@ struct NetRuleFault {
 
 impl ActiveFault for NetRuleFault {
     fn counters(&self) -> Counters {
-        self.kernel.lock().unwrap_or_else(|e| e.into_inner()).slots.read(self.slot)
+        self.kernel
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .slots
+            .read(self.slot)
     }
 
     fn revert(&mut self) -> Result<(), FaultError> {

@@ -15,12 +15,19 @@ use crate::{
 
 pub fn validate(p: &NetPartitionParams) -> Result<(), RequestError> {
     if p.filter.dst.is_none() {
-        return Err(RequestError::MissingField { field: "dst", kind: "net.partition" });
+        return Err(RequestError::MissingField {
+            field: "dst",
+            kind: "net.partition",
+        });
     }
     peer_filter(&p.filter).map(drop)
 }
 
-pub fn apply(kernel: &Arc<Mutex<Kernel>>, p: &NetPartitionParams, ctx: &ApplyContext<'_>) -> Result<Box<dyn ActiveFault>, FaultError> {
+pub fn apply(
+    kernel: &Arc<Mutex<Kernel>>,
+    p: &NetPartitionParams,
+    ctx: &ApplyContext<'_>,
+) -> Result<Box<dyn ActiveFault>, FaultError> {
     let rule = NetRule {
         kind: NET_KIND_DROP,
         direction: DIR_EGRESS | DIR_INGRESS,

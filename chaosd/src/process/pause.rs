@@ -32,9 +32,10 @@ pub fn apply(ctx: &ApplyContext<'_>) -> Result<Box<dyn ActiveFault>, FaultError>
     let dirs = target_dirs(ctx.targets)?;
     for (d, t) in dirs.iter().zip(ctx.targets) {
         if !d.join("cgroup.freeze").exists() {
-            return Err(FaultError::Refused(RequestError::NotAvailable {
-                kind: "process.pause",
-                reason: "cgroup.freeze is missing (the cgroup v2 freezer needs Linux 5.2+)".into(),
+            return Err(FaultError::Refused(RequestError::Unsupported {
+                kind: "process.pause".into(),
+                reason: "cgroup.freeze is missing: the cgroup v2 freezer needs Linux 5.2+".into(),
+                fix: "run a kernel 5.2 or newer".into(),
             }));
         }
         if is_frozen_setting(d) {

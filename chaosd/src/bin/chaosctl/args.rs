@@ -159,7 +159,12 @@ pub struct FilterArgs {
 
 impl FilterArgs {
     pub fn to_filter(&self) -> NetFilter {
-        NetFilter { dst: self.dst.clone(), src: self.src.clone(), port: self.port.clone(), proto: self.proto }
+        NetFilter {
+            dst: self.dst.clone(),
+            src: self.src.clone(),
+            port: self.port.clone(),
+            proto: self.proto,
+        }
     }
 }
 

@@ -109,14 +109,36 @@ async fn inject(client: &Client, kind: InjectKind, json: bool) -> Result<()> {
         InjectKind::Process { fault } => stress::process_spec(fault),
         InjectKind::Io { fault } => fault.into_spec(),
         InjectKind::Net { fault } => match fault {
-            NetFault::Loss { percent, direction, filter, common } => {
-                (FaultSpec::NetLoss(NetLossParams { percent, direction, filter: filter.to_filter() }), common)
-            }
-            NetFault::Partition { filter, common } => {
-                (FaultSpec::NetPartition(NetPartitionParams { filter: filter.to_filter() }), common)
-            }
-            NetFault::ConnectError { errno, percent, filter, common } => (
-                FaultSpec::NetConnectError(NetConnectErrorParams { errno, percent, filter: filter.to_filter() }),
+            NetFault::Loss {
+                percent,
+                direction,
+                filter,
+                common,
+            } => (
+                FaultSpec::NetLoss(NetLossParams {
+                    percent,
+                    direction,
+                    filter: filter.to_filter(),
+                }),
+                common,
+            ),
+            NetFault::Partition { filter, common } => (
+                FaultSpec::NetPartition(NetPartitionParams {
+                    filter: filter.to_filter(),
+                }),
+                common,
+            ),
+            NetFault::ConnectError {
+                errno,
+                percent,
+                filter,
+                common,
+            } => (
+                FaultSpec::NetConnectError(NetConnectErrorParams {
+                    errno,
+                    percent,
+                    filter: filter.to_filter(),
+                }),
                 common,
             ),
         },

@@ -46,7 +46,12 @@ pub fn fault_detail(f: &FaultInfo) {
     println!("seen:       {}", f.counters.seen);
     println!("affected:   {} ({share:.1} %)", f.counters.affected);
     for c in &f.op_counters {
-        println!("  {:<9} {} checked, {} failed", format!("{}:", c.op), c.checked, c.failed);
+        println!(
+            "  {:<9} {} checked, {} failed",
+            format!("{}:", c.op),
+            c.checked,
+            c.failed
+        );
     }
 }
 
@@ -81,11 +86,24 @@ fn params(spec: &FaultSpec) -> String {
                 p.ops.iter().map(|o| o.name()).collect::<Vec<_>>().join(",")
             },
             p.errno,
-            p.path.as_deref().map(|d| format!(" under {d}")).unwrap_or_default()
+            p.path
+                .as_deref()
+                .map(|d| format!(" under {d}"))
+                .unwrap_or_default()
         ),
-        FaultSpec::NetLoss(p) => format!("{} % of packets, {}{}", p.percent, format!("{:?}", p.direction).to_lowercase(), filter(&p.filter)),
+        FaultSpec::NetLoss(p) => format!(
+            "{} % of packets, {}{}",
+            p.percent,
+            format!("{:?}", p.direction).to_lowercase(),
+            filter(&p.filter)
+        ),
         FaultSpec::NetPartition(p) => format!("all packets, both directions{}", filter(&p.filter)),
-        FaultSpec::NetConnectError(p) => format!("{} % of connects fail with {}{}", p.percent, p.errno, filter(&p.filter)),
+        FaultSpec::NetConnectError(p) => format!(
+            "{} % of connects fail with {}{}",
+            p.percent,
+            p.errno,
+            filter(&p.filter)
+        ),
         FaultSpec::StressCpu(_)
         | FaultSpec::StressMem(_)
         | FaultSpec::DiskFill(_)
@@ -109,7 +127,11 @@ fn filter(f: &NetFilter) -> String {
     if f.proto != Proto::Any {
         parts.push(format!("{:?}", f.proto).to_lowercase());
     }
-    if parts.is_empty() { String::new() } else { format!(", {}", parts.join(", ")) }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(", {}", parts.join(", "))
+    }
 }
 
 fn targets(f: &FaultInfo) -> String {
