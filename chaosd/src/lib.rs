@@ -21,5 +21,6 @@ pub mod net;
 pub mod probe;
 pub mod process;
 pub mod registry;
+pub mod rule_sets;
 pub mod server;
 pub mod stress;

@@ -23,10 +23,7 @@ pub mod btf;
 pub mod errno;
 pub mod probe;
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    sync::OnceLock,
-};
+use std::{collections::BTreeMap, sync::OnceLock};
 
 use anyhow::Context as _;
 use aya::{
@@ -43,8 +40,8 @@ use serde::{Deserialize, Serialize};
 use crate::{
     api::OpCounters,
     capabilities::{self, Problem},
-    cgroup::is_same_or_ancestor,
     error::FaultError,
+    rule_sets::{RuleMap, TargetedRule, inherited_sets},
 };
 
 /// Parameters of `io.errno`.
@@ -235,19 +232,13 @@ pub fn set_globals(loader: &mut EbpfLoader<'_>) {
 
 /// Rules map, counters and attachment state of the I/O programs.
 pub struct IoState {
-    rules: HashMap<MapData, u64, IoRuleSet>,
+    rules: RuleMap<IoRuleSet>,
     op_counters: PerCpuHashMap<MapData, u32, IoOpCounters>,
     /// Programs loaded (name, hook), or why I/O faults cannot run on this host.
     ready: Result<Vec<(&'static str, &'static str)>, Problem>,
     links: Option<Vec<LsmLink>>,
-    faults: BTreeMap<u32, IoFaultRules>,
-    written: BTreeSet<u64>,
+    faults: BTreeMap<u32, TargetedRule<IoRule>>,
     cpus: usize,
-}
-
-struct IoFaultRules {
-    rule: IoRule,
-    targets: Vec<(u64, String)>,
 }
 
 impl IoState {
@@ -274,12 +265,11 @@ impl IoState {
             ready.as_ref().map(|_| ()).map_err(Clone::clone),
         );
         Ok(IoState {
-            rules,
+            rules: RuleMap::new(rules, "writing I/O rules"),
             op_counters,
             ready,
             links: None,
             faults: BTreeMap::new(),
-            written: BTreeSet::new(),
             cpus,
         })
     }
@@ -312,7 +302,7 @@ impl IoState {
         self.op_counters
             .insert(slot, zeros, 0)
             .map_err(|e| FaultError::kernel("creating I/O op counters", e))?;
-        self.faults.insert(slot, IoFaultRules { rule, targets });
+        self.faults.insert(slot, TargetedRule { rule, targets });
         let result = self.attach(ebpf).and_then(|()| self.sync());
         if result.is_err() {
             self.faults.remove(&slot);
@@ -359,53 +349,17 @@ impl IoState {
     }
 
     fn sync(&mut self) -> Result<(), FaultError> {
-        let desired = self.desired_sets()?;
-        for (id, set) in &desired {
-            self.rules
-                .insert(id, set, 0)
-                .map_err(|e| FaultError::kernel("writing I/O rules", e))?;
-        }
-        for id in self.written.iter().filter(|id| !desired.contains_key(id)) {
-            match self.rules.remove(id) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(e) => return Err(FaultError::kernel("removing I/O rules", e)),
-            }
-        }
-        self.written = desired.into_keys().collect();
-        Ok(())
-    }
-
-    /// Each targeted cgroup gets the rules of every fault that targets it or an ancestor.
-    fn desired_sets(&self) -> Result<BTreeMap<u64, IoRuleSet>, FaultError> {
         if self.faults.len() > MAX_IO_FAULTS as usize {
             return Err(FaultError::Capacity {
                 what: format!("at most {MAX_IO_FAULTS} I/O faults can be active"),
             });
         }
-        let targeted: BTreeMap<u64, &str> = self
-            .faults
-            .values()
-            .flat_map(|f| f.targets.iter().map(|(id, p)| (*id, p.as_str())))
-            .collect();
-        let mut sets = BTreeMap::new();
-        for (id, path) in targeted {
-            let inherited = self
-                .faults
-                .values()
-                .filter(|f| f.targets.iter().any(|(_, t)| is_same_or_ancestor(t, path)))
-                .map(|f| f.rule);
-            let mut set = IoRuleSet::default();
-            for (n, rule) in inherited.enumerate() {
-                let slot = set.rules.get_mut(n).ok_or_else(|| FaultError::Capacity {
-                    what: format!(
-                        "cgroup {path} would carry more than {MAX_IO_RULES_PER_CGROUP} I/O faults"
-                    ),
-                })?;
-                *slot = rule;
-            }
-            sets.insert(id, set);
-        }
-        Ok(sets)
+        let sets = inherited_sets::<_, MAX_IO_RULES_PER_CGROUP>(self.faults.values(), "I/O")?;
+        self.rules.sync(
+            sets.into_iter()
+                .map(|(id, rules)| (id, IoRuleSet { rules }))
+                .collect(),
+        )
     }
 
     fn attach(&mut self, ebpf: &mut Ebpf) -> Result<(), FaultError> {

@@ -17,7 +17,7 @@ pub mod loss;
 pub mod partition;
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     fs::File,
     path::PathBuf,
     sync::{Arc, Mutex},
@@ -26,7 +26,7 @@ use std::{
 use anyhow::Context as _;
 use aya::{
     Ebpf,
-    maps::{HashMap, MapData},
+    maps::HashMap,
     programs::{
         CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr,
         cgroup_skb::CgroupSkbLink, cgroup_sock_addr::CgroupSockAddrLink,
@@ -40,10 +40,10 @@ use chaosd_common::net::{
 use crate::{
     api::Counters,
     capabilities::Problem,
-    cgroup::is_same_or_ancestor,
     error::FaultError,
     fault::{ActiveFault, ApplyContext},
     kernel::{Kernel, monotonic_ns},
+    rule_sets::{RuleMap, TargetedRule, inherited_sets},
 };
 
 const SKB_PROGRAMS: [(&str, CgroupSkbAttachType); 2] = [
@@ -59,20 +59,12 @@ const SOCK_ADDR_PROGRAMS: [&str; 4] = [
 
 /// Rules map and attachment state of the network programs.
 pub struct NetState {
-    rules: HashMap<MapData, u64, NetRuleSet>,
+    rules: RuleMap<NetRuleSet>,
     skb_links: Vec<CgroupSkbLink>,
     sock_addr_links: Vec<CgroupSockAddrLink>,
     cgroup2_root: PathBuf,
     /// Active network faults by counter slot: the source of truth the map is computed from.
-    faults: BTreeMap<u32, NetFaultRules>,
-    /// Cgroup ids that have an entry in the map now.
-    written: BTreeSet<u64>,
-}
-
-/// One fault's rule and the cgroups (id, path) it targets.
-struct NetFaultRules {
-    rule: NetRule,
-    targets: Vec<(u64, String)>,
+    faults: BTreeMap<u32, TargetedRule<NetRule>>,
 }
 
 impl NetState {
@@ -99,12 +91,11 @@ impl NetState {
         crate::capabilities::record_probe(crate::capabilities::PROBE_CONNECT_ERROR, loaded);
         let cgroup2_root = crate::cgroup::cgroup2_mount()?;
         Ok(NetState {
-            rules,
+            rules: RuleMap::new(rules, "writing net rules"),
             skb_links: Vec::new(),
             sock_addr_links: Vec::new(),
             cgroup2_root,
             faults: BTreeMap::new(),
-            written: BTreeSet::new(),
         })
     }
 
@@ -120,7 +111,7 @@ impl NetState {
         targets: Vec<(u64, String)>,
     ) -> Result<(), FaultError> {
         let slot = rule.counter_slot;
-        self.faults.insert(slot, NetFaultRules { rule, targets });
+        self.faults.insert(slot, TargetedRule { rule, targets });
         let result = self.reconcile_links(ebpf).and_then(|()| self.sync());
         if result.is_err() {
             self.faults.remove(&slot);
@@ -139,50 +130,14 @@ impl NetState {
         self.reconcile_links(ebpf).and(result)
     }
 
-    /// Rewrites the map from `faults`: each targeted cgroup gets the rules of every fault that
-    /// targets it or one of its ancestors. Checks capacity before writing anything.
+    /// Rewrites the map from `faults`, checking capacity before writing anything.
     fn sync(&mut self) -> Result<(), FaultError> {
-        let desired = self.desired_sets()?;
-        for (id, set) in &desired {
-            self.rules
-                .insert(id, set, 0)
-                .map_err(|e| FaultError::kernel("writing net rules", e))?;
-        }
-        for id in self.written.iter().filter(|id| !desired.contains_key(id)) {
-            match self.rules.remove(id) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(e) => return Err(FaultError::kernel("removing net rules", e)),
-            }
-        }
-        self.written = desired.into_keys().collect();
-        Ok(())
-    }
-
-    fn desired_sets(&self) -> Result<BTreeMap<u64, NetRuleSet>, FaultError> {
-        let targeted: BTreeMap<u64, &str> = self
-            .faults
-            .values()
-            .flat_map(|f| f.targets.iter().map(|(id, p)| (*id, p.as_str())))
-            .collect();
-        let mut sets = BTreeMap::new();
-        for (id, path) in targeted {
-            let inherited = self
-                .faults
-                .values()
-                .filter(|f| f.targets.iter().any(|(_, t)| is_same_or_ancestor(t, path)))
-                .map(|f| f.rule);
-            let mut set = NetRuleSet::default();
-            for (n, rule) in inherited.enumerate() {
-                let slot = set.rules.get_mut(n).ok_or_else(|| FaultError::Capacity {
-                    what: format!(
-                        "cgroup {path} would carry more than {MAX_RULES_PER_CGROUP} network faults"
-                    ),
-                })?;
-                *slot = rule;
-            }
-            sets.insert(id, set);
-        }
-        Ok(sets)
+        let sets = inherited_sets::<_, MAX_RULES_PER_CGROUP>(self.faults.values(), "network")?;
+        self.rules.sync(
+            sets.into_iter()
+                .map(|(id, rules)| (id, NetRuleSet { rules }))
+                .collect(),
+        )
     }
 
     /// Attaches each program group while some fault needs it, detaches it otherwise.
