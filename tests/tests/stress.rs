@@ -401,9 +401,15 @@ fn disk_io_loads_a_hidden_file_that_goes_at_recover() {
     // A small floor, so the 32 MiB tmpfs below has room for the I/O file.
     let daemon = Daemon::start_with_config("[stress]\ndisk_floor = \"1MiB\"\n");
     let cg = TestCgroup::new("io");
-    let dir = tempfile::Builder::new()
-        .prefix("chaosd-io-")
+    // A disk-backed dir where there is one (O_DIRECT), else /tmp (the VM's root is read-only).
+    let builder = || {
+        let mut b = tempfile::Builder::new();
+        b.prefix("chaosd-io-");
+        b
+    };
+    let dir = builder()
         .tempdir_in("/var/tmp")
+        .or_else(|_| builder().tempdir())
         .unwrap();
     let spec = FaultSpec::DiskIo(DiskIoParams {
         path: dir.path().display().to_string(),
