@@ -40,6 +40,21 @@ pub enum TargetRule {
     Forbidden,
 }
 
+impl ApplyContext<'_> {
+    /// (cgroup id, path) of each target, as the kernel rule sets take them.
+    pub fn cgroup_targets(&self) -> Vec<(u64, String)> {
+        self.targets
+            .iter()
+            .map(|t| (t.cgroup_id, t.cgroup.clone()))
+            .collect()
+    }
+
+    /// The fault's deadline on the clock the programs read (`bpf_ktime_get_ns`).
+    pub fn deadline_ns(&self) -> u64 {
+        crate::kernel::monotonic_ns().saturating_add(self.duration.as_nanos() as u64)
+    }
+}
+
 /// Dispatches requests to the fault kinds, which keep their kernel state in [`Kernel`].
 #[derive(Clone)]
 pub struct FaultKinds {

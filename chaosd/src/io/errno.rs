@@ -15,7 +15,7 @@ use crate::{
     api::{Counters, OpCounters},
     error::{FaultError, RequestError},
     fault::{ActiveFault, ApplyContext},
-    kernel::{Kernel, monotonic_ns},
+    kernel::Kernel,
 };
 
 /// Accepts `"EIO"`, `"5"` or `5` for the errno field.
@@ -113,7 +113,7 @@ pub fn apply(
     let k = &mut *guard;
     let slot = k.slots.allocate()?;
     let rule = IoRule {
-        deadline_ns: monotonic_ns().saturating_add(ctx.duration.as_nanos() as u64),
+        deadline_ns: ctx.deadline_ns(),
         neg_errno: -i64::from(errno),
         path_dev,
         path_ino,
@@ -122,12 +122,7 @@ pub fn apply(
         probability_ppm: percent_to_ppm(p.percent),
         _pad: 0,
     };
-    let targets = ctx
-        .targets
-        .iter()
-        .map(|t| (t.cgroup_id, t.cgroup.clone()))
-        .collect();
-    if let Err(e) = k.io.add_fault(&mut k.ebpf, rule, targets) {
+    if let Err(e) = k.io.add_fault(&mut k.ebpf, rule, ctx.cgroup_targets()) {
         k.slots.release(slot);
         return Err(e);
     }

@@ -42,7 +42,7 @@ use crate::{
     capabilities::Problem,
     error::FaultError,
     fault::{ActiveFault, ApplyContext},
-    kernel::{Kernel, monotonic_ns},
+    kernel::Kernel,
     rule_sets::{RuleMap, TargetedRule, inherited_sets},
 };
 
@@ -248,13 +248,8 @@ pub(crate) fn apply_rule(
     let k = &mut *guard;
     let slot = k.slots.allocate()?;
     rule.counter_slot = slot;
-    rule.deadline_ns = monotonic_ns().saturating_add(ctx.duration.as_nanos() as u64);
-    let targets = ctx
-        .targets
-        .iter()
-        .map(|t| (t.cgroup_id, t.cgroup.clone()))
-        .collect();
-    if let Err(e) = k.net.add_fault(&mut k.ebpf, rule, targets) {
+    rule.deadline_ns = ctx.deadline_ns();
+    if let Err(e) = k.net.add_fault(&mut k.ebpf, rule, ctx.cgroup_targets()) {
         k.slots.release(slot);
         return Err(e);
     }
