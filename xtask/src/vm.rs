@@ -69,7 +69,7 @@ pub struct VmTestArgs {
     #[arg(long)]
     pub keep_workdir: bool,
     /// Seconds one boot may take before qemu is killed and the run counts as failed.
-    #[arg(long, default_value_t = 900)]
+    #[arg(long, default_value_t = 1800)]
     pub timeout: u64,
     /// Harness self-test: build the tests of this Cargo.toml instead of chaosd-integration (and
     /// skip building the workspace binaries).
@@ -86,7 +86,7 @@ impl Default for VmTestArgs {
             kernel: KernelChoice::All,
             filter: None,
             keep_workdir: false,
-            timeout: 900,
+            timeout: 1800,
             test_manifest: None,
             self_test_panic: false,
         }
