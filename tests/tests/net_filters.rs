@@ -12,7 +12,7 @@ use chaosd::{
 };
 use chaosd_integration::{
     Daemon, TestCgroup, block_on, inject, tcp_connect_from, udp_from_cgroup_to,
-    udp_into_cgroup_from,
+    udp_into_cgroup_from, unsupported_reason,
 };
 
 fn filter(dst: Option<&str>, port: Option<u16>, proto: Proto) -> NetFilter {
@@ -142,6 +142,9 @@ fn partition_cuts_both_directions_to_one_peer_only() {
 #[test]
 fn connect_error_fails_connects_from_the_target_only() {
     let daemon = Daemon::start();
+    if let Some(reason) = unsupported_reason(&daemon, "net.connect_error") {
+        chaosd_integration::skip!("net.connect_error is unsupported on this kernel: {reason}");
+    }
     let target = TestCgroup::new("connect");
     let sibling = TestCgroup::new("connect-sibling");
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -188,6 +191,9 @@ fn connect_error_fails_connects_from_the_target_only() {
 #[test]
 fn connect_error_fails_unconnected_udp_sends() {
     let daemon = Daemon::start();
+    if let Some(reason) = unsupported_reason(&daemon, "net.connect_error") {
+        chaosd_integration::skip!("net.connect_error is unsupported on this kernel: {reason}");
+    }
     let cg = TestCgroup::new("sendmsg");
     let s = sink("127.0.0.1");
     let spec = FaultSpec::NetConnectError(NetConnectErrorParams {
