@@ -12,6 +12,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod directories;
+pub mod errno;
 pub mod error;
 pub mod fault;
 pub mod io;

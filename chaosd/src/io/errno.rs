@@ -7,12 +7,12 @@ use std::{
 };
 
 use chaosd_common::io::{IO_PPM_ONE, IoRule};
-use nix::errno::Errno;
 use serde::Deserialize as _;
 
 use super::{IoErrnoParams, IoOp};
 use crate::{
     api::{Counters, OpCounters},
+    errno::parse_errno,
     error::{FaultError, RequestError},
     fault::{ActiveFault, ApplyContext},
     kernel::Kernel,
@@ -30,36 +30,6 @@ pub fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String
         Either::S(s) => s,
         Either::N(n) => n.to_string(),
     })
-}
-
-/// An errno by name (`EIO`, case-insensitive) or number (1..=4095).
-pub fn parse_errno(input: &str) -> Result<i32, RequestError> {
-    let s = input.trim();
-    let bad = || RequestError::BadErrno {
-        input: input.to_string(),
-    };
-    if let Ok(n) = s.parse::<i32>() {
-        return if (1..=4095).contains(&n) {
-            Ok(n)
-        } else {
-            Err(bad())
-        };
-    }
-    let upper = s.to_ascii_uppercase();
-    (1..=4095)
-        .find(|&n| {
-            let e = Errno::from_raw(n);
-            e != Errno::UnknownErrno && format!("{e:?}") == upper
-        })
-        .ok_or_else(bad)
-}
-
-/// The errno's name, e.g. 5 → "EIO" (the number when it has none).
-pub fn errno_name(n: i32) -> String {
-    match Errno::from_raw(n) {
-        Errno::UnknownErrno => n.to_string(),
-        e => format!("{e:?}"),
-    }
 }
 
 /// `(kernel dev_t, inode)` of an absolute path: what the programs compare dentries with.
@@ -190,18 +160,6 @@ impl Drop for IoErrnoFault {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn errno_by_name_or_number() {
-        assert_eq!(parse_errno("EIO").unwrap(), libc::EIO);
-        assert_eq!(parse_errno("enospc").unwrap(), libc::ENOSPC);
-        assert_eq!(parse_errno("EDQUOT").unwrap(), libc::EDQUOT);
-        assert_eq!(parse_errno("13").unwrap(), libc::EACCES);
-        for bad in ["", "EFOO", "0", "-5", "5000"] {
-            assert!(parse_errno(bad).is_err(), "{bad}");
-        }
-        assert_eq!(errno_name(libc::EROFS), "EROFS");
-    }
 
     #[test]
     fn params_accept_numbers_and_default_to_every_op_at_100_percent() {
