@@ -3,7 +3,10 @@
 //! All programs are loaded (verified) when the daemon starts, so a kernel that cannot run them
 //! is reported at once; each fault kind attaches its programs only while it has active faults.
 
-use std::collections::BTreeSet;
+use std::{
+    collections::BTreeSet,
+    sync::{Arc, Mutex, MutexGuard},
+};
 
 use anyhow::Context as _;
 use aya::{
@@ -13,7 +16,7 @@ use aya::{
 };
 use chaosd_common::counters::{FAULT_COUNTERS_MAP, FaultCounters, MAX_FAULT_SLOTS};
 
-use crate::{api::Counters, error::FaultError};
+use crate::{api::Counters, error::FaultError, fault::ActiveFault};
 
 /// The ELF built by build.rs from chaosd-ebpf.
 static EBPF_ELF: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/chaosd"));
@@ -112,6 +115,75 @@ impl CounterSlots {
             seen: acc.seen + c.seen,
             affected: acc.affected + c.affected,
         })
+    }
+}
+
+/// A fault whose kernel state is a rule counted in its counter slot. `remove` takes that rule
+/// out of the kind's map; reverting (or dropping) does that once and frees the slot.
+pub struct SlotRuleFault {
+    kernel: Arc<Mutex<Kernel>>,
+    slot: u32,
+    kind: &'static str,
+    remove: fn(&mut Kernel, u32) -> Result<(), FaultError>,
+    reverted: bool,
+}
+
+impl SlotRuleFault {
+    pub fn new(
+        kernel: &Arc<Mutex<Kernel>>,
+        slot: u32,
+        kind: &'static str,
+        remove: fn(&mut Kernel, u32) -> Result<(), FaultError>,
+    ) -> Self {
+        SlotRuleFault {
+            kernel: Arc::clone(kernel),
+            slot,
+            kind,
+            remove,
+            reverted: false,
+        }
+    }
+
+    pub fn slot(&self) -> u32 {
+        self.slot
+    }
+
+    pub fn is_reverted(&self) -> bool {
+        self.reverted
+    }
+
+    /// The shared kernel state, locked (a poisoned lock is still usable: state is plain data).
+    pub fn lock_kernel(&self) -> MutexGuard<'_, Kernel> {
+        self.kernel.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl ActiveFault for SlotRuleFault {
+    fn counters(&self) -> Counters {
+        self.lock_kernel().slots.read(self.slot)
+    }
+
+    fn revert(&mut self) -> Result<(), FaultError> {
+        if self.reverted {
+            return Ok(());
+        }
+        self.reverted = true;
+        let mut kernel = self.lock_kernel();
+        let result = (self.remove)(&mut kernel, self.slot);
+        kernel.slots.release(self.slot);
+        result
+    }
+}
+
+impl Drop for SlotRuleFault {
+    fn drop(&mut self) {
+        if let Err(e) = self.revert() {
+            tracing::error!(
+                slot = self.slot,
+                kind = self.kind,
+                "reverting a fault on drop: {e}"
+            );
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use crate::{
     errno::parse_errno,
     error::{FaultError, RequestError},
     fault::{ActiveFault, ApplyContext},
-    kernel::Kernel,
+    kernel::{Kernel, SlotRuleFault},
 };
 
 /// Accepts `"EIO"`, `"5"` or `5` for the errno field.
@@ -102,58 +102,33 @@ pub fn apply(
     } else {
         p.ops.clone()
     };
-    Ok(Box::new(IoErrnoFault {
-        kernel: Arc::clone(kernel),
-        slot,
-        ops,
-        reverted: false,
-    }))
+    let rule = SlotRuleFault::new(kernel, slot, "io.errno", |k, slot| k.io.remove_fault(slot));
+    Ok(Box::new(IoErrnoFault { rule, ops }))
 }
 
+/// An io.errno fault: its rule, plus the operations whose counters it reports.
 struct IoErrnoFault {
-    kernel: Arc<Mutex<Kernel>>,
-    slot: u32,
+    rule: SlotRuleFault,
     ops: Vec<IoOp>,
-    reverted: bool,
 }
 
 impl ActiveFault for IoErrnoFault {
     fn counters(&self) -> Counters {
-        self.kernel
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .slots
-            .read(self.slot)
+        self.rule.counters()
     }
 
     fn op_counters(&self) -> Vec<OpCounters> {
-        if self.reverted {
+        if self.rule.is_reverted() {
             return Vec::new();
         }
-        self.kernel
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        self.rule
+            .lock_kernel()
             .io
-            .op_counters(self.slot, &self.ops)
+            .op_counters(self.rule.slot(), &self.ops)
     }
 
     fn revert(&mut self) -> Result<(), FaultError> {
-        if self.reverted {
-            return Ok(());
-        }
-        self.reverted = true;
-        let mut k = self.kernel.lock().unwrap_or_else(|e| e.into_inner());
-        let result = k.io.remove_fault(self.slot);
-        k.slots.release(self.slot);
-        result
-    }
-}
-
-impl Drop for IoErrnoFault {
-    fn drop(&mut self) {
-        if let Err(e) = self.revert() {
-            tracing::error!(slot = self.slot, "reverting an io.errno fault on drop: {e}");
-        }
+        self.rule.revert()
     }
 }
 

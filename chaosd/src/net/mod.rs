@@ -38,11 +38,10 @@ use chaosd_common::net::{
 };
 
 use crate::{
-    api::Counters,
     capabilities::Problem,
     error::FaultError,
     fault::{ActiveFault, ApplyContext},
-    kernel::Kernel,
+    kernel::{Kernel, SlotRuleFault},
     rule_sets::{RuleMap, TargetedRule, inherited_sets},
 };
 
@@ -254,46 +253,10 @@ pub(crate) fn apply_rule(
         return Err(e);
     }
     drop(guard);
-    Ok(Box::new(NetRuleFault {
-        kernel: Arc::clone(kernel),
+    Ok(Box::new(SlotRuleFault::new(
+        kernel,
         slot,
-        reverted: false,
-    }))
-}
-
-/// A network fault in force: its rule sits in the sets of its targets.
-struct NetRuleFault {
-    kernel: Arc<Mutex<Kernel>>,
-    slot: u32,
-    reverted: bool,
-}
-
-impl ActiveFault for NetRuleFault {
-    fn counters(&self) -> Counters {
-        self.kernel
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .slots
-            .read(self.slot)
-    }
-
-    fn revert(&mut self) -> Result<(), FaultError> {
-        if self.reverted {
-            return Ok(());
-        }
-        self.reverted = true;
-        let mut guard = self.kernel.lock().unwrap_or_else(|e| e.into_inner());
-        let k = &mut *guard;
-        let result = k.net.remove_fault(&mut k.ebpf, self.slot);
-        k.slots.release(self.slot);
-        result
-    }
-}
-
-impl Drop for NetRuleFault {
-    fn drop(&mut self) {
-        if let Err(e) = self.revert() {
-            tracing::error!(slot = self.slot, "reverting a network fault on drop: {e}");
-        }
-    }
+        "network",
+        |k, slot| k.net.remove_fault(&mut k.ebpf, slot),
+    )))
 }
