@@ -6,7 +6,7 @@
 
 use std::{
     io::{BufRead as _, BufReader},
-    net::{SocketAddr, UdpSocket},
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::atomic::{AtomicU32, Ordering},
@@ -254,6 +254,14 @@ impl TestCgroup {
     }
 }
 
+/// Starts `chaosctl __udp-send` inside `cgroup`: `count` datagrams tagged `tag` to `to`.
+fn spawn_udp_sender(cgroup: &TestCgroup, to: SocketAddr, count: u32, tag: u8) -> Child {
+    let mut cmd = Command::new(workspace_bin("chaosctl"));
+    let (to, count, tag) = (to.to_string(), count.to_string(), tag.to_string());
+    cmd.args(["__udp-send", "--to", &to, "--count", &count, "--tag", &tag]);
+    spawn_in_cgroup(&mut cmd, cgroup.dir()).unwrap()
+}
+
 /// Sends `count` datagrams from a process in each cgroup at the same time to a receiver
 /// outside all of them; returns how many of each arrived.
 pub fn udp_from_cgroups(cgroups: &[&TestCgroup], count: u32) -> Vec<u32> {
@@ -261,19 +269,7 @@ pub fn udp_from_cgroups(cgroups: &[&TestCgroup], count: u32) -> Vec<u32> {
     let mut senders: Vec<Child> = cgroups
         .iter()
         .enumerate()
-        .map(|(i, cg)| {
-            let mut cmd = Command::new(workspace_bin("chaosctl"));
-            cmd.args([
-                "__udp-send",
-                "--to",
-                &sink.addr().to_string(),
-                "--count",
-                &count.to_string(),
-                "--tag",
-                &(i + 1).to_string(),
-            ]);
-            spawn_in_cgroup(&mut cmd, cg.dir()).unwrap()
-        })
+        .map(|(i, cg)| spawn_udp_sender(cg, sink.addr(), count, i as u8 + 1))
         .collect();
     let counts = sink
         .count(
@@ -293,11 +289,6 @@ pub fn udp_from_cgroups(cgroups: &[&TestCgroup], count: u32) -> Vec<u32> {
 /// the cgroup) and returns how many it received.
 pub fn udp_into_cgroup(cgroup: &TestCgroup, count: u32) -> u32 {
     udp_into_cgroup_from(cgroup, "127.0.0.1:0".parse().unwrap(), count)
-}
-
-/// A UDP socket bound on loopback, for tests that need a plain one.
-pub fn loopback_udp() -> UdpSocket {
-    UdpSocket::bind("127.0.0.1:0").unwrap()
 }
 
 /// Polls `f` every 20 ms until it returns Some, for at most `limit`.
@@ -320,17 +311,7 @@ pub fn udp_from_cgroup_to(cgroup: &TestCgroup, sinks: &[&UdpSink], count: u32) -
     sinks
         .iter()
         .map(|sink| {
-            let mut cmd = Command::new(workspace_bin("chaosctl"));
-            cmd.args([
-                "__udp-send",
-                "--to",
-                &sink.addr().to_string(),
-                "--count",
-                &count.to_string(),
-                "--tag",
-                "1",
-            ]);
-            let mut sender = vec![spawn_in_cgroup(&mut cmd, cgroup.dir()).unwrap()];
+            let mut sender = vec![spawn_udp_sender(cgroup, sink.addr(), count, 1)];
             let counts = sink
                 .count(
                     &mut sender,
