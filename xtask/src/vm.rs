@@ -117,10 +117,18 @@ pub fn run(args: &VmTestArgs) -> Result<()> {
         bail!("cargo test --no-run produced no test executables");
     }
     let vm_dir = workspace_root().join("target/vm");
-    let mut runs = Vec::new();
-    for kernel in &kernels {
-        runs.push(boot_one(args, &vm_dir, kernel, &binaries)?);
-    }
+    // The kernels boot side by side: a guest spends much of its time waiting on test deadlines,
+    // so two TCG guests share the host's cores better than one after the other.
+    let runs = std::thread::scope(|s| {
+        let boots: Vec<_> = kernels
+            .iter()
+            .map(|kernel| s.spawn(|| boot_one(args, &vm_dir, kernel, &binaries)))
+            .collect();
+        boots
+            .into_iter()
+            .map(|b| b.join().expect("a boot thread panicked"))
+            .collect::<Result<Vec<_>>>()
+    })?;
     let summary = report::print(&runs);
     println!("vm-test: total {:.1?}", started.elapsed());
     summary.into_result()
@@ -154,6 +162,7 @@ fn boot_one(
         initrd: &initrd,
         work_dir: &work.path,
         timeout: Duration::from_secs(args.timeout),
+        tag: short_tag(&kernel.release),
     })?;
     println!(
         "vm-test: {} exited after {:.1?}: {}",
@@ -171,6 +180,11 @@ fn boot_one(
         boot,
         binaries: results,
     })
+}
+
+/// The console prefix of one kernel's lines: its version, e.g. `6.12.117`.
+fn short_tag(release: &str) -> &str {
+    release.split(['-', '+']).next().unwrap_or(release)
 }
 
 /// Per-boot work dir shared read-write with the guest; removed on drop unless kept.

@@ -115,7 +115,7 @@ pub fn apply_fill(
     validate_fill(p).map_err(refused)?;
     let dir = Path::new(&p.path);
     let bytes = fill_bytes(cfg, p, &space(dir)?).map_err(refused)?;
-    let file = super::worker::open_temp(dir, false)
+    let file = super::worker::open_temp(dir)
         .map_err(|e| FaultError::kernel("creating the fill file", e))?;
     nix::fcntl::fallocate(
         &file,

@@ -210,14 +210,14 @@ impl Drop for AlignedBuf {
 }
 
 /// Opens an invisible temporary file in `dir`: O_TMPFILE if the filesystem has it, else a named
-/// file unlinked at once. O_DIRECT where supported. Either way the file is gone when the
-/// process exits, however it exits.
-pub(crate) fn open_temp(dir: &Path, direct: bool) -> io::Result<File> {
-    let extra = if direct { libc::O_DIRECT } else { 0 };
+/// file unlinked at once. Either way the file is gone when the process exits, however it exits.
+/// O_DIRECT is set afterwards (see [`try_direct`]) so a filesystem that refuses it can never
+/// leave a created-but-not-unlinked name behind.
+pub(crate) fn open_temp(dir: &Path) -> io::Result<File> {
     let mut o = std::fs::OpenOptions::new();
     o.read(true)
         .write(true)
-        .custom_flags(libc::O_TMPFILE | extra)
+        .custom_flags(libc::O_TMPFILE)
         .mode(0o600);
     if let Ok(f) = o.open(dir) {
         return Ok(f);
@@ -231,11 +231,20 @@ pub(crate) fn open_temp(dir: &Path, direct: bool) -> io::Result<File> {
         .read(true)
         .write(true)
         .create_new(true)
-        .custom_flags(extra)
         .mode(0o600)
         .open(&name)?;
     std::fs::remove_file(&name)?;
     Ok(f)
+}
+
+/// Switches `file` to O_DIRECT (bypassing the page cache) where the filesystem supports it.
+fn try_direct(file: &File) -> bool {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let Ok(bits) = fcntl(file, FcntlArg::F_GETFL) else {
+        return false;
+    };
+    let flags = OFlag::from_bits_truncate(bits) | OFlag::O_DIRECT;
+    fcntl(file, FcntlArg::F_SETFL(flags)).is_ok()
 }
 
 /// Reads and/or writes a temporary file in `dir` in 1 MiB blocks, at `rate` bytes/s if given.
@@ -246,14 +255,9 @@ fn disk_io(
     file_size: u64,
     until: u64,
 ) -> Result<(), String> {
-    let (file, direct) = match open_temp(dir, true) {
-        Ok(f) => (f, true),
-        Err(_) => (
-            open_temp(dir, false)
-                .map_err(|e| format!("creating a file in {}: {e}", dir.display()))?,
-            false,
-        ),
-    };
+    let file =
+        open_temp(dir).map_err(|e| format!("creating a file in {}: {e}", dir.display()))?;
+    let direct = try_direct(&file);
     let blocks = (file_size / IO_BLOCK as u64).max(1);
     let mut buf = AlignedBuf::new(IO_BLOCK);
     buf.as_mut()

@@ -27,6 +27,8 @@ pub struct Boot<'a> {
     pub initrd: &'a Path,
     pub work_dir: &'a Path,
     pub timeout: Duration,
+    /// Prefix of this guest's console lines (guests boot side by side).
+    pub tag: &'a str,
 }
 
 /// How a boot ended.
@@ -78,7 +80,8 @@ pub fn boot(b: &Boot<'_>) -> Result<BootResult> {
     let stdout = qemu.0.stdout.take().context("qemu stdout")?;
     let log = fs::File::create(&console_log)
         .with_context(|| format!("creating {}", console_log.display()))?;
-    let pump = thread::spawn(move || stream_console(stdout, log));
+    let tag = b.tag.to_owned();
+    let pump = thread::spawn(move || stream_console(stdout, log, &tag));
     let status = wait_until(&mut qemu.0, started + b.timeout)?;
     drop(qemu);
     let _ = pump.join();
@@ -146,14 +149,14 @@ fn command(b: &Boot<'_>) -> Command {
 }
 
 /// Copies the serial console to the terminal and the log, line by line.
-fn stream_console(stdout: impl std::io::Read, mut log: fs::File) {
+fn stream_console(stdout: impl std::io::Read, mut log: fs::File, tag: &str) {
     let mut reader = BufReader::new(stdout);
     let mut line = Vec::new();
     let term = std::io::stdout();
     while reader.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
         let text = String::from_utf8_lossy(&line);
         let text = text.trim_end_matches(['\r', '\n']);
-        let _ = writeln!(term.lock(), "  | {text}");
+        let _ = writeln!(term.lock(), "  {tag} | {text}");
         let _ = writeln!(log, "{text}");
         line.clear();
     }
