@@ -5,6 +5,7 @@
 //! The `user` feature adds `aya::Pod` impls for the daemon side.
 #![no_std]
 
+pub mod clock;
 pub mod counters;
 pub mod io;
 pub mod net;

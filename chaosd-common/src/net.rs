@@ -19,6 +19,23 @@ pub const MAX_CGROUP_LEVEL: u32 = 16;
 pub const NET_KIND_DROP: u32 = 1;
 /// [`NetRule::kind`]: fail `connect()` (and unconnected UDP `sendmsg()`) with `-errno`.
 pub const NET_KIND_CONNECT_ERROR: u32 = 2;
+/// [`NetRule::kind`]: hold egress packets back by `delay_ns` ± `jitter_ns` (departure time).
+pub const NET_KIND_DELAY: u32 = 3;
+/// [`NetRule::kind`]: pace egress packets to `rate_bytes_per_sec` (departure time).
+pub const NET_KIND_BANDWIDTH: u32 = 4;
+/// [`NetRule::kind`]: corrupt packets (TC egress); [`NET_FLAG_PAYLOAD`] picks silent payload
+/// corruption over the default checksum-detectable kind.
+pub const NET_KIND_CORRUPT: u32 = 5;
+/// [`NetRule::kind`]: send packets twice (TC egress clone).
+pub const NET_KIND_DUPLICATE: u32 = 6;
+
+/// [`NetRule::flags`] of `NET_KIND_CORRUPT`: corrupt the payload and keep checksums valid-looking.
+pub const NET_FLAG_PAYLOAD: u32 = 1;
+
+/// The `skb->mark` bit the TC program sets on a packet copy it sends (`net.duplicate`), so it
+/// knows the copy when it comes round again and lets it pass without copying it once more; it
+/// clears the bit then, and the original keeps its mark throughout.
+pub const TC_DUPLICATE_MARK: u32 = 0x0400_0000;
 
 /// [`PeerFilter::family`]: any address family.
 pub const FAMILY_ANY: u32 = 0;
@@ -86,11 +103,20 @@ pub struct NetRule {
     pub probability_ppm: u32,
     /// `NET_KIND_CONNECT_ERROR`: the errno to fail with, negative (e.g. -111).
     pub retval: i32,
-    pub _pad: u32,
+    /// `NET_FLAG_*` of the kind.
+    pub flags: u32,
+    /// `NET_KIND_DELAY`: added to the departure time.
+    pub delay_ns: u64,
+    /// `NET_KIND_DELAY`: uniform extra delay in `0..=jitter_ns` (flow order is kept).
+    pub jitter_ns: u64,
+    /// `NET_KIND_BANDWIDTH`: pacing rate.
+    pub rate_bytes_per_sec: u64,
+    /// `NET_KIND_BANDWIDTH`: bytes that may leave back to back before pacing starts.
+    pub burst_bytes: u64,
     pub filter: PeerFilter,
 }
 
-const _: () = assert!(core::mem::size_of::<NetRule>() == 32 + 88);
+const _: () = assert!(core::mem::size_of::<NetRule>() == 64 + 88);
 
 /// All rules on one cgroup; the program checks each non-empty slot.
 #[repr(C)]
@@ -99,7 +125,7 @@ pub struct NetRuleSet {
     pub rules: [NetRule; MAX_RULES_PER_CGROUP],
 }
 
-const _: () = assert!(core::mem::size_of::<NetRuleSet>() == 120 * MAX_RULES_PER_CGROUP);
+const _: () = assert!(core::mem::size_of::<NetRuleSet>() == 152 * MAX_RULES_PER_CGROUP);
 
 #[cfg(feature = "user")]
 mod user {

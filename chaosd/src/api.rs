@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::clock::{ClockName, ClockSkewParams};
 pub use crate::io::{IoErrnoParams, IoOp};
 
 /// Body of `POST /v1/faults`.
@@ -40,6 +41,19 @@ pub enum FaultSpec {
     /// Fail `connect()` (and unconnected UDP `sendmsg()`) with an errno.
     #[serde(rename = "net.connect_error")]
     NetConnectError(NetConnectErrorParams),
+    /// Hold back what the target cgroups send (departure time + sch_fq).
+    #[serde(rename = "net.delay")]
+    NetDelay(NetDelayParams),
+    /// Pace what the target cgroups send to a rate (departure time + sch_fq).
+    #[serde(rename = "net.bandwidth")]
+    NetBandwidth(NetBandwidthParams),
+    /// Damage what the target cgroups send (TC egress): dropped by the receiver, or with
+    /// `payload` arriving with altered bytes.
+    #[serde(rename = "net.corrupt")]
+    NetCorrupt(NetCorruptParams),
+    /// Send what the target cgroups send twice (TC egress clone).
+    #[serde(rename = "net.duplicate")]
+    NetDuplicate(NetDuplicateParams),
     /// Busy-loop workers, each burning a share of one core.
     #[serde(rename = "stress.cpu")]
     StressCpu(StressCpuParams),
@@ -58,6 +72,9 @@ pub enum FaultSpec {
     /// Freeze the target cgroups (cgroup v2 freezer) until the fault ends.
     #[serde(rename = "process.pause")]
     ProcessPause(ProcessPauseParams),
+    /// Shift the clocks the target cgroups' processes read (vDSO detour, x86_64).
+    #[serde(rename = "clock.skew")]
+    ClockSkew(ClockSkewParams),
 }
 
 impl FaultSpec {
@@ -68,12 +85,17 @@ impl FaultSpec {
             FaultSpec::IoErrno(_) => "io.errno",
             FaultSpec::NetPartition(_) => "net.partition",
             FaultSpec::NetConnectError(_) => "net.connect_error",
+            FaultSpec::NetDelay(_) => "net.delay",
+            FaultSpec::NetBandwidth(_) => "net.bandwidth",
+            FaultSpec::NetCorrupt(_) => "net.corrupt",
+            FaultSpec::NetDuplicate(_) => "net.duplicate",
             FaultSpec::StressCpu(_) => "stress.cpu",
             FaultSpec::StressMem(_) => "stress.mem",
             FaultSpec::DiskFill(_) => "disk.fill",
             FaultSpec::DiskIo(_) => "disk.io",
             FaultSpec::ProcessKill(_) => "process.kill",
             FaultSpec::ProcessPause(_) => "process.pause",
+            FaultSpec::ClockSkew(_) => "clock.skew",
         }
     }
 }
@@ -85,6 +107,30 @@ pub struct NetLossParams {
     pub percent: f64,
     #[serde(default)]
     pub direction: Direction,
+    #[serde(default)]
+    pub filter: NetFilter,
+}
+
+/// `net.corrupt` (egress only: the program sits on the devices' egress).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NetCorruptParams {
+    /// Share of matching packets to corrupt, 0 < percent <= 100.
+    pub percent: f64,
+    /// Flip payload bits and fix the checksum so the damage arrives unnoticed; by default the
+    /// IP header is damaged so that the receiver drops the packet.
+    #[serde(default)]
+    pub payload: bool,
+    #[serde(default)]
+    pub filter: NetFilter,
+}
+
+/// `net.duplicate` (egress only).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NetDuplicateParams {
+    /// Share of matching packets sent twice, 0 < percent <= 100.
+    pub percent: f64,
     #[serde(default)]
     pub filter: NetFilter,
 }
@@ -104,6 +150,32 @@ pub struct NetConnectErrorParams {
     /// Share of matching connects that fail; all of them by default.
     #[serde(default = "hundred")]
     pub percent: f64,
+    #[serde(default)]
+    pub filter: NetFilter,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NetDelayParams {
+    /// Added to every matching packet the target sends ("100ms").
+    pub delay: String,
+    /// Spread: each packet gets delay ± up to this, uniformly, without reordering a flow
+    /// ("10ms"; at most the delay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter: Option<String>,
+    #[serde(default)]
+    pub filter: NetFilter,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NetBandwidthParams {
+    /// tc-style rate: "1mbit", "500kbit", "10mbps" (bit = bits/s, bps = bytes/s).
+    pub rate: String,
+    /// Bytes that may leave back to back (beyond the packet at hand) after an idle spell
+    /// ("32KiB"); a few packets by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<String>,
     #[serde(default)]
     pub filter: NetFilter,
 }

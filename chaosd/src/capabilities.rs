@@ -92,6 +92,26 @@ pub static KINDS: &[KindRow] = &[
         check: check_cgroup_bpf,
     },
     KindRow {
+        kind: "net.delay",
+        summary: "delay (± jitter) what a cgroup sends (departure time + sch_fq)",
+        check: check_departure_time,
+    },
+    KindRow {
+        kind: "net.bandwidth",
+        summary: "pace what a cgroup sends to a rate (departure time + sch_fq)",
+        check: check_departure_time,
+    },
+    KindRow {
+        kind: "net.corrupt",
+        summary: "corrupt what a cgroup sends (TC egress classifier)",
+        check: check_tc_classifier,
+    },
+    KindRow {
+        kind: "net.duplicate",
+        summary: "send a cgroup's packets twice (TC egress classifier, clone)",
+        check: check_tc_classifier,
+    },
+    KindRow {
         kind: "net.connect_error",
         summary: "fail connect() with an errno (cgroup sock_addr, bpf_set_retval)",
         check: check_connect_error,
@@ -131,12 +151,21 @@ pub static KINDS: &[KindRow] = &[
         summary: "freeze a cgroup (cgroup.freeze, 5.2+)",
         check: check_cgroup_bpf,
     },
+    KindRow {
+        kind: "clock.skew",
+        summary: "shift a cgroup's clocks (ptrace vDSO detour, tp_btf exec hook; x86_64)",
+        check: check_clock_skew,
+    },
 ];
 
 /// Probe names recorded by the kinds (see [`record_probe`]).
 pub const PROBE_BPF_LSM: &str = "bpf_lsm";
 /// Loading the cgroup sock_addr programs, which call `bpf_set_retval` (5.19+).
 pub const PROBE_CONNECT_ERROR: &str = "connect_error";
+/// Loading the TC egress classifier of corrupt and duplicate.
+pub const PROBE_TC_CLASSIFIER: &str = "tc_classifier";
+/// Loading clock.skew's `tp_btf/sched_process_exec` program.
+pub const PROBE_CLOCK_EXEC: &str = "clock_exec";
 
 /// What was found about the host at daemon start.
 #[derive(Clone, Debug)]
@@ -390,21 +419,70 @@ fn check_cgroup_bpf(f: &Facts) -> Result<(), Problem> {
     f.cgroup2.as_ref().map(|_| ()).map_err(Clone::clone)
 }
 
+/// Departure times are honoured only by sch_fq, which chaosd installs on the devices.
+fn check_departure_time(f: &Facts) -> Result<(), Problem> {
+    check_cgroup_bpf(f)?;
+    f.sch_fq.clone()
+}
+
 fn check_nothing(_: &Facts) -> Result<(), Problem> {
     Ok(())
 }
 
 fn check_connect_error(f: &Facts) -> Result<(), Problem> {
     check_cgroup_bpf(f)?;
-    f.probes
-        .get(PROBE_CONNECT_ERROR)
-        .cloned()
-        .unwrap_or_else(|| {
-            Err(Problem::new(
-                "the connect programs were not probed (the daemon did not load them)",
-                "start chaosd as root on this host; the probe runs at start",
-            ))
-        })
+    recorded_probe(
+        f,
+        PROBE_CONNECT_ERROR,
+        "the connect programs were not probed (the daemon did not load them)",
+    )
+}
+
+/// The result a kind recorded for probe `name`; `unprobed` when it recorded none.
+fn recorded_probe(f: &Facts, name: &str, unprobed: &str) -> Result<(), Problem> {
+    f.probes.get(name).cloned().unwrap_or_else(|| {
+        Err(Problem::new(
+            unprobed,
+            "start chaosd as root on this host; the probe runs at start",
+        ))
+    })
+}
+
+fn check_tc_classifier(f: &Facts) -> Result<(), Problem> {
+    check_cgroup_bpf(f)?;
+    recorded_probe(
+        f,
+        PROBE_TC_CLASSIFIER,
+        "the TC classifier was not probed (the daemon did not load it)",
+    )
+}
+
+fn check_clock_skew(f: &Facts) -> Result<(), Problem> {
+    let yama = std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope").unwrap_or_default();
+    if yama.trim() == "3" {
+        return Err(Problem::new(
+            "Yama forbids every ptrace attach (kernel.yama.ptrace_scope = 3), which clock skew patches processes with",
+            "reboot with a lower kernel.yama.ptrace_scope (3 cannot be lowered at run time)",
+        ));
+    }
+    check_clock_skew_on(std::env::consts::ARCH, f)
+}
+
+/// x86_64 only (the detour is x86-64 code), plus the exec hook's probe.
+fn check_clock_skew_on(arch: &str, f: &Facts) -> Result<(), Problem> {
+    if arch != "x86_64" {
+        return Err(Problem::new(
+            format!("clock skew patches x86-64 vDSO code; this host is {arch}"),
+            "run chaosd on an x86_64 host",
+        ));
+    }
+    check_cgroup_bpf(f)?;
+    f.probes.get(PROBE_CLOCK_EXEC).cloned().unwrap_or_else(|| {
+        Err(Problem::new(
+            "the clock exec hook was not probed (the daemon did not load it)",
+            "start chaosd as root on this host; the probe runs at start",
+        ))
+    })
 }
 
 fn check_bpf_lsm(f: &Facts) -> Result<(), Problem> {
@@ -488,6 +566,17 @@ mod tests {
         let mut f = facts();
         f.lockdown = Some("confidentiality".into());
         assert!(!evaluate(&f).kind("io.errno").unwrap().supported);
+    }
+
+    #[test]
+    fn clock_skew_needs_x86_64_and_its_exec_hook() {
+        let mut f = facts();
+        f.probes.insert(PROBE_CLOCK_EXEC.into(), Ok(()));
+        assert!(check_clock_skew_on("x86_64", &f).is_ok());
+        let p = check_clock_skew_on("aarch64", &f).unwrap_err();
+        assert!(p.reason.contains("aarch64"), "{p:?}");
+        f.probes.remove(PROBE_CLOCK_EXEC);
+        assert!(check_clock_skew_on("x86_64", &f).is_err());
     }
 
     #[test]

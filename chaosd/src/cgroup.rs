@@ -266,7 +266,7 @@ impl Drop for ChildCgroup {
 }
 
 /// Kills every process below `dir` and removes the directories, children first.
-fn remove_cgroup_tree(dir: &Path) {
+pub fn remove_cgroup_tree(dir: &Path) {
     if let Ok(entries) = fs::read_dir(dir) {
         for e in entries.flatten() {
             if e.file_type().is_ok_and(|t| t.is_dir()) {

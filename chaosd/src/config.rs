@@ -5,10 +5,17 @@
 //! socket = "/run/chaosd/chaosd.sock"
 //! state_dir = "/run/chaosd"
 //! group = "chaosd"          # members may use the socket; root always may
+//! # metrics_listen = "127.0.0.1:9464"  # also serve GET /metrics over TCP (loopback only)
+//! # history_db = "/var/lib/chaosd/history.sqlite"  # the audit trail (see DaemonConfig)
 //!
 //! [faults]
 //! max_duration = "1h"       # no fault lives longer
 //! # default_duration = "1m" # used when a request names none; unset: a duration is required
+//!
+//! [policy]
+//! protected_cgroups = ["/init.scope"]  # never targeted, nor anything above or below them
+//! refuse_slices = false     # true: refuse targets that are whole slices (NAME.slice)
+//! max_concurrent_faults = 64
 //! ```
 
 use std::{path::PathBuf, time::Duration};
@@ -24,6 +31,8 @@ pub struct Config {
     pub faults: FaultsConfig,
     /// Stress and disk faults: the disk free-space floor.
     pub stress: crate::stress::StressConfig,
+    /// The blast radius: which cgroups may never be targeted, how many faults at once.
+    pub policy: PolicyConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -33,6 +42,24 @@ pub struct DaemonConfig {
     pub state_dir: PathBuf,
     /// Group whose members may use the socket (mode 0660); without it, root only (0600).
     pub group: String,
+    /// A loopback address to also serve `GET /metrics` on; off by default (the socket serves
+    /// it always). Other addresses are refused: the endpoint has no authentication.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The audit database. Unset: /var/lib/chaosd/history.sqlite with the default state_dir,
+    /// else history.sqlite in state_dir (so a daemon run elsewhere leaves /var/lib alone).
+    pub history_db: Option<PathBuf>,
+}
+
+impl DaemonConfig {
+    pub fn history_db(&self) -> PathBuf {
+        match &self.history_db {
+            Some(p) => p.clone(),
+            None if self.state_dir == std::path::Path::new(directories::STATE_DIR) => {
+                directories::HISTORY_DB.into()
+            }
+            None => crate::audit::default_db(&self.state_dir),
+        }
+    }
 }
 
 impl Default for DaemonConfig {
@@ -41,6 +68,8 @@ impl Default for DaemonConfig {
             socket: directories::SOCKET.into(),
             state_dir: directories::STATE_DIR.into(),
             group: "chaosd".into(),
+            metrics_listen: None,
+            history_db: None,
         }
     }
 }
@@ -68,6 +97,30 @@ impl Default for FaultsConfig {
 impl FaultsConfig {
     pub fn max_duration(&self) -> Duration {
         self.max_duration.unwrap_or(Duration::from_secs(3600))
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Cgroups (paths under the cgroup2 mount) that no fault may target, nor a cgroup inside or
+    /// above them. Default: init.scope, where systemd (PID 1) lives. The cgroup2 root, chaosd's
+    /// own cgroup and PID 1's cgroup are refused whatever this says.
+    pub protected_cgroups: Vec<String>,
+    /// Refuse targets that are whole slices (a path ending in `.slice`): one fault there hits
+    /// every service in it. Off by default.
+    pub refuse_slices: bool,
+    /// At most this many faults active at once; more are refused until some end.
+    pub max_concurrent_faults: usize,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            protected_cgroups: vec!["/init.scope".into()],
+            refuse_slices: false,
+            max_concurrent_faults: 64,
+        }
     }
 }
 
@@ -104,6 +157,16 @@ mod tests {
             .unwrap();
         assert_eq!(c.faults.max_duration(), Duration::from_secs(600));
         assert_eq!(c.faults.default_duration, Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn metrics_listen_parses_as_an_address() {
+        let c = Config::from_toml("[daemon]\nmetrics_listen = \"127.0.0.1:9464\"\n").unwrap();
+        assert_eq!(
+            c.daemon.metrics_listen,
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+        assert!(Config::from_toml("[daemon]\nmetrics_listen = \"localhost\"\n").is_err());
     }
 
     #[test]

@@ -4,44 +4,91 @@
 use std::{path::PathBuf, sync::Arc};
 
 use anyhow::Context as _;
-use tokio::io::{Interest, unix::AsyncFd};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    net::UnixListener,
+};
 use tracing::{info, warn};
 
 use crate::{
     api::FaultState,
+    audit::History,
     cgroup,
     config::Config,
     fault::FaultKinds,
-    journal::Journal,
     kernel::{Kernel, KernelLogger},
+    leftovers,
     registry::Registry,
+    scenario::runs::Runs,
     server,
+    systemd::Activation,
 };
 
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// Serves until SIGTERM/SIGINT, then reverts every fault. `systemd` is what the service manager
+/// passed (a listening socket, a watchdog); empty when run by hand.
+pub async fn run(config: Config, systemd: Activation) -> anyhow::Result<()> {
+    let metrics_listen = config
+        .daemon
+        .metrics_listen
+        .map(crate::metrics::check_listen_addr)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     let mount = cgroup::cgroup2_mount()?;
-    let journal = Journal::open(&config.daemon.state_dir).with_context(|| {
-        format!(
-            "opening the state dir {}",
-            config.daemon.state_dir.display()
-        )
-    })?;
-    clean_leftovers(&journal);
-
-    let (kernel, logger) = tokio::task::spawn_blocking(Kernel::load).await??;
+    let state_dir = &config.daemon.state_dir;
+    // The lock is held until the daemon exits (and by the kernel until it dies).
+    let (_state_lock, journal, cleaned) = leftovers::clean(state_dir)?;
+    if !cleaned.is_empty() {
+        info!("cleaned what a previous chaosd left:\n{cleaned}");
+    }
+    let history = History::open(&config.daemon.history_db())?;
+    let (mut kernel, logger) = tokio::task::spawn_blocking(Kernel::load).await??;
+    kernel.net.fq.set_record(leftovers::fq_record(state_dir));
+    kernel.net.tc.set_record(leftovers::tc_record(state_dir));
     if let Some(logger) = logger {
         tokio::spawn(forward_kernel_logs(logger));
     }
+    let kernel = Arc::new(std::sync::Mutex::new(kernel));
+    preload_packet_programs(Arc::clone(&kernel));
     let kinds = FaultKinds {
-        kernel: Arc::new(std::sync::Mutex::new(kernel)),
+        kernel,
         stress: config.stress.clone(),
     };
-    let registry = Registry::new(kinds, journal, config.faults.clone(), mount);
+    let registry = Registry::new(
+        kinds,
+        journal,
+        config.faults.clone(),
+        config.policy.clone(),
+        mount.clone(),
+    );
+    let runs = Runs::new(Arc::clone(&registry), mount, &config.daemon.state_dir);
 
-    let (listener, access) = server::bind(&config.daemon.socket, &config.daemon.group)?;
-    let _socket = server::SocketFile(config.daemon.socket.clone());
+    let (listener, access, _socket) = listen(&config, systemd.listener)?;
+    let metrics_task = match metrics_listen {
+        Some(addr) => Some(server::serve_metrics_tcp(addr, Arc::clone(&registry)).await?),
+        None => None,
+    };
     info!(pid = std::process::id(), "chaosd ready");
-    let served = server::serve(listener, access, Arc::clone(&registry), shutdown_signal()).await;
+    let heartbeat =
+        crate::systemd::ready_then_heartbeat(Arc::clone(&registry), systemd.watchdog).await;
+    let served = server::serve(
+        listener,
+        access,
+        Arc::clone(&registry),
+        Arc::clone(&runs),
+        history,
+        shutdown_signal(),
+    )
+    .await;
+    // systemd stops watching the watchdog once the service stops; STATUS= says why we linger.
+    if let Some(task) = heartbeat {
+        task.abort();
+    }
+    crate::systemd::stopping();
+    // Runs roll back their own faults and write their reports first.
+    runs.shutdown().await;
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
     let reverted = registry.recover_all(FaultState::Stopped).await;
     info!(
         reverted = reverted.len(),
@@ -50,16 +97,46 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     served
 }
 
-/// Faults journaled by an instance that died. Their eBPF rules died with its links; the
-/// entries are reported and removed.
-fn clean_leftovers(journal: &Journal) {
-    for f in journal.leftovers() {
-        let cgroups: Vec<&str> = f.targets.iter().map(|t| t.cgroup.as_str()).collect();
-        warn!(fault_id = %f.id, kind = f.kind, ?cgroups, "a previous chaosd left this fault; its kernel state ended with that process");
-        // A frozen cgroup does not thaw when its freezer dies: thaw it here.
-        crate::process::pause::thaw_leftover(&f);
-        journal.remove(&f.id);
-    }
+/// `chaosd --cleanup`: only what a start does about a previous instance's leftovers; prints
+/// what it reverted. systemd runs it as ExecStopPost=, after a crash as after a clean stop.
+pub fn cleanup(config: &Config) -> anyhow::Result<()> {
+    let (_, _, cleaned) = leftovers::clean(&config.daemon.state_dir)?;
+    print!("{cleaned}");
+    Ok(())
+}
+
+/// The API socket: the one systemd passed (socket activation), else bound at the configured
+/// path. A bound socket comes with the guard that removes its file; a passed one is systemd's.
+fn listen(
+    config: &Config,
+    passed: Option<std::os::unix::net::UnixListener>,
+) -> anyhow::Result<(UnixListener, server::Access, Option<server::SocketFile>)> {
+    let Some(passed) = passed else {
+        let (listener, access) = server::bind(&config.daemon.socket, &config.daemon.group)?;
+        let file = server::SocketFile(config.daemon.socket.clone());
+        return Ok((listener, access, Some(file)));
+    };
+    info!("serving on the socket systemd passed (socket activation); daemon.socket is not bound");
+    let listener =
+        UnixListener::from_std(passed).context("registering the systemd socket with tokio")?;
+    Ok((
+        listener,
+        server::Access::for_group(&config.daemon.group),
+        None,
+    ))
+}
+
+/// Verifies the packet programs in the background once the daemon is up, so readiness does
+/// not wait for them (seconds under emulation) and the first packet fault finds them loaded
+/// (an inject meanwhile waits for the kernel lock).
+fn preload_packet_programs(kernel: Arc<std::sync::Mutex<Kernel>>) {
+    tokio::task::spawn_blocking(move || {
+        let mut guard = kernel.lock().unwrap_or_else(|e| e.into_inner());
+        let k = &mut *guard;
+        if let Err(e) = k.net.preload(&mut k.ebpf) {
+            warn!("loading the packet programs: {e}");
+        }
+    });
 }
 
 /// Polls the aya-log ring and forwards records to `log` (bridged into tracing).

@@ -24,6 +24,18 @@ pub enum TargetError {
         "refusing cgroup {path}: it contains chaosd itself (pid {pid}); target a cgroup below it that does not hold the daemon"
     )]
     ContainsDaemon { path: String, pid: u32 },
+    #[error(
+        "refusing cgroup {path}: it holds PID 1 (init); a fault there could take the host down. Target a cgroup that does not contain PID 1"
+    )]
+    ContainsInit { path: String },
+    #[error(
+        "refusing cgroup {path}: it is, holds or lies inside the protected cgroup {protected} (policy.protected_cgroups in the daemon's config); target another cgroup or change that list"
+    )]
+    Protected { path: String, protected: String },
+    #[error(
+        "refusing cgroup {path}: it is a whole slice and the daemon's config sets policy.refuse_slices = true; target a service or scope inside it"
+    )]
+    Slice { path: String },
     #[error("cgroup {path} is nested {level} levels deep; at most {max} are supported")]
     TooDeep {
         path: String,
@@ -150,6 +162,22 @@ pub enum RequestError {
         "cgroup {cgroup} is already frozen (by another fault or by someone else); thaw it first or recover that fault"
     )]
     AlreadyFrozen { cgroup: String },
+    #[error(
+        "cgroup {cgroup} overlaps cgroup {other}, which another clock.skew fault already skews; recover that fault first or pick a cgroup outside it"
+    )]
+    ClockSkewOverlap { cgroup: String, other: String },
+    #[error("{field} {input:?} is not valid: {reason}")]
+    BadParam {
+        field: &'static str,
+        input: String,
+        reason: String,
+    },
+    #[error(
+        "device {device} in the target's network namespace has a configured root qdisc {qdisc}; chaosd replaces only default qdiscs (it could not restore yours exactly). Remove it or make it sch_fq, then retry"
+    )]
+    QdiscInTheWay { device: String, qdisc: String },
+    #[error("{reason}")]
+    NoNetns { reason: String },
     #[error("target {selector} is given twice (as cgroup {cgroup})")]
     DuplicateTarget { selector: String, cgroup: String },
     #[error(transparent)]

@@ -82,12 +82,17 @@ impl FaultKinds {
             FaultSpec::IoErrno(p) => crate::io::errno::validate(p),
             FaultSpec::NetPartition(p) => crate::net::partition::validate(p),
             FaultSpec::NetConnectError(p) => crate::net::connect_error::validate(p),
+            FaultSpec::NetDelay(p) => crate::net::delay::validate(p),
+            FaultSpec::NetBandwidth(p) => crate::net::bandwidth::validate(p),
+            FaultSpec::NetCorrupt(p) => crate::net::corrupt::validate(p),
+            FaultSpec::NetDuplicate(p) => crate::net::duplicate::validate(p),
             FaultSpec::StressCpu(p) => crate::stress::cpu::validate(p),
             FaultSpec::StressMem(p) => crate::stress::mem::validate(p),
             FaultSpec::DiskFill(p) => crate::stress::disk::validate_fill(p),
             FaultSpec::DiskIo(p) => crate::stress::disk::validate_io(p),
             FaultSpec::ProcessKill(p) => crate::process::kill::validate(p),
             FaultSpec::ProcessPause(_) => Ok(()),
+            FaultSpec::ClockSkew(p) => crate::clock::params::validate(p),
         }
     }
 
@@ -107,12 +112,17 @@ impl FaultKinds {
             FaultSpec::IoErrno(p) => crate::io::errno::apply(&self.kernel, p, ctx),
             FaultSpec::NetPartition(p) => crate::net::partition::apply(&self.kernel, p, ctx),
             FaultSpec::NetConnectError(p) => crate::net::connect_error::apply(&self.kernel, p, ctx),
+            FaultSpec::NetDelay(p) => crate::net::delay::apply(&self.kernel, p, ctx),
+            FaultSpec::NetBandwidth(p) => crate::net::bandwidth::apply(&self.kernel, p, ctx),
+            FaultSpec::NetCorrupt(p) => crate::net::corrupt::apply(&self.kernel, p, ctx),
+            FaultSpec::NetDuplicate(p) => crate::net::duplicate::apply(&self.kernel, p, ctx),
             FaultSpec::StressCpu(p) => crate::stress::cpu::apply(p, ctx),
             FaultSpec::StressMem(p) => crate::stress::mem::apply(p, ctx),
             FaultSpec::DiskFill(p) => crate::stress::disk::apply_fill(&self.stress, p, ctx),
             FaultSpec::DiskIo(p) => crate::stress::disk::apply_io(&self.stress, p, ctx),
             FaultSpec::ProcessKill(p) => crate::process::kill::apply(p, ctx),
             FaultSpec::ProcessPause(_) => crate::process::pause::apply(ctx),
+            FaultSpec::ClockSkew(p) => crate::clock::apply(&self.kernel, p, ctx),
         }
     }
 }

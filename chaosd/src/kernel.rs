@@ -1,7 +1,9 @@
 //! The loaded eBPF object and what every fault kind shares: the counters map and its slots.
 //!
-//! All programs are loaded (verified) when the daemon starts, so a kernel that cannot run them
-//! is reported at once; each fault kind attaches its programs only while it has active faults.
+//! Programs are loaded (verified) when the daemon starts where that is how a kind learns whether
+//! this kernel can run it; the packet programs, costly to verify, load just after (see
+//! `NetState::preload`) so readiness does not wait for them. Each
+//! fault kind attaches its programs only while it has active faults.
 
 use std::{
     collections::BTreeSet,
@@ -24,6 +26,8 @@ static EBPF_ELF: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/
 /// Loads chaosd's eBPF object into the kernel (maps created, programs not yet loaded).
 pub fn load_object() -> anyhow::Result<Ebpf> {
     let mut loader = aya::EbpfLoader::new();
+    // One parse of the kernel's BTF serves the loader and the LSM programs (parsing is slow).
+    loader.btf(crate::io::kernel_btf().ok());
     crate::io::set_globals(&mut loader);
     loader
         .load(EBPF_ELF)
@@ -41,6 +45,8 @@ pub struct Kernel {
     pub net: crate::net::NetState,
     /// I/O (BPF LSM) programs; on hosts that refuse them it only records why.
     pub io: crate::io::IoState,
+    /// clock.skew's exec hook and targets; on hosts that refuse the hook it only records why.
+    pub clock: crate::clock::ClockState,
 }
 
 impl Kernel {
@@ -54,6 +60,7 @@ impl Kernel {
         let slots = CounterSlots::new(&mut ebpf)?;
         let net = crate::net::NetState::new(&mut ebpf)?;
         let io = crate::io::IoState::new(&mut ebpf)?;
+        let clock = crate::clock::ClockState::new(&mut ebpf)?;
         crate::capabilities::init();
         Ok((
             Kernel {
@@ -61,6 +68,7 @@ impl Kernel {
                 slots,
                 net,
                 io,
+                clock,
             },
             logger,
         ))

@@ -6,9 +6,11 @@
 //! - [`server`] and [`client`]: the two ends of the socket.
 
 pub mod api;
+pub mod audit;
 pub mod capabilities;
 pub mod cgroup;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod directories;
@@ -18,10 +20,15 @@ pub mod fault;
 pub mod io;
 pub mod journal;
 pub mod kernel;
+pub mod leftovers;
+pub mod metrics;
 pub mod net;
+pub mod policy;
 pub mod probe;
 pub mod process;
 pub mod registry;
 pub mod rule_sets;
+pub mod scenario;
 pub mod server;
 pub mod stress;
+pub mod systemd;

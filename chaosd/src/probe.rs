@@ -37,10 +37,12 @@ pub fn spawn_in_cgroup(cmd: &mut Command, dir: &Path) -> io::Result<Child> {
 /// Sends `count` datagrams `[tag, seq_le32]` to `to`, pausing briefly every 16 so the
 /// receiver's buffer never overflows (an overflow would look like loss).
 pub fn send_datagrams(to: SocketAddr, tag: u8, count: u32) -> io::Result<()> {
-    let bind: SocketAddr = if to.is_ipv4() {
-        "127.0.0.1:0".parse().unwrap()
-    } else {
-        "[::1]:0".parse().unwrap()
+    // Loopback peers get a loopback source; others (another namespace) any local address.
+    let bind: SocketAddr = match (to.is_ipv4(), to.ip().is_loopback()) {
+        (true, true) => "127.0.0.1:0".parse().unwrap(),
+        (false, true) => "[::1]:0".parse().unwrap(),
+        (true, false) => "0.0.0.0:0".parse().unwrap(),
+        (false, false) => "[::]:0".parse().unwrap(),
     };
     send_datagrams_from(bind, to, tag, count)
 }
@@ -60,6 +62,71 @@ pub fn send_datagrams_from(
         sock.send_to(&msg, to)?;
         if seq % 16 == 15 {
             std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    Ok(())
+}
+
+/// Pings an echo server at `to` with `[seq_le32]` datagrams, one at a time, `gap` apart;
+/// returns each round trip in ns, `None` for a ping with no answer within a second.
+pub fn udp_ping(to: SocketAddr, count: u32, gap: Duration) -> io::Result<Vec<Option<u64>>> {
+    let bind: SocketAddr = if to.is_ipv4() {
+        "0.0.0.0:0".parse().unwrap()
+    } else {
+        "[::]:0".parse().unwrap()
+    };
+    let sock = UdpSocket::bind(bind)?;
+    sock.connect(to)?;
+    let mut rtts = Vec::with_capacity(count as usize);
+    let mut buf = [0u8; 64];
+    for seq in 0..count {
+        let sent = Instant::now();
+        sock.send(&seq.to_le_bytes())?;
+        let deadline = sent + Duration::from_secs(1);
+        let mut rtt = None;
+        // Late answers to earlier pings are skipped by their sequence number.
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            sock.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+            match sock.recv(&mut buf) {
+                Ok(n) if n >= 4 && buf[..4] == seq.to_le_bytes() => {
+                    rtt = Some(sent.elapsed().as_nanos() as u64);
+                    break;
+                }
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        rtts.push(rtt);
+        std::thread::sleep(gap);
+    }
+    Ok(rtts)
+}
+
+/// Sends `count` datagrams of `size` bytes (at least 12) to `to`, `gap` apart (none: as fast
+/// as the socket takes them): `[seq_le32, CLOCK_MONOTONIC ns at send as le64, padding]`, so a
+/// receiver on the same host reads one-way delays and the order of the flow.
+pub fn send_stamped(to: SocketAddr, count: u32, size: usize, gap: Duration) -> io::Result<()> {
+    let bind: SocketAddr = if to.is_ipv4() {
+        "0.0.0.0:0".parse().unwrap()
+    } else {
+        "[::]:0".parse().unwrap()
+    };
+    let sock = UdpSocket::bind(bind)?;
+    let mut msg = vec![0u8; size.max(12)];
+    for seq in 0..count {
+        msg[..4].copy_from_slice(&seq.to_le_bytes());
+        msg[4..12].copy_from_slice(&crate::kernel::monotonic_ns().to_le_bytes());
+        sock.send_to(&msg, to)?;
+        if !gap.is_zero() {
+            std::thread::sleep(gap);
         }
     }
     Ok(())

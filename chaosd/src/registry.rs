@@ -14,10 +14,11 @@ use tracing::{info, warn};
 use crate::{
     api::{FaultInfo, FaultState, InjectRequest, ResolvedTarget, StatusInfo},
     cgroup,
-    config::FaultsConfig,
+    config::{FaultsConfig, PolicyConfig},
     error::{Error, RequestError},
     fault::{ActiveFault, ApplyContext, FaultKinds, TargetRule},
     journal::Journal,
+    metrics::Metrics,
 };
 
 /// Ended faults kept for `show` after they end.
@@ -27,8 +28,10 @@ pub struct Registry {
     kinds: FaultKinds,
     journal: Journal,
     faults_cfg: FaultsConfig,
+    policy: PolicyConfig,
     cgroup2_mount: PathBuf,
     started: Instant,
+    metrics: Metrics,
     inner: Mutex<Inner>,
 }
 
@@ -49,26 +52,31 @@ impl Registry {
         kinds: FaultKinds,
         journal: Journal,
         faults_cfg: FaultsConfig,
+        policy: PolicyConfig,
         cgroup2_mount: PathBuf,
     ) -> Arc<Self> {
         Arc::new(Registry {
             kinds,
             journal,
             faults_cfg,
+            policy,
             cgroup2_mount,
             started: Instant::now(),
+            metrics: Metrics::default(),
             inner: Mutex::default(),
         })
     }
 
     /// Validates, journals, applies and arms the rollback timer. On any error nothing stays applied.
     pub async fn inject(self: &Arc<Self>, req: InjectRequest) -> Result<FaultInfo, Error> {
+        let started = Instant::now();
         let duration = resolve_duration(req.duration.as_deref(), &self.faults_cfg)?;
         FaultKinds::validate(&req.fault)?;
         self.kinds.check_available(&req.fault)?;
         let targets = self.resolve_targets(&req)?;
 
         let mut inner = self.inner.lock().await;
+        self.policy.check_room(inner.active.len())?;
         let id =
             new_id(|id| inner.active.contains_key(id) || inner.ended.iter().any(|f| f.id == id));
         let now = SystemTime::now();
@@ -90,7 +98,8 @@ impl Registry {
             targets: &info.targets,
             duration,
         };
-        let fault = match self.kinds.apply(&req.fault, &ctx) {
+        let span = tracing::info_span!("fault", fault_id = %id, kind = info.kind);
+        let fault = match span.in_scope(|| self.kinds.apply(&req.fault, &ctx)) {
             Ok(f) => f,
             Err(e) => {
                 self.journal.remove(&id);
@@ -111,7 +120,17 @@ impl Registry {
                 timer: Some(timer),
             },
         );
+        self.metrics.observe_inject(&info.kind, started.elapsed());
         Ok(info)
+    }
+
+    /// Checks `req` as [`Registry::inject`] would (duration, parameters, this host's support
+    /// for the kind, targets) without applying anything; returns the resolved targets.
+    pub fn check(&self, req: &InjectRequest) -> Result<Vec<ResolvedTarget>, Error> {
+        resolve_duration(req.duration.as_deref(), &self.faults_cfg)?;
+        FaultKinds::validate(&req.fault)?;
+        self.kinds.check_available(&req.fault)?;
+        Ok(self.resolve_targets(req)?)
     }
 
     fn resolve_targets(&self, req: &InjectRequest) -> Result<Vec<ResolvedTarget>, RequestError> {
@@ -129,6 +148,7 @@ impl Registry {
         let mut out = Vec::new();
         for selector in &req.targets {
             let t = cgroup::resolve(&self.cgroup2_mount, selector, max_level)?;
+            self.policy.check_target(&t.cgroup)?;
             if !seen.insert(t.cgroup_id) {
                 return Err(RequestError::DuplicateTarget {
                     selector: selector.to_string(),
@@ -145,6 +165,7 @@ impl Registry {
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
             if let Some(registry) = registry.upgrade() {
+                info!(fault_id = %id, "fault reached its deadline");
                 registry.end(&id, FaultState::Expired, false).await.ok();
             }
         })
@@ -157,6 +178,7 @@ impl Registry {
         state: FaultState,
         abort_timer: bool,
     ) -> Result<FaultInfo, Error> {
+        let started = Instant::now();
         let mut inner = self.inner.lock().await;
         let mut entry = inner
             .active
@@ -167,7 +189,10 @@ impl Registry {
         }
         entry.info.counters = entry.fault.counters();
         entry.info.op_counters = entry.fault.op_counters();
-        let reverted = entry.fault.revert();
+        let span = tracing::info_span!("fault", fault_id = %id, kind = entry.info.kind);
+        let reverted = span.in_scope(|| entry.fault.revert());
+        self.metrics
+            .observe_recover(&entry.info.kind, state, started.elapsed());
         entry.info.state = state;
         entry.info.ended_at = Some(rfc3339(SystemTime::now()));
         match &reverted {
@@ -227,6 +252,12 @@ impl Registry {
             out.extend(inner.ended.iter().cloned());
         }
         out
+    }
+
+    /// The `/metrics` exposition: live counters of active faults, frozen ones of ended faults.
+    pub async fn metrics_text(&self) -> String {
+        let faults = self.list(true).await;
+        self.metrics.render(&faults)
     }
 
     pub async fn status(&self) -> StatusInfo {

@@ -40,7 +40,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             message: message.into(),
@@ -133,6 +133,15 @@ pub struct Access {
 }
 
 impl Access {
+    /// Root, and the members of `group_name` if that group exists.
+    pub fn for_group(group_name: &str) -> Access {
+        let group = nix::unistd::Group::from_name(group_name)
+            .ok()
+            .flatten()
+            .map(|g| g.gid.as_raw());
+        Access { group }
+    }
+
     pub fn allows(&self, peer: &PeerCred) -> bool {
         if peer.uid == 0 {
             return true;
@@ -188,6 +197,7 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .route("/v1/faults/{id}", get(get_fault).delete(recover))
         .route("/v1/status", get(status))
         .route("/v1/capabilities", get(capabilities))
+        .route("/metrics", get(metrics))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -195,6 +205,41 @@ pub fn router(registry: Arc<Registry>) -> Router {
             )
         })
         .with_state(registry)
+}
+
+/// Only `/metrics`, for the optional loopback TCP listener (no peer check is possible there).
+pub fn metrics_router(registry: Arc<Registry>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "only /metrics is served here") })
+        .with_state(registry)
+}
+
+/// Prometheus exposition of the faults (see [`crate::metrics`]).
+async fn metrics(State(r): State<Arc<Registry>>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::CONTENT_TYPE,
+        )],
+        r.metrics_text().await,
+    )
+}
+
+/// Serves [`metrics_router`] on `addr` (already checked to be loopback) until aborted.
+pub async fn serve_metrics_tcp(
+    addr: std::net::SocketAddr,
+    registry: Arc<Registry>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding metrics_listen {addr}"))?;
+    tracing::info!(%addr, "serving /metrics over TCP");
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, metrics_router(registry)).await {
+            tracing::error!("metrics listener stopped: {e}");
+        }
+    }))
 }
 
 #[derive(Deserialize)]
@@ -264,10 +309,8 @@ pub fn bind(path: &Path, group_name: &str) -> anyhow::Result<(UnixListener, Acce
     }
     let listener =
         UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
-    let group = nix::unistd::Group::from_name(group_name)
-        .ok()
-        .flatten()
-        .map(|g| g.gid.as_raw());
+    let access = Access::for_group(group_name);
+    let group = access.group;
     let mode = if let Some(gid) = group {
         chown(path, Some(0), Some(gid)).with_context(|| format!("chown {}", path.display()))?;
         0o660
@@ -277,7 +320,7 @@ pub fn bind(path: &Path, group_name: &str) -> anyhow::Result<(UnixListener, Acce
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
         .with_context(|| format!("chmod {}", path.display()))?;
     tracing::info!(socket = %path.display(), mode = format!("{mode:o}"), group = group_name, group_exists = group.is_some(), "listening");
-    Ok((listener, Access { group }))
+    Ok((listener, access))
 }
 
 /// Serves until `shutdown` resolves.
@@ -285,9 +328,19 @@ pub async fn serve(
     listener: UnixListener,
     access: Access,
     registry: Arc<Registry>,
+    runs: Arc<crate::scenario::runs::Runs>,
+    history: Arc<crate::audit::History>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let app = router(registry).layer(middleware::from_fn_with_state(access, check_peer));
+    // The audit layer is outside the peer check, so refused peers are recorded too.
+    let app = router(registry)
+        .merge(crate::scenario::runs::routes(runs))
+        .merge(crate::audit::routes(Arc::clone(&history)))
+        .layer(middleware::from_fn_with_state(access, check_peer))
+        .layer(middleware::from_fn_with_state(
+            history,
+            crate::audit::record_mutations,
+        ));
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<PeerCred>(),

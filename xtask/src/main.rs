@@ -1,8 +1,9 @@
-//! Project tasks: `cargo xtask setup | demo | test | vm-test`.
+//! Project tasks: `cargo xtask setup | demo | test | vm-test | bench`.
 //!
 //! xtask depends on nothing of chaosd's, so it builds on a fresh machine before the eBPF
 //! toolchain exists; `setup` then installs that toolchain.
 
+mod bench;
 mod setup;
 mod util;
 mod vm;
@@ -31,6 +32,12 @@ enum Command {
     },
     /// Run the integration tests inside Debian distro kernels under qemu.
     VmTest(vm::VmTestArgs),
+    /// Measure datapath overhead, control latency and accuracy on this host (root); writes
+    /// JSON and prints a table.
+    Bench(bench::BenchArgs),
+    /// Internal: the bench's UDP sender, run inside a target cgroup.
+    #[command(name = "__bench-udp-send", hide = true)]
+    BenchUdpSend(bench::probe::SenderArgs),
 }
 
 fn main() -> Result<()> {
@@ -49,6 +56,11 @@ fn main() -> Result<()> {
             }
             vm::run(&vm::VmTestArgs::default())
         }
+        Command::Bench(args) => {
+            setup::run()?;
+            bench::run(&args)
+        }
+        Command::BenchUdpSend(args) => bench::probe::run_sender(&args),
         Command::VmTest(args) => {
             setup::run()?;
             vm::run(&args)

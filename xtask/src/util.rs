@@ -57,7 +57,7 @@ pub fn host_tests() -> Result<()> {
 }
 
 /// Stops (SIGTERM, then SIGKILL) the daemon it owns when dropped.
-struct DaemonChild(Child);
+pub struct DaemonChild(pub Child);
 
 impl Drop for DaemonChild {
     fn drop(&mut self) {
@@ -101,7 +101,16 @@ pub fn run_demo() -> Result<()> {
         drop(daemon);
         bail!("chaosd did not answer on {socket} within 20 s");
     }
-    let result = run_cmd(Command::new(bin.join("chaosctl")).args(["--socket", socket, "demo"]));
+    let chaosctl = || {
+        let mut c = Command::new(bin.join("chaosctl"));
+        c.args(["--socket", socket]);
+        c
+    };
+    // The quick look at one fault, then a whole experiment from a scenario file: hypothesis,
+    // fault schedule, probes, rollback and report.
+    let scenario = workspace_root().join("examples/isolation.toml");
+    let result = run_cmd(chaosctl().arg("demo"))
+        .and_then(|()| run_cmd(chaosctl().arg("run").arg(&scenario)));
     drop(daemon);
     result
 }

@@ -1,9 +1,12 @@
 //! Network faults: one rules map keyed by cgroup id, read by the cgroup_skb programs (packet
-//! drops) and the cgroup sock_addr programs (connect errors).
+//! drops) and the cgroup sock_addr programs (connect errors), and the TC egress classifier
+//! (corruption, duplication).
 
 mod cgroup_skb;
+mod departure;
 mod peer;
 mod sock_addr;
+mod tc;
 
 use aya_ebpf::{macros::map, maps::HashMap};
 use chaosd_common::net::{MAX_CGROUP_LEVEL, MAX_NET_CGROUPS, NetRuleSet};

@@ -63,6 +63,7 @@ fn verdict(ctx: &SockAddrContext, family: u32) -> i32 {
             peer: addr,
             local: [0; 4],
             peer_port: port,
+            local_port: 0,
         }
     };
     let now = unsafe { bpf_ktime_get_ns() };

@@ -217,6 +217,14 @@ fn hooks_of(b: &btf::KernelBtf) -> Result<Vec<(&'static str, &'static str)>, Pro
     Ok(out)
 }
 
+/// The running kernel's BTF as aya reads it, parsed once per process.
+pub fn kernel_btf() -> Result<&'static aya::Btf, &'static str> {
+    static BTF: OnceLock<Result<aya::Btf, String>> = OnceLock::new();
+    BTF.get_or_init(|| aya::Btf::from_sys_fs().map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(String::as_str)
+}
+
 /// Sets the I/O programs' globals (offsets from BTF, chaosd's tgid) on the object loader.
 pub fn set_globals(loader: &mut EbpfLoader<'_>) {
     static TGID: OnceLock<u32> = OnceLock::new();
@@ -413,7 +421,7 @@ fn load_programs(ebpf: &mut Ebpf) -> Result<Vec<(&'static str, &'static str)>, P
     let kio = kernel_io();
     kio.offsets.as_ref().map_err(Clone::clone)?;
     let hooks = kio.hooks.clone()?;
-    let btf = aya::Btf::from_sys_fs().map_err(|e| {
+    let btf = kernel_btf().map_err(|e| {
         Problem::new(
             format!("cannot read the kernel's BTF: {e}"),
             "use a kernel built with CONFIG_DEBUG_INFO_BTF=y",
@@ -422,7 +430,7 @@ fn load_programs(ebpf: &mut Ebpf) -> Result<Vec<(&'static str, &'static str)>, P
     for (name, hook) in &hooks {
         let prog = lsm_program(ebpf, name)
             .map_err(|e| Problem::new(format!("{e:#}"), "rebuild chaosd"))?;
-        if let Err(e) = prog.load(hook, &btf) {
+        if let Err(e) = prog.load(hook, btf) {
             return Err(load_problem(name, hook, e));
         }
     }

@@ -11,10 +11,18 @@
 //! `bpf_set_retval` (5.19+). A socket belongs to the cgroup of the process that created it, so
 //! a process moved into a target after creating a socket keeps that socket unaffected.
 
+pub mod bandwidth;
 pub mod connect_error;
+pub mod corrupt;
+pub mod delay;
+pub mod departure;
+pub mod duplicate;
 pub mod filter;
 pub mod loss;
+pub mod netns;
 pub mod partition;
+pub mod qdisc;
+pub mod tc;
 
 use std::{
     collections::BTreeMap,
@@ -33,8 +41,8 @@ use aya::{
     },
 };
 use chaosd_common::net::{
-    MAX_RULES_PER_CGROUP, NET_KIND_CONNECT_ERROR, NET_KIND_DROP, NET_RULES_MAP, NetRule,
-    NetRuleSet, PPM_ONE,
+    MAX_RULES_PER_CGROUP, NET_KIND_BANDWIDTH, NET_KIND_CONNECT_ERROR, NET_KIND_DELAY,
+    NET_KIND_DROP, NET_RULES_MAP, NetRule, NetRuleSet, PPM_ONE,
 };
 
 use crate::{
@@ -49,6 +57,10 @@ const SKB_PROGRAMS: [(&str, CgroupSkbAttachType); 2] = [
     ("chaosd_net_egress", CgroupSkbAttachType::Egress),
     ("chaosd_net_ingress", CgroupSkbAttachType::Ingress),
 ];
+/// Rule kinds the packet programs enforce. Those programs, the costliest to verify, are not
+/// loaded before the daemon is ready: a background task loads them right after, and the
+/// first such fault does if it comes first.
+const SKB_KINDS: [u32; 3] = [NET_KIND_DROP, NET_KIND_DELAY, NET_KIND_BANDWIDTH];
 const SOCK_ADDR_PROGRAMS: [&str; 4] = [
     "chaosd_connect4",
     "chaosd_connect6",
@@ -64,21 +76,20 @@ pub struct NetState {
     cgroup2_root: PathBuf,
     /// Active network faults by counter slot: the source of truth the map is computed from.
     faults: BTreeMap<u32, TargetedRule<NetRule>>,
+    /// sch_fq on the devices delayed or paced cgroups send through.
+    pub fq: qdisc::FqLeases,
+    /// The TC classifier on the devices corrupted or duplicated cgroups send through.
+    pub tc: tc::TcAttachments,
 }
 
 impl NetState {
-    /// Takes the rules map and loads (verifies) the programs. Packet-drop programs must load;
-    /// connect-error programs may fail (older kernels), which only disables that kind.
+    /// Takes the rules map and loads (verifies) the connect programs, which may fail (older
+    /// kernels) and only disable that kind. The packet programs load later ([`Self::preload`]).
     pub fn new(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
         let rules = ebpf
             .take_map(NET_RULES_MAP)
             .context("eBPF object has no net rules map")?;
         let rules = HashMap::try_from(rules).context("net rules map has the wrong type")?;
-        for (name, _) in SKB_PROGRAMS {
-            skb_program(ebpf, name)?
-                .load()
-                .with_context(|| format!("loading program {name}"))?;
-        }
         let loaded = load_sock_addr_programs(ebpf).map_err(|e| {
             let reason = format!("loading the connect programs failed: {e:#}");
             tracing::warn!("net.connect_error unavailable: {reason}");
@@ -95,7 +106,14 @@ impl NetState {
             sock_addr_links: Vec::new(),
             cgroup2_root,
             faults: BTreeMap::new(),
+            fq: qdisc::FqLeases::default(),
+            tc: tc::TcAttachments::new(ebpf),
         })
+    }
+
+    /// The directory of a cgroup given relative to the cgroup2 mount ("/a/b").
+    pub fn cgroup_dir(&self, rel: &str) -> PathBuf {
+        self.cgroup2_root.join(rel.trim_start_matches('/'))
     }
 
     pub fn attached(&self) -> bool {
@@ -139,10 +157,32 @@ impl NetState {
         )
     }
 
+    /// Loads the packet programs now if they are not loaded yet.
+    pub fn preload(&mut self, ebpf: &mut Ebpf) -> Result<(), FaultError> {
+        self.load_programs_for(ebpf, NET_KIND_DROP)
+    }
+
+    /// Loads the packet programs if rules of `kind` need them and they are not loaded yet.
+    fn load_programs_for(&mut self, ebpf: &mut Ebpf, kind: u32) -> Result<(), FaultError> {
+        if !SKB_KINDS.contains(&kind) {
+            return Ok(());
+        }
+        for (name, _) in SKB_PROGRAMS {
+            let prog = skb_program(ebpf, name)
+                .map_err(|e| FaultError::kernel("finding a packet program", e))?;
+            if prog.fd().is_err() {
+                prog.load()
+                    .map_err(|e| FaultError::kernel("loading a packet program", e))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Attaches each program group while some fault needs it, detaches it otherwise.
     fn reconcile_links(&mut self, ebpf: &mut Ebpf) -> Result<(), FaultError> {
-        let needs = |kind| self.faults.values().any(|f| f.rule.kind == kind);
-        let (need_skb, need_sock) = (needs(NET_KIND_DROP), needs(NET_KIND_CONNECT_ERROR));
+        let needs = |kinds: &[u32]| self.faults.values().any(|f| kinds.contains(&f.rule.kind));
+        let need_skb = needs(&SKB_KINDS);
+        let need_sock = needs(&[NET_KIND_CONNECT_ERROR]);
         if need_skb && self.skb_links.is_empty() {
             let root = self.open_root()?;
             for (name, attach_type) in SKB_PROGRAMS {
@@ -245,6 +285,9 @@ pub(crate) fn apply_rule(
 ) -> Result<Box<dyn ActiveFault>, FaultError> {
     let mut guard = kernel.lock().unwrap_or_else(|e| e.into_inner());
     let k = &mut *guard;
+    // Verify the programs first: under emulation that can take seconds, which must not
+    // come out of the fault's time in the kernel.
+    k.net.load_programs_for(&mut k.ebpf, rule.kind)?;
     let slot = k.slots.allocate()?;
     rule.counter_slot = slot;
     rule.deadline_ns = ctx.deadline_ns();

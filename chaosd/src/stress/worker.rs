@@ -239,7 +239,7 @@ pub(crate) fn open_temp(dir: &Path) -> io::Result<File> {
 
 /// Switches `file` to O_DIRECT (bypassing the page cache) where the filesystem supports it.
 fn try_direct(file: &File) -> bool {
-    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
     let Ok(bits) = fcntl(file, FcntlArg::F_GETFL) else {
         return false;
     };
@@ -255,8 +255,7 @@ fn disk_io(
     file_size: u64,
     until: u64,
 ) -> Result<(), String> {
-    let file =
-        open_temp(dir).map_err(|e| format!("creating a file in {}: {e}", dir.display()))?;
+    let file = open_temp(dir).map_err(|e| format!("creating a file in {}: {e}", dir.display()))?;
     let direct = try_direct(&file);
     let blocks = (file_size / IO_BLOCK as u64).max(1);
     let mut buf = AlignedBuf::new(IO_BLOCK);

@@ -43,8 +43,31 @@ pub enum Command {
     },
     /// Show the daemon's status.
     Status,
+    /// Show who changed what (inject, recover, runs) and how it ended, newest first.
+    History {
+        /// How many records to show.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
     /// Show which fault kinds this host supports, and for the others why not and the fix.
     Doctor,
+    /// Check a scenario file (syntax, fields, fault parameters, blast radius) without the daemon.
+    Validate { file: PathBuf },
+    /// Run a scenario file in the daemon and follow it; Ctrl-C aborts and rolls back.
+    Run {
+        file: PathBuf,
+        /// Print the run's id and leave; the daemon runs it to the end.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// List scenario runs, running and finished.
+    Runs,
+    /// Show the report of a finished run.
+    Report {
+        id: String,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Md)]
+        format: ReportFormat,
+    },
     /// Internal: perform one file operation N times; print a JSON report (run in a cgroup).
     #[command(name = "__file-ops", hide = true)]
     FileOps(crate::io::FileOpsArgs),
@@ -60,11 +83,41 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         tag: u8,
     },
+    /// Internal: ping a UDP echo server; print the round trips (ns, null = lost) as JSON.
+    #[command(name = "__udp-ping", hide = true)]
+    UdpPing {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long)]
+        count: u32,
+        #[arg(long, default_value_t = 20)]
+        gap_ms: u64,
+    },
+    /// Internal: send sequence-numbered, send-time-stamped datagrams.
+    #[command(name = "__udp-stamped", hide = true)]
+    UdpStamped {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long)]
+        count: u32,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        #[arg(long, default_value_t = 0)]
+        gap_us: u64,
+    },
     /// Internal: try one TCP connect; print "ok" or "error ERRNO".
     #[command(name = "__tcp-connect", hide = true)]
     TcpConnect {
         #[arg(long)]
         to: SocketAddr,
+    },
+    /// Internal: time a patched clock_gettime against the native one; print JSON
+    /// {native_ns, patched_ns, ratio, iterations} (for `cargo xtask bench`).
+    #[command(name = "__clock-bench", hide = true)]
+    ClockBench {
+        /// Calls per measuring round.
+        #[arg(long, default_value_t = 1_000_000)]
+        iterations: u64,
     },
     /// Internal: print a loopback UDP address, count datagrams until quiet, print the count.
     #[command(name = "__udp-recv", hide = true)]
@@ -73,6 +126,13 @@ pub enum Command {
         #[arg(long, default_value_t = 300)]
         quiet_ms: u64,
     },
+}
+
+/// How `chaosctl report` prints a report.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum ReportFormat {
+    Md,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -102,6 +162,11 @@ pub enum InjectKind {
         #[command(subcommand)]
         fault: crate::io::IoFault,
     },
+    /// Clock faults (x86_64).
+    Clock {
+        #[command(subcommand)]
+        fault: crate::clock::ClockFault,
+    },
 }
 
 #[derive(Subcommand)]
@@ -121,6 +186,56 @@ pub enum NetFault {
     },
     /// Cut the target off from a peer prefix: drop every packet to and from it.
     Partition {
+        #[command(flatten)]
+        filter: FilterArgs,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Hold back what the target sends by a delay (± jitter); needs sch_fq.
+    Delay {
+        /// Added to every matching packet, e.g. 100ms.
+        #[arg(long)]
+        delay: String,
+        /// Uniform spread around the delay, at most the delay; flows keep their order.
+        #[arg(long)]
+        jitter: Option<String>,
+        #[command(flatten)]
+        filter: FilterArgs,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Pace what the target sends to a rate; needs sch_fq.
+    Bandwidth {
+        /// tc-style rate: 1mbit, 500kbit (bits/s) or 10mbps (bytes/s).
+        #[arg(long)]
+        rate: String,
+        /// Bytes that may leave back to back after an idle spell, e.g. 32KiB.
+        #[arg(long)]
+        burst: Option<String>,
+        #[command(flatten)]
+        filter: FilterArgs,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Corrupt a share of what the target sends: the receiver drops it, or with --payload it
+    /// arrives with altered bytes (checksum fixed up).
+    Corrupt {
+        /// Share of packets to corrupt, above 0 and at most 100.
+        #[arg(long)]
+        percent: f64,
+        /// Flip payload bits instead of damaging the header: silent corruption.
+        #[arg(long)]
+        payload: bool,
+        #[command(flatten)]
+        filter: FilterArgs,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Send a share of what the target sends twice.
+    Duplicate {
+        /// Share of packets to duplicate, above 0 and at most 100.
+        #[arg(long)]
+        percent: f64,
         #[command(flatten)]
         filter: FilterArgs,
         #[command(flatten)]

@@ -1,17 +1,23 @@
 //! `chaosctl`: the command-line client of chaosd.
 
 mod args;
+mod clock;
 mod demo;
 mod doctor;
+mod history;
 mod io;
 mod output;
+mod scenario;
 mod stress;
 
-use std::process::ExitCode;
+use std::{process::ExitCode, time::Duration};
 
 use anyhow::Result;
 use chaosd::{
-    api::{FaultSpec, InjectRequest, NetConnectErrorParams, NetLossParams, NetPartitionParams},
+    api::{
+        FaultSpec, InjectRequest, NetBandwidthParams, NetConnectErrorParams, NetCorruptParams,
+        NetDelayParams, NetDuplicateParams, NetLossParams, NetPartitionParams,
+    },
     client::Client,
 };
 use clap::Parser;
@@ -70,6 +76,11 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Doctor => doctor::run(&client, json).await,
+        Command::History { limit } => history::run(&client, limit, json).await,
+        Command::Validate { file } => scenario::validate(&file),
+        Command::Run { file, detach } => scenario::run(&client, &file, json, detach).await,
+        Command::Runs => scenario::runs(&client, json).await,
+        Command::Report { id, format } => scenario::report(&client, &id, format, json).await,
         Command::FileOps(a) => io::file_ops(&a),
         Command::Status => {
             let s = client.status().await?;
@@ -82,6 +93,22 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Demo => demo::run(&client).await,
         Command::UdpSend { to, count, tag } => Ok(chaosd::probe::send_datagrams(to, tag, count)?),
+        Command::UdpPing { to, count, gap_ms } => {
+            let rtts = chaosd::probe::udp_ping(to, count, Duration::from_millis(gap_ms))?;
+            println!("{}", serde_json::to_string(&rtts)?);
+            Ok(())
+        }
+        Command::UdpStamped {
+            to,
+            count,
+            size,
+            gap_us,
+        } => Ok(chaosd::probe::send_stamped(
+            to,
+            count,
+            size,
+            Duration::from_micros(gap_us),
+        )?),
         Command::TcpConnect { to } => {
             match chaosd::probe::tcp_connect(to) {
                 Ok(()) => println!("ok"),
@@ -89,6 +116,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::ClockBench { iterations } => clock::bench(iterations),
         Command::UdpRecv { quiet_ms } => {
             let sink = chaosd::probe::UdpSink::bind_loopback()?;
             println!("{}", sink.addr());
@@ -108,6 +136,7 @@ async fn inject(client: &Client, kind: InjectKind, json: bool) -> Result<()> {
         InjectKind::Disk { fault } => stress::disk_spec(fault),
         InjectKind::Process { fault } => stress::process_spec(fault),
         InjectKind::Io { fault } => fault.into_spec(),
+        InjectKind::Clock { fault } => fault.into_spec(),
         InjectKind::Net { fault } => match fault {
             NetFault::Loss {
                 percent,
@@ -124,6 +153,56 @@ async fn inject(client: &Client, kind: InjectKind, json: bool) -> Result<()> {
             ),
             NetFault::Partition { filter, common } => (
                 FaultSpec::NetPartition(NetPartitionParams {
+                    filter: filter.to_filter(),
+                }),
+                common,
+            ),
+            NetFault::Delay {
+                delay,
+                jitter,
+                filter,
+                common,
+            } => (
+                FaultSpec::NetDelay(NetDelayParams {
+                    delay,
+                    jitter,
+                    filter: filter.to_filter(),
+                }),
+                common,
+            ),
+            NetFault::Bandwidth {
+                rate,
+                burst,
+                filter,
+                common,
+            } => (
+                FaultSpec::NetBandwidth(NetBandwidthParams {
+                    rate,
+                    burst,
+                    filter: filter.to_filter(),
+                }),
+                common,
+            ),
+            NetFault::Corrupt {
+                percent,
+                payload,
+                filter,
+                common,
+            } => (
+                FaultSpec::NetCorrupt(NetCorruptParams {
+                    percent,
+                    payload,
+                    filter: filter.to_filter(),
+                }),
+                common,
+            ),
+            NetFault::Duplicate {
+                percent,
+                filter,
+                common,
+            } => (
+                FaultSpec::NetDuplicate(NetDuplicateParams {
+                    percent,
                     filter: filter.to_filter(),
                 }),
                 common,

@@ -98,10 +98,41 @@ fn params(spec: &FaultSpec) -> String {
             filter(&p.filter)
         ),
         FaultSpec::NetPartition(p) => format!("all packets, both directions{}", filter(&p.filter)),
+        FaultSpec::NetCorrupt(p) => format!(
+            "{} % of sent packets {}{}",
+            p.percent,
+            if p.payload {
+                "get altered payload bytes"
+            } else {
+                "damaged (the receiver drops them)"
+            },
+            filter(&p.filter)
+        ),
+        FaultSpec::NetDuplicate(p) => {
+            format!("{} % of sent packets twice{}", p.percent, filter(&p.filter))
+        }
         FaultSpec::NetConnectError(p) => format!(
             "{} % of connects fail with {}{}",
             p.percent,
             p.errno,
+            filter(&p.filter)
+        ),
+        FaultSpec::NetDelay(p) => format!(
+            "sent packets {} later{}{}",
+            p.delay,
+            p.jitter
+                .as_deref()
+                .map(|j| format!(" ± {j}"))
+                .unwrap_or_default(),
+            filter(&p.filter)
+        ),
+        FaultSpec::NetBandwidth(p) => format!(
+            "sent packets paced to {}{}{}",
+            p.rate,
+            p.burst
+                .as_deref()
+                .map(|b| format!(", burst {b}"))
+                .unwrap_or_default(),
             filter(&p.filter)
         ),
         FaultSpec::StressCpu(_)
@@ -110,6 +141,15 @@ fn params(spec: &FaultSpec) -> String {
         | FaultSpec::DiskIo(_)
         | FaultSpec::ProcessKill(_)
         | FaultSpec::ProcessPause(_) => crate::stress::params(spec),
+        FaultSpec::ClockSkew(p) => format!(
+            "{} on {}",
+            p.offset,
+            p.clocks
+                .iter()
+                .map(|c| c.name())
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
     }
 }
 

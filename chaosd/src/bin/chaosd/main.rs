@@ -1,4 +1,5 @@
-//! `chaosd`: the fault daemon. Runs as root in the foreground (systemd's Type=simple).
+//! `chaosd`: the fault daemon. Runs as root in the foreground (systemd's Type=notify, with
+//! socket activation and a watchdog where the unit asks for them).
 
 use std::{io::IsTerminal as _, path::PathBuf};
 
@@ -18,8 +19,22 @@ struct Args {
     /// Where the journal of active faults lives (overrides the config) [default: /run/chaosd]
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// Log line format on stderr: text for people, json (one object a line, with the span
+    /// fields such as fault_id) for log collectors
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Only revert what a previous chaosd left (journaled faults, frozen cgroups, qdiscs, TC
+    /// filters), print it and exit; systemd runs this as ExecStopPost=
+    #[arg(long)]
+    cleanup: bool,
     #[command(subcommand)]
     mode: Option<Mode>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(clap::Subcommand)]
@@ -27,6 +42,12 @@ enum Mode {
     /// Internal: a stress worker that the daemon starts and supervises.
     #[command(name = "__stress-worker", hide = true)]
     StressWorker(chaosd::stress::worker::WorkerArgs),
+    /// Internal: the demo HTTP service of scenario files (`[services.NAME] http = ..`).
+    #[command(name = "__http-responder", hide = true)]
+    HttpResponder {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,20 +56,39 @@ fn main() -> anyhow::Result<()> {
     if let Some(Mode::StressWorker(w)) = args.mode {
         std::process::exit(chaosd::stress::worker::run(w));
     }
+    if let Some(Mode::HttpResponder { listen }) = args.mode {
+        return Ok(chaosd::scenario::service::http_responder(listen)?);
+    }
+    if args.cleanup {
+        init_logging(args.log_format);
+        return chaosd::daemon::cleanup(&config(args)?);
+    }
+    // SAFETY: no other thread exists yet (the runtime starts below).
+    let systemd = unsafe { chaosd::systemd::Activation::take_from_env() }?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(daemon(args))
+        .block_on(daemon(args, systemd))
 }
 
-async fn daemon(args: Args) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
+fn init_logging(format: LogFormat) {
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("CHAOSD_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => fmt
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
+}
+
+/// The config file with the command line's overrides.
+fn config(args: Args) -> anyhow::Result<chaosd::config::Config> {
     let mut config = chaosd::daemon::load_config(args.config)?;
     if let Some(s) = args.socket {
         config.daemon.socket = s;
@@ -56,7 +96,13 @@ async fn daemon(args: Args) -> anyhow::Result<()> {
     if let Some(d) = args.state_dir {
         config.daemon.state_dir = d;
     }
-    if let Err(e) = chaosd::daemon::run(config).await {
+    Ok(config)
+}
+
+async fn daemon(args: Args, systemd: chaosd::systemd::Activation) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    let config = config(args)?;
+    if let Err(e) = chaosd::daemon::run(config, systemd).await {
         tracing::error!("{e:#}");
         std::process::exit(1);
     }

@@ -1,0 +1,38 @@
+//! `chaosctl history`: the daemon's audit trail of mutations, newest first.
+
+use anyhow::Result;
+use chaosd::{audit::HistoryEntry, client::Client};
+
+pub async fn run(client: &Client, limit: u32, json: bool) -> Result<()> {
+    let entries = chaosd::audit::fetch(client, limit).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&entries)?);
+    } else {
+        table(&entries);
+    }
+    Ok(())
+}
+
+fn table(entries: &[HistoryEntry]) {
+    if entries.is_empty() {
+        println!("no recorded changes");
+        return;
+    }
+    println!(
+        "{:<24} {:>6} {:>8} {:<16} {:<6} {:<22} {:>6}  OUTCOME",
+        "AT", "UID", "PID", "COMMAND", "METHOD", "PATH", "STATUS"
+    );
+    for e in entries {
+        println!(
+            "{:<24} {:>6} {:>8} {:<16} {:<6} {:<22} {:>6}  {}",
+            e.at,
+            e.uid,
+            e.pid.map_or("-".to_string(), |p| p.to_string()),
+            e.comm.as_deref().unwrap_or("-"),
+            e.method,
+            e.path,
+            e.status,
+            e.outcome
+        );
+    }
+}

@@ -1,0 +1,331 @@
+//! The departure times `net.delay` and `net.bandwidth` write, checked on any kernel with
+//! BPF_PROG_TEST_RUN: the real egress program runs on a crafted packet and the `skb->tstamp`
+//! it leaves is read back. (Whether sch_fq then holds the packet until that time is the
+//! VM suite's `net_delay` tests; this host has no sch_fq.)
+//!
+//! A test-run packet belongs to the caller's cgroup, so this test process moves itself into a
+//! test cgroup that carries the rules, and back out at the end.
+
+use std::{
+    fs,
+    os::fd::{AsFd as _, AsRawFd as _},
+    path::PathBuf,
+    sync::Mutex,
+};
+
+use aya::{Ebpf, maps::HashMap, programs::CgroupSkb};
+use chaosd::{
+    api::{NetBandwidthParams, NetDelayParams, NetFilter},
+    kernel::monotonic_ns,
+    net::{bandwidth, delay},
+};
+use chaosd_common::net::{NET_RULES_MAP, NetRule, NetRuleSet};
+use chaosd_integration::{TestCgroup, require_root};
+
+const MS: u64 = 1_000_000;
+/// `struct __sk_buff`: size and the offset of `tstamp` (include/uapi/linux/bpf.h).
+const SK_BUFF_SIZE: usize = 192;
+const SK_BUFF_TSTAMP: usize = 152;
+/// cgroup_skb egress verdicts.
+const PASS: u32 = 1;
+const DROP_CN: u32 = 2;
+
+/// One process-wide cgroup membership: tests in this file take turns.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// The egress program loaded from chaosd's object, the rules map, and this process moved
+/// into a test cgroup (moved back on drop, before the cgroup goes).
+struct Bench {
+    ebpf: Ebpf,
+    cgroup: TestCgroup,
+    home: PathBuf,
+}
+
+impl Bench {
+    fn new() -> Bench {
+        require_root();
+        let mut ebpf = chaosd::kernel::load_object().expect("loading chaosd's eBPF object");
+        let prog: &mut CgroupSkb = ebpf
+            .program_mut("chaosd_net_egress")
+            .unwrap()
+            .try_into()
+            .unwrap();
+        prog.load()
+            .expect("the verifier accepts the egress program");
+        let mount = chaosd::cgroup::cgroup2_mount().unwrap();
+        let home = mount.join(
+            chaosd::cgroup::cgroup_of_pid(std::process::id())
+                .unwrap()
+                .trim_start_matches('/'),
+        );
+        let cgroup = TestCgroup::new("departure");
+        fs::write(cgroup.dir().join("cgroup.procs"), "0").unwrap();
+        Bench { ebpf, cgroup, home }
+    }
+
+    fn set_rules(&mut self, rules: &[NetRule]) {
+        let mut set = NetRuleSet::default();
+        for (i, r) in rules.iter().enumerate() {
+            set.rules[i] = NetRule {
+                counter_slot: 100 + i as u32,
+                deadline_ns: monotonic_ns() + 60_000 * MS,
+                ..*r
+            };
+        }
+        let mut map: HashMap<_, u64, NetRuleSet> =
+            HashMap::try_from(self.ebpf.map_mut(NET_RULES_MAP).unwrap()).unwrap();
+        map.insert(self.cgroup.id(), set, 0).unwrap();
+    }
+
+    /// Runs the egress program on a UDP/IPv4 packet of `ip_len` bytes from local port
+    /// `sport`; returns the verdict, the departure time it set (0: none) and the
+    /// CLOCK_MONOTONIC window the run happened in.
+    fn send(&mut self, ip_len: usize, sport: u16) -> Sent {
+        let prog: &CgroupSkb = self
+            .ebpf
+            .program("chaosd_net_egress")
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let fd = prog.fd().unwrap().as_fd().as_raw_fd();
+        let packet = udp4_packet(ip_len, sport);
+        let ctx_in = [0u8; SK_BUFF_SIZE];
+        let mut ctx_out = [0u8; SK_BUFF_SIZE];
+        let mut attr = TestRunAttr {
+            prog_fd: fd as u32,
+            data_size_in: packet.len() as u32,
+            data_in: packet.as_ptr() as u64,
+            ctx_size_in: SK_BUFF_SIZE as u32,
+            ctx_in: ctx_in.as_ptr() as u64,
+            ctx_size_out: SK_BUFF_SIZE as u32,
+            ctx_out: ctx_out.as_mut_ptr() as u64,
+            ..TestRunAttr::default()
+        };
+        let before = monotonic_ns();
+        // SAFETY: attr points at buffers that outlive the call, sizes as given.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_TEST_RUN,
+                &mut attr as *mut TestRunAttr,
+                std::mem::size_of::<TestRunAttr>(),
+            )
+        };
+        let after = monotonic_ns();
+        assert_eq!(
+            rc,
+            0,
+            "BPF_PROG_TEST_RUN: {}",
+            std::io::Error::last_os_error()
+        );
+        let tstamp = u64::from_ne_bytes(
+            ctx_out[SK_BUFF_TSTAMP..SK_BUFF_TSTAMP + 8]
+                .try_into()
+                .unwrap(),
+        );
+        Sent {
+            verdict: attr.retval,
+            tstamp,
+            before,
+            after,
+        }
+    }
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        let _ = fs::write(self.home.join("cgroup.procs"), "0");
+    }
+}
+
+struct Sent {
+    verdict: u32,
+    tstamp: u64,
+    before: u64,
+    after: u64,
+}
+
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
+
+/// The `test` member of `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+struct TestRunAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+    ctx_size_in: u32,
+    ctx_size_out: u32,
+    ctx_in: u64,
+    ctx_out: u64,
+    flags: u32,
+    cpu: u32,
+    batch_size: u32,
+    _pad: u32,
+}
+
+/// Ethernet + IPv4 + UDP from 10.0.0.1:`sport` to 10.0.0.2:9000, `ip_len` bytes from the IP
+/// header on (the test run strips the Ethernet header for cgroup programs).
+fn udp4_packet(ip_len: usize, sport: u16) -> Vec<u8> {
+    let mut p = vec![0u8; 14 + ip_len];
+    p[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    let ip = &mut p[14..];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&[10, 0, 0, 1]);
+    ip[16..20].copy_from_slice(&[10, 0, 0, 2]);
+    ip[20..22].copy_from_slice(&sport.to_be_bytes());
+    ip[22..24].copy_from_slice(&9000u16.to_be_bytes());
+    ip[24..26].copy_from_slice(&((ip_len - 20) as u16).to_be_bytes());
+    p
+}
+
+fn delay_rule(delay: &str, jitter: Option<&str>) -> NetRule {
+    delay::rule(&NetDelayParams {
+        delay: delay.into(),
+        jitter: jitter.map(Into::into),
+        filter: NetFilter::default(),
+    })
+    .unwrap()
+}
+
+fn bandwidth_rule(rate: &str, burst: &str) -> NetRule {
+    bandwidth::rule(&NetBandwidthParams {
+        rate: rate.into(),
+        burst: Some(burst.into()),
+        filter: NetFilter::default(),
+    })
+    .unwrap()
+}
+
+#[test]
+fn delay_sets_the_departure_time_exactly_delay_later() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut bench = Bench::new();
+    bench.set_rules(&[delay_rule("100ms", None)]);
+    for _ in 0..20 {
+        let s = bench.send(100, 4000);
+        assert_eq!(s.verdict, PASS);
+        assert!(
+            s.tstamp >= s.before + 100 * MS && s.tstamp <= s.after + 100 * MS,
+            "departure {} not 100 ms after the run window [{}, {}]",
+            s.tstamp,
+            s.before,
+            s.after
+        );
+    }
+    // Packets of a cgroup without rules keep no departure time.
+    bench.set_rules(&[]);
+    assert_eq!(bench.send(100, 4000).tstamp, 0);
+}
+
+#[test]
+fn jitter_spreads_departures_within_bounds_and_keeps_each_flow_in_order() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut bench = Bench::new();
+    bench.set_rules(&[delay_rule("50ms", Some("20ms"))]);
+    // One packet per flow: nothing holds a packet back, so each departure is delay ± jitter.
+    let mut offsets = Vec::new();
+    for port in 0..200 {
+        let s = bench.send(100, 5000 + port);
+        assert!(
+            s.tstamp >= s.before + 30 * MS,
+            "departure before delay - jitter"
+        );
+        assert!(
+            s.tstamp <= s.after + 70 * MS,
+            "departure after delay + jitter"
+        );
+        offsets.push(s.tstamp - s.before);
+    }
+    let (min, max) = (
+        *offsets.iter().min().unwrap(),
+        *offsets.iter().max().unwrap(),
+    );
+    eprintln!(
+        "measured: 200 flows depart at +{} .. +{} ms",
+        min / MS,
+        max / MS
+    );
+    assert!(
+        max - min > 20 * MS,
+        "jitter ± 20 ms spread departures by only {} ms",
+        (max - min) / MS
+    );
+    // Many packets of one flow: never one before the previous one (no reordering), and
+    // never later than the latest delay + jitter allows.
+    let mut last = 0;
+    for _ in 0..200 {
+        let s = bench.send(100, 4001);
+        assert!(
+            s.tstamp >= s.before + 30 * MS,
+            "departure before delay - jitter"
+        );
+        assert!(
+            s.tstamp <= (s.after + 70 * MS).max(last),
+            "departure after delay + jitter and after the flow's previous packet"
+        );
+        assert!(
+            s.tstamp >= last,
+            "a flow was reordered: {} < {last}",
+            s.tstamp
+        );
+        last = s.tstamp;
+    }
+}
+
+#[test]
+fn bandwidth_spaces_departures_by_the_bytes_share_of_the_rate() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut bench = Bench::new();
+    // 1 mbit/s = 125,000 bytes/s: a 1,250-byte packet takes 10 ms; no burst.
+    bench.set_rules(&[bandwidth_rule("1mbit", "0")]);
+    let departures: Vec<u64> = (0..10).map(|_| bench.send(1250, 4003).tstamp).collect();
+    // The first packet of an idle fault leaves at once (no departure time set) ...
+    assert_eq!(departures[0], 0, "departures {departures:?}");
+    // ... and each next one 10 ms after the one before.
+    for pair in departures[1..].windows(2) {
+        assert_eq!(pair[1] - pair[0], 10 * MS, "departures {departures:?}");
+    }
+    drop(bench);
+    // With a burst of 5,000 bytes, an idle fault sends the packet at hand and four more
+    // (5,000 bytes) at once; the sixth waits.
+    let mut bench = Bench::new();
+    bench.set_rules(&[bandwidth_rule("1mbit", "5000")]);
+    let held: Vec<bool> = (0..6).map(|_| bench.send(1250, 4004).tstamp != 0).collect();
+    assert_eq!(
+        held,
+        [false, false, false, false, false, true],
+        "burst of 5000 bytes"
+    );
+}
+
+#[test]
+fn loss_and_delay_on_one_cgroup_compose() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut bench = Bench::new();
+    let loss = NetRule {
+        kind: chaosd_common::net::NET_KIND_DROP,
+        direction: chaosd_common::net::DIR_EGRESS,
+        probability_ppm: 500_000,
+        ..NetRule::default()
+    };
+    bench.set_rules(&[loss, delay_rule("30ms", None)]);
+    let sent: Vec<Sent> = (0..400).map(|_| bench.send(100, 4005)).collect();
+    let dropped = sent.iter().filter(|s| s.verdict == DROP_CN).count();
+    eprintln!("measured: {dropped}/400 dropped at 50 %");
+    assert!(
+        (120..=280).contains(&dropped),
+        "{dropped}/400 dropped at 50 %"
+    );
+    for s in sent.iter().filter(|s| s.verdict == PASS) {
+        assert!(s.tstamp >= s.before + 30 * MS && s.tstamp <= s.after + 30 * MS);
+    }
+}

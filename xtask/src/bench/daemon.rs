@@ -1,0 +1,166 @@
+//! A real chaosd for the bench: built in release mode, started on a temp socket and state dir,
+//! stopped (SIGTERM, then SIGKILL) on drop; and a minimal client for its HTTP/JSON API.
+//!
+//! xtask does not link chaosd (it must build before the eBPF toolchain exists), so requests are
+//! plain HTTP/1.1 over the Unix socket, one connection each, as any client would send them.
+
+use std::{
+    io::{Read as _, Write as _},
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::Value;
+
+use crate::util::{DaemonChild, cargo, workspace_root};
+
+/// Builds the release binaries and returns the directory holding them.
+pub fn build() -> Result<PathBuf> {
+    cargo(&["build", "--release", "--package", "chaosd", "--bins"])?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let dir = target.join("release");
+    if !dir.join("chaosd").exists() {
+        bail!("{} was not built", dir.join("chaosd").display());
+    }
+    Ok(dir)
+}
+
+pub struct Daemon {
+    /// Stopped before `dir` goes (fields drop in order).
+    _child: DaemonChild,
+    dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    pub fn start(bin_dir: &Path) -> Result<Daemon> {
+        let dir = tempfile::Builder::new()
+            .prefix("chaosd-bench-")
+            .tempdir()
+            .context("creating the daemon's temp dir")?;
+        let config = dir.path().join("chaosd.toml");
+        std::fs::write(&config, "").context("writing the daemon's config")?;
+        let log = std::fs::File::create(dir.path().join("chaosd.log"))?;
+        let child = Command::new(bin_dir.join("chaosd"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--socket")
+            .arg(dir.path().join("chaosd.sock"))
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .env("CHAOSD_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting chaosd")?;
+        let daemon = Daemon {
+            _child: DaemonChild(child),
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while daemon.get("/v1/status").is_err() {
+            if Instant::now() > deadline {
+                bail!(
+                    "chaosd did not answer within 30 s; its log:\n{}",
+                    daemon.log()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        Ok(daemon)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("chaosd.log")).unwrap_or_default()
+    }
+
+    pub fn get(&self, path: &str) -> Result<Value> {
+        self.request("GET", path, None)
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> Result<Value> {
+        self.request("POST", path, Some(body))
+    }
+
+    pub fn delete(&self, path: &str) -> Result<Value> {
+        self.request("DELETE", path, None)
+    }
+
+    /// Injects `fault` (`{"kind":..,"params":..}`) on the cgroups (paths under the cgroup2
+    /// mount) for `duration`; returns the fault id.
+    pub fn inject(&self, fault: Value, cgroups: &[String], duration: &str) -> Result<String> {
+        let targets: Vec<Value> = cgroups
+            .iter()
+            .map(|c| serde_json::json!({ "cgroup": c }))
+            .collect();
+        let body = serde_json::json!({ "fault": fault, "targets": targets, "duration": duration });
+        let info = self.post("/v1/faults", &body)?;
+        info["id"]
+            .as_str()
+            .map(str::to_string)
+            .with_context(|| format!("inject answer has no id: {info}"))
+    }
+
+    pub fn recover(&self, id: &str) -> Result<Value> {
+        self.delete(&format!("/v1/faults/{id}"))
+    }
+
+    fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
+        let socket = self.dir.path().join("chaosd.sock");
+        let mut s = UnixStream::connect(&socket)
+            .with_context(|| format!("connecting to {}", socket.display()))?;
+        let body = body.map(Value::to_string).unwrap_or_default();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )?;
+        let mut response = String::new();
+        s.read_to_string(&mut response)?;
+        let (head, body) = response
+            .split_once("\r\n\r\n")
+            .with_context(|| format!("malformed response to {method} {path}"))?;
+        let ok = head
+            .split_whitespace()
+            .nth(1)
+            .is_some_and(|code| code.starts_with('2'));
+        // Responses are small and sent whole; chunked framing shows up only as a size line.
+        let json = dechunk(head, body);
+        if !ok {
+            bail!(
+                "{method} {path}: {}: {json}",
+                head.lines().next().unwrap_or("")
+            );
+        }
+        serde_json::from_str(&json).with_context(|| format!("{method} {path} answered {json:?}"))
+    }
+}
+
+/// The payload of a `Transfer-Encoding: chunked` body (or `body` unchanged).
+fn dechunk(head: &str, body: &str) -> String {
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return body.to_string();
+    }
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || tail.len() < n {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].trim_start_matches("\r\n");
+    }
+    out
+}
