@@ -148,19 +148,11 @@ fn answered(rtts: &[Option<u64>]) -> Vec<u64> {
 
 /// Every qdisc of namespace `a`: (ifindex, kind, handle, parent).
 fn qdiscs(end: &NetnsEnd) -> Vec<(i32, String, u32, u32)> {
-    use rtnetlink::packet_route::tc::TcAttribute;
     let mut q: Vec<_> = end
         .qdiscs()
         .into_iter()
         .map(|m| {
-            let kind = m
-                .attributes
-                .iter()
-                .find_map(|a| match a {
-                    TcAttribute::Kind(k) => Some(k.clone()),
-                    _ => None,
-                })
-                .unwrap_or_default();
+            let kind = chaosd::net::qdisc::tc_kind(&m);
             let h = |t: rtnetlink::packet_route::tc::TcHandle| {
                 u32::from(t.major) << 16 | u32::from(t.minor)
             };

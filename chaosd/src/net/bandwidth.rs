@@ -23,14 +23,9 @@ const DEFAULT_BURST_BYTES: u64 = 4 * 1514;
 /// second, powers of 1000), `10mbps`, `100kbps` (bytes per second); a bare number is bits.
 pub fn parse_rate(input: &str) -> Result<u64, RequestError> {
     let s = input.trim().to_ascii_lowercase();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let num: f64 = num
-        .parse()
-        .map_err(|_| bad("rate", input, "must start with a number (e.g. 1mbit)"))?;
-    let (scale, bytes) = match unit.trim() {
+    let (num, unit) = crate::stress::split_number(&s)
+        .ok_or_else(|| bad("rate", input, "must start with a number (e.g. 1mbit)"))?;
+    let (scale, bytes) = match unit {
         "" | "bit" => (1.0, false),
         "kbit" => (1e3, false),
         "mbit" => (1e6, false),

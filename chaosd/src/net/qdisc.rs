@@ -243,10 +243,7 @@ impl FqLeases {
 /// returns how many it removed. A namespace is found again through any process still in it;
 /// a namespace with no process left is gone, and its devices with it.
 pub fn clean_leftovers(path: &Path) -> usize {
-    let Ok(bytes) = std::fs::read(path) else {
-        return 0;
-    };
-    let recorded: Vec<RecordedFq> = serde_json::from_slice(&bytes).unwrap_or_default();
+    let recorded: Vec<RecordedFq> = read_record(path);
     let mut removed = 0;
     for fq in recorded {
         let Some(ns) = find_netns(fq.netns_inode) else {
@@ -264,6 +261,25 @@ pub fn clean_leftovers(path: &Path) -> usize {
     }
     let _ = std::fs::remove_file(path);
     removed
+}
+
+/// The entries of a record file a previous instance wrote; none if absent or unreadable.
+pub(crate) fn read_record<T: serde::de::DeserializeOwned>(path: &Path) -> Vec<T> {
+    std::fs::read(path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
+}
+
+/// The `kind` attribute of a qdisc or filter message ("fq", "clsact", …).
+pub fn tc_kind(msg: &TcMessage) -> String {
+    msg.attributes
+        .iter()
+        .find_map(|a| match a {
+            TcAttribute::Kind(k) => Some(k.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
 }
 
 /// Any process's handle on the namespace with nsfs inode `inode`.
@@ -335,14 +351,7 @@ pub async fn root_qdisc(h: &Handle, ifindex: u32) -> anyhow::Result<RootQdisc> {
         .find(|q| q.header.index == ifindex as i32 && q.header.parent == TcHandle::ROOT);
     Ok(match root {
         Some(q) => RootQdisc {
-            kind: q
-                .attributes
-                .iter()
-                .find_map(|a| match a {
-                    TcAttribute::Kind(k) => Some(k.clone()),
-                    _ => None,
-                })
-                .unwrap_or_default(),
+            kind: tc_kind(q),
             handle: u32::from(q.header.handle.major) << 16 | u32::from(q.header.handle.minor),
         },
         None => RootQdisc {

@@ -508,10 +508,7 @@ async fn delete_clsact(h: &Handle, ifindex: u32) -> anyhow::Result<()> {
 /// left behind (it crashed); returns how many devices it cleaned. A namespace is found again
 /// through any process still in it; one with no process left is gone, devices and all.
 pub fn clean_leftovers(path: &Path) -> usize {
-    let Ok(bytes) = std::fs::read(path) else {
-        return 0;
-    };
-    let recorded: Vec<RecordedDevice> = serde_json::from_slice(&bytes).unwrap_or_default();
+    let recorded: Vec<RecordedDevice> = crate::net::qdisc::read_record(path);
     let mut cleaned = 0;
     for d in recorded {
         let Some(ns) = crate::net::qdisc::find_netns(d.netns_inode) else {

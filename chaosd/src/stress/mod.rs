@@ -97,18 +97,20 @@ fn size_from_str<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     }
 }
 
-/// Parses a byte size: `1073741824`, `512MiB`, `2GiB`, `1.5G` (k/M/G/T are powers of 1000,
-/// Ki/Mi/Gi/Ti powers of 1024; a trailing `B` is optional).
-pub fn parse_size(input: &str) -> Result<u64, String> {
-    let s = input.trim();
+/// Splits `"1.5GiB"` into `(1.5, "GiB")` (the unit trimmed); None without a leading number.
+pub(crate) fn split_number(s: &str) -> Option<(f64, &str)> {
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let num: f64 = num
-        .parse()
-        .map_err(|_| format!("{input:?} does not start with a number"))?;
-    let unit = unit.trim();
+    Some((num.parse().ok()?, unit.trim()))
+}
+
+/// Parses a byte size: `1073741824`, `512MiB`, `2GiB`, `1.5G` (k/M/G/T are powers of 1000,
+/// Ki/Mi/Gi/Ti powers of 1024; a trailing `B` is optional).
+pub fn parse_size(input: &str) -> Result<u64, String> {
+    let (num, unit) = split_number(input.trim())
+        .ok_or_else(|| format!("{input:?} does not start with a number"))?;
     let unit = unit
         .strip_suffix('B')
         .or_else(|| unit.strip_suffix('b'))
