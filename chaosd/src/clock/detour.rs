@@ -11,7 +11,8 @@
 use iced_x86::{
     BlockEncoderOptions, Decoder, DecoderOptions, FlowControl, Instruction,
     code_asm::{
-        CodeAssembler, CodeLabel, al, eax, ecx, edi, ptr, qword_ptr, rax, rcx, rdi, rsi, rsp,
+        AsmRegister64, CodeAssembler, CodeLabel, al, eax, ecx, edi, ptr, qword_ptr, rax, rcx, rdi,
+        rsi, rsp,
     },
 };
 
@@ -332,8 +333,6 @@ fn emit_clock_gettime(
     active: CodeLabel,
 ) -> Result<CodeLabel, iced_x86::IcedError> {
     let mut entry = a.create_label();
-    let mut done = a.create_label();
-    let mut success = a.create_label();
     a.set_label(&mut entry)?;
     // Clocks outside the mask (and negative ids: CPU clocks) go straight to the original.
     a.cmp(edi, 63)?;
@@ -342,8 +341,27 @@ fn emit_clock_gettime(
     a.mov(rax, qword_ptr(d.mask))?;
     a.bt(rax, rcx)?;
     a.jae(orig)?;
+    emit_call_then_skew(a, d, orig, active, rsi, d.offset_nsec, NS_PER_S)?;
+    Ok(entry)
+}
+
+/// The common tail of the timespec/timeval stubs: keeps the result pointer `result_ptr`, calls
+/// the original, and on success (while the fault is active) adds the offset to
+/// `{sec, sub}` at that pointer (`sub` in units of `unit` per second); returns 0 or the
+/// original's error.
+fn emit_call_then_skew(
+    a: &mut CodeAssembler,
+    d: &Data,
+    orig: CodeLabel,
+    active: CodeLabel,
+    result_ptr: AsmRegister64,
+    sub_offset: CodeLabel,
+    unit: i32,
+) -> Asm {
+    let mut done = a.create_label();
+    let mut success = a.create_label();
     a.sub(rsp, 24)?;
-    a.mov(qword_ptr(rsp), rsi)?;
+    a.mov(qword_ptr(rsp), result_ptr)?;
     a.call(orig)?;
     a.test(eax, eax)?;
     a.jnz(done)?;
@@ -351,13 +369,12 @@ fn emit_clock_gettime(
     a.test(eax, eax)?;
     a.jz(success)?;
     a.mov(rsi, qword_ptr(rsp))?;
-    emit_add_offset(a, d, d.offset_nsec, NS_PER_S)?;
+    emit_add_offset(a, d, sub_offset, unit)?;
     a.set_label(&mut success)?;
     a.xor(eax, eax)?;
     a.set_label(&mut done)?;
     a.add(rsp, 24)?;
-    a.ret()?;
-    Ok(entry)
+    a.ret()
 }
 
 /// `int gettimeofday(struct timeval *tv, struct timezone *tz)`: skewed with CLOCK_REALTIME.
@@ -368,29 +385,13 @@ fn emit_gettimeofday(
     active: CodeLabel,
 ) -> Result<CodeLabel, iced_x86::IcedError> {
     let mut entry = a.create_label();
-    let mut done = a.create_label();
-    let mut success = a.create_label();
     a.set_label(&mut entry)?;
     a.test(rdi, rdi)?;
     a.jz(orig)?;
     a.mov(rax, qword_ptr(d.mask))?;
     a.test(al, 1 << CLOCK_REALTIME)?;
     a.jz(orig)?;
-    a.sub(rsp, 24)?;
-    a.mov(qword_ptr(rsp), rdi)?;
-    a.call(orig)?;
-    a.test(eax, eax)?;
-    a.jnz(done)?;
-    a.call(active)?;
-    a.test(eax, eax)?;
-    a.jz(success)?;
-    a.mov(rsi, qword_ptr(rsp))?;
-    emit_add_offset(a, d, d.offset_usec, US_PER_S)?;
-    a.set_label(&mut success)?;
-    a.xor(eax, eax)?;
-    a.set_label(&mut done)?;
-    a.add(rsp, 24)?;
-    a.ret()?;
+    emit_call_then_skew(a, d, orig, active, rdi, d.offset_usec, US_PER_S)?;
     Ok(entry)
 }
 
