@@ -7,5 +7,6 @@
 
 pub mod clock;
 pub mod counters;
+pub mod heartbeat;
 pub mod io;
 pub mod net;

@@ -10,6 +10,8 @@ mod clock;
 #[cfg(target_arch = "bpf")]
 mod counters;
 #[cfg(target_arch = "bpf")]
+mod heartbeat;
+#[cfg(target_arch = "bpf")]
 mod io;
 #[cfg(target_arch = "bpf")]
 mod net;

@@ -21,7 +21,7 @@ use chaosd_common::counters::{FAULT_COUNTERS_MAP, FaultCounters, MAX_FAULT_SLOTS
 use crate::{api::Counters, error::FaultError, fault::ActiveFault};
 
 /// The ELF built by build.rs from chaosd-ebpf.
-static EBPF_ELF: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/chaosd"));
+static EBPF_ELF: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/chaosd-ebpf"));
 
 /// Loads chaosd's eBPF object into the kernel (maps created, programs not yet loaded).
 pub fn load_object() -> anyhow::Result<Ebpf> {
@@ -57,6 +57,7 @@ impl Kernel {
         let logger = aya_log::EbpfLogger::init(&mut ebpf)
             .inspect_err(|e| tracing::debug!("no kernel-side log reader: {e}"))
             .ok();
+        crate::heartbeat::start(&mut ebpf)?;
         let slots = CounterSlots::new(&mut ebpf)?;
         let net = crate::net::NetState::new(&mut ebpf)?;
         let io = crate::io::IoState::new(&mut ebpf)?;

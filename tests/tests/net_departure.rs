@@ -1,6 +1,7 @@
-//! The departure times `net.delay` and `net.bandwidth` write, checked on any kernel with
-//! BPF_PROG_TEST_RUN: the real egress program runs on a crafted packet and the `skb->tstamp`
-//! it leaves is read back. (Whether sch_fq then holds the packet until that time is the
+//! The departure times `net.delay` and `net.bandwidth` write, and the kernel-side guards every
+//! rule passes (deadline, daemon heartbeat), checked on any kernel with BPF_PROG_TEST_RUN: the
+//! real egress program runs on a crafted packet and the verdict and `skb->tstamp` it leaves
+//! are read back. (Whether sch_fq then holds the packet until that time is the
 //! VM suite's `net_delay` tests; this host has no sch_fq.)
 //!
 //! A test-run packet belongs to the caller's cgroup, so this test process moves itself into a
@@ -13,13 +14,20 @@ use std::{
     sync::Mutex,
 };
 
-use aya::{Ebpf, maps::HashMap, programs::CgroupSkb};
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, MapData},
+    programs::CgroupSkb,
+};
 use chaosd::{
     api::{NetBandwidthParams, NetDelayParams, NetFilter},
     kernel::monotonic_ns,
     net::{bandwidth, delay},
 };
-use chaosd_common::net::{NET_RULES_MAP, NetRule, NetRuleSet};
+use chaosd_common::{
+    heartbeat::{HEARTBEAT_MAP, HEARTBEAT_STALE_NS},
+    net::{NET_RULES_MAP, NetRule, NetRuleSet},
+};
 use chaosd_integration::{TestCgroup, require_root};
 
 const MS: u64 = 1_000_000;
@@ -34,9 +42,12 @@ const DROP_CN: u32 = 2;
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// The egress program loaded from chaosd's object, the rules map, and this process moved
-/// into a test cgroup (moved back on drop, before the cgroup goes).
+/// into a test cgroup (moved back on drop, before the cgroup goes). The bench plays the
+/// daemon's heartbeat: before each run it writes a beat `heartbeat_age` old (None: no beat).
 struct Bench {
     ebpf: Ebpf,
+    heartbeat: Array<MapData, u64>,
+    heartbeat_age: Option<u64>,
     cgroup: TestCgroup,
     home: PathBuf,
 }
@@ -45,6 +56,7 @@ impl Bench {
     fn new() -> Bench {
         require_root();
         let mut ebpf = chaosd::kernel::load_object().expect("loading chaosd's eBPF object");
+        let heartbeat = Array::try_from(ebpf.take_map(HEARTBEAT_MAP).unwrap()).unwrap();
         let prog: &mut CgroupSkb = ebpf
             .program_mut("chaosd_net_egress")
             .unwrap()
@@ -60,15 +72,26 @@ impl Bench {
         );
         let cgroup = TestCgroup::new("departure");
         fs::write(cgroup.dir().join("cgroup.procs"), "0").unwrap();
-        Bench { ebpf, cgroup, home }
+        Bench {
+            ebpf,
+            heartbeat,
+            heartbeat_age: Some(0),
+            cgroup,
+            home,
+        }
     }
 
+    /// Sets the rules, each with a deadline a minute ahead unless it has its own.
     fn set_rules(&mut self, rules: &[NetRule]) {
         let mut set = NetRuleSet::default();
         for (i, r) in rules.iter().enumerate() {
+            let deadline_ns = match r.deadline_ns {
+                0 => monotonic_ns() + 60_000 * MS,
+                own => own,
+            };
             set.rules[i] = NetRule {
                 counter_slot: 100 + i as u32,
-                deadline_ns: monotonic_ns() + 60_000 * MS,
+                deadline_ns,
                 ..*r
             };
         }
@@ -89,6 +112,10 @@ impl Bench {
             .unwrap();
         let fd = prog.fd().unwrap().as_fd().as_raw_fd();
         let packet = udp4_packet(ip_len, sport);
+        let beat = self
+            .heartbeat_age
+            .map_or(0, |age| monotonic_ns().saturating_sub(age));
+        self.heartbeat.set(0, beat, 0).unwrap();
         let ctx_in = [0u8; SK_BUFF_SIZE];
         let mut ctx_out = [0u8; SK_BUFF_SIZE];
         let mut attr = TestRunAttr {
@@ -328,4 +355,45 @@ fn loss_and_delay_on_one_cgroup_compose() {
     for s in sent.iter().filter(|s| s.verdict == PASS) {
         assert!(s.tstamp >= s.before + 30 * MS && s.tstamp <= s.after + 30 * MS);
     }
+}
+
+fn drop_all() -> NetRule {
+    NetRule {
+        kind: chaosd_common::net::NET_KIND_DROP,
+        direction: chaosd_common::net::DIR_EGRESS,
+        probability_ppm: chaosd_common::net::PPM_ONE,
+        ..NetRule::default()
+    }
+}
+
+#[test]
+fn rules_count_only_while_the_daemon_heartbeat_is_fresh() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut bench = Bench::new();
+    bench.set_rules(&[drop_all()]);
+    assert_eq!(bench.send(100, 4006).verdict, DROP_CN, "fresh beat");
+    bench.heartbeat_age = Some(HEARTBEAT_STALE_NS / 2);
+    assert_eq!(bench.send(100, 4006).verdict, DROP_CN, "beat half stale");
+    bench.heartbeat_age = Some(HEARTBEAT_STALE_NS + 50 * MS);
+    assert_eq!(
+        bench.send(100, 4006).verdict,
+        PASS,
+        "stale beat: dead daemon"
+    );
+    bench.heartbeat_age = None;
+    assert_eq!(bench.send(100, 4006).verdict, PASS, "no beat ever");
+}
+
+#[test]
+fn rules_past_their_deadline_do_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut bench = Bench::new();
+    let expired = NetRule {
+        deadline_ns: monotonic_ns() - 1,
+        ..drop_all()
+    };
+    bench.set_rules(&[expired]);
+    assert_eq!(bench.send(100, 4007).verdict, PASS);
+    bench.set_rules(&[drop_all()]);
+    assert_eq!(bench.send(100, 4007).verdict, DROP_CN);
 }

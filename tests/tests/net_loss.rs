@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use chaosd::api::{Direction, FaultState};
+use chaosd_common::heartbeat::HEARTBEAT_STALE_NS;
 use chaosd_integration::{
     Daemon, TestCgroup, block_on, udp_from_cgroups, udp_into_cgroup, wait_for,
 };
@@ -111,18 +112,25 @@ fn loss_stops_at_the_deadline() {
 /// The kernel enforces the deadline even when the daemon cannot: with chaosd stopped
 /// (SIGSTOP), the rule stays in the map but is ignored once its deadline passes.
 #[test]
-fn kernel_ignores_rules_past_their_deadline_without_the_daemon() {
+fn a_stopped_daemon_s_faults_pause_until_it_runs_again() {
     let daemon = Daemon::start();
-    let target = TestCgroup::new("kdeadline");
-    daemon.inject_loss(&target, 100.0, Direction::Egress, "1s");
+    let target = TestCgroup::new("deadman");
+    daemon.inject_loss(&target, 100.0, Direction::Egress, "10m");
     assert_eq!(udp_from_cgroups(&[&target], 200)[0], 0);
     nix::sys::signal::kill(daemon.pid(), nix::sys::signal::Signal::SIGSTOP).unwrap();
-    std::thread::sleep(Duration::from_millis(1300));
+    std::thread::sleep(Duration::from_nanos(HEARTBEAT_STALE_NS) + Duration::from_millis(100));
     let got = udp_from_cgroups(&[&target], 200)[0];
     nix::sys::signal::kill(daemon.pid(), nix::sys::signal::Signal::SIGCONT).unwrap();
     assert_eq!(
         got, 200,
-        "a rule past its deadline still dropped packets while the daemon was stopped"
+        "with the daemon stopped past the heartbeat limit, its rule still dropped packets"
+    );
+    let resumed = wait_for(Duration::from_secs(5), || {
+        (udp_from_cgroups(&[&target], 50)[0] == 0).then_some(())
+    });
+    assert!(
+        resumed.is_some(),
+        "the fault did not resume with the daemon"
     );
 }
 

@@ -9,6 +9,7 @@ use std::{
 };
 
 use chaosd::api::{FaultSpec, NetDuplicateParams, NetFilter};
+use chaosd_common::heartbeat::HEARTBEAT_STALE_NS;
 use chaosd_integration::{
     Daemon, TestCgroup, inject,
     netns::{KillOnDrop, NetnsPair, spawn_in, tally},
@@ -45,26 +46,27 @@ fn netlink_attach_adds_and_removes_clsact_and_a_restart_cleans_a_crash() {
     assert!(!has_clsact(&pair), "the clsact chaosd added is still there");
     assert!(pair.a.tc_filters().is_empty());
 
-    // A crash leaves the filter and clsact (netlink attachments outlive the process), but the
-    // rule's kernel deadline still ends the fault; the next start removes them.
-    let started = Instant::now();
-    inject(&daemon, &target, dup, "2s");
+    // A crash leaves the filter and clsact (netlink attachments outlive the process); the
+    // kernel's dead-man switch ends the fault once the daemon's heartbeat is stale, long
+    // before its 60 s deadline; the next start removes them.
+    inject(&daemon, &target, dup, "60s");
+    let twice = tally(&pair.udp_exchange(&target, false, COUNT), COUNT);
+    assert!(
+        twice.len() == COUNT as usize && twice.values().all(|n| *n == 2),
+        "the fault is not active: {twice:?}"
+    );
     let mut daemon = daemon;
     daemon.kill9();
+    let killed = Instant::now();
     assert!(
         has_clsact(&pair),
         "the filter went with the daemon: not the netlink path?"
     );
-    let twice = tally(&pair.udp_exchange(&target, false, COUNT), COUNT);
-    assert!(
-        twice.len() == COUNT as usize && twice.values().all(|n| *n == 2),
-        "before the deadline: {twice:?}"
-    );
-    std::thread::sleep(Duration::from_secs(2).saturating_sub(started.elapsed()));
+    std::thread::sleep(Duration::from_nanos(HEARTBEAT_STALE_NS).saturating_sub(killed.elapsed()));
     let once = tally(&pair.udp_exchange(&target, false, COUNT), COUNT);
     assert!(
         once.len() == COUNT as usize && once.values().all(|n| *n == 1),
-        "past the deadline the orphaned filter must do nothing: {once:?}"
+        "a second after the daemon died, its orphaned filter must do nothing: {once:?}"
     );
     let daemon = daemon.restart();
     let cleaned = wait_for(Duration::from_secs(5), || {

@@ -52,6 +52,10 @@ pub fn chaosd_clock_exec(_ctx: BtfTracePointContext) -> i32 {
 /// The targeted cgroup among the current task's ancestry whose deadline is still ahead.
 #[inline(always)]
 fn targeted_ancestor() -> Option<u64> {
+    // A stopped process needs the daemon to wake it: none is stopped without a live daemon.
+    if !crate::heartbeat::daemon_alive() {
+        return None;
+    }
     // SAFETY: plain helper call about the current task.
     let now = unsafe { bpf_ktime_get_ns() };
     let mut level = 1;

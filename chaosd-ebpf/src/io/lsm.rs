@@ -224,6 +224,9 @@ fn decide(op: u32, dentry: u64) -> i32 {
 
 #[inline(always)]
 fn deepest_rule_set() -> Option<&'static IoRuleSet> {
+    if !crate::heartbeat::daemon_alive() {
+        return None;
+    }
     let mut found: Option<&IoRuleSet> = None;
     let mut level = 1;
     while level <= MAX_CGROUP_LEVEL {

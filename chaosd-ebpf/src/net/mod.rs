@@ -17,8 +17,12 @@ static NET_RULES: HashMap<u64, NetRuleSet> = HashMap::with_max_entries(MAX_NET_C
 /// The deepest cgroup in an ancestry (level 1 = child of the root) that has a rule set.
 /// `ancestor(level)` returns 0 above the cgroup's own level. The daemon copies a targeted
 /// cgroup's rules into the sets of targeted descendants, so the deepest set is complete.
+/// None while the daemon's heartbeat is stale.
 #[inline(always)]
 fn deepest_rule_set(ancestor: impl Fn(i32) -> u64) -> Option<(u64, &'static NetRuleSet)> {
+    if !crate::heartbeat::daemon_alive() {
+        return None;
+    }
     let mut found = None;
     let mut level = 1;
     while level <= MAX_CGROUP_LEVEL {
