@@ -1,5 +1,5 @@
 //! Reverting what a previous chaosd left when it died: journaled faults (frozen cgroups, skewed
-//! clocks), the sch_fq qdiscs and the TC filters it recorded. A start does this before
+//! clocks), the sch_fq qdiscs and the TC filters it recorded, its stress cgroups. A start does this before
 //! serving; `chaosd --cleanup` (systemd's ExecStopPost=) does only this.
 
 use std::{fmt, fs::File, path::Path};
@@ -22,11 +22,16 @@ pub struct Cleaned {
     pub fq_qdiscs: usize,
     /// Devices whose TC filter (and clsact qdisc) was removed.
     pub tc_devices: usize,
+    /// `chaosd-stress-<pid>` cgroups of dead daemons removed.
+    pub stress_cgroups: usize,
 }
 
 impl Cleaned {
     pub fn is_empty(&self) -> bool {
-        self.faults.is_empty() && self.fq_qdiscs == 0 && self.tc_devices == 0
+        self.faults.is_empty()
+            && self.fq_qdiscs == 0
+            && self.tc_devices == 0
+            && self.stress_cgroups == 0
     }
 }
 
@@ -43,6 +48,13 @@ impl fmt::Display for Cleaned {
         }
         if self.tc_devices > 0 {
             writeln!(f, "devices with TC filters removed: {}", self.tc_devices)?;
+        }
+        if self.stress_cgroups > 0 {
+            writeln!(
+                f,
+                "dead daemons' stress cgroups removed: {}",
+                self.stress_cgroups
+            )?;
         }
         Ok(())
     }
@@ -96,6 +108,9 @@ pub fn clean(state_dir: &Path) -> anyhow::Result<(StateLock, Journal, Cleaned)> 
     }
     cleaned.fq_qdiscs = crate::net::qdisc::clean_leftovers(&fq_record(state_dir));
     cleaned.tc_devices = crate::net::tc::clean_leftovers(&tc_record(state_dir));
+    if let Ok(mount) = crate::cgroup::cgroup2_mount() {
+        cleaned.stress_cgroups = crate::stress::remove_stale_stress_cgroups(&mount);
+    }
     Ok((held, journal, cleaned))
 }
 
@@ -121,6 +136,7 @@ mod tests {
             faults: vec![("ab12".into(), "process.pause".into(), vec!["/a".into()])],
             fq_qdiscs: 2,
             tc_devices: 0,
+            stress_cgroups: 1,
         };
         let text = cleaned.to_string();
         assert!(
@@ -129,5 +145,6 @@ mod tests {
         );
         assert!(text.contains("sch_fq qdiscs removed: 2"), "{text}");
         assert!(!text.contains("TC"), "{text}");
+        assert!(text.contains("stress cgroups removed: 1"), "{text}");
     }
 }

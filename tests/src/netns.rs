@@ -215,6 +215,29 @@ impl NetnsEnd {
         )
     }
 
+    /// Every qdisc in this namespace as (ifindex, kind, handle, parent), sorted: what must
+    /// be the same before a fault and after it (statistics left out).
+    pub fn qdisc_shapes(&self) -> Vec<(i32, String, u32, u32)> {
+        let handle = |t: rtnetlink::packet_route::tc::TcHandle| {
+            u32::from(t.major) << 16 | u32::from(t.minor)
+        };
+        let mut q: Vec<_> = self
+            .qdiscs()
+            .into_iter()
+            .map(|m| {
+                let kind = chaosd::net::qdisc::tc_kind(&m);
+                (
+                    m.header.index,
+                    kind,
+                    handle(m.header.handle),
+                    handle(m.header.parent),
+                )
+            })
+            .collect();
+        q.sort();
+        q
+    }
+
     /// The TC filters on this end's device, both clsact hooks (empty without clsact).
     pub fn tc_filters(&self) -> Vec<TcMessage> {
         let index = self.ifindex as i32;

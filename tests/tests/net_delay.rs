@@ -146,23 +146,6 @@ fn answered(rtts: &[Option<u64>]) -> Vec<u64> {
     rtts.iter().flatten().copied().collect()
 }
 
-/// Every qdisc of namespace `a`: (ifindex, kind, handle, parent).
-fn qdiscs(end: &NetnsEnd) -> Vec<(i32, String, u32, u32)> {
-    let mut q: Vec<_> = end
-        .qdiscs()
-        .into_iter()
-        .map(|m| {
-            let kind = chaosd::net::qdisc::tc_kind(&m);
-            let h = |t: rtnetlink::packet_route::tc::TcHandle| {
-                u32::from(t.major) << 16 | u32::from(t.minor)
-            };
-            (m.header.index, kind, h(m.header.handle), h(m.header.parent))
-        })
-        .collect();
-    q.sort();
-    q
-}
-
 #[test]
 fn delay_adds_the_asked_delay_to_p50_rtt_composes_with_loss_and_restores_the_qdisc() {
     let s = match setup("net.delay") {
@@ -170,11 +153,11 @@ fn delay_adds_the_asked_delay_to_p50_rtt_composes_with_loss_and_restores_the_qdi
         Err(reason) => skip!("{reason}"),
     };
     let echo = Echo::start(&s.pair.b);
-    let before = qdiscs(&s.pair.a);
+    let before = s.pair.a.qdisc_shapes();
     let base = median(answered(&pings(&s, &echo, 20)));
 
     let fault = inject(&s.daemon, &s.cgroup, delay(100, None), "120s");
-    let during = qdiscs(&s.pair.a);
+    let during = s.pair.a.qdisc_shapes();
     assert!(
         during
             .iter()
@@ -221,7 +204,7 @@ fn delay_adds_the_asked_delay_to_p50_rtt_composes_with_loss_and_restores_the_qdi
     block_on(s.daemon.client().recover(&loss.id)).unwrap();
     block_on(s.daemon.client().recover(&fault.id)).unwrap();
     assert_eq!(
-        qdiscs(&s.pair.a),
+        s.pair.a.qdisc_shapes(),
         before,
         "the qdiscs were not restored exactly"
     );

@@ -3,7 +3,7 @@
 //! on recover, at the deadline and when chaosd is killed.
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     time::{Duration, Instant},
 };
 
@@ -16,7 +16,8 @@ use chaosd::{
     client::ClientError,
 };
 use chaosd_integration::{
-    Daemon, TestCgroup, block_on, inject_request as inject, request, wait_for,
+    Daemon, TestCgroup, Tmpfs, alive, block_on, children_of, inject_request as inject, request,
+    wait_for,
 };
 use hyper::StatusCode;
 
@@ -37,35 +38,6 @@ fn pids_in(dir: &Path) -> Vec<u32> {
         .unwrap_or_default()
         .lines()
         .filter_map(|l| l.trim().parse().ok())
-        .collect()
-}
-
-/// Alive and not a zombie.
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => s
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X')),
-        Err(_) => false,
-    }
-}
-
-/// Direct children of `parent` (by PPid in /proc).
-fn children_of(parent: u32) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| {
-                    let rest = s.rsplit_once(") ")?.1.to_string();
-                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
-                })
-                == Some(parent)
-        })
-        .filter(|pid| alive(*pid))
         .collect()
 }
 
@@ -281,44 +253,6 @@ fn kill_9_of_chaosd_ends_every_stressor_within_a_second() {
     let f = inject(&daemon, &request(cpu(5.0, Some(1)), &[], "30s"));
     assert!(!own.exists(), "the dead daemon's stress cgroup is left");
     block_on(daemon.client().recover(&f.id)).unwrap();
-}
-
-/// A tmpfs mounted on a temp dir for one test, unmounted on drop.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn new(size: &str) -> Tmpfs {
-        let dir = tempfile::Builder::new()
-            .prefix("chaosd-fill-")
-            .tempdir()
-            .unwrap();
-        nix::mount::mount(
-            Some("tmpfs"),
-            dir.path(),
-            Some("tmpfs"),
-            nix::mount::MsFlags::empty(),
-            Some(format!("size={size}").as_str()),
-        )
-        .unwrap();
-        Tmpfs { dir }
-    }
-
-    fn path(&self) -> PathBuf {
-        self.dir.path().to_path_buf()
-    }
-
-    fn free(&self) -> u64 {
-        let s = nix::sys::statvfs::statvfs(self.dir.path()).unwrap();
-        s.blocks_available() * s.fragment_size()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = nix::mount::umount2(self.dir.path(), nix::mount::MntFlags::MNT_DETACH);
-    }
 }
 
 fn fill(path: &Path, size: Option<&str>, percent: Option<f64>) -> FaultSpec {

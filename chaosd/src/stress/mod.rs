@@ -338,11 +338,13 @@ pub(crate) fn cgroup_procs(dir: &Path) -> Vec<u32> {
 }
 
 /// Removes `chaosd-stress-<pid>` cgroups of daemons that are gone (their workers died with
-/// them through the parent-death signal; the empty directories stay behind).
-fn remove_stale_stress_cgroups(mount: &Path) {
+/// them through the parent-death signal; the empty directories stay behind); returns how
+/// many it removed. A start runs it (see `leftovers`), and so does the first owned cgroup.
+pub fn remove_stale_stress_cgroups(mount: &Path) -> usize {
     let Ok(entries) = fs::read_dir(mount) else {
-        return;
+        return 0;
     };
+    let mut removed = 0;
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         let Some(pid) = name
@@ -365,8 +367,10 @@ fn remove_stale_stress_cgroups(mount: &Path) {
         }
         if fs::remove_dir(&parent).is_ok() {
             tracing::info!(cgroup = %parent.display(), "removed a dead chaosd's stress cgroup");
+            removed += 1;
         }
     }
+    removed
 }
 
 /// Where a fault's workers run: each target's cgroup, or one cgroup of chaosd's own.

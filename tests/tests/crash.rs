@@ -1,0 +1,443 @@
+//! Crash safety with every fault kind active at once: inject each kind, `kill -9` chaosd, and
+//! check from outside that the kernel-side faults stop within a second; restart, and check
+//! that the host is exactly as before (qdiscs, TC filters and programs, bpffs, stress
+//! processes and cgroups, files, freeze state, vDSO bytes) and the fault list empty.
+//!
+//! Kinds this kernel cannot run (net.delay and net.bandwidth without sch_fq, io.errno without
+//! BPF LSM) must be refused with a reason; under the VM harness (`CHAOSD_VM` set, Debian
+//! kernels that have both) every kind must be accepted.
+
+use std::{
+    fs,
+    net::{SocketAddr, TcpListener},
+    os::unix::fs::FileExt as _,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use chaosd::{
+    api::{
+        ClockName, ClockSkewParams, DiskFillParams, DiskIoParams, FaultSpec, IoErrnoParams, IoMode,
+        IoOp, NetBandwidthParams, NetConnectErrorParams, NetCorruptParams, NetDelayParams,
+        NetDuplicateParams, NetFilter, NetLossParams, NetPartitionParams, ProcessPauseParams,
+        StressCpuParams, StressMemParams,
+    },
+    cgroup::cgroup2_mount,
+    probe::spawn_in_cgroup,
+};
+use chaosd_common::heartbeat::HEARTBEAT_STALE_NS;
+use chaosd_integration::{
+    Daemon, TestCgroup, Tmpfs, block_on, children_of, file_ops_in,
+    netns::{KillOnDrop, NetnsPair, spawn_in, tally},
+    request, tcp_connect_from, udp_from_cgroups, wait_for,
+};
+
+const COUNT: u32 = 50;
+
+/// The targets: one cgroup per effect that is checked from outside, so faults do not mask
+/// each other (100 % loss would hide a duplicate, a frozen cgroup runs no probe).
+struct Scene {
+    pair: NetnsPair,
+    /// In namespace a: duplicate (checked), corrupt, delay and bandwidth (residue only).
+    duplicated: TestCgroup,
+    corrupted: TestCgroup,
+    paced: TestCgroup,
+    /// In the host namespace: loss, connect errors plus a partition, I/O errors, stress, a
+    /// pause and a clock skew.
+    lossy: TestCgroup,
+    refused: TestCgroup,
+    io: TestCgroup,
+    stressed: TestCgroup,
+    paused: TestCgroup,
+    skewed: TestCgroup,
+    listener: TcpListener,
+    io_file: tempfile::NamedTempFile,
+    fill: Tmpfs,
+    disk_io: Tmpfs,
+    /// Sleepers that place the targets (namespace, vDSO to patch, something to freeze).
+    _holders: Vec<KillOnDrop>,
+    skewed_holder: u32,
+}
+
+impl Scene {
+    fn new() -> Scene {
+        let pair = NetnsPair::new();
+        let (duplicated, corrupted, paced) = (
+            TestCgroup::new("crash-dup"),
+            TestCgroup::new("crash-corrupt"),
+            TestCgroup::new("crash-paced"),
+        );
+        let mut holders: Vec<KillOnDrop> = [&duplicated, &corrupted, &paced]
+            .into_iter()
+            .map(|cg| KillOnDrop(spawn_in(&mut sleeper(), &pair.a.netns, Some(cg))))
+            .collect();
+        let (paused, skewed) = (
+            TestCgroup::new("crash-pause"),
+            TestCgroup::new("crash-skew"),
+        );
+        for cg in [&paused, &skewed] {
+            holders.push(KillOnDrop(
+                spawn_in_cgroup(&mut sleeper(), cg.dir()).unwrap(),
+            ));
+        }
+        let skewed_holder = holders.last().unwrap().0.id();
+        let mut io_file = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut io_file, b"chaosd").unwrap();
+        Scene {
+            pair,
+            duplicated,
+            corrupted,
+            paced,
+            lossy: TestCgroup::new("crash-loss"),
+            refused: TestCgroup::new("crash-connect"),
+            io: TestCgroup::new("crash-io"),
+            stressed: TestCgroup::new("crash-stress"),
+            paused,
+            skewed,
+            listener: TcpListener::bind("127.0.0.1:0").unwrap(),
+            io_file,
+            fill: Tmpfs::new("32m"),
+            disk_io: Tmpfs::new("32m"),
+            _holders: holders,
+            skewed_holder,
+        }
+    }
+
+    fn listener_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap()
+    }
+
+    /// Every kind, on its target, for ten minutes (the crash must end them, not deadlines).
+    fn faults(&self) -> Vec<(FaultSpec, Vec<&TestCgroup>)> {
+        let any = NetFilter::default;
+        let port = NetFilter {
+            port: Some(self.listener_addr().port().to_string()),
+            ..NetFilter::default()
+        };
+        let peer = NetFilter {
+            dst: Some("127.0.0.9/32".into()),
+            ..NetFilter::default()
+        };
+        let fill = self.fill.path().display().to_string();
+        let disk_io = self.disk_io.path().display().to_string();
+        vec![
+            (
+                FaultSpec::NetDuplicate(NetDuplicateParams {
+                    percent: 100.0,
+                    filter: any(),
+                }),
+                vec![&self.duplicated],
+            ),
+            (
+                FaultSpec::NetCorrupt(NetCorruptParams {
+                    percent: 100.0,
+                    payload: false,
+                    filter: any(),
+                }),
+                vec![&self.corrupted],
+            ),
+            (
+                FaultSpec::NetDelay(NetDelayParams {
+                    delay: "50ms".into(),
+                    jitter: None,
+                    filter: any(),
+                }),
+                vec![&self.paced],
+            ),
+            (
+                FaultSpec::NetBandwidth(NetBandwidthParams {
+                    rate: "1mbit".into(),
+                    burst: None,
+                    filter: any(),
+                }),
+                vec![&self.paced],
+            ),
+            (
+                FaultSpec::NetLoss(NetLossParams {
+                    percent: 100.0,
+                    direction: Default::default(),
+                    filter: any(),
+                }),
+                vec![&self.lossy],
+            ),
+            (
+                FaultSpec::NetConnectError(NetConnectErrorParams {
+                    errno: "ETIMEDOUT".into(),
+                    percent: 100.0,
+                    filter: port,
+                }),
+                vec![&self.refused],
+            ),
+            (
+                FaultSpec::NetPartition(NetPartitionParams { filter: peer }),
+                vec![&self.refused],
+            ),
+            (
+                FaultSpec::IoErrno(IoErrnoParams {
+                    errno: "EIO".into(),
+                    path: Some(self.io_file.path().display().to_string()),
+                    ops: vec![IoOp::Read],
+                    percent: 100.0,
+                }),
+                vec![&self.io],
+            ),
+            (
+                FaultSpec::StressCpu(StressCpuParams {
+                    load: 5.0,
+                    workers: Some(1),
+                }),
+                vec![&self.stressed],
+            ),
+            (
+                FaultSpec::StressMem(StressMemParams {
+                    size: Some("8MiB".into()),
+                    percent: None,
+                    rate: None,
+                }),
+                vec![],
+            ),
+            (
+                FaultSpec::DiskFill(DiskFillParams {
+                    path: fill,
+                    size: Some("4MiB".into()),
+                    percent: None,
+                    allow_below_floor: false,
+                }),
+                vec![],
+            ),
+            (
+                FaultSpec::DiskIo(DiskIoParams {
+                    path: disk_io,
+                    mode: IoMode::Mixed,
+                    rate: Some("1MiB/s".into()),
+                }),
+                vec![&self.stressed],
+            ),
+            (
+                FaultSpec::ProcessPause(ProcessPauseParams {}),
+                vec![&self.paused],
+            ),
+            (
+                FaultSpec::ClockSkew(ClockSkewParams {
+                    offset: "+2h".into(),
+                    clocks: vec![ClockName::Realtime],
+                }),
+                vec![&self.skewed],
+            ),
+        ]
+    }
+
+    /// What must be the same after a crash and a restart as before the first inject;
+    /// `daemon` is the pid of the daemon that crashes.
+    fn host_state(&self, daemon: u32) -> HostState {
+        HostState {
+            qdiscs_a: self.pair.a.qdisc_shapes(),
+            qdiscs_b: self.pair.b.qdisc_shapes(),
+            tc_filters_a: self.pair.a.tc_filters().len(),
+            tcx_programs_a: self.pair.a.tcx_egress_programs(),
+            bpffs: walk(Path::new("/sys/fs/bpf")),
+            stress_cgroup: cgroup2_mount()
+                .unwrap()
+                .join(format!("chaosd-stress-{daemon}"))
+                .exists(),
+            procs: [&self.stressed, &self.paused, &self.skewed]
+                .map(|cg| cg.dir().join("cgroup.procs"))
+                .map(|p| fs::read_to_string(p).unwrap())
+                .to_vec(),
+            frozen: read_trimmed(&self.paused.dir().join("cgroup.freeze")),
+            files: [self.fill.path(), self.disk_io.path()]
+                .map(|d| walk(&d))
+                .to_vec(),
+            free_bytes: [self.fill.free(), self.disk_io.free()],
+            vdso: vdso_bytes(self.skewed_holder),
+        }
+    }
+}
+
+#[derive(Debug, PartialEq)]
+struct HostState {
+    qdiscs_a: Vec<(i32, String, u32, u32)>,
+    qdiscs_b: Vec<(i32, String, u32, u32)>,
+    tc_filters_a: usize,
+    tcx_programs_a: Vec<String>,
+    bpffs: Vec<PathBuf>,
+    /// The crashed daemon's own stress cgroup (other daemons may run on this host).
+    stress_cgroup: bool,
+    procs: Vec<String>,
+    frozen: String,
+    files: Vec<Vec<PathBuf>>,
+    free_bytes: [u64; 2],
+    vdso: Vec<u8>,
+}
+
+fn sleeper() -> Command {
+    let mut cmd = Command::new("sleep");
+    cmd.arg("600");
+    cmd
+}
+
+fn read_trimmed(path: &Path) -> String {
+    fs::read_to_string(path).unwrap().trim().to_string()
+}
+
+/// Every path under `dir`, sorted (empty if it does not exist).
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        found.push(e.path());
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            found.extend(walk(&e.path()));
+        }
+    }
+    found.sort();
+    found
+}
+
+/// The bytes of `pid`'s vDSO, read through /proc/<pid>/mem.
+fn vdso_bytes(pid: u32) -> Vec<u8> {
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let line = maps
+        .lines()
+        .find(|l| l.ends_with("[vdso]"))
+        .expect("the process has a vDSO");
+    let range = line.split_whitespace().next().unwrap();
+    let (start, end) = range.split_once('-').unwrap();
+    let start = u64::from_str_radix(start, 16).unwrap();
+    let end = u64::from_str_radix(end, 16).unwrap();
+    let mut bytes = vec![0; (end - start) as usize];
+    fs::File::open(format!("/proc/{pid}/mem"))
+        .unwrap()
+        .read_exact_at(&mut bytes, start)
+        .unwrap();
+    bytes
+}
+
+/// Kinds a kernel may lack, and the word the refusal must contain.
+fn kernel_dependent(kind: &str) -> Option<&'static str> {
+    match kind {
+        "net.delay" | "net.bandwidth" => Some("sch_fq"),
+        "io.errno" => Some("LSM"),
+        _ => None,
+    }
+}
+
+/// Injects every kind; returns the kinds this kernel refused (none under the VM harness).
+fn inject_every_kind(daemon: &Daemon, scene: &Scene) -> Vec<String> {
+    let mut refused = Vec::new();
+    for (spec, targets) in scene.faults() {
+        let kind = spec.kind().to_string();
+        match daemon.try_inject(&request(spec, &targets, "10m")) {
+            Ok(_) => {}
+            Err(e) => {
+                let needs = kernel_dependent(&kind);
+                assert!(
+                    std::env::var_os("CHAOSD_VM").is_none() && needs.is_some(),
+                    "{kind} was refused: {e}\n{}",
+                    daemon.log_text()
+                );
+                let needs = needs.unwrap();
+                assert!(
+                    e.to_string().contains(needs),
+                    "{kind} was refused without naming {needs}: {e}"
+                );
+                eprintln!("not on this kernel: {kind}: {e}");
+                refused.push(kind);
+            }
+        }
+    }
+    refused
+}
+
+/// The effects the kernel side makes, seen from outside; `active` says which to expect.
+fn check_kernel_effects(scene: &Scene, refused: &[String], active: bool) {
+    let copies = if active { 2 } else { 1 };
+    let counts = tally(
+        &scene.pair.udp_exchange(&scene.duplicated, false, COUNT),
+        COUNT,
+    );
+    assert!(
+        counts.len() == COUNT as usize && counts.values().all(|n| *n == copies),
+        "net.duplicate (active: {active}): {counts:?}"
+    );
+    let arrived = udp_from_cgroups(&[&scene.lossy], COUNT)[0];
+    assert_eq!(
+        arrived,
+        if active { 0 } else { COUNT },
+        "net.loss (active: {active})"
+    );
+    let connect = tcp_connect_from(&scene.refused, scene.listener_addr());
+    let expected = if active { Err(libc::ETIMEDOUT) } else { Ok(()) };
+    assert_eq!(connect, expected, "net.connect_error (active: {active})");
+    if !refused.iter().any(|k| k == "io.errno") {
+        let r = file_ops_in(&scene.io, IoOp::Read, scene.io_file.path(), 3);
+        let ok = if active { 0 } else { 3 };
+        assert_eq!(r.ok, ok, "io.errno (active: {active}): {r:?}");
+    }
+}
+
+#[test]
+fn kill_9_with_every_kind_active_then_restart_leaves_the_host_as_it_was() {
+    let scene = Scene::new();
+    let mut daemon = Daemon::start_with_config("[stress]\ndisk_floor = \"1MiB\"\n");
+    let crashing = daemon.pid().as_raw() as u32;
+    let before = scene.host_state(crashing);
+
+    let refused = inject_every_kind(&daemon, &scene);
+    check_kernel_effects(&scene, &refused, true);
+    let during = scene.host_state(crashing);
+    assert_eq!(read_trimmed(&scene.paused.dir().join("cgroup.freeze")), "1");
+    assert_ne!(
+        during.vdso, before.vdso,
+        "clock.skew did not patch the vDSO"
+    );
+    assert_ne!(
+        during.free_bytes, before.free_bytes,
+        "disk.fill took no space"
+    );
+    assert!(
+        during.stress_cgroup,
+        "stress.mem made no cgroup of chaosd's own"
+    );
+    let workers = children_of(crashing);
+    assert!(workers.len() >= 3, "stress workers: {workers:?}");
+
+    daemon.kill9();
+    let killed = Instant::now();
+    // Links the daemon owned went with it; what outlives it (netlink TC filters on kernels
+    // before 6.6) stops once the heartbeat is stale.
+    std::thread::sleep(Duration::from_nanos(HEARTBEAT_STALE_NS).saturating_sub(killed.elapsed()));
+    check_kernel_effects(&scene, &refused, false);
+    let alive: Vec<u32> = workers
+        .iter()
+        .copied()
+        .filter(|p| chaosd_integration::alive(*p))
+        .collect();
+    assert!(
+        alive.is_empty(),
+        "stress workers outlived chaosd: {alive:?}"
+    );
+
+    let daemon = daemon.restart();
+    let faults = block_on(daemon.client().list(false)).unwrap();
+    assert!(faults.is_empty(), "faults after restart: {faults:?}");
+    // The restart reverts synchronously before it serves; the wait only covers the kernel
+    // freeing the dead process's qdisc references and memory.
+    let after = wait_for(Duration::from_secs(5), || {
+        let now = scene.host_state(crashing);
+        (now == before).then_some(now)
+    });
+    assert!(
+        after.is_some(),
+        "the host differs after crash + restart:\nbefore: {before:#?}\nnow: {:#?}\nchaosd log:\n{}",
+        scene.host_state(crashing),
+        daemon.log_text()
+    );
+    assert!(
+        daemon
+            .log_text()
+            .contains("cleaned what a previous chaosd left"),
+        "the restart did not report what it cleaned:\n{}",
+        daemon.log_text()
+    );
+}
