@@ -163,6 +163,10 @@ pub enum RequestError {
     )]
     AlreadyFrozen { cgroup: String },
     #[error(
+        "cgroup {cgroup} is frozen ({frozen} has cgroup.freeze set, by process.pause or someone else): a worker started there would never run; recover that pause or thaw it first"
+    )]
+    FrozenTarget { cgroup: String, frozen: String },
+    #[error(
         "cgroup {cgroup} overlaps cgroup {other}, which another clock.skew fault already skews; recover that fault first or pick a cgroup outside it"
     )]
     ClockSkewOverlap { cgroup: String, other: String },

@@ -28,6 +28,7 @@ pub mod policy;
 pub mod probe;
 pub mod process;
 pub mod registry;
+pub mod request;
 pub mod rule_sets;
 pub mod scenario;
 pub mod server;

@@ -70,8 +70,7 @@ impl Registry {
     /// Validates, journals, applies and arms the rollback timer. On any error nothing stays applied.
     pub async fn inject(self: &Arc<Self>, req: InjectRequest) -> Result<FaultInfo, Error> {
         let started = Instant::now();
-        let duration = resolve_duration(req.duration.as_deref(), &self.faults_cfg)?;
-        FaultKinds::validate(&req.fault)?;
+        let duration = crate::request::check_inject(&req, &self.faults_cfg)?;
         self.kinds.check_available(&req.fault)?;
         let targets = self.resolve_targets(&req)?;
 
@@ -127,8 +126,7 @@ impl Registry {
     /// Checks `req` as [`Registry::inject`] would (duration, parameters, this host's support
     /// for the kind, targets) without applying anything; returns the resolved targets.
     pub fn check(&self, req: &InjectRequest) -> Result<Vec<ResolvedTarget>, Error> {
-        resolve_duration(req.duration.as_deref(), &self.faults_cfg)?;
-        FaultKinds::validate(&req.fault)?;
+        crate::request::check_inject(req, &self.faults_cfg)?;
         self.kinds.check_available(&req.fault)?;
         Ok(self.resolve_targets(req)?)
     }

@@ -13,9 +13,9 @@ use std::{
 use anyhow::Context as _;
 use axum::{
     Json, Router,
+    body::Bytes,
     extract::{
         ConnectInfo, FromRequest, Path as UrlPath, Query, Request, State, connect_info::Connected,
-        rejection::JsonRejection,
     },
     http::StatusCode,
     middleware::{self, Next},
@@ -86,18 +86,20 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(ApiJson(v)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        if !crate::request::is_json(req.headers()) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "invalid request body: expected a request with `Content-Type: application/json`",
+            ));
         }
+        let body = Bytes::from_request(req, state).await.map_err(|r| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("invalid request body: {}", r.body_text()),
+            )
+        })?;
+        crate::request::decode_json(&body).map(ApiJson)
     }
-}
-
-fn json_rejection(r: JsonRejection) -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        format!("invalid request body: {}", r.body_text()),
-    )
 }
 
 /// The credentials of a connection's peer, taken when it connected.

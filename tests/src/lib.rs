@@ -4,6 +4,7 @@
 //! process, a cgroup, a temp dir) removes it on drop, so a failing test leaves nothing behind.
 //! Tests panic rather than return errors (`unwrap` with context).
 
+pub mod footprint;
 pub mod netns;
 
 use std::{

@@ -1,26 +1,41 @@
-//! `cargo xtask bench`: figures for the README's claims, all from one run on this host.
+//! `cargo xtask bench`: figures for the README's claims, all from one run.
 //!
-//! It builds chaosd (release), starts it on a temp socket, and measures:
+//! It builds chaosd (release), starts it on a temp socket, and measures on this host:
 //! 1. datapath overhead for untargeted traffic (veth between two namespaces of its own):
 //!    programs detached vs. attached with 1 and with 1,000 rules on other cgroups;
 //! 2. control latency, inject → active and recover → inactive, seen from the datapath;
-//! 3. accuracy: loss 1/10/50 % over 10,000 packets, io.errno where it loads, CPU stress load.
+//! 3. accuracy: loss 1/10/50 % over 10,000 packets, CPU stress load, clock offset;
+//! 4. a patched `clock_gettime` against the native one.
 //!
-//! Every figure is a median, a percentile or a ratio of medians. What this kernel cannot run
-//! is recorded as "not measured on this kernel: <reason>". It writes JSON (`--out`, default
+//! Then ([`vm_part`]) it boots Debian's 6.12 kernel in the VM harness for what this kernel
+//! cannot run: delay 10/100 ms next to `tc netem` on the same link, the peer approach
+//! (prio + netem + filter) against chaosd (overhead and set-up latency), io.errno accuracy.
+//!
+//! Every figure is a median, a percentile or a ratio of medians. What a kernel cannot run
+//! is recorded as "not measured ...: <reason>". It writes JSON (`--out`, default
 //! `target/bench/bench.json`) and prints a table. Everything it creates (namespaces, veth,
-//! cgroups, processes, the daemon) is removed when it ends, also on error.
+//! qdiscs, cgroups, processes, the daemon, the VM's work dir) is removed when it ends, also on
+//! error.
 
 mod accuracy;
 mod cgroup;
+mod clock;
 mod control;
 mod daemon;
 mod datapath;
+mod delay;
+mod netem;
 mod netns;
+mod peer;
 pub mod probe;
 mod stats;
+pub mod syscall_probe;
+pub mod vm_part;
 
-use std::{path::PathBuf, time::Duration, time::Instant};
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
@@ -46,6 +61,12 @@ pub struct BenchArgs {
     /// Use the chaosd binary in this directory instead of building a release one.
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+    /// Skip the VM part (delay vs. netem, the peer approach, io.errno in Debian 6.12).
+    #[arg(long, conflicts_with = "vm_only")]
+    no_vm: bool,
+    /// Only the VM part (a few minutes of emulation), no host figures.
+    #[arg(long)]
+    vm_only: bool,
 }
 
 /// Sizes of one run.
@@ -54,6 +75,7 @@ struct Plan {
     cycles: usize,
     cpu_windows: usize,
     cpu_window: Duration,
+    clock_rounds: usize,
 }
 
 impl Plan {
@@ -68,6 +90,7 @@ impl Plan {
             cycles: args.cycles.unwrap_or(if quick { 200 } else { 1_000 }),
             cpu_windows: if quick { 3 } else { 5 },
             cpu_window: Duration::from_millis(if quick { 1000 } else { 2000 }),
+            clock_rounds: if quick { 3 } else { 7 },
         }
     }
 }
@@ -84,13 +107,16 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     };
     let started = Instant::now();
     let load_before = loadavg();
-    // Declared before the daemon so they are removed after it reverted its faults.
-    let mut cgroups = BenchCgroups::new()?;
-    let daemon = Daemon::start(&bin_dir)?;
-    let result = measure(&daemon, &mut cgroups, &plan);
-    let report = match result {
-        Ok(figures) => figures,
-        Err(e) => bail!("{e:#}\nchaosd's log:\n{}", daemon.log()),
+    let mut report = if args.vm_only {
+        json!({})
+    } else {
+        host_figures(&plan, &bin_dir)?
+    };
+    report["vm_6_12"] = if args.no_vm {
+        json!("not measured: --no-vm")
+    } else {
+        eprintln!("bench: VM part (Debian 6.12 under qemu)");
+        vm_part::run(&bin_dir, args.quick)
     };
     let report = json!({
         "mode": if args.quick { "quick" } else { "full" },
@@ -112,6 +138,18 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// The host's figures, with a daemon of their own (stopped before the guest boots: it needs
+/// the cores).
+fn host_figures(plan: &Plan, bin_dir: &Path) -> Result<Value> {
+    // Declared before the daemon so they are removed after it reverted its faults.
+    let mut cgroups = BenchCgroups::new()?;
+    let daemon = Daemon::start(bin_dir)?;
+    match measure(&daemon, &mut cgroups, plan, bin_dir) {
+        Ok(figures) => Ok(figures),
+        Err(e) => bail!("{e:#}\nchaosd's log:\n{}", daemon.log()),
+    }
+}
+
 fn default_out() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -119,7 +157,12 @@ fn default_out() -> PathBuf {
         .join("bench/bench.json")
 }
 
-fn measure(daemon: &Daemon, cgroups: &mut BenchCgroups, plan: &Plan) -> Result<Value> {
+fn measure(
+    daemon: &Daemon,
+    cgroups: &mut BenchCgroups,
+    plan: &Plan,
+    bin_dir: &Path,
+) -> Result<Value> {
     eprintln!("bench: datapath overhead");
     let datapath = datapath_figures(daemon, cgroups, &plan.datapath)?;
     eprintln!("bench: control latency ({} cycles)", plan.cycles);
@@ -133,25 +176,21 @@ fn measure(daemon: &Daemon, cgroups: &mut BenchCgroups, plan: &Plan) -> Result<V
         plan.cpu_windows,
         plan.cpu_window,
     )?;
+    eprintln!("bench: clock");
+    let clock = clock::measure(daemon, cgroups, bin_dir, plan.clock_rounds)?;
     Ok(json!({
         "datapath": datapath,
         "control_latency": control,
         "accuracy": {
             "loss": loss,
-            "io_errno": accuracy::io_errno(daemon)?,
+            "io_errno": accuracy::io_errno(daemon, cgroups, &[1.0, 10.0, 50.0], 10_000)?,
             "cpu_load": cpu,
-            "delay": NO_NETEM,
-            "clock_offset": NO_CLOCK,
+            "delay": "measured in the VM part (vm_6_12.figures.delay_vs_netem): this kernel \
+                has neither sch_fq nor sch_netem",
         },
-        "peer_netem_per_cgroup": NO_NETEM,
-        "clock_gettime_patched_vs_native": NO_CLOCK,
+        "clock_skew": clock,
     }))
 }
-
-const NO_NETEM: &str = "not measured on this kernel: it has neither sch_netem nor sch_fq \
-    (delay is EDT + sch_fq, and the peer approach is netem); needs the distro-kernel VM harness";
-const NO_CLOCK: &str = "not measured on this kernel: the clock figures (patched vs. native \
-    clock_gettime, offset) are left to the distro-kernel VM harness for now";
 
 /// Programs detached, 1 rule, `MANY_RULES` rules (each on an otherwise empty cgroup), taking
 /// turns round by round.

@@ -1,9 +1,11 @@
-//! Project tasks: `cargo xtask setup | demo | test | vm-test | bench`.
+//! Project tasks: `cargo xtask setup | demo | test | fuzz | vm-test | bench | install | deb`.
 //!
 //! xtask depends on nothing of chaosd's, so it builds on a fresh machine before the eBPF
 //! toolchain exists; `setup` then installs that toolchain.
 
 mod bench;
+mod fuzz;
+mod package;
 mod setup;
 mod util;
 mod vm;
@@ -24,20 +26,37 @@ enum Command {
     Setup,
     /// Set up, build, start chaosd and show per-cgroup packet loss working on this host.
     Demo,
-    /// Set up, build and run every test: unit, host integration, then the distro-kernel VMs.
+    /// Set up, build and run every test: unit, host integration, fuzzing (20 s per target),
+    /// then the distro-kernel VMs.
     Test {
         /// Skip the distro-kernel VM suite (host tests only).
         #[arg(long)]
         host_only: bool,
     },
+    /// Build (release) and install chaosd, chaosctl, the systemd units, completions, man pages
+    /// and a default /etc/chaosd/chaosd.toml (kept if present); starts and enables nothing.
+    Install(package::InstallArgs),
+    /// Build the .deb (needs cargo-deb: `cargo install cargo-deb --locked`).
+    Deb,
+    /// Run each cargo-fuzz target (API request decoder, scenario parser) for a bounded time.
+    Fuzz(fuzz::FuzzArgs),
     /// Run the integration tests inside Debian distro kernels under qemu.
     VmTest(vm::VmTestArgs),
-    /// Measure datapath overhead, control latency and accuracy on this host (root); writes
-    /// JSON and prints a table.
+    /// Measure datapath overhead, control latency and accuracy on this host and in Debian 6.12
+    /// under qemu (root); writes JSON and prints a table.
     Bench(bench::BenchArgs),
     /// Internal: the bench's UDP sender, run inside a target cgroup.
     #[command(name = "__bench-udp-send", hide = true)]
     BenchUdpSend(bench::probe::SenderArgs),
+    /// Internal: the bench's file reader (io.errno), run inside a target cgroup.
+    #[command(name = "__bench-file-reads", hide = true)]
+    BenchFileReads(bench::syscall_probe::FileReadsArgs),
+    /// Internal: the bench's clock reader (clock.skew), run inside a target cgroup.
+    #[command(name = "__bench-clock-probe", hide = true)]
+    BenchClockProbe(bench::syscall_probe::ClockProbeArgs),
+    /// Internal: the bench's VM part, run by stage 2 inside the distro kernel.
+    #[command(name = "__bench-vm-part", hide = true)]
+    BenchVmPart(bench::vm_part::VmPartArgs),
 }
 
 fn main() -> Result<()> {
@@ -51,6 +70,10 @@ fn main() -> Result<()> {
         Command::Test { host_only } => {
             setup::run()?;
             util::host_tests()?;
+            fuzz::run(&fuzz::FuzzArgs {
+                seconds: 20,
+                targets: Vec::new(),
+            })?;
             if host_only {
                 return Ok(());
             }
@@ -61,6 +84,21 @@ fn main() -> Result<()> {
             bench::run(&args)
         }
         Command::BenchUdpSend(args) => bench::probe::run_sender(&args),
+        Command::Install(args) => {
+            setup::run()?;
+            package::run_install(&args)
+        }
+        Command::Deb => {
+            setup::run()?;
+            package::run_deb()
+        }
+        Command::BenchFileReads(args) => bench::syscall_probe::file_reads(&args),
+        Command::BenchClockProbe(args) => bench::syscall_probe::clock_probe(&args),
+        Command::BenchVmPart(args) => bench::vm_part::guest_main(&args),
+        Command::Fuzz(args) => {
+            setup::run()?;
+            fuzz::run(&args)
+        }
         Command::VmTest(args) => {
             setup::run()?;
             vm::run(&args)

@@ -34,10 +34,10 @@ use anyhow::{Context, Result, bail};
 use crate::util::{cargo, cargo_bin_dir, workspace_root};
 
 /// Test binaries that exercise only chaosd's own userspace (the HTTP API, the scenario runner,
-/// metrics text, systemd handshakes), which no kernel version changes: they run on the host
-/// only, so the emulated kernels spend their time where kernels differ. `--test` still runs
-/// them in the VMs.
-const HOST_ONLY: &[&str] = &["api", "scenario", "metrics", "systemd"];
+/// metrics text, systemd handshakes, the registry and map hygiene under load), which no kernel
+/// version changes: they run on the host only, so the emulated kernels spend their time where
+/// kernels differ. `--test` still runs them in the VMs.
+const HOST_ONLY: &[&str] = &["api", "scenario", "metrics", "systemd", "load"];
 
 /// Which distro kernel(s) to boot.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -156,33 +156,16 @@ fn boot_one(
     kernel: &install::Kernel,
     binaries: &[TestBinary],
 ) -> Result<report::KernelRun> {
-    let initrd = initramfs::ensure(vm_dir, kernel)?;
-    let work = WorkDir::create(
-        vm_dir.join(format!("work-{}-{}", kernel.release, std::process::id())),
-        args.keep_workdir,
-    )?;
-    let script = guest::stage2_script(&guest::Stage2 {
+    let mut libtest_args = vec!["--test-threads=1".to_owned()];
+    libtest_args.extend(args.filter.clone());
+    let stage2 = guest::Stage2 {
         kernel: &kernel.release,
         binaries,
-        filter: args.filter.as_deref(),
+        args: &libtest_args,
         panic_first: args.self_test_panic,
-    });
-    fs::write(work.path.join(guest::STAGE2), script).context("writing stage2.sh")?;
-    println!(
-        "vm-test: booting {} (timeout {} s)",
-        kernel.release, args.timeout
-    );
-    let boot = qemu::boot(&qemu::Boot {
-        kernel: &kernel.image,
-        initrd: &initrd,
-        work_dir: &work.path,
-        timeout: Duration::from_secs(args.timeout),
-        tag: short_tag(&kernel.release),
-    })?;
-    println!(
-        "vm-test: {} exited after {:.1?}: {}",
-        kernel.release, boot.elapsed, boot.outcome
-    );
+    };
+    let timeout = Duration::from_secs(args.timeout);
+    let (work, boot) = boot_stage2(vm_dir, kernel, &stage2, timeout, args.keep_workdir)?;
     let results = binaries
         .iter()
         .map(|b| report::read_binary(&work.path, &b.name))
@@ -194,6 +177,81 @@ fn boot_one(
         kernel: kernel.release.clone(),
         boot,
         binaries: results,
+    })
+}
+
+/// Boots `kernel` with a fresh work dir holding `stage2`'s script; returns the work dir (with
+/// each binary's `output` and `exit`, removed on drop unless `keep`) and how the boot ended.
+fn boot_stage2(
+    vm_dir: &Path,
+    kernel: &install::Kernel,
+    stage2: &guest::Stage2<'_>,
+    timeout: Duration,
+    keep: bool,
+) -> Result<(WorkDir, qemu::BootResult)> {
+    let initrd = initramfs::ensure(vm_dir, kernel)?;
+    let work = WorkDir::create(
+        vm_dir.join(format!("work-{}-{}", kernel.release, std::process::id())),
+        keep,
+    )?;
+    fs::write(work.path.join(guest::STAGE2), guest::stage2_script(stage2))
+        .context("writing stage2.sh")?;
+    println!(
+        "vm: booting {} (timeout {} s)",
+        kernel.release,
+        timeout.as_secs()
+    );
+    let boot = qemu::boot(&qemu::Boot {
+        kernel: &kernel.image,
+        initrd: &initrd,
+        work_dir: &work.path,
+        timeout,
+        tag: short_tag(&kernel.release),
+    })?;
+    println!(
+        "vm: {} exited after {:.1?}: {}",
+        kernel.release, boot.elapsed, boot.outcome
+    );
+    Ok((work, boot))
+}
+
+/// One program run in a distro kernel (for `cargo xtask bench`'s VM part).
+pub struct ProgramRun {
+    /// The kernel's release.
+    pub kernel: String,
+    /// The host side of the guest's `$CHAOSD_TEST_REPORT_DIR`: the program's `output` (its
+    /// stdout and stderr), `exit` and whatever it wrote there. Removed on drop.
+    pub report_dir: PathBuf,
+    pub elapsed: Duration,
+    /// Empty when the program exited 0; otherwise how the boot ended.
+    pub failure: Option<String>,
+    _work: WorkDir,
+}
+
+/// Boots the newest installed kernel of `series` (installing what is missing) to run
+/// `program` with `args` as stage 2's only binary.
+pub fn run_program(
+    series: &str,
+    program: &TestBinary,
+    args: &[String],
+    timeout: Duration,
+) -> Result<ProgramRun> {
+    install::ensure_packages(&[series])?;
+    let kernel = install::find_kernel(series)?;
+    let stage2 = guest::Stage2 {
+        kernel: &kernel.release,
+        binaries: std::slice::from_ref(program),
+        args,
+        panic_first: false,
+    };
+    let vm_dir = workspace_root().join("target/vm");
+    let (work, boot) = boot_stage2(&vm_dir, &kernel, &stage2, timeout, false)?;
+    Ok(ProgramRun {
+        kernel: kernel.release,
+        report_dir: work.path.join(&program.name),
+        elapsed: boot.elapsed,
+        failure: (boot.outcome != qemu::Outcome::Success).then(|| boot.outcome.to_string()),
+        _work: work,
     })
 }
 

@@ -6,7 +6,11 @@
 //! Counters: `seen` is the processes in the targets and their descendants, `affected` those
 //! in targets the kernel reports frozen (`frozen 1` in `cgroup.events`).
 
-use std::{fs, path::PathBuf, time::Duration};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use super::{pids_in_subtree, target_dirs};
 use crate::{
@@ -22,6 +26,15 @@ fn is_frozen_setting(dir: &std::path::Path) -> bool {
 fn is_frozen_now(dir: &std::path::Path) -> bool {
     fs::read_to_string(dir.join("cgroup.events"))
         .is_ok_and(|s| s.lines().any(|l| l.trim() == "frozen 1"))
+}
+
+/// The first of `dir` and its ancestors below `mount` whose `cgroup.freeze` is set: a
+/// process started in `dir` stops before it runs (before `exec`, if it joins there first).
+pub(crate) fn frozen_ancestor(mount: &Path, dir: &Path) -> Option<PathBuf> {
+    dir.ancestors()
+        .take_while(|d| d.starts_with(mount) && *d != mount)
+        .find(|d| is_frozen_setting(d))
+        .map(Path::to_path_buf)
 }
 
 fn set_freeze(dir: &std::path::Path, on: bool) -> std::io::Result<()> {

@@ -394,6 +394,17 @@ impl Placement {
             .map(|t| cgroup::Cgroup::open(&mount, &t.cgroup).map(|c| c.dir))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| refused(RequestError::Target(e)))?;
+        // A worker joins its cgroup before exec: in a frozen one, spawning would wait forever
+        // with the registry locked.
+        for (dir, t) in dirs.iter().zip(targets) {
+            if let Some(frozen) = crate::process::pause::frozen_ancestor(&mount, dir) {
+                let rel = frozen.strip_prefix(&mount).unwrap_or(&frozen);
+                return Err(refused(RequestError::FrozenTarget {
+                    cgroup: t.cgroup.clone(),
+                    frozen: format!("/{}", rel.display()),
+                }));
+            }
+        }
         Ok(Placement::Targets(dirs))
     }
 

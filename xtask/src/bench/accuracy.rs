@@ -1,6 +1,6 @@
 //! Accuracy: what a fault does against what was asked, measured from outside.
 
-use std::{thread, time::Duration};
+use std::{path::Path, process::Command, thread, time::Duration};
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
@@ -30,38 +30,82 @@ pub fn loss(
         let mut sender = Sender::start(&cgroups.dir_of(&target), rx.addr(), Some(packets), 20)?;
         let got = rx.count_until_done(&mut sender, Duration::from_millis(300))?;
         let info = daemon.recover(&id)?;
-        let (seen, affected) = (
-            info["counters"]["seen"].as_f64().unwrap_or(0.0),
-            info["counters"]["affected"].as_f64().unwrap_or(0.0),
-        );
+        let seen = info["counters"]["seen"].as_f64().unwrap_or(0.0);
         rows.push(json!({
             "asked_percent": percent,
             "packets": packets,
             "measured_loss_percent": round3(100.0 * (1.0 - f64::from(got) / f64::from(packets))),
-            "counter_loss_percent": round3(100.0 * affected / seen.max(1.0)),
+            "counter_loss_percent": round3(100.0 * counter_share(&info)),
             "counter_seen": seen,
         }));
     }
     Ok(Value::Array(rows))
 }
 
-/// `io.errno` needs BPF LSM programs: measured only where the daemon says the kind works.
-pub fn io_errno(daemon: &Daemon) -> Result<Value> {
-    let caps = daemon.get("/v1/capabilities")?;
-    let row = caps["kinds"]
-        .as_array()
-        .and_then(|kinds| kinds.iter().find(|k| k["kind"] == "io.errno"))
-        .with_context(|| format!("/v1/capabilities has no io.errno row: {caps}"))?;
-    Ok(if row["supported"] == true {
-        json!(
-            "not measured: io.errno loads on this kernel but the bench has no file-operation probe yet"
-        )
-    } else {
-        json!(format!(
-            "unsupported: {}",
-            row["reason"].as_str().unwrap_or("no reason given")
-        ))
-    })
+/// `io.errno` (needs BPF LSM, so measured in the VM part): `reads` reads of one file by a
+/// process in the target cgroup, EIO asked for `percent` of them; the share that failed, and
+/// the share the fault's own counters say it failed.
+pub fn io_errno(
+    daemon: &Daemon,
+    cgroups: &mut BenchCgroups,
+    percents: &[f64],
+    reads: u32,
+) -> Result<Value> {
+    if let Some(reason) = daemon.unsupported_reason("io.errno")? {
+        return Ok(json!(reason));
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("chaosd-bench-io-")
+        .tempdir_in("/tmp")?;
+    let file = dir.path().join("data");
+    std::fs::write(&file, [0x5au8; 4096])?;
+    let mut rows = Vec::new();
+    for &percent in percents {
+        let target = cgroups.child(&format!("io-{percent}"))?;
+        let fault = json!({"kind": "io.errno", "params": {"errno": "EIO", "ops": ["read"],
+            "path": dir.path(), "percent": percent}});
+        let id = daemon.inject(fault, std::slice::from_ref(&target), "300s")?;
+        let counts = file_reads(&cgroups.dir_of(&target), &file, reads);
+        let info = daemon.recover(&id)?;
+        let counts = counts?;
+        let failed = counts["eio"].as_f64().unwrap_or(0.0);
+        if counts["other"] != 0 {
+            bail!("reads failed with another errno than EIO: {counts}");
+        }
+        rows.push(json!({
+            "asked_percent": percent,
+            "reads": reads,
+            "measured_failed_percent": round3(100.0 * failed / f64::from(reads)),
+            "counter_failed_percent": round3(100.0 * counter_share(&info)),
+        }));
+    }
+    Ok(Value::Array(rows))
+}
+
+/// affected / seen of a fault's counters.
+fn counter_share(info: &Value) -> f64 {
+    info["counters"]["affected"].as_f64().unwrap_or(0.0)
+        / info["counters"]["seen"].as_f64().unwrap_or(0.0).max(1.0)
+}
+
+/// Runs the file-reads probe in `cgroup`; its counts.
+fn file_reads(cgroup: &Path, file: &Path, count: u32) -> Result<Value> {
+    let out = Command::new(std::env::current_exe()?)
+        .arg("__bench-file-reads")
+        .arg("--cgroup")
+        .arg(cgroup)
+        .arg("--file")
+        .arg(file)
+        .args(["--count", &count.to_string()])
+        .output()
+        .context("running the file-reads probe")?;
+    if !out.status.success() {
+        bail!(
+            "the file-reads probe failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
 }
 
 /// CPU stress: one worker at each load; the CPU time its cgroup used per wall second,
@@ -82,8 +126,7 @@ pub fn cpu(
         let info = daemon.recover(&id)?;
         let measured = measured?;
         // The fault's own view: CPU ms used over worker ms of wall time.
-        let counter = 100.0 * info["counters"]["affected"].as_f64().unwrap_or(0.0)
-            / info["counters"]["seen"].as_f64().unwrap_or(0.0).max(1.0);
+        let counter = 100.0 * counter_share(&info);
         rows.push(json!({
             "asked_load_percent": load,
             "workers": 1,

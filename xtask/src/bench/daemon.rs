@@ -106,6 +106,21 @@ impl Daemon {
             .with_context(|| format!("inject answer has no id: {info}"))
     }
 
+    /// Why `kind` does not work on this kernel (its /v1/capabilities row); `None` if it does.
+    pub fn unsupported_reason(&self, kind: &str) -> Result<Option<String>> {
+        let caps = self.get("/v1/capabilities")?;
+        let row = caps["kinds"]
+            .as_array()
+            .and_then(|kinds| kinds.iter().find(|k| k["kind"] == kind))
+            .with_context(|| format!("/v1/capabilities has no {kind} row: {caps}"))?;
+        Ok((row["supported"] != true).then(|| {
+            format!(
+                "unsupported on this kernel: {}",
+                row["reason"].as_str().unwrap_or("no reason given")
+            )
+        }))
+    }
+
     pub fn recover(&self, id: &str) -> Result<Value> {
         self.delete(&format!("/v1/faults/{id}"))
     }

@@ -19,7 +19,8 @@ use rtnetlink::{LinkUnspec, LinkVeth};
 pub const ADDR_A: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 1);
 /// Address of the veth end in namespace B (the server side).
 pub const ADDR_B: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 2);
-const VETH_A: &str = "chaosbench0";
+/// The veth end in namespace A: traffic from A to B leaves through it (where qdiscs go).
+pub const VETH_A: &str = "chaosbench0";
 const VETH_B: &str = "chaosbench1";
 
 /// An anonymous network namespace, alive while this holds its fd.
@@ -36,6 +37,13 @@ impl NetNs {
         .join()
         .map_err(|_| anyhow!("the netns thread panicked"))??;
         Ok(NetNs { fd })
+    }
+
+    /// Another handle on the same namespace (for guards that must act in it when dropped).
+    pub fn try_clone(&self) -> Result<NetNs> {
+        Ok(NetNs {
+            fd: self.fd.try_clone()?,
+        })
     }
 
     /// Runs `f` on a new thread that has entered this namespace (sockets it makes live here).
@@ -93,10 +101,10 @@ pub fn veth_pair() -> Result<(NetNs, NetNs)> {
 }
 
 /// Runs one netlink conversation on a current-thread runtime in the calling thread's netns.
-fn netlink<F, Fut>(f: F) -> Result<()>
+pub fn netlink<T, F, Fut>(f: F) -> Result<T>
 where
     F: FnOnce(rtnetlink::Handle) -> Fut,
-    Fut: std::future::Future<Output = Result<()>>,
+    Fut: std::future::Future<Output = Result<T>>,
 {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -123,7 +131,7 @@ async fn address_and_up(handle: &rtnetlink::Handle, name: &str, addr: Ipv4Addr) 
     Ok(())
 }
 
-fn ifindex(name: &str) -> Result<u32> {
+pub fn ifindex(name: &str) -> Result<u32> {
     let c = CString::new(name)?;
     // SAFETY: a valid NUL-terminated name.
     let index = unsafe { libc::if_nametoindex(c.as_ptr()) };

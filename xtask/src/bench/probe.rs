@@ -5,7 +5,7 @@
 use std::{
     collections::HashSet,
     io::IoSliceMut,
-    net::{SocketAddr, UdpSocket},
+    net::{Ipv4Addr, SocketAddr, UdpSocket},
     os::fd::AsRawFd as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -32,7 +32,8 @@ pub struct SenderArgs {
     interval_us: u64,
 }
 
-/// The sender: joins its cgroup, then sends `[seq_le32]` datagrams, ignoring send errors
+/// The sender: joins its cgroup, then sends `[seq_le32][sent_ns_le64]` datagrams (the send
+/// time on CLOCK_REALTIME, which the receiver's arrival stamps use too), ignoring send errors
 /// (a dropped egress packet may fail `send`).
 pub fn run_sender(args: &SenderArgs) -> Result<()> {
     std::fs::write(args.cgroup.join("cgroup.procs"), "0")
@@ -40,10 +41,14 @@ pub fn run_sender(args: &SenderArgs) -> Result<()> {
     // Fine-grained sleeps: without this, timer slack rounds each pause up to ~50 µs more.
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1u64) };
-    let sock = UdpSocket::bind("127.0.0.1:0")?;
+    // Any local address: the receiver may be on loopback or across a veth.
+    let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
     let pause = Duration::from_micros(args.interval_us);
+    let mut payload = [0u8; 12];
     for seq in 0..args.count.unwrap_or(u32::MAX) {
-        let _ = sock.send_to(&seq.to_le_bytes(), args.to);
+        payload[..4].copy_from_slice(&seq.to_le_bytes());
+        payload[4..].copy_from_slice(&now_ns().to_le_bytes());
+        let _ = sock.send_to(&payload, args.to);
         std::thread::sleep(pause);
     }
     Ok(())
@@ -83,14 +88,29 @@ impl Drop for Sender {
     }
 }
 
-/// A loopback UDP socket that reports each datagram's sequence number and kernel arrival time.
+/// One datagram from a [`Sender`]: its sequence number, when it was sent and when the kernel
+/// queued it on the receiving socket (ns since the epoch, CLOCK_REALTIME both).
+#[derive(Clone, Copy, Debug)]
+pub struct Datagram {
+    pub seq: u32,
+    pub sent_ns: u64,
+    pub arrived_ns: u64,
+}
+
+/// A UDP socket that reports each datagram's sequence number and kernel arrival time.
 pub struct Receiver {
     sock: UdpSocket,
 }
 
 impl Receiver {
+    /// On loopback, in the caller's network namespace.
     pub fn bind() -> Result<Receiver> {
-        let sock = UdpSocket::bind("127.0.0.1:0")?;
+        Self::bind_to(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+    }
+
+    /// On `addr` (port 0: any), in the calling thread's network namespace.
+    pub fn bind_to(addr: SocketAddr) -> Result<Receiver> {
+        let sock = UdpSocket::bind(addr)?;
         setsockopt(&sock, sockopt::ReceiveTimestampns, &true)?;
         // Root may exceed rmem_max: room enough that a burst is never dropped for lack of it.
         let _ = setsockopt(&sock, sockopt::RcvBufForce, &(16 << 20));
@@ -104,6 +124,11 @@ impl Receiver {
 
     /// One datagram if one is queued: (sequence number, arrival time in ns since the epoch).
     pub fn try_recv(&self) -> Result<Option<(u32, u64)>> {
+        Ok(self.try_recv_datagram()?.map(|d| (d.seq, d.arrived_ns)))
+    }
+
+    /// One datagram if one is queued, with its send time.
+    pub fn try_recv_datagram(&self) -> Result<Option<Datagram>> {
         let mut buf = [0u8; 16];
         let mut iov = [IoSliceMut::new(&mut buf)];
         let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
@@ -126,15 +151,29 @@ impl Receiver {
                 _ => None,
             })
             .unwrap_or_else(now_ns);
-        let len = msg.bytes;
-        let seq = (len >= 4).then(|| u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]));
-        Ok(seq.map(|s| (s, stamp)))
+        if msg.bytes < 12 {
+            return Ok(None);
+        }
+        let sent = u64::from_le_bytes(buf[4..12].try_into().expect("8 bytes"));
+        Ok(Some(Datagram {
+            seq: u32::from_le_bytes(buf[..4].try_into().expect("4 bytes")),
+            sent_ns: sent,
+            arrived_ns: stamp,
+        }))
+    }
+
+    /// Everything queued now.
+    pub fn drain_datagrams(&self) -> Result<Vec<Datagram>> {
+        let mut out = Vec::new();
+        while let Some(d) = self.try_recv_datagram()? {
+            out.push(d);
+        }
+        Ok(out)
     }
 
     /// Discards everything queued.
     pub fn drain(&self) -> Result<()> {
-        while self.try_recv()?.is_some() {}
-        Ok(())
+        self.drain_datagrams().map(drop)
     }
 
     /// Counts distinct datagrams until `sender` has exited and nothing came for `quiet`.

@@ -3,7 +3,8 @@
 //!
 //! It mounts what a systemd host would (proc, sys, devtmpfs, bpffs, debugfs, tracefs,
 //! securityfs, a pure cgroup2 hierarchy with every controller enabled), brings `lo` up, runs each
-//! test binary with `--test-threads=1` from its package dir, tees its output to the console and
+//! binary (with the same arguments: `--test-threads=1` and a filter for the test suite, the
+//! bench's VM part for `cargo xtask bench`) from its package dir, tees its output to the console and
 //! to `<work>/<binary>/output`, writes its exit code to `<work>/<binary>/exit`, then writes
 //! [`SUCCESS`] or [`TESTS_FAILED`] to qemu's isa-debug-exit port (I/O port 0xf4 via /dev/port).
 
@@ -22,7 +23,8 @@ pub const TESTS_FAILED: u8 = 0x11;
 pub struct Stage2<'a> {
     pub kernel: &'a str,
     pub binaries: &'a [TestBinary],
-    pub filter: Option<&'a str>,
+    /// Arguments every binary gets.
+    pub args: &'a [String],
     /// Harness self-test: crash the kernel before the tests.
     pub panic_first: bool,
 }
@@ -61,7 +63,7 @@ run_binary() {
     echo "chaosd-vm: running $name"
     (
         cd "$dir" &&
-            CHAOSD_TEST_REPORT_DIR="$out" CHAOSD_VM="$K" "$bin" --test-threads=1 "$@"
+            CHAOSD_TEST_REPORT_DIR="$out" CHAOSD_VM="$K" "$bin" "$@"
         echo $? > "$out/exit"
     ) 2>&1 | $bb tee "$out/output"
     [ "$($bb cat "$out/exit")" = 0 ] || status=1
@@ -84,8 +86,8 @@ pub fn stage2_script(s: &Stage2<'_>) -> String {
             quote(&b.cwd.to_string_lossy()),
             quote(&b.executable.to_string_lossy()),
         );
-        if let Some(f) = s.filter {
-            let _ = write!(script, " {}", quote(f));
+        for arg in s.args {
+            let _ = write!(script, " {}", quote(arg));
         }
         script.push('\n');
     }

@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 /// Drive chaosd: inject faults into cgroups, watch them, and recover.
 #[derive(Parser)]
-#[command(version, propagate_version = true)]
+#[command(name = "chaosctl", version, propagate_version = true)]
 pub struct Cli {
     /// The daemon's API socket.
     #[arg(long, global = true, env = "CHAOSD_SOCKET", default_value = chaosd::directories::SOCKET)]
@@ -67,6 +67,17 @@ pub enum Command {
         id: String,
         #[arg(long, value_enum, default_value_t = ReportFormat::Md)]
         format: ReportFormat,
+    },
+    /// Print a shell completion script, e.g. `source <(chaosctl completions bash)`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Internal: write the man pages (chaosctl.1, chaosctl-SUBCOMMAND.1) into a directory.
+    #[command(name = "__man", hide = true)]
+    Man {
+        #[arg(long)]
+        out_dir: PathBuf,
     },
     /// Internal: perform one file operation N times; print a JSON report (run in a cgroup).
     #[command(name = "__file-ops", hide = true)]

@@ -4,6 +4,7 @@ mod args;
 mod clock;
 mod demo;
 mod doctor;
+mod generate;
 mod history;
 mod io;
 mod output;
@@ -82,6 +83,8 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Runs => scenario::runs(&client, json).await,
         Command::Report { id, format } => scenario::report(&client, &id, format, json).await,
         Command::FileOps(a) => io::file_ops(&a),
+        Command::Completions { shell } => generate::completions(shell, &mut std::io::stdout()),
+        Command::Man { out_dir } => generate::man_pages(&out_dir),
         Command::Status => {
             let s = client.status().await?;
             if json {

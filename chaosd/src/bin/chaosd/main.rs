@@ -48,6 +48,12 @@ enum Mode {
         #[arg(long)]
         listen: std::net::SocketAddr,
     },
+    /// Internal: write chaosd.8 into a directory (`cargo xtask install`, `cargo xtask deb`).
+    #[command(name = "__man", hide = true)]
+    Man {
+        #[arg(long)]
+        out_dir: PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -58,6 +64,12 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(Mode::HttpResponder { listen }) = args.mode {
         return Ok(chaosd::scenario::service::http_responder(listen)?);
+    }
+    if let Some(Mode::Man { out_dir }) = args.mode {
+        let page = clap_mangen::Man::new(<Args as clap::CommandFactory>::command()).section("8");
+        std::fs::create_dir_all(&out_dir)?;
+        page.generate_to(&out_dir)?;
+        return Ok(());
     }
     if args.cleanup {
         init_logging(args.log_format);
