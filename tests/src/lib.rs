@@ -250,11 +250,7 @@ pub fn loss_request(
     duration: &str,
 ) -> InjectRequest {
     InjectRequest {
-        fault: FaultSpec::NetLoss(NetLossParams {
-            percent,
-            direction,
-            filter: Default::default(),
-        }),
+        fault: loss_spec(percent, direction, Default::default()),
         targets: vec![TargetSelector::Cgroup(cgroup.rel().to_string())],
         duration: Some(duration.to_string()),
     }
@@ -559,4 +555,27 @@ impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = nix::mount::umount2(self.dir.path(), nix::mount::MntFlags::MNT_DETACH);
     }
+}
+
+/// A packet filter: destination CIDR, port or range, protocol.
+pub fn net_filter(
+    dst: Option<&str>,
+    port: Option<&str>,
+    proto: chaosd::api::Proto,
+) -> chaosd::api::NetFilter {
+    chaosd::api::NetFilter {
+        dst: dst.map(Into::into),
+        src: None,
+        port: port.map(Into::into),
+        proto,
+    }
+}
+
+/// `net.loss` with a filter.
+pub fn loss_spec(percent: f64, direction: Direction, filter: chaosd::api::NetFilter) -> FaultSpec {
+    FaultSpec::NetLoss(NetLossParams {
+        percent,
+        direction,
+        filter,
+    })
 }

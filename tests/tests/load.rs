@@ -19,15 +19,14 @@ use std::{
 use chaosd::{
     api::{
         Direction, FaultSpec, FaultState, InjectRequest, NetConnectErrorParams, NetFilter,
-        NetLossParams, NetPartitionParams, ProcessPauseParams, Proto, StressCpuParams,
-        TargetSelector,
+        NetPartitionParams, ProcessPauseParams, Proto, StressCpuParams, TargetSelector,
     },
     client::{Client, ClientError},
 };
 use chaosd_integration::{
     Daemon, TestCgroup, block_on,
     footprint::{Footprint, map_entries},
-    wait_for,
+    loss_spec, net_filter, wait_for,
 };
 use hyper::{Method, StatusCode};
 
@@ -46,26 +45,9 @@ const ANSWER_LIMIT: Duration = Duration::from_secs(20);
 /// heavier load (a few MiB). A leak of a few hundred bytes per cycle would exceed it.
 const RSS_TOLERANCE: u64 = 8 << 20;
 
-fn filter(dst: Option<&str>, port: Option<&str>, proto: Proto) -> NetFilter {
-    NetFilter {
-        dst: dst.map(Into::into),
-        src: None,
-        port: port.map(Into::into),
-        proto,
-    }
-}
-
-fn loss(percent: f64, direction: Direction, filter: NetFilter) -> FaultSpec {
-    FaultSpec::NetLoss(NetLossParams {
-        percent,
-        direction,
-        filter,
-    })
-}
-
 fn partition(dst: &str) -> FaultSpec {
     FaultSpec::NetPartition(NetPartitionParams {
-        filter: filter(Some(dst), None, Proto::Any),
+        filter: net_filter(Some(dst), None, Proto::Any),
     })
 }
 
@@ -81,25 +63,25 @@ fn connect_error(errno: &str, percent: f64, filter: NetFilter) -> FaultSpec {
 /// targets (8), so every kind meets every target.
 fn valid_fault(n: usize) -> FaultSpec {
     match n % 11 {
-        0 | 8 => loss(30.0, Direction::Egress, NetFilter::default()),
-        1 => loss(
+        0 | 8 => loss_spec(30.0, Direction::Egress, NetFilter::default()),
+        1 => loss_spec(
             50.0,
             Direction::Ingress,
-            filter(Some("127.0.0.0/8"), None, Proto::Udp),
+            net_filter(Some("127.0.0.0/8"), None, Proto::Udp),
         ),
-        2 => loss(
+        2 => loss_spec(
             10.0,
             Direction::Both,
-            filter(None, Some("5000-6000"), Proto::Tcp),
+            net_filter(None, Some("5000-6000"), Proto::Tcp),
         ),
         3 => partition("10.99.0.0/16"),
         4 => partition("fd00:99::/64"),
         5 => connect_error(
             "ECONNREFUSED",
             100.0,
-            filter(Some("10.98.0.1"), None, Proto::Any),
+            net_filter(Some("10.98.0.1"), None, Proto::Any),
         ),
-        6 => connect_error("111", 50.0, filter(None, Some("443"), Proto::Tcp)),
+        6 => connect_error("111", 50.0, net_filter(None, Some("443"), Proto::Tcp)),
         7 | 9 => FaultSpec::ProcessPause(ProcessPauseParams {}),
         _ => FaultSpec::StressCpu(StressCpuParams {
             load: 1.0,

@@ -3,33 +3,17 @@
 use std::net::{SocketAddr, TcpListener};
 
 use chaosd::{
-    api::{
-        Direction, FaultSpec, NetConnectErrorParams, NetFilter, NetLossParams, NetPartitionParams,
-        Proto,
-    },
+    api::{Direction, FaultSpec, NetConnectErrorParams, NetFilter, NetPartitionParams, Proto},
     client::ClientError,
     probe::UdpSink,
 };
 use chaosd_integration::{
-    Daemon, TestCgroup, block_on, inject, tcp_connect_from, udp_from_cgroup_to,
-    udp_into_cgroup_from, unsupported_reason,
+    Daemon, TestCgroup, block_on, inject, loss_spec, net_filter, tcp_connect_from,
+    udp_from_cgroup_to, udp_into_cgroup_from, unsupported_reason,
 };
 
 fn filter(dst: Option<&str>, port: Option<u16>, proto: Proto) -> NetFilter {
-    NetFilter {
-        dst: dst.map(Into::into),
-        src: None,
-        port: port.map(|p| p.to_string()),
-        proto,
-    }
-}
-
-fn loss(percent: f64, direction: Direction, filter: NetFilter) -> FaultSpec {
-    FaultSpec::NetLoss(NetLossParams {
-        percent,
-        direction,
-        filter,
-    })
+    net_filter(dst, port.map(|p| p.to_string()).as_deref(), proto)
 }
 
 fn sink(ip: &str) -> UdpSink {
@@ -45,7 +29,7 @@ fn loss_filters_by_port_peer_and_protocol() {
     let by_port = inject(
         &daemon,
         &cg,
-        loss(
+        loss_spec(
             100.0,
             Direction::Egress,
             filter(None, Some(a.addr().port()), Proto::Any),
@@ -62,7 +46,7 @@ fn loss_filters_by_port_peer_and_protocol() {
     let by_peer = inject(
         &daemon,
         &cg,
-        loss(
+        loss_spec(
             100.0,
             Direction::Egress,
             filter(Some("127.0.0.2/32"), None, Proto::Any),
@@ -79,7 +63,7 @@ fn loss_filters_by_port_peer_and_protocol() {
     let tcp_only = inject(
         &daemon,
         &cg,
-        loss(100.0, Direction::Egress, filter(None, None, Proto::Tcp)),
+        loss_spec(100.0, Direction::Egress, filter(None, None, Proto::Tcp)),
         "60s",
     );
     assert_eq!(
@@ -92,7 +76,7 @@ fn loss_filters_by_port_peer_and_protocol() {
     let v6_only = inject(
         &daemon,
         &cg,
-        loss(
+        loss_spec(
             100.0,
             Direction::Egress,
             filter(Some("::1/128"), None, Proto::Any),
@@ -214,13 +198,13 @@ fn faults_on_one_cgroup_stack() {
     inject(
         &daemon,
         &cg,
-        loss(30.0, Direction::Egress, NetFilter::default()),
+        loss_spec(30.0, Direction::Egress, NetFilter::default()),
         "60s",
     );
     inject(
         &daemon,
         &cg,
-        loss(30.0, Direction::Egress, NetFilter::default()),
+        loss_spec(30.0, Direction::Egress, NetFilter::default()),
         "60s",
     );
     let partition = FaultSpec::NetPartition(NetPartitionParams {
@@ -243,7 +227,7 @@ fn bad_filters_are_refused_and_nothing_is_applied() {
     let cg = TestCgroup::new("badfilter");
     let cases = [
         (
-            loss(
+            loss_spec(
                 10.0,
                 Direction::Egress,
                 filter(Some("10.0.0.0/33"), None, Proto::Any),
@@ -251,7 +235,7 @@ fn bad_filters_are_refused_and_nothing_is_applied() {
             "--dst",
         ),
         (
-            loss(
+            loss_spec(
                 10.0,
                 Direction::Egress,
                 NetFilter {

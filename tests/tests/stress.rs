@@ -16,8 +16,8 @@ use chaosd::{
     client::ClientError,
 };
 use chaosd_integration::{
-    Daemon, TestCgroup, Tmpfs, alive, block_on, children_of, inject_request as inject, request,
-    wait_for,
+    Daemon, TestCgroup, Tmpfs, alive, block_on, children_of, footprint::rss_bytes,
+    inject_request as inject, request, wait_for,
 };
 use hyper::StatusCode;
 
@@ -64,15 +64,6 @@ fn proc_cpu_ticks(pid: u32) -> u64 {
         .map(|x| x.parse().unwrap())
         .collect();
     f[0] + f[1]
-}
-
-fn rss_bytes(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kib| kib * 1024)
 }
 
 fn expect_bad_request(daemon: &Daemon, req: &InjectRequest, needle: &str) {
