@@ -1,14 +1,15 @@
 //! What this host can inject, and why not: `GET /v1/capabilities` and `chaosctl doctor`.
 //!
 //! Facts about the host (BTF, active LSMs, lockdown, cgroup2, qdisc modules) are read once at
-//! daemon start, together with the results of the load-time probes the fault kinds record
-//! ([`record_probe`]: e.g. the I/O kind loads its BPF LSM programs and records why the kernel
-//! refused them). [`KINDS`] has one row per fault kind: its check turns the facts into
-//! "supported" or a [`Problem`] with the exact reason and the fix. An inject of an unsupported
-//! kind is refused with that same reason ([`require`]), before anything is applied.
+//! daemon start. Program loads are probes: a kind's programs load the first time it is
+//! injected or `doctor` asks ([`crate::kernel::Kernel::ensure`]), and the outcome is recorded
+//! here ([`record_probe`]: e.g. why the kernel refused the BPF LSM programs). [`KINDS`] has one
+//! row per fault kind: its check turns the facts into "supported" or a [`Problem`] with the
+//! exact reason and the fix, and its program group's probe must have passed. An inject of an
+//! unsupported kind is refused with that same reason ([`require`]), before anything is applied.
 //!
-//! **Adding a kind**: add a [`KindRow`] to [`KINDS`] with a check function; a kind without a row
-//! is treated as having no requirement beyond a running daemon.
+//! **Adding a kind**: add a [`KindRow`] to [`KINDS`] with a check function and its program
+//! group; a kind without a row is treated as having no requirement beyond a running daemon.
 
 use std::{
     collections::BTreeMap,
@@ -18,7 +19,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::RequestError;
+use crate::{error::RequestError, kernel::ProgramGroup};
 
 /// Why something cannot work here, and what to do about it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +78,15 @@ pub struct KindRow {
     pub kind: &'static str,
     pub summary: &'static str,
     pub check: fn(&Facts) -> Result<(), Problem>,
+    /// The programs it needs loaded; their load is its probe.
+    pub programs: Option<ProgramGroup>,
+}
+
+impl KindRow {
+    /// The row of `kind`.
+    pub fn of(kind: &str) -> Option<&'static KindRow> {
+        KINDS.iter().find(|r| r.kind == kind)
+    }
 }
 
 /// Every fault kind chaosd knows. Keep one row per `FaultSpec` kind.
@@ -85,81 +95,98 @@ pub static KINDS: &[KindRow] = &[
         kind: "net.loss",
         summary: "drop a share of a cgroup's packets (cgroup_skb)",
         check: check_cgroup_bpf,
+        programs: Some(ProgramGroup::Packet),
     },
     KindRow {
         kind: "net.partition",
         summary: "cut a cgroup off from peers (cgroup_skb)",
         check: check_cgroup_bpf,
+        programs: Some(ProgramGroup::Packet),
     },
     KindRow {
         kind: "net.delay",
         summary: "delay (± jitter) what a cgroup sends (departure time + sch_fq)",
         check: check_departure_time,
+        programs: Some(ProgramGroup::Packet),
     },
     KindRow {
         kind: "net.bandwidth",
         summary: "pace what a cgroup sends to a rate (departure time + sch_fq)",
         check: check_departure_time,
+        programs: Some(ProgramGroup::Packet),
     },
     KindRow {
         kind: "net.corrupt",
         summary: "corrupt what a cgroup sends (TC egress classifier)",
-        check: check_tc_classifier,
+        check: check_cgroup_bpf,
+        programs: Some(ProgramGroup::Classifier),
     },
     KindRow {
         kind: "net.duplicate",
         summary: "send a cgroup's packets twice (TC egress classifier, clone)",
-        check: check_tc_classifier,
+        check: check_cgroup_bpf,
+        programs: Some(ProgramGroup::Classifier),
     },
     KindRow {
         kind: "net.connect_error",
         summary: "fail connect() with an errno (cgroup sock_addr, bpf_set_retval)",
-        check: check_connect_error,
+        check: check_cgroup_bpf,
+        programs: Some(ProgramGroup::Connect),
     },
     KindRow {
         kind: "io.errno",
         summary: "fail file operations with an errno (BPF LSM)",
         check: check_bpf_lsm,
+        programs: Some(ProgramGroup::Lsm),
     },
     KindRow {
         kind: "stress.cpu",
         summary: "burn CPU inside a cgroup (supervised worker processes)",
         check: check_cgroup_bpf,
+        programs: None,
     },
     KindRow {
         kind: "stress.mem",
         summary: "hold memory resident inside a cgroup (supervised worker processes)",
         check: check_cgroup_bpf,
+        programs: None,
     },
     KindRow {
         kind: "disk.fill",
         summary: "fill a filesystem down to a safety floor (fallocate)",
         check: check_nothing,
+        programs: None,
     },
     KindRow {
         kind: "disk.io",
         summary: "sustained read/write load on a filesystem",
         check: check_nothing,
+        programs: None,
     },
     KindRow {
         kind: "process.kill",
         summary: "signal processes of a cgroup",
         check: check_cgroup_bpf,
+        programs: None,
     },
     KindRow {
         kind: "process.pause",
         summary: "freeze a cgroup (cgroup.freeze, 5.2+)",
         check: check_cgroup_bpf,
+        programs: None,
     },
     KindRow {
         kind: "clock.skew",
         summary: "shift a cgroup's clocks (ptrace vDSO detour, tp_btf exec hook; x86_64)",
         check: check_clock_skew,
+        programs: Some(ProgramGroup::ClockExec),
     },
 ];
 
-/// Probe names recorded by the kinds (see [`record_probe`]).
+/// Probe names: one per [`ProgramGroup`] (see [`record_probe`]).
 pub const PROBE_BPF_LSM: &str = "bpf_lsm";
+/// Loading the cgroup_skb packet programs of loss, partition, delay and bandwidth.
+pub const PROBE_PACKET: &str = "packet";
 /// Loading the cgroup sock_addr programs, which call `bpf_set_retval` (5.19+).
 pub const PROBE_CONNECT_ERROR: &str = "connect_error";
 /// Loading the TC egress classifier of corrupt and duplicate.
@@ -183,27 +210,36 @@ pub struct Facts {
 }
 
 static PROBES: Mutex<BTreeMap<String, Result<(), Problem>>> = Mutex::new(BTreeMap::new());
-static SNAPSHOT: OnceLock<CapabilitiesInfo> = OnceLock::new();
+static HOST_FACTS: OnceLock<Facts> = OnceLock::new();
 
-/// Records the result of a probe (e.g. loading a program type) for the kinds' checks.
+fn probes() -> std::sync::MutexGuard<'static, BTreeMap<String, Result<(), Problem>>> {
+    PROBES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Records the result of a probe (loading a program group) for the kinds' checks.
 pub fn record_probe(name: &str, result: Result<(), Problem>) {
-    PROBES
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(name.to_string(), result);
+    probes().insert(name.to_string(), result);
 }
 
-/// Computes and caches the table; called once when the daemon has loaded its programs.
-pub fn init() -> &'static CapabilitiesInfo {
-    SNAPSHOT.get_or_init(|| evaluate(&Facts::gather()))
+/// What probe `name` found, if it ran.
+pub fn probe_result(name: &str) -> Option<Result<(), Problem>> {
+    probes().get(name).cloned()
 }
 
-/// The cached table (computed now if the daemon did not yet).
-pub fn current() -> &'static CapabilitiesInfo {
-    init()
+/// Reads the host facts once (at daemon start); probes come in as the kinds load.
+pub fn init() -> &'static Facts {
+    HOST_FACTS.get_or_init(Facts::gather)
 }
 
-/// Refuses a kind this host cannot run, with the reason and the fix.
+/// The table from the host facts and the probes run so far.
+pub fn current() -> CapabilitiesInfo {
+    let mut facts = init().clone();
+    facts.probes = probes().clone();
+    evaluate(&facts)
+}
+
+/// Refuses a kind this host cannot run, with the reason and the fix. Its programs must have
+/// been probed first ([`crate::kernel::Kernel::ensure`]).
 pub fn require(kind: &str) -> Result<(), RequestError> {
     match current().kind(kind) {
         Some(k) if !k.supported => Err(RequestError::Unsupported {
@@ -219,7 +255,10 @@ pub fn evaluate(facts: &Facts) -> CapabilitiesInfo {
     let kinds = KINDS
         .iter()
         .map(|row| {
-            let result = (row.check)(facts);
+            let result = (row.check)(facts).and_then(|()| match row.programs {
+                Some(group) => recorded_probe(facts, group),
+                None => Ok(()),
+            });
             KindCapability {
                 kind: row.kind.to_string(),
                 summary: row.summary.to_string(),
@@ -268,7 +307,7 @@ impl Facts {
             btf,
             lsm,
             lockdown,
-            probes: PROBES.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            probes: BTreeMap::new(),
         }
     }
 
@@ -429,32 +468,20 @@ fn check_nothing(_: &Facts) -> Result<(), Problem> {
     Ok(())
 }
 
-fn check_connect_error(f: &Facts) -> Result<(), Problem> {
-    check_cgroup_bpf(f)?;
-    recorded_probe(
-        f,
-        PROBE_CONNECT_ERROR,
-        "the connect programs were not probed (the daemon did not load them)",
-    )
-}
-
-/// The result a kind recorded for probe `name`; `unprobed` when it recorded none.
-fn recorded_probe(f: &Facts, name: &str, unprobed: &str) -> Result<(), Problem> {
-    f.probes.get(name).cloned().unwrap_or_else(|| {
-        Err(Problem::new(
-            unprobed,
-            "start chaosd as root on this host; the probe runs at start",
-        ))
-    })
-}
-
-fn check_tc_classifier(f: &Facts) -> Result<(), Problem> {
-    check_cgroup_bpf(f)?;
-    recorded_probe(
-        f,
-        PROBE_TC_CLASSIFIER,
-        "the TC classifier was not probed (the daemon did not load it)",
-    )
+/// What loading `group`'s programs found; a problem if they were not loaded yet.
+fn recorded_probe(f: &Facts, group: ProgramGroup) -> Result<(), Problem> {
+    f.probes
+        .get(group.probe_name())
+        .cloned()
+        .unwrap_or_else(|| {
+            Err(Problem::new(
+                format!(
+                    "its programs ({}) are not loaded yet: they load on first use",
+                    group.probe_name()
+                ),
+                "run `chaosctl doctor`, which loads every program group, or inject the fault",
+            ))
+        })
 }
 
 fn check_clock_skew(f: &Facts) -> Result<(), Problem> {
@@ -476,25 +503,13 @@ fn check_clock_skew_on(arch: &str, f: &Facts) -> Result<(), Problem> {
             "run chaosd on an x86_64 host",
         ));
     }
-    check_cgroup_bpf(f)?;
-    f.probes.get(PROBE_CLOCK_EXEC).cloned().unwrap_or_else(|| {
-        Err(Problem::new(
-            "the clock exec hook was not probed (the daemon did not load it)",
-            "start chaosd as root on this host; the probe runs at start",
-        ))
-    })
+    check_cgroup_bpf(f)
 }
 
 fn check_bpf_lsm(f: &Facts) -> Result<(), Problem> {
-    if let Some(p) = f.bpf_lsm_static_problem() {
-        return Err(p);
-    }
-    match f.probes.get(PROBE_BPF_LSM) {
-        Some(r) => r.clone(),
-        None => Err(Problem::new(
-            "BPF LSM programs were not probed (the daemon did not load its I/O programs)",
-            "start chaosd as root on this host; the probe runs at start",
-        )),
+    match f.bpf_lsm_static_problem() {
+        Some(p) => Err(p),
+        None => Ok(()),
     }
 }
 
@@ -528,7 +543,10 @@ mod tests {
             lsm: Some("lockdown,capability,landlock,bpf".into()),
             lockdown: Some("none".into()),
             sch_fq: Ok(()),
-            probes: BTreeMap::from([(PROBE_BPF_LSM.to_string(), Ok(()))]),
+            probes: BTreeMap::from([
+                (PROBE_BPF_LSM.to_string(), Ok(())),
+                (PROBE_PACKET.to_string(), Ok(())),
+            ]),
         }
     }
 
@@ -575,8 +593,26 @@ mod tests {
         assert!(check_clock_skew_on("x86_64", &f).is_ok());
         let p = check_clock_skew_on("aarch64", &f).unwrap_err();
         assert!(p.reason.contains("aarch64"), "{p:?}");
-        f.probes.remove(PROBE_CLOCK_EXEC);
-        assert!(check_clock_skew_on("x86_64", &f).is_err());
+        if cfg!(target_arch = "x86_64") && evaluate(&f).kind("clock.skew").unwrap().supported {
+            f.probes.remove(PROBE_CLOCK_EXEC);
+            let k = evaluate(&f).kind("clock.skew").unwrap().clone();
+            assert!(!k.supported);
+            assert!(k.reason.unwrap().contains("not loaded yet"));
+        }
+    }
+
+    #[test]
+    fn every_program_group_has_a_kind_and_an_unloaded_group_is_no_support() {
+        for group in ProgramGroup::ALL {
+            assert!(
+                KINDS.iter().any(|r| r.programs == Some(group)),
+                "{group:?} serves no kind"
+            );
+        }
+        let mut f = facts();
+        f.probes.remove(PROBE_PACKET);
+        assert!(!evaluate(&f).kind("net.loss").unwrap().supported);
+        assert!(evaluate(&f).kind("disk.fill").unwrap().supported);
     }
 
     #[test]

@@ -83,6 +83,10 @@ pub struct FaultsConfig {
     /// Used when a request has no duration. Unset by default: every request must name one.
     #[serde(with = "humantime_serde_opt")]
     pub default_duration: Option<Duration>,
+    /// Longest an inject may take to apply (loading programs included) before it is rolled
+    /// back and refused: one minute, which a first program load under emulation stays within.
+    #[serde(with = "humantime_serde_opt")]
+    pub apply_timeout: Option<Duration>,
 }
 
 impl Default for FaultsConfig {
@@ -90,13 +94,20 @@ impl Default for FaultsConfig {
         FaultsConfig {
             max_duration: Some(Duration::from_secs(3600)),
             default_duration: None,
+            apply_timeout: Some(DEFAULT_APPLY_TIMEOUT),
         }
     }
 }
 
+const DEFAULT_APPLY_TIMEOUT: Duration = Duration::from_secs(60);
+
 impl FaultsConfig {
     pub fn max_duration(&self) -> Duration {
         self.max_duration.unwrap_or(Duration::from_secs(3600))
+    }
+
+    pub fn apply_timeout(&self) -> Duration {
+        self.apply_timeout.unwrap_or(DEFAULT_APPLY_TIMEOUT)
     }
 }
 

@@ -41,16 +41,18 @@ pub async fn run(config: Config, systemd: Activation) -> anyhow::Result<()> {
         info!("cleaned what a previous chaosd left:\n{cleaned}");
     }
     let history = History::open(&config.daemon.history_db())?;
-    let (mut kernel, logger) = tokio::task::spawn_blocking(Kernel::load).await??;
+    let (mut kernel, logger, heartbeat_map) = tokio::task::spawn_blocking(Kernel::load).await??;
+    tokio::spawn(crate::heartbeat::keep_beating(heartbeat_map));
     kernel.net.fq.set_record(leftovers::fq_record(state_dir));
     kernel.net.tc.set_record(leftovers::tc_record(state_dir));
     if let Some(logger) = logger {
         tokio::spawn(forward_kernel_logs(logger));
     }
+    let net_attached = kernel.net.attached_flag();
     let kernel = Arc::new(std::sync::Mutex::new(kernel));
-    preload_packet_programs(Arc::clone(&kernel));
     let kinds = FaultKinds {
         kernel,
+        net_attached,
         stress: config.stress.clone(),
     };
     let registry = Registry::new(
@@ -124,19 +126,6 @@ fn listen(
         server::Access::for_group(&config.daemon.group),
         None,
     ))
-}
-
-/// Verifies the packet programs in the background once the daemon is up, so readiness does
-/// not wait for them (seconds under emulation) and the first packet fault finds them loaded
-/// (an inject meanwhile waits for the kernel lock).
-fn preload_packet_programs(kernel: Arc<std::sync::Mutex<Kernel>>) {
-    tokio::task::spawn_blocking(move || {
-        let mut guard = kernel.lock().unwrap_or_else(|e| e.into_inner());
-        let k = &mut *guard;
-        if let Err(e) = k.net.preload(&mut k.ebpf) {
-            warn!("loading the packet programs: {e}");
-        }
-    });
 }
 
 /// Polls the aya-log ring and forwards records to `log` (bridged into tracing).

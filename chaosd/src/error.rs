@@ -228,6 +228,15 @@ pub enum Error {
     Fault(#[from] FaultError),
     #[error("no fault with id {id}")]
     NotFound { id: String },
+    #[error("fault {id} is being reverted already")]
+    Ending { id: String },
+    #[error(
+        "applying the {kind} fault took longer than {limit_s} s (faults.apply_timeout in the daemon's config); it was rolled back and nothing of it stays"
+    )]
+    ApplyTimeout { kind: String, limit_s: u64 },
+    /// The blocking task that applied or reverted a fault panicked or was cancelled.
+    #[error("{op} did not finish: {reason}")]
+    Worker { op: &'static str, reason: String },
 }
 
 impl From<TargetError> for Error {

@@ -1,7 +1,7 @@
 //! The one trait the registry knows faults by, and the dispatch from a request to a kind.
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, atomic::AtomicBool},
     time::Duration,
 };
 
@@ -59,6 +59,8 @@ impl ApplyContext<'_> {
 #[derive(Clone)]
 pub struct FaultKinds {
     pub kernel: Arc<Mutex<Kernel>>,
+    /// Whether network programs are attached, readable without the kernel lock.
+    pub net_attached: Arc<AtomicBool>,
     /// The `[stress]` config: disk free-space floor.
     pub stress: crate::stress::StressConfig,
 }
@@ -96,7 +98,26 @@ impl FaultKinds {
         }
     }
 
-    /// Refuses kinds this kernel cannot run, with the reason.
+    /// Loads the programs `spec`'s kind needs unless that was tried before (blocking: call it
+    /// off the async runtime). What the load found is the kind's probe.
+    pub fn prepare(&self, spec: &FaultSpec) {
+        if let Some(group) = crate::capabilities::KindRow::of(spec.kind()).and_then(|r| r.programs)
+        {
+            let _ = self.lock_kernel().ensure(group);
+        }
+    }
+
+    /// Loads every program group once (what `doctor` shows); blocking.
+    pub fn probe_all(&self) {
+        self.lock_kernel().ensure_all();
+    }
+
+    fn lock_kernel(&self) -> std::sync::MutexGuard<'_, Kernel> {
+        self.kernel.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Refuses kinds this kernel cannot run, with the reason. Call [`FaultKinds::prepare`]
+    /// first: a kind whose programs were never loaded counts as unsupported.
     pub fn check_available(&self, spec: &FaultSpec) -> Result<(), RequestError> {
         crate::capabilities::require(spec.kind())
     }

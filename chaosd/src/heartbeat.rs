@@ -1,7 +1,9 @@
 //! Keeps the kernel side of the dead-man switch fresh (see `chaosd_common::heartbeat`).
 //!
-//! A plain thread owns the map, apart from the kernel lock and the async runtime: loading a
-//! program can hold that lock for seconds, and that must not look like a dead daemon.
+//! The beat is a task on the async runtime, the part of the daemon that serves requests and
+//! ends faults on time: a hung or starved runtime stops beating, and the programs then ignore
+//! every rule. Kernel work (program loads, applying, reverting) runs on blocking threads, so a
+//! long load never delays a beat.
 
 use std::time::Duration;
 
@@ -14,21 +16,17 @@ use chaosd_common::heartbeat::{HEARTBEAT_INTERVAL_NS, HEARTBEAT_MAP, HEARTBEAT_S
 
 use crate::kernel::monotonic_ns;
 
-type HeartbeatMap = Array<MapData, u64>;
+pub type HeartbeatMap = Array<MapData, u64>;
 
-/// Beats once, so rules count from the first attach, then keeps beating for the life of
-/// the process. Call before any program is attached.
-pub fn start(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+/// Takes the map and beats once, so rules count from the first attach. Call before any
+/// program is attached, then hand the map to [`keep_beating`].
+pub fn take(ebpf: &mut Ebpf) -> anyhow::Result<HeartbeatMap> {
     let map = ebpf
         .take_map(HEARTBEAT_MAP)
         .context("eBPF object has no heartbeat map")?;
     let mut map = HeartbeatMap::try_from(map).context("heartbeat map has the wrong type")?;
     beat(&mut map).context("writing the first heartbeat")?;
-    std::thread::Builder::new()
-        .name("chaosd-heartbeat".into())
-        .spawn(move || keep_beating(map))
-        .context("starting the heartbeat thread")?;
-    Ok(())
+    Ok(map)
 }
 
 fn beat(map: &mut HeartbeatMap) -> anyhow::Result<u64> {
@@ -37,17 +35,20 @@ fn beat(map: &mut HeartbeatMap) -> anyhow::Result<u64> {
     Ok(now)
 }
 
-fn keep_beating(mut map: HeartbeatMap) {
+/// Beats every [`HEARTBEAT_INTERVAL_NS`] for as long as the runtime runs it.
+pub async fn keep_beating(mut map: HeartbeatMap) {
+    let mut ticks = tokio::time::interval(Duration::from_nanos(HEARTBEAT_INTERVAL_NS));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = monotonic_ns();
     loop {
-        std::thread::sleep(Duration::from_nanos(HEARTBEAT_INTERVAL_NS));
+        ticks.tick().await;
         match beat(&mut map) {
             Ok(now) => {
                 let gap = now.saturating_sub(last);
                 if gap > HEARTBEAT_STALE_NS / 2 {
                     tracing::warn!(
                         gap_ms = gap / 1_000_000,
-                        "the heartbeat ran late; the kernel pauses every rule after {} ms without one",
+                        "the heartbeat ran late (the runtime was starved); the kernel pauses every rule after {} ms without one",
                         HEARTBEAT_STALE_NS / 1_000_000
                     );
                 }

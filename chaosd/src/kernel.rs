@@ -1,13 +1,15 @@
 //! The loaded eBPF object and what every fault kind shares: the counters map and its slots.
 //!
-//! Programs are loaded (verified) when the daemon starts where that is how a kind learns whether
-//! this kernel can run it; the packet programs, costly to verify, load just after (see
-//! `NetState::preload`) so readiness does not wait for them. Each
+//! The object (its maps) is created when the daemon starts; its programs are loaded
+//! (verified) per [`ProgramGroup`], the first time a kind needs them or `doctor` asks. That
+//! keeps a start fast (verifying every program took tens of seconds under emulation) and makes
+//! each group's first load the probe that says whether this kernel can run its kinds. Each
 //! fault kind attaches its programs only while it has active faults.
 
 use std::{
     collections::BTreeSet,
     sync::{Arc, Mutex, MutexGuard},
+    time::Instant,
 };
 
 use anyhow::Context as _;
@@ -18,7 +20,7 @@ use aya::{
 };
 use chaosd_common::counters::{FAULT_COUNTERS_MAP, FaultCounters, MAX_FAULT_SLOTS};
 
-use crate::{api::Counters, error::FaultError, fault::ActiveFault};
+use crate::{api::Counters, capabilities::Problem, error::FaultError, fault::ActiveFault};
 
 /// The ELF built by build.rs from chaosd-ebpf.
 static EBPF_ELF: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/chaosd-ebpf"));
@@ -26,8 +28,9 @@ static EBPF_ELF: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/
 /// Loads chaosd's eBPF object into the kernel (maps created, programs not yet loaded).
 pub fn load_object() -> anyhow::Result<Ebpf> {
     let mut loader = aya::EbpfLoader::new();
-    // One parse of the kernel's BTF serves the loader and the LSM programs (parsing is slow).
-    loader.btf(crate::io::kernel_btf().ok());
+    // No CO-RE relocations to apply (Rust eBPF emits none; struct offsets come in as globals),
+    // so the kernel's BTF is not parsed here: only the LSM and tp_btf loads need it, later.
+    loader.btf(None);
     crate::io::set_globals(&mut loader);
     loader
         .load(EBPF_ELF)
@@ -37,11 +40,59 @@ pub fn load_object() -> anyhow::Result<Ebpf> {
 /// Reads `aya-log` records from the programs into the `log` facade (bridged to tracing).
 pub type KernelLogger = aya_log::EbpfLogger<&'static dyn log::Log>;
 
+/// Programs that load together, each the first time a kind needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ProgramGroup {
+    /// cgroup_skb ingress and egress: loss, partition, delay, bandwidth.
+    Packet,
+    /// cgroup sock_addr connect and sendmsg: connect errors (`bpf_set_retval`).
+    Connect,
+    /// The TC egress classifier: corrupt and duplicate.
+    Classifier,
+    /// BPF LSM: I/O errors.
+    Lsm,
+    /// `tp_btf/sched_process_exec`: clock skew for processes exec'd later.
+    ClockExec,
+}
+
+impl ProgramGroup {
+    pub const ALL: [ProgramGroup; 5] = [
+        ProgramGroup::Packet,
+        ProgramGroup::Connect,
+        ProgramGroup::Classifier,
+        ProgramGroup::Lsm,
+        ProgramGroup::ClockExec,
+    ];
+
+    /// The faults that need it, for log lines.
+    pub fn faults(self) -> &'static str {
+        match self {
+            ProgramGroup::Packet => "packet faults (loss, partition, delay, bandwidth)",
+            ProgramGroup::Connect => "connect errors",
+            ProgramGroup::Classifier => "corrupt and duplicate",
+            ProgramGroup::Lsm => "I/O faults",
+            ProgramGroup::ClockExec => "clock skew",
+        }
+    }
+
+    /// The name its load is recorded under in the capability table (`probe:<name>`).
+    pub fn probe_name(self) -> &'static str {
+        match self {
+            ProgramGroup::Packet => crate::capabilities::PROBE_PACKET,
+            ProgramGroup::Connect => crate::capabilities::PROBE_CONNECT_ERROR,
+            ProgramGroup::Classifier => crate::capabilities::PROBE_TC_CLASSIFIER,
+            ProgramGroup::Lsm => crate::capabilities::PROBE_BPF_LSM,
+            ProgramGroup::ClockExec => crate::capabilities::PROBE_CLOCK_EXEC,
+        }
+    }
+}
+
 /// The loaded object and the kernel state of every fault kind, behind one lock.
 pub struct Kernel {
     /// Kept for the programs' lifetime: dropping it unloads them and detaches their links.
     pub ebpf: Ebpf,
-    pub slots: CounterSlots,
+    /// Shared outside the lock: reading a fault's counters never waits for kernel work.
+    pub slots: Arc<CounterSlots>,
     pub net: crate::net::NetState,
     /// I/O (BPF LSM) programs; on hosts that refuse them it only records why.
     pub io: crate::io::IoState,
@@ -50,15 +101,16 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    /// Loads the object and every program; returns it with the aya-log reader, if the object
-    /// logs anything.
-    pub fn load() -> anyhow::Result<(Kernel, Option<KernelLogger>)> {
+    /// Creates the object's maps (no program is loaded yet: see [`Kernel::ensure`]); returns it
+    /// with the aya-log reader, if the object logs anything, and the heartbeat map.
+    pub fn load() -> anyhow::Result<(Kernel, Option<KernelLogger>, crate::heartbeat::HeartbeatMap)>
+    {
         let mut ebpf = load_object()?;
         let logger = aya_log::EbpfLogger::init(&mut ebpf)
             .inspect_err(|e| tracing::debug!("no kernel-side log reader: {e}"))
             .ok();
-        crate::heartbeat::start(&mut ebpf)?;
-        let slots = CounterSlots::new(&mut ebpf)?;
+        let heartbeat = crate::heartbeat::take(&mut ebpf)?;
+        let slots = Arc::new(CounterSlots::new(&mut ebpf)?);
         let net = crate::net::NetState::new(&mut ebpf)?;
         let io = crate::io::IoState::new(&mut ebpf)?;
         let clock = crate::clock::ClockState::new(&mut ebpf)?;
@@ -72,14 +124,63 @@ impl Kernel {
                 clock,
             },
             logger,
+            heartbeat,
         ))
+    }
+
+    /// Loads `group`'s programs unless that was tried before; the outcome (also a refusal) is
+    /// recorded for the capability table and kept: a kernel that refused a program once
+    /// refuses it again.
+    pub fn ensure(&mut self, group: ProgramGroup) -> Result<(), Problem> {
+        if let Some(done) = crate::capabilities::probe_result(group.probe_name()) {
+            return done;
+        }
+        let started = Instant::now();
+        let ebpf = &mut self.ebpf;
+        let result = match group {
+            ProgramGroup::Packet => self.net.load_packet_programs(ebpf),
+            ProgramGroup::Connect => self.net.load_connect_programs(ebpf),
+            ProgramGroup::Classifier => self.net.tc.load(ebpf),
+            ProgramGroup::Lsm => self.io.load(ebpf),
+            ProgramGroup::ClockExec => self.clock.load(ebpf),
+        };
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        match &result {
+            Ok(()) => tracing::info!(?group, elapsed_ms, "programs loaded"),
+            Err(p) => tracing::warn!(
+                ?group,
+                elapsed_ms,
+                "{} unavailable: {}",
+                group.faults(),
+                p.reason
+            ),
+        }
+        crate::capabilities::record_probe(group.probe_name(), result.clone());
+        result
+    }
+
+    /// [`Kernel::ensure`] as a fault error, for the apply paths.
+    pub fn require(&mut self, group: ProgramGroup) -> Result<(), FaultError> {
+        self.ensure(group).map_err(|p| {
+            FaultError::kernel(
+                "loading programs",
+                anyhow::anyhow!("{} (fix: {})", p.reason, p.fix),
+            )
+        })
+    }
+
+    /// Probes every group (what `doctor` shows); each is tried once per process.
+    pub fn ensure_all(&mut self) {
+        for group in ProgramGroup::ALL {
+            let _ = self.ensure(group);
+        }
     }
 }
 
 /// Counter slots: one per active fault, zeroed when handed out.
 pub struct CounterSlots {
-    map: PerCpuArray<MapData, FaultCounters>,
-    free: BTreeSet<u32>,
+    map: Mutex<PerCpuArray<MapData, FaultCounters>>,
+    free: Mutex<BTreeSet<u32>>,
     cpus: usize,
 }
 
@@ -91,33 +192,49 @@ impl CounterSlots {
         let map = PerCpuArray::try_from(map).context("counters map has the wrong type")?;
         let cpus = nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
         Ok(CounterSlots {
-            map,
-            free: (0..MAX_FAULT_SLOTS).collect(),
+            map: Mutex::new(map),
+            free: Mutex::new((0..MAX_FAULT_SLOTS).collect()),
             cpus,
         })
     }
 
+    fn map(&self) -> MutexGuard<'_, PerCpuArray<MapData, FaultCounters>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn free(&self) -> MutexGuard<'_, BTreeSet<u32>> {
+        self.free.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Takes a free slot and zeroes it.
-    pub fn allocate(&mut self) -> Result<u32, FaultError> {
-        let slot = self.free.pop_first().ok_or_else(|| FaultError::Capacity {
-            what: format!("all {MAX_FAULT_SLOTS} counter slots are in use"),
-        })?;
-        let zeros = PerCpuValues::try_from(vec![FaultCounters::default(); self.cpus])
-            .map_err(|e| FaultError::kernel("building per-CPU zeros", e))?;
-        if let Err(e) = self.map.set(slot, zeros, 0) {
-            self.free.insert(slot);
-            return Err(FaultError::kernel("zeroing a counter slot", e));
+    pub fn allocate(&self) -> Result<u32, FaultError> {
+        let slot = self
+            .free()
+            .pop_first()
+            .ok_or_else(|| FaultError::Capacity {
+                what: format!("all {MAX_FAULT_SLOTS} counter slots are in use"),
+            })?;
+        let zeroed = PerCpuValues::try_from(vec![FaultCounters::default(); self.cpus])
+            .map_err(|e| FaultError::kernel("building per-CPU zeros", e))
+            .and_then(|zeros| {
+                self.map()
+                    .set(slot, zeros, 0)
+                    .map_err(|e| FaultError::kernel("zeroing a counter slot", e))
+            });
+        if let Err(e) = zeroed {
+            self.release(slot);
+            return Err(e);
         }
         Ok(slot)
     }
 
-    pub fn release(&mut self, slot: u32) {
-        self.free.insert(slot);
+    pub fn release(&self, slot: u32) {
+        self.free().insert(slot);
     }
 
     /// Sum over CPUs of a slot's counters.
     pub fn read(&self, slot: u32) -> Counters {
-        let Ok(values) = self.map.get(&slot, 0) else {
+        let Ok(values) = self.map().get(&slot, 0) else {
             return Counters::default();
         };
         values.iter().fold(Counters::default(), |acc, c| Counters {
@@ -131,6 +248,7 @@ impl CounterSlots {
 /// out of the kind's map; reverting (or dropping) does that once and frees the slot.
 pub struct SlotRuleFault {
     kernel: Arc<Mutex<Kernel>>,
+    slots: Arc<CounterSlots>,
     slot: u32,
     kind: &'static str,
     remove: fn(&mut Kernel, u32) -> Result<(), FaultError>,
@@ -140,12 +258,14 @@ pub struct SlotRuleFault {
 impl SlotRuleFault {
     pub fn new(
         kernel: &Arc<Mutex<Kernel>>,
+        slots: &Arc<CounterSlots>,
         slot: u32,
         kind: &'static str,
         remove: fn(&mut Kernel, u32) -> Result<(), FaultError>,
     ) -> Self {
         SlotRuleFault {
             kernel: Arc::clone(kernel),
+            slots: Arc::clone(slots),
             slot,
             kind,
             remove,
@@ -160,16 +280,11 @@ impl SlotRuleFault {
     pub fn is_reverted(&self) -> bool {
         self.reverted
     }
-
-    /// The shared kernel state, locked (a poisoned lock is still usable: state is plain data).
-    pub fn lock_kernel(&self) -> MutexGuard<'_, Kernel> {
-        self.kernel.lock().unwrap_or_else(|e| e.into_inner())
-    }
 }
 
 impl ActiveFault for SlotRuleFault {
     fn counters(&self) -> Counters {
-        self.lock_kernel().slots.read(self.slot)
+        self.slots.read(self.slot)
     }
 
     fn revert(&mut self) -> Result<(), FaultError> {
@@ -177,9 +292,10 @@ impl ActiveFault for SlotRuleFault {
             return Ok(());
         }
         self.reverted = true;
-        let mut kernel = self.lock_kernel();
+        let mut kernel = self.kernel.lock().unwrap_or_else(|e| e.into_inner());
         let result = (self.remove)(&mut kernel, self.slot);
-        kernel.slots.release(self.slot);
+        drop(kernel);
+        self.slots.release(self.slot);
         result
     }
 }

@@ -4,7 +4,7 @@
 use std::{
     collections::{BTreeMap, HashSet, VecDeque},
     path::PathBuf,
-    sync::Arc,
+    sync::{Arc, atomic::Ordering},
     time::{Duration, Instant, SystemTime},
 };
 
@@ -26,7 +26,7 @@ const ENDED_KEPT: usize = 256;
 
 pub struct Registry {
     kinds: FaultKinds,
-    journal: Journal,
+    journal: Arc<Journal>,
     faults_cfg: FaultsConfig,
     policy: PolicyConfig,
     cgroup2_mount: PathBuf,
@@ -38,12 +38,15 @@ pub struct Registry {
 #[derive(Default)]
 struct Inner {
     active: BTreeMap<String, Entry>,
+    /// Ids of injects being applied: they count against the concurrency limit.
+    applying: HashSet<String>,
     ended: VecDeque<FaultInfo>,
 }
 
 struct Entry {
     info: FaultInfo,
-    fault: Box<dyn ActiveFault>,
+    /// Taken out while the fault is being reverted (on a blocking thread).
+    fault: Option<Box<dyn ActiveFault>>,
     timer: Option<JoinHandle<()>>,
 }
 
@@ -57,7 +60,7 @@ impl Registry {
     ) -> Arc<Self> {
         Arc::new(Registry {
             kinds,
-            journal,
+            journal: Arc::new(journal),
             faults_cfg,
             policy,
             cgroup2_mount,
@@ -67,17 +70,28 @@ impl Registry {
         })
     }
 
-    /// Validates, journals, applies and arms the rollback timer. On any error nothing stays applied.
+    /// Validates, journals, applies and arms the rollback timer. On any error nothing stays
+    /// applied. Kernel work runs on a blocking thread and the registry lock is never held
+    /// across it, so listing, status and metrics answer while an inject applies.
     pub async fn inject(self: &Arc<Self>, req: InjectRequest) -> Result<FaultInfo, Error> {
         let started = Instant::now();
         let duration = crate::request::check_inject(&req, &self.faults_cfg)?;
-        self.kinds.check_available(&req.fault)?;
         let targets = self.resolve_targets(&req)?;
+        self.prepare_kind(&req.fault).await?;
+        self.kinds.check_available(&req.fault)?;
 
-        let mut inner = self.inner.lock().await;
-        self.policy.check_room(inner.active.len())?;
-        let id =
-            new_id(|id| inner.active.contains_key(id) || inner.ended.iter().any(|f| f.id == id));
+        let id = {
+            let mut inner = self.inner.lock().await;
+            self.policy
+                .check_room(inner.active.len() + inner.applying.len())?;
+            let id = new_id(|id| {
+                inner.active.contains_key(id)
+                    || inner.applying.contains(id)
+                    || inner.ended.iter().any(|f| f.id == id)
+            });
+            inner.applying.insert(id.clone());
+            id
+        };
         let now = SystemTime::now();
         let mut info = FaultInfo {
             id: id.clone(),
@@ -92,20 +106,10 @@ impl Registry {
             counters: Default::default(),
             op_counters: Vec::new(),
         };
-        self.journal.record(&info)?;
-        let ctx = ApplyContext {
-            targets: &info.targets,
-            duration,
-        };
-        let span = tracing::info_span!("fault", fault_id = %id, kind = info.kind);
-        let fault = match span.in_scope(|| self.kinds.apply(&req.fault, &ctx)) {
-            Ok(f) => f,
-            Err(e) => {
-                self.journal.remove(&id);
-                warn!(fault_id = %id, kind = info.kind, "inject failed: {e}");
-                return Err(e.into());
-            }
-        };
+        let applied = self.apply_off_runtime(&info, duration).await;
+        let mut inner = self.inner.lock().await;
+        inner.applying.remove(&id);
+        let fault = applied?;
         info.counters = fault.counters();
         info.op_counters = fault.op_counters();
         let timer = self.arm_timer(id.clone(), duration);
@@ -115,7 +119,7 @@ impl Registry {
             id,
             Entry {
                 info: info.clone(),
-                fault,
+                fault: Some(fault),
                 timer: Some(timer),
             },
         );
@@ -123,12 +127,86 @@ impl Registry {
         Ok(info)
     }
 
+    /// Loads the programs the kind needs (its probe), on a blocking thread.
+    async fn prepare_kind(&self, spec: &crate::api::FaultSpec) -> Result<(), Error> {
+        let kinds = self.kinds.clone();
+        let spec = spec.clone();
+        tokio::task::spawn_blocking(move || kinds.prepare(&spec))
+            .await
+            .map_err(|e| Error::Worker {
+                op: "loading programs",
+                reason: e.to_string(),
+            })
+    }
+
+    /// Journals and applies `info`'s fault on a blocking thread, within the apply timeout. A
+    /// late apply is rolled back when it finishes and the inject is refused.
+    async fn apply_off_runtime(
+        &self,
+        info: &FaultInfo,
+        duration: Duration,
+    ) -> Result<Box<dyn ActiveFault>, Error> {
+        let kinds = self.kinds.clone();
+        let journal = Arc::clone(&self.journal);
+        let task_info = info.clone();
+        let mut task = tokio::task::spawn_blocking(move || {
+            journal.record(&task_info)?;
+            let ctx = ApplyContext {
+                targets: &task_info.targets,
+                duration,
+            };
+            let span =
+                tracing::info_span!("fault", fault_id = %task_info.id, kind = task_info.kind);
+            span.in_scope(|| kinds.apply(&task_info.fault, &ctx))
+                .inspect_err(|_| journal.remove(&task_info.id))
+                .map_err(Error::from)
+        });
+        let limit = self.faults_cfg.apply_timeout();
+        let joined = match tokio::time::timeout(limit, &mut task).await {
+            Ok(joined) => joined,
+            Err(_) => {
+                let (id, journal) = (info.id.clone(), Arc::clone(&self.journal));
+                tokio::spawn(async move {
+                    if let Ok(Ok(fault)) = task.await {
+                        let _ = tokio::task::spawn_blocking(move || drop(fault)).await;
+                        journal.remove(&id);
+                        warn!(fault_id = %id, "rolled back an inject that applied after its time-out");
+                    }
+                });
+                warn!(fault_id = %info.id, kind = info.kind, limit_s = limit.as_secs(), "inject timed out; rolling it back");
+                return Err(Error::ApplyTimeout {
+                    kind: info.kind.clone(),
+                    limit_s: limit.as_secs(),
+                });
+            }
+        };
+        let applied = joined.map_err(|e| {
+            self.journal.remove(&info.id);
+            Error::Worker {
+                op: "applying the fault",
+                reason: e.to_string(),
+            }
+        })?;
+        applied.inspect_err(|e| warn!(fault_id = %info.id, kind = info.kind, "inject failed: {e}"))
+    }
+
+    /// Probes every kind's programs (for `doctor`), on a blocking thread.
+    pub async fn capabilities(&self) -> crate::capabilities::CapabilitiesInfo {
+        let kinds = self.kinds.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || kinds.probe_all()).await {
+            warn!("probing the program groups: {e}");
+        }
+        crate::capabilities::current()
+    }
+
     /// Checks `req` as [`Registry::inject`] would (duration, parameters, this host's support
     /// for the kind, targets) without applying anything; returns the resolved targets.
-    pub fn check(&self, req: &InjectRequest) -> Result<Vec<ResolvedTarget>, Error> {
+    pub async fn check(&self, req: &InjectRequest) -> Result<Vec<ResolvedTarget>, Error> {
         crate::request::check_inject(req, &self.faults_cfg)?;
+        let targets = self.resolve_targets(req)?;
+        self.prepare_kind(&req.fault).await?;
         self.kinds.check_available(&req.fault)?;
-        Ok(self.resolve_targets(req)?)
+        Ok(targets)
     }
 
     fn resolve_targets(&self, req: &InjectRequest) -> Result<Vec<ResolvedTarget>, RequestError> {
@@ -169,7 +247,8 @@ impl Registry {
         })
     }
 
-    /// Reverts one fault and moves it to the ended list.
+    /// Reverts one fault (on a blocking thread, the registry unlocked meanwhile) and moves it
+    /// to the ended list.
     async fn end(
         &self,
         id: &str,
@@ -177,20 +256,44 @@ impl Registry {
         abort_timer: bool,
     ) -> Result<FaultInfo, Error> {
         let started = Instant::now();
+        let (mut fault, kind) = {
+            let mut inner = self.inner.lock().await;
+            let entry = inner
+                .active
+                .get_mut(id)
+                .ok_or_else(|| Error::NotFound { id: id.to_string() })?;
+            let fault = entry
+                .fault
+                .take()
+                .ok_or_else(|| Error::Ending { id: id.to_string() })?;
+            if abort_timer && let Some(t) = entry.timer.take() {
+                t.abort();
+            }
+            entry.info.counters = fault.counters();
+            entry.info.op_counters = fault.op_counters();
+            (fault, entry.info.kind.clone())
+        };
+        let span = tracing::info_span!("fault", fault_id = %id, kind = kind);
+        let reverted = tokio::task::spawn_blocking(move || {
+            let result = span.in_scope(|| fault.revert());
+            // Dropped here too: a fault's Drop may still have kernel work to do.
+            drop(fault);
+            result
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(crate::error::FaultError::kernel(
+                "reverting the fault",
+                anyhow::anyhow!("the revert task failed: {e}"),
+            ))
+        });
+        self.metrics
+            .observe_recover(&kind, state, started.elapsed());
         let mut inner = self.inner.lock().await;
         let mut entry = inner
             .active
             .remove(id)
             .ok_or_else(|| Error::NotFound { id: id.to_string() })?;
-        if abort_timer && let Some(t) = entry.timer.take() {
-            t.abort();
-        }
-        entry.info.counters = entry.fault.counters();
-        entry.info.op_counters = entry.fault.op_counters();
-        let span = tracing::info_span!("fault", fault_id = %id, kind = entry.info.kind);
-        let reverted = span.in_scope(|| entry.fault.revert());
-        self.metrics
-            .observe_recover(&entry.info.kind, state, started.elapsed());
         entry.info.state = state;
         entry.info.ended_at = Some(rfc3339(SystemTime::now()));
         match &reverted {
@@ -221,7 +324,7 @@ impl Registry {
         for id in ids {
             match self.end(&id, state, true).await {
                 Ok(info) => out.push(info),
-                Err(Error::NotFound { .. }) => {}
+                Err(Error::NotFound { .. } | Error::Ending { .. }) => {}
                 Err(e) => warn!(fault_id = %id, "recover: {e}"),
             }
         }
@@ -260,13 +363,7 @@ impl Registry {
 
     pub async fn status(&self) -> StatusInfo {
         let active = self.inner.lock().await.active.len();
-        let net_attached = self
-            .kinds
-            .kernel
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .net
-            .attached();
+        let net_attached = self.kinds.net_attached.load(Ordering::Relaxed);
         StatusInfo {
             version: env!("CARGO_PKG_VERSION").to_string(),
             pid: std::process::id(),
@@ -283,11 +380,15 @@ impl Registry {
     }
 }
 
+/// The entry's info with its counters now; while it is being reverted, those taken just before.
 fn live_info(e: &Entry) -> FaultInfo {
-    FaultInfo {
-        counters: e.fault.counters(),
-        op_counters: e.fault.op_counters(),
-        ..e.info.clone()
+    match &e.fault {
+        Some(fault) => FaultInfo {
+            counters: fault.counters(),
+            op_counters: fault.op_counters(),
+            ..e.info.clone()
+        },
+        None => e.info.clone(),
     }
 }
 
@@ -337,6 +438,7 @@ mod tests {
         FaultsConfig {
             max_duration: Some(Duration::from_secs(3600)),
             default_duration: default.map(Duration::from_secs),
+            ..FaultsConfig::default()
         }
     }
 

@@ -56,12 +56,26 @@ impl From<Error> for ApiError {
             }
             Error::Request(_) => StatusCode::BAD_REQUEST,
             Error::NotFound { .. } => StatusCode::NOT_FOUND,
+            Error::Ending { .. } => StatusCode::CONFLICT,
+            Error::ApplyTimeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Worker { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             Error::Fault(FaultError::Capacity { .. }) => StatusCode::CONFLICT,
             Error::Fault(FaultError::Refused(_)) => StatusCode::BAD_REQUEST,
             Error::Fault(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            // The cause stays in the log; the caller gets an id to find it by.
+            let error_id = format!("{:08x}", rand::random::<u32>());
+            tracing::error!(error_id, "request failed: {e:#}");
+            return ApiError::new(
+                status,
+                format!(
+                    "internal error {error_id}; the daemon's log has the cause under error_id={error_id}"
+                ),
+            );
+        }
         if status.is_server_error() {
-            tracing::error!("request failed: {e:#}");
+            tracing::warn!("request failed: {e}");
         }
         ApiError::new(status, format!("{e}"))
     }
@@ -282,9 +296,12 @@ async fn recover_all(State(r): State<Arc<Registry>>) -> Json<Vec<FaultInfo>> {
     Json(r.recover_all(FaultState::Recovered).await)
 }
 
-/// What this host supports, probed once at start (see `capabilities`).
-async fn capabilities() -> Json<crate::capabilities::CapabilitiesInfo> {
-    Json(crate::capabilities::current().clone())
+/// What this host supports: every program group is loaded once, on the first ask (see
+/// `capabilities`).
+async fn capabilities(
+    State(r): State<Arc<Registry>>,
+) -> Json<crate::capabilities::CapabilitiesInfo> {
+    Json(r.capabilities().await)
 }
 
 async fn status(State(r): State<Arc<Registry>>) -> Json<StatusInfo> {

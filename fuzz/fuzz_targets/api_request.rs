@@ -26,6 +26,7 @@ static CONFIGS: LazyLock<[FaultsConfig; 2]> = LazyLock::new(|| {
         FaultsConfig {
             max_duration: Some(Duration::MAX),
             default_duration: Some(Duration::MAX),
+            apply_timeout: Some(Duration::MAX),
         },
     ]
 });

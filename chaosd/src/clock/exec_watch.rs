@@ -15,7 +15,7 @@ use nix::{sys::signal::Signal, unistd::Pid};
 
 use super::{ActiveSkew, SkewTable};
 use crate::{
-    capabilities::{PROBE_CLOCK_EXEC, Problem, record_probe},
+    capabilities::Problem,
     error::{FaultError, RequestError},
 };
 
@@ -30,8 +30,8 @@ pub struct ClockState {
 }
 
 impl ClockState {
-    /// Takes the maps, loads (verifies) the exec hook and starts the watcher thread. A kernel
-    /// that refuses the hook only disables `clock.skew` (recorded as a probe).
+    /// Takes the maps and starts the watcher thread; the exec hook loads later
+    /// ([`ClockState::load`]).
     pub fn new(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
         let targets = ebpf
             .take_map(CLOCK_TARGETS_MAP)
@@ -42,15 +42,6 @@ impl ClockState {
             .context("eBPF object has no clock exec events map")?;
         let events =
             RingBuf::try_from(events).context("clock exec events map has the wrong type")?;
-        let loaded = load_program(ebpf).map_err(|e| {
-            let reason = format!("loading the tp_btf/sched_process_exec program failed: {e:#}");
-            tracing::warn!("clock.skew unavailable: {reason}");
-            Problem::new(
-                reason,
-                "clock skew needs BTF and tp_btf programs (5.5+), bpf_send_signal and BPF ring buffers (5.8+)",
-            )
-        });
-        record_probe(PROBE_CLOCK_EXEC, loaded);
         let skews = SkewTable::default();
         let watched = Arc::clone(&skews);
         std::thread::Builder::new()
@@ -62,6 +53,16 @@ impl ClockState {
             link: None,
             skews,
             next_key: 0,
+        })
+    }
+
+    /// Loads (verifies) the exec hook. A kernel that refuses it only disables `clock.skew`.
+    pub fn load(&mut self, ebpf: &mut Ebpf) -> Result<(), Problem> {
+        load_program(ebpf).map_err(|e| {
+            Problem::new(
+                format!("loading the tp_btf/sched_process_exec program failed: {e:#}"),
+                "clock skew needs BTF and tp_btf programs (5.5+), bpf_send_signal and BPF ring buffers (5.8+)",
+            )
         })
     }
 

@@ -231,6 +231,8 @@ pub fn apply(
         return Err(FaultError::Refused(unsupported_arch()));
     }
     let offset_ns = params::parse_offset(&p.offset).map_err(FaultError::Refused)?;
+    // Loaded before the deadline is taken: verifying can take seconds under emulation.
+    lock(kernel).require(crate::kernel::ProgramGroup::ClockExec)?;
     let targets = ctx.cgroup_targets();
     let target_dirs = crate::process::target_dirs(ctx.targets)?;
     let skew = Arc::new(ActiveSkew {

@@ -81,6 +81,8 @@ pub fn apply(
     };
     let mut guard = kernel.lock().unwrap_or_else(|e| e.into_inner());
     let k = &mut *guard;
+    // Loaded before the deadline is taken: verifying can take seconds under emulation.
+    k.require(crate::kernel::ProgramGroup::Lsm)?;
     let slot = k.slots.allocate()?;
     let rule = IoRule {
         deadline_ns: ctx.deadline_ns(),
@@ -96,20 +98,29 @@ pub fn apply(
         k.slots.release(slot);
         return Err(e);
     }
+    let slots = Arc::clone(&k.slots);
+    let op_counters = k.io.op_counter_reader();
     drop(guard);
     let ops = if p.ops.is_empty() {
         IoOp::ALL.to_vec()
     } else {
         p.ops.clone()
     };
-    let rule = SlotRuleFault::new(kernel, slot, "io.errno", |k, slot| k.io.remove_fault(slot));
-    Ok(Box::new(IoErrnoFault { rule, ops }))
+    let rule = SlotRuleFault::new(kernel, &slots, slot, "io.errno", |k, slot| {
+        k.io.remove_fault(slot)
+    });
+    Ok(Box::new(IoErrnoFault {
+        rule,
+        ops,
+        op_counters,
+    }))
 }
 
 /// An io.errno fault: its rule, plus the operations whose counters it reports.
 struct IoErrnoFault {
     rule: SlotRuleFault,
     ops: Vec<IoOp>,
+    op_counters: crate::io::OpCounterReader,
 }
 
 impl ActiveFault for IoErrnoFault {
@@ -121,10 +132,7 @@ impl ActiveFault for IoErrnoFault {
         if self.rule.is_reverted() {
             return Vec::new();
         }
-        self.rule
-            .lock_kernel()
-            .io
-            .op_counters(self.rule.slot(), &self.ops)
+        self.op_counters.read(self.rule.slot(), &self.ops)
     }
 
     fn revert(&mut self) -> Result<(), FaultError> {

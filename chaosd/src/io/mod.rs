@@ -19,11 +19,14 @@
 //! stays within one filesystem: files of another filesystem mounted below the path are not
 //! covered. The path is resolved in chaosd's own mount namespace.
 
-pub mod btf;
+pub use chaosd_common::btf;
 pub mod errno;
 pub mod probe;
 
-use std::{collections::BTreeMap, sync::OnceLock};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex, OnceLock},
+};
 
 use anyhow::Context as _;
 use aya::{
@@ -241,7 +244,7 @@ pub fn set_globals(loader: &mut EbpfLoader<'_>) {
 /// Rules map, counters and attachment state of the I/O programs.
 pub struct IoState {
     rules: RuleMap<IoRuleSet>,
-    op_counters: PerCpuHashMap<MapData, u32, IoOpCounters>,
+    op_counters: OpCounterReader,
     /// Programs loaded (name, hook), or why I/O faults cannot run on this host.
     ready: Result<Vec<(&'static str, &'static str)>, Problem>,
     links: Option<Vec<LsmLink>>,
@@ -250,8 +253,7 @@ pub struct IoState {
 }
 
 impl IoState {
-    /// Takes the maps and loads the LSM programs. A kernel that refuses them does not make this
-    /// fail: the reason is kept and recorded for the capability table.
+    /// Takes the maps; the LSM programs load later ([`IoState::load`]).
     pub fn new(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
         let rules = ebpf
             .take_map(IO_RULES_MAP)
@@ -262,20 +264,15 @@ impl IoState {
             .context("eBPF object has no I/O op counters map")?;
         let op_counters = PerCpuHashMap::try_from(op_counters)
             .context("I/O op counters map has the wrong type")?;
+        let op_counters = OpCounterReader(Arc::new(Mutex::new(op_counters)));
         let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
-        let ready = load_programs(ebpf);
-        match &ready {
-            Ok(loaded) => tracing::info!(programs = loaded.len(), "I/O (BPF LSM) programs loaded"),
-            Err(p) => tracing::warn!("I/O faults unavailable: {}", p.reason),
-        }
-        capabilities::record_probe(
-            capabilities::PROBE_BPF_LSM,
-            ready.as_ref().map(|_| ()).map_err(Clone::clone),
-        );
         Ok(IoState {
             rules: RuleMap::new(rules, "writing I/O rules"),
             op_counters,
-            ready,
+            ready: Err(Problem::new(
+                "the I/O programs are not loaded yet",
+                "inject an io.errno fault or run `chaosctl doctor`: either loads them",
+            )),
             links: None,
             faults: BTreeMap::new(),
             cpus,
@@ -284,6 +281,16 @@ impl IoState {
 
     pub fn attached(&self) -> bool {
         self.links.is_some()
+    }
+
+    /// Loads the LSM programs. A kernel that refuses them only disables io.errno: the reason
+    /// is kept for the capability table.
+    pub fn load(&mut self, ebpf: &mut Ebpf) -> Result<(), Problem> {
+        self.ready = load_programs(ebpf);
+        if let Ok(loaded) = &self.ready {
+            tracing::info!(programs = loaded.len(), "I/O (BPF LSM) programs loaded");
+        }
+        self.ready.as_ref().map(|_| ()).map_err(Clone::clone)
     }
 
     /// Why I/O faults cannot run here, if they cannot.
@@ -308,6 +315,7 @@ impl IoState {
         let zeros = PerCpuValues::try_from(vec![IoOpCounters::default(); self.cpus])
             .map_err(|e| FaultError::kernel("building per-CPU zeros", e))?;
         self.op_counters
+            .map()
             .insert(slot, zeros, 0)
             .map_err(|e| FaultError::kernel("creating I/O op counters", e))?;
         self.faults.insert(slot, TargetedRule { rule, targets });
@@ -317,7 +325,7 @@ impl IoState {
             if let Err(e) = self.sync() {
                 tracing::error!("restoring I/O rules after a failed inject: {e}");
             }
-            let _ = self.op_counters.remove(&slot);
+            let _ = self.op_counters.map().remove(&slot);
             self.detach_if_idle();
         }
         result
@@ -328,14 +336,30 @@ impl IoState {
         self.faults.remove(&slot);
         let result = self.sync();
         self.detach_if_idle();
-        let _ = self.op_counters.remove(&slot);
+        let _ = self.op_counters.map().remove(&slot);
         result
     }
 
+    /// A handle that reads per-operation counters without the kernel lock.
+    pub fn op_counter_reader(&self) -> OpCounterReader {
+        self.op_counters.clone()
+    }
+}
+
+/// The per-operation counters map, shared so reading a fault's counters never waits for
+/// kernel work.
+#[derive(Clone)]
+pub struct OpCounterReader(Arc<Mutex<PerCpuHashMap<MapData, u32, IoOpCounters>>>);
+
+impl OpCounterReader {
+    fn map(&self) -> std::sync::MutexGuard<'_, PerCpuHashMap<MapData, u32, IoOpCounters>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Per-operation counters of the fault in `slot`, for the operations it covers.
-    pub fn op_counters(&self, slot: u32, ops: &[IoOp]) -> Vec<OpCounters> {
+    pub fn read(&self, slot: u32, ops: &[IoOp]) -> Vec<OpCounters> {
         let sum = self
-            .op_counters
+            .map()
             .get(&slot, 0)
             .map(|v| {
                 v.iter().fold(IoOpCounters::default(), |mut acc, c| {
@@ -355,7 +379,9 @@ impl IoState {
             })
             .collect()
     }
+}
 
+impl IoState {
     fn sync(&mut self) -> Result<(), FaultError> {
         if self.faults.len() > MAX_IO_FAULTS as usize {
             return Err(FaultError::Capacity {

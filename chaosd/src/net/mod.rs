@@ -28,7 +28,10 @@ use std::{
     collections::BTreeMap,
     fs::File,
     path::PathBuf,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use anyhow::Context as _;
@@ -41,15 +44,15 @@ use aya::{
     },
 };
 use chaosd_common::net::{
-    MAX_RULES_PER_CGROUP, NET_KIND_BANDWIDTH, NET_KIND_CONNECT_ERROR, NET_KIND_DELAY,
-    NET_KIND_DROP, NET_RULES_MAP, NetRule, NetRuleSet, PPM_ONE,
+    MAX_RULES_PER_CGROUP, NET_KIND_BANDWIDTH, NET_KIND_CONNECT_ERROR, NET_KIND_CORRUPT,
+    NET_KIND_DELAY, NET_KIND_DROP, NET_KIND_DUPLICATE, NET_RULES_MAP, NetRule, NetRuleSet, PPM_ONE,
 };
 
 use crate::{
     capabilities::Problem,
     error::FaultError,
     fault::{ActiveFault, ApplyContext},
-    kernel::{Kernel, SlotRuleFault},
+    kernel::{Kernel, ProgramGroup, SlotRuleFault},
     rule_sets::{RuleMap, TargetedRule, inherited_sets},
 };
 
@@ -57,9 +60,7 @@ const SKB_PROGRAMS: [(&str, CgroupSkbAttachType); 2] = [
     ("chaosd_net_egress", CgroupSkbAttachType::Egress),
     ("chaosd_net_ingress", CgroupSkbAttachType::Ingress),
 ];
-/// Rule kinds the packet programs enforce. Those programs, the costliest to verify, are not
-/// loaded before the daemon is ready: a background task loads them right after, and the
-/// first such fault does if it comes first.
+/// Rule kinds the packet programs enforce.
 const SKB_KINDS: [u32; 3] = [NET_KIND_DROP, NET_KIND_DELAY, NET_KIND_BANDWIDTH];
 const SOCK_ADDR_PROGRAMS: [&str; 4] = [
     "chaosd_connect4",
@@ -73,6 +74,7 @@ pub struct NetState {
     rules: RuleMap<NetRuleSet>,
     skb_links: Vec<CgroupSkbLink>,
     sock_addr_links: Vec<CgroupSockAddrLink>,
+    attached: Arc<AtomicBool>,
     cgroup2_root: PathBuf,
     /// Active network faults by counter slot: the source of truth the map is computed from.
     faults: BTreeMap<u32, TargetedRule<NetRule>>,
@@ -83,32 +85,53 @@ pub struct NetState {
 }
 
 impl NetState {
-    /// Takes the rules map and loads (verifies) the connect programs, which may fail (older
-    /// kernels) and only disable that kind. The packet programs load later ([`Self::preload`]).
+    /// Takes the rules map; no program is loaded yet (see [`crate::kernel::ProgramGroup`]).
     pub fn new(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
         let rules = ebpf
             .take_map(NET_RULES_MAP)
             .context("eBPF object has no net rules map")?;
         let rules = HashMap::try_from(rules).context("net rules map has the wrong type")?;
-        let loaded = load_sock_addr_programs(ebpf).map_err(|e| {
-            let reason = format!("loading the connect programs failed: {e:#}");
-            tracing::warn!("net.connect_error unavailable: {reason}");
-            Problem::new(
-                reason,
-                "connect errors need bpf_set_retval: run a kernel 5.19 or newer",
-            )
-        });
-        crate::capabilities::record_probe(crate::capabilities::PROBE_CONNECT_ERROR, loaded);
         let cgroup2_root = crate::cgroup::cgroup2_mount()?;
         Ok(NetState {
             rules: RuleMap::new(rules, "writing net rules"),
             skb_links: Vec::new(),
             sock_addr_links: Vec::new(),
+            attached: Arc::default(),
             cgroup2_root,
             faults: BTreeMap::new(),
             fq: qdisc::FqLeases::default(),
-            tc: tc::TcAttachments::new(ebpf),
+            tc: tc::TcAttachments::default(),
         })
+    }
+
+    /// Loads (verifies) the packet programs.
+    pub fn load_packet_programs(&mut self, ebpf: &mut Ebpf) -> Result<(), Problem> {
+        for (name, _) in SKB_PROGRAMS {
+            skb_program(ebpf, name)
+                .and_then(|p| Ok(p.load()?))
+                .map_err(|e| {
+                    Problem::new(
+                        format!("loading the packet program {name} (cgroup_skb) failed: {e:#}"),
+                        "packet faults need cgroup_skb programs with bpf_link (CONFIG_CGROUP_BPF, kernel 5.7 or newer)",
+                    )
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Loads (verifies) the connect programs, which call `bpf_set_retval` (5.19+).
+    pub fn load_connect_programs(&mut self, ebpf: &mut Ebpf) -> Result<(), Problem> {
+        load_sock_addr_programs(ebpf).map_err(|e| {
+            Problem::new(
+                format!("loading the connect programs failed: {e:#}"),
+                "connect errors need bpf_set_retval: run a kernel 5.19 or newer",
+            )
+        })
+    }
+
+    /// Set while any network program is attached; read without the kernel lock (status).
+    pub fn attached_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.attached)
     }
 
     /// The directory of a cgroup given relative to the cgroup2 mount ("/a/b").
@@ -118,6 +141,10 @@ impl NetState {
 
     pub fn attached(&self) -> bool {
         !self.skb_links.is_empty() || !self.sock_addr_links.is_empty()
+    }
+
+    fn publish_attached(&self) {
+        self.attached.store(self.attached(), Ordering::Relaxed);
     }
 
     /// Adds a fault's rule on its targets. On error nothing of it stays in the kernel.
@@ -157,27 +184,6 @@ impl NetState {
         )
     }
 
-    /// Loads the packet programs now if they are not loaded yet.
-    pub fn preload(&mut self, ebpf: &mut Ebpf) -> Result<(), FaultError> {
-        self.load_programs_for(ebpf, NET_KIND_DROP)
-    }
-
-    /// Loads the packet programs if rules of `kind` need them and they are not loaded yet.
-    fn load_programs_for(&mut self, ebpf: &mut Ebpf, kind: u32) -> Result<(), FaultError> {
-        if !SKB_KINDS.contains(&kind) {
-            return Ok(());
-        }
-        for (name, _) in SKB_PROGRAMS {
-            let prog = skb_program(ebpf, name)
-                .map_err(|e| FaultError::kernel("finding a packet program", e))?;
-            if prog.fd().is_err() {
-                prog.load()
-                    .map_err(|e| FaultError::kernel("loading a packet program", e))?;
-            }
-        }
-        Ok(())
-    }
-
     /// Attaches each program group while some fault needs it, detaches it otherwise.
     fn reconcile_links(&mut self, ebpf: &mut Ebpf) -> Result<(), FaultError> {
         let needs = |kinds: &[u32]| self.faults.values().any(|f| kinds.contains(&f.rule.kind));
@@ -205,6 +211,7 @@ impl NetState {
             self.sock_addr_links.clear();
             tracing::info!("connect programs detached: no connect fault is active");
         }
+        self.publish_attached();
         Ok(())
     }
 
@@ -271,6 +278,15 @@ fn attach_sock_addr(
         .map_err(|e| FaultError::kernel("taking a connect program link", e))
 }
 
+/// The programs that enforce rules of `kind`.
+fn program_group(kind: u32) -> ProgramGroup {
+    match kind {
+        NET_KIND_CONNECT_ERROR => ProgramGroup::Connect,
+        NET_KIND_CORRUPT | NET_KIND_DUPLICATE => ProgramGroup::Classifier,
+        _ => ProgramGroup::Packet,
+    }
+}
+
 /// Parts per million, at least 1 so a tiny percentage still means "some".
 pub(crate) fn percent_to_ppm(percent: f64) -> u32 {
     ((percent * 10_000.0).round() as u32).clamp(1, PPM_ONE)
@@ -287,7 +303,7 @@ pub(crate) fn apply_rule(
     let k = &mut *guard;
     // Verify the programs first: under emulation that can take seconds, which must not
     // come out of the fault's time in the kernel.
-    k.net.load_programs_for(&mut k.ebpf, rule.kind)?;
+    k.require(program_group(rule.kind))?;
     let slot = k.slots.allocate()?;
     rule.counter_slot = slot;
     rule.deadline_ns = ctx.deadline_ns();
@@ -295,9 +311,11 @@ pub(crate) fn apply_rule(
         k.slots.release(slot);
         return Err(e);
     }
+    let slots = Arc::clone(&k.slots);
     drop(guard);
     Ok(Box::new(SlotRuleFault::new(
         kernel,
+        &slots,
         slot,
         "network",
         |k, slot| k.net.remove_fault(&mut k.ebpf, slot),

@@ -105,37 +105,36 @@ struct RecordedDevice {
     added_clsact: bool,
 }
 
-impl TcAttachments {
-    /// Loads (verifies) the classifier; a refusal disables corrupt and duplicate only, with
-    /// the reason recorded for `/v1/capabilities`.
-    pub fn new(ebpf: &mut Ebpf) -> Self {
-        let loaded = classifier(ebpf).and_then(|p| Ok(p.load()?));
-        let unavailable = loaded.as_ref().err().map(|e| format!("{e:#}"));
-        if let Some(reason) = &unavailable {
-            tracing::warn!("net.corrupt and net.duplicate unavailable: {reason}");
-        }
-        crate::capabilities::record_probe(
-            crate::capabilities::PROBE_TC_CLASSIFIER,
-            loaded.map_err(|e| {
-                Problem::new(
-                    format!("loading the TC egress classifier failed: {e:#}"),
-                    "corrupt and duplicate need sched_cls programs with \
-                     bpf_skb_ancestor_cgroup_id: run a kernel 4.19 or newer with CONFIG_NET_CLS_ACT",
-                )
-            }),
-        );
+impl Default for TcAttachments {
+    /// No program is loaded yet: see [`TcAttachments::load`].
+    fn default() -> Self {
         TcAttachments {
             leases: BTreeMap::new(),
-            unavailable,
+            unavailable: None,
             record: None,
             pending: Vec::new(),
             force_netlink: std::env::var_os("CHAOSD_TC_FORCE_NETLINK").is_some_and(|v| v == "1"),
         }
     }
+}
 
+impl TcAttachments {
     /// Records netlink attachments in `path` from now on.
     pub fn set_record(&mut self, path: PathBuf) {
         self.record = Some(path);
+    }
+
+    /// Loads (verifies) the classifier; a refusal disables corrupt and duplicate only.
+    pub fn load(&mut self, ebpf: &mut Ebpf) -> Result<(), Problem> {
+        let loaded = classifier(ebpf).and_then(|p| Ok(p.load()?));
+        self.unavailable = loaded.as_ref().err().map(|e| format!("{e:#}"));
+        loaded.map_err(|e| {
+            Problem::new(
+                format!("loading the TC egress classifier failed: {e:#}"),
+                "corrupt and duplicate need sched_cls programs with \
+                 bpf_skb_ancestor_cgroup_id: run a kernel 4.19 or newer with CONFIG_NET_CLS_ACT",
+            )
+        })
     }
 
     /// Takes a lease on each namespace, attaching the classifier where it is not yet; all or

@@ -176,7 +176,7 @@ impl Runner {
     async fn before_injection(&mut self) -> Result<(), Stop> {
         self.set_phase(Phase::Preflight);
         self.start_services().map_err(Stop::Preflight)?;
-        self.check_steps().map_err(Stop::Preflight)?;
+        self.check_steps().await.map_err(Stop::Preflight)?;
         self.probe_tasks = Some(probes::start(
             &self.ctx.scenario.steady_state.probes,
             self.ctx.run_as,
@@ -238,7 +238,7 @@ impl Runner {
 
     /// Every step checked as the registry would inject it, and the blast radius on the
     /// cgroups the targets resolve to.
-    fn check_steps(&mut self) -> Result<(), String> {
+    async fn check_steps(&mut self) -> Result<(), String> {
         let mut cgroups = BTreeSet::new();
         for (i, step) in self.ctx.scenario.steps.iter().enumerate() {
             let req = InjectRequest {
@@ -250,6 +250,7 @@ impl Runner {
                 .ctx
                 .registry
                 .check(&req)
+                .await
                 .map_err(|e| format!("step {:?}: {e}", step.name))?;
             self.steps[i].cgroups = resolved.iter().map(|t| t.cgroup.clone()).collect();
             cgroups.extend(resolved.into_iter().map(|t| t.cgroup));

@@ -6,8 +6,8 @@
 
 use std::{collections::HashMap, path::Path};
 
+use crate::io::IoOffsets;
 use anyhow::{Context as _, bail};
-use chaosd_common::io::IoOffsets;
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
