@@ -579,3 +579,23 @@ pub fn loss_spec(percent: f64, direction: Direction, filter: chaosd::api::NetFil
         filter,
     })
 }
+
+/// The bytes of `pid`'s vDSO, read through /proc/<pid>/mem (clock skew patches them).
+pub fn vdso_bytes(pid: u32) -> Vec<u8> {
+    use std::os::unix::fs::FileExt as _;
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let line = maps
+        .lines()
+        .find(|l| l.ends_with("[vdso]"))
+        .expect("the process has a vDSO");
+    let range = line.split_whitespace().next().unwrap();
+    let (start, end) = range.split_once('-').unwrap();
+    let start = u64::from_str_radix(start, 16).unwrap();
+    let end = u64::from_str_radix(end, 16).unwrap();
+    let mut bytes = vec![0; (end - start) as usize];
+    std::fs::File::open(format!("/proc/{pid}/mem"))
+        .unwrap()
+        .read_exact_at(&mut bytes, start)
+        .unwrap();
+    bytes
+}

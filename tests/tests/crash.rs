@@ -10,7 +10,6 @@
 use std::{
     fs,
     net::{SocketAddr, TcpListener},
-    os::unix::fs::FileExt as _,
     path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
@@ -30,7 +29,7 @@ use chaosd_common::heartbeat::HEARTBEAT_STALE_NS;
 use chaosd_integration::{
     Daemon, TestCgroup, Tmpfs, block_on, children_of, file_ops_in,
     netns::{KillOnDrop, NetnsPair, spawn_in, tally},
-    request, tcp_connect_from, udp_from_cgroups, wait_for,
+    request, tcp_connect_from, udp_from_cgroups, vdso_bytes, wait_for,
 };
 
 const COUNT: u32 = 50;
@@ -292,25 +291,6 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     found.sort();
     found
-}
-
-/// The bytes of `pid`'s vDSO, read through /proc/<pid>/mem.
-fn vdso_bytes(pid: u32) -> Vec<u8> {
-    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
-    let line = maps
-        .lines()
-        .find(|l| l.ends_with("[vdso]"))
-        .expect("the process has a vDSO");
-    let range = line.split_whitespace().next().unwrap();
-    let (start, end) = range.split_once('-').unwrap();
-    let start = u64::from_str_radix(start, 16).unwrap();
-    let end = u64::from_str_radix(end, 16).unwrap();
-    let mut bytes = vec![0; (end - start) as usize];
-    fs::File::open(format!("/proc/{pid}/mem"))
-        .unwrap()
-        .read_exact_at(&mut bytes, start)
-        .unwrap();
-    bytes
 }
 
 /// Kinds a kernel may lack, and the word the refusal must contain.
