@@ -517,10 +517,23 @@ fn check_bpf_lsm(f: &Facts) -> Result<(), Problem> {
 pub async fn fetch(
     client: &crate::client::Client,
 ) -> Result<CapabilitiesInfo, crate::client::ClientError> {
+    fetch_path(client, "/v1/capabilities").await
+}
+
+/// Fetches one kind's row, probing only its programs.
+pub async fn fetch_kind(
+    client: &crate::client::Client,
+    kind: &str,
+) -> Result<CapabilitiesInfo, crate::client::ClientError> {
+    fetch_path(client, &format!("/v1/capabilities?kind={kind}")).await
+}
+
+async fn fetch_path(
+    client: &crate::client::Client,
+    path: &str,
+) -> Result<CapabilitiesInfo, crate::client::ClientError> {
     use crate::client::ClientError;
-    let (status, body) = client
-        .raw(hyper::Method::GET, "/v1/capabilities", None)
-        .await?;
+    let (status, body) = client.raw(hyper::Method::GET, path, None).await?;
     if !status.is_success() {
         let message = serde_json::from_slice::<crate::api::ErrorBody>(&body)
             .map(|b| b.error)

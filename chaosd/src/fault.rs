@@ -103,8 +103,13 @@ impl FaultKinds {
     pub fn prepare(&self, spec: &FaultSpec) {
         if let Some(group) = crate::capabilities::KindRow::of(spec.kind()).and_then(|r| r.programs)
         {
-            let _ = self.lock_kernel().ensure(group);
+            self.probe(group);
         }
+    }
+
+    /// Loads one program group unless that was tried before; blocking.
+    pub fn probe(&self, group: crate::kernel::ProgramGroup) {
+        let _ = self.lock_kernel().ensure(group);
     }
 
     /// Loads every program group once (what `doctor` shows); blocking.

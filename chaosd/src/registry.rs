@@ -190,6 +190,20 @@ impl Registry {
         applied.inspect_err(|e| warn!(fault_id = %info.id, kind = info.kind, "inject failed: {e}"))
     }
 
+    /// The table with `kind`'s row only, probing only its programs (None: no such kind).
+    pub async fn capability(&self, kind: &str) -> Option<crate::capabilities::CapabilitiesInfo> {
+        let group = crate::capabilities::KindRow::of(kind)?.programs;
+        if let Some(group) = group {
+            let kinds = self.kinds.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || kinds.probe(group)).await {
+                warn!("probing {group:?}: {e}");
+            }
+        }
+        let mut table = crate::capabilities::current();
+        table.kinds.retain(|k| k.kind == kind);
+        Some(table)
+    }
+
     /// Probes every kind's programs (for `doctor`), on a blocking thread.
     pub async fn capabilities(&self) -> crate::capabilities::CapabilitiesInfo {
         let kinds = self.kinds.clone();
