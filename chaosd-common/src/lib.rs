@@ -15,4 +15,5 @@ pub mod clock;
 pub mod counters;
 pub mod heartbeat;
 pub mod io;
+pub mod names;
 pub mod net;

@@ -318,3 +318,70 @@ pub fn monotonic_ns() -> u64 {
         .expect("CLOCK_MONOTONIC is always readable");
     ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
 }
+
+#[cfg(test)]
+mod tests {
+    use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
+
+    use super::EBPF_ELF;
+
+    /// Each name the daemon uses, with the section it lives in according to the built object.
+    fn symbol_sections() -> Vec<(String, String)> {
+        let elf = object::File::parse(EBPF_ELF).expect("the built eBPF object parses");
+        elf.symbols()
+            .filter_map(|sym| {
+                let name = sym.name().ok()?.to_string();
+                let section = sym
+                    .section_index()
+                    .and_then(|i| elf.section_by_index(i).ok())?;
+                Some((name, section.name().ok()?.to_string()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_program_and_map_the_daemon_names_is_in_the_built_object() {
+        let symbols = symbol_sections();
+        let section_of = |name: &str| {
+            symbols
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, s)| s.as_str())
+        };
+        for (program, prefix) in chaosd_common::names::PROGRAMS {
+            let section = section_of(program)
+                .unwrap_or_else(|| panic!("program {program} is not in the eBPF object"));
+            assert!(
+                section.starts_with(prefix),
+                "program {program} is in section {section}, expected {prefix}*"
+            );
+        }
+        for map in chaosd_common::names::MAPS {
+            assert_eq!(
+                section_of(map),
+                Some("maps"),
+                "map {map} is not a map of the eBPF object"
+            );
+        }
+    }
+
+    #[test]
+    fn every_program_of_the_object_is_named_in_common() {
+        let symbols = symbol_sections();
+        let known: Vec<&str> = chaosd_common::names::PROGRAMS
+            .iter()
+            .map(|(n, _)| *n)
+            .collect();
+        for (name, section) in &symbols {
+            let is_program = ["cgroup", "tp_btf", "lsm", "classifier"]
+                .iter()
+                .any(|p| section.starts_with(p));
+            if is_program && name.starts_with("chaosd_") {
+                assert!(
+                    known.contains(&name.as_str()),
+                    "program {name} ({section}) is missing from chaosd_common::names::PROGRAMS"
+                );
+            }
+        }
+    }
+}

@@ -19,7 +19,7 @@ use crate::{
     error::{FaultError, RequestError},
 };
 
-const PROGRAM: &str = "chaosd_clock_exec";
+const PROGRAM: &str = chaosd_common::names::CLOCK_EXEC;
 
 /// Targets map, exec hook link and the active skews.
 pub struct ClockState {

@@ -38,6 +38,7 @@ use chaosd_common::io::{
     IO_DAEMON_TGID_GLOBAL, IO_OFFSETS_GLOBAL, IO_OP_COUNTERS_MAP, IO_OPS, IO_RULES_MAP, IoOffsets,
     IoOpCounters, IoRule, IoRuleSet, MAX_IO_FAULTS, MAX_IO_RULES_PER_CGROUP,
 };
+use chaosd_common::names;
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -152,15 +153,15 @@ impl IoOp {
 /// A program, the LSM hook it attaches to, the hook's argument count it was written for, and
 /// whether it is required (optional hooks are skipped on kernels that lack them).
 const PROGRAMS: &[(&str, &str, u32, bool)] = &[
-    ("chaosd_io_file_open", "file_open", 1, true),
-    ("chaosd_io_file_permission", "file_permission", 2, true),
-    ("chaosd_io_inode_create", "inode_create", 3, true),
-    ("chaosd_io_inode_unlink", "inode_unlink", 2, true),
-    ("chaosd_io_inode_rename", "inode_rename", 4, true),
-    ("chaosd_io_inode_mkdir", "inode_mkdir", 3, true),
-    ("chaosd_io_inode_rmdir", "inode_rmdir", 2, true),
-    ("chaosd_io_path_truncate", "path_truncate", 1, false),
-    ("chaosd_io_file_truncate", "file_truncate", 1, false),
+    (names::IO_FILE_OPEN, "file_open", 1, true),
+    (names::IO_FILE_PERMISSION, "file_permission", 2, true),
+    (names::IO_INODE_CREATE, "inode_create", 3, true),
+    (names::IO_INODE_UNLINK, "inode_unlink", 2, true),
+    (names::IO_INODE_RENAME, "inode_rename", 4, true),
+    (names::IO_INODE_MKDIR, "inode_mkdir", 3, true),
+    (names::IO_INODE_RMDIR, "inode_rmdir", 2, true),
+    (names::IO_PATH_TRUNCATE, "path_truncate", 1, false),
+    (names::IO_FILE_TRUNCATE, "file_truncate", 1, false),
 ];
 
 /// What the running kernel's BTF says, parsed once.

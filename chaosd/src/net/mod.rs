@@ -43,6 +43,7 @@ use aya::{
         cgroup_skb::CgroupSkbLink, cgroup_sock_addr::CgroupSockAddrLink,
     },
 };
+use chaosd_common::names;
 use chaosd_common::net::{
     MAX_RULES_PER_CGROUP, NET_KIND_BANDWIDTH, NET_KIND_CONNECT_ERROR, NET_KIND_CORRUPT,
     NET_KIND_DELAY, NET_KIND_DROP, NET_KIND_DUPLICATE, NET_RULES_MAP, NetRule, NetRuleSet, PPM_ONE,
@@ -57,16 +58,16 @@ use crate::{
 };
 
 const SKB_PROGRAMS: [(&str, CgroupSkbAttachType); 2] = [
-    ("chaosd_net_egress", CgroupSkbAttachType::Egress),
-    ("chaosd_net_ingress", CgroupSkbAttachType::Ingress),
+    (names::NET_EGRESS, CgroupSkbAttachType::Egress),
+    (names::NET_INGRESS, CgroupSkbAttachType::Ingress),
 ];
 /// Rule kinds the packet programs enforce.
 const SKB_KINDS: [u32; 3] = [NET_KIND_DROP, NET_KIND_DELAY, NET_KIND_BANDWIDTH];
 const SOCK_ADDR_PROGRAMS: [&str; 4] = [
-    "chaosd_connect4",
-    "chaosd_connect6",
-    "chaosd_sendmsg4",
-    "chaosd_sendmsg6",
+    names::CONNECT4,
+    names::CONNECT6,
+    names::SENDMSG4,
+    names::SENDMSG6,
 ];
 
 /// Rules map and attachment state of the network programs.

@@ -54,7 +54,7 @@ use crate::{
 };
 
 /// The classifier's name in the eBPF object (also its netlink filter's name).
-pub const TC_PROGRAM: &str = "chaosd_tc_egress";
+pub const TC_PROGRAM: &str = chaosd_common::names::TC_EGRESS;
 
 /// clsact's handle (`ffff:0`) and parent (`TC_H_CLSACT`).
 const CLSACT_HANDLE: TcHandle = TcHandle {
