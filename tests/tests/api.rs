@@ -137,9 +137,10 @@ fn malformed_json_and_unknown_routes_get_json_errors() {
     assert_nothing_applied(&daemon);
 }
 
-#[test]
-fn a_peer_that_is_neither_root_nor_in_the_group_gets_403() {
-    let daemon = Daemon::start();
+/// `chaosctl list` as uid 65534 (gid 65534) against a daemon whose `daemon.group` is `group`;
+/// returns chaosctl's stderr, after checking that it failed.
+fn list_as_nobody(group: &str) -> String {
+    let daemon = Daemon::start_with_config(&format!("[daemon]\ngroup = \"{group}\"\n"));
     // Let anyone reach the socket file so the daemon's own check is what refuses.
     let dir = daemon.socket().parent().unwrap().to_path_buf();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -155,11 +156,34 @@ fn a_peer_that_is_neither_root_nor_in_the_group_gets_403() {
             .output()
             .unwrap()
     };
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "nobody was served: {stderr}");
     assert!(
-        stderr.contains("may not use chaosd"),
+        stderr.contains("uid 65534 may not use chaosd"),
         "expected the daemon's 403, got: {stderr}"
+    );
+    stderr
+}
+
+#[test]
+fn a_peer_that_is_neither_root_nor_in_the_group_gets_403() {
+    // A group that exists here and that uid/gid 65534 is not in: its name is the way in.
+    let group = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(1))
+        .unwrap()
+        .filter(|g| !g.mem.iter().any(|m| m == "nobody"))
+        .expect("this test needs a group with gid 1 (daemon) that nobody is not in");
+    let stderr = list_as_nobody(&group.name);
+    let named = format!("members of group {} (gid 1)", group.name);
+    assert!(stderr.contains(&named), "{stderr:?} does not say {named:?}");
+
+    // A group that does not exist: only root may, and no group is named.
+    let missing = "chaosd-test-no-such-group";
+    assert!(nix::unistd::Group::from_name(missing).unwrap().is_none());
+    let stderr = list_as_nobody(missing);
+    assert!(stderr.contains("only root may"), "{stderr}");
+    assert!(
+        !stderr.contains(missing) && !stderr.contains("members of"),
+        "the refusal names a group that does not exist: {stderr}"
     );
 }
 
