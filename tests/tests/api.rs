@@ -7,7 +7,7 @@ use chaosd::{
     api::{Direction, FaultSpec, InjectRequest, NetLossParams, TargetSelector},
     client::ClientError,
 };
-use chaosd_integration::{Daemon, TestCgroup, block_on, loss_request, workspace_bin};
+use chaosd_integration::{Daemon, TestCgroup, block_on, loss_request, request, workspace_bin};
 use hyper::{Method, StatusCode};
 
 /// The daemon has no faults, no journal entries and no attached programs.
@@ -263,4 +263,68 @@ fn chaosctl_drives_the_daemon_end_to_end_with_json() {
         duration: Some("5s".into()),
     };
     assert!(daemon.try_inject(&req).is_ok());
+}
+
+#[test]
+fn durations_are_echoed_as_written() {
+    let daemon = Daemon::start_with_config("[faults]\nmax_duration = \"200d\"\n");
+    let cg = TestCgroup::new("duration");
+    let pause = FaultSpec::ProcessPause(chaosd::api::ProcessPauseParams {});
+    let req = request(pause.clone(), &[&cg], "100d");
+    let raw = serde_json::to_vec(&req).unwrap();
+    let (status, body) =
+        block_on(daemon.client().raw(Method::POST, "/v1/faults", Some(raw))).unwrap();
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(answer["duration"], "100d", "{answer}");
+    assert_eq!(answer["duration_ms"], 100 * 86_400_000u64, "{answer}");
+    let id = answer["id"].as_str().unwrap().to_string();
+
+    let shown = block_on(daemon.client().get(&id)).unwrap();
+    assert_eq!(shown.duration, "100d");
+    let listed = block_on(daemon.client().list(false)).unwrap();
+    assert_eq!(listed[0].duration, "100d");
+    let journal = daemon.state_dir().join("faults").join(format!("{id}.json"));
+    let journaled: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&journal).unwrap()).unwrap();
+    assert_eq!(journaled["duration"], "100d", "{journaled}");
+
+    let ctl = |args: &[&str]| {
+        let out = Command::new(workspace_bin("chaosctl"))
+            .arg("--socket")
+            .arg(daemon.socket())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let list = ctl(&["list"]);
+    let row = list.lines().find(|l| l.starts_with(&id)).unwrap();
+    assert!(row.split_whitespace().any(|w| w == "100d"), "{list}");
+    let show = ctl(&["show", &id]);
+    assert!(show.lines().any(|l| l == "duration:   100d"), "{show}");
+    block_on(daemon.client().recover(&id)).unwrap();
+
+    // Refused as written too: the maximum of a default daemon is 1h.
+    let strict = Daemon::start();
+    match strict.try_inject(&request(pause, &[&cg], "100d")) {
+        Err(ClientError::Api(msg, status)) => {
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{msg}");
+            assert!(
+                msg.contains("duration 100d is above the maximum of 1h"),
+                "{msg}"
+            );
+        }
+        other => panic!("100d was not refused: {other:?}"),
+    }
 }
