@@ -328,3 +328,37 @@ fn durations_are_echoed_as_written() {
         other => panic!("100d was not refused: {other:?}"),
     }
 }
+
+#[test]
+fn shipped_binaries_carry_no_test_verbs() {
+    // What tests and benchmarks run inside cgroups lives in chaosd-test-helper.
+    let test_verbs = [
+        "udp-ping",
+        "udp-stamped",
+        "udp-recv",
+        "tcp-connect",
+        "file-ops",
+        "clock-bench",
+    ];
+    for bin in ["chaosd", "chaosctl"] {
+        for verb in test_verbs {
+            let out = Command::new(workspace_bin(bin))
+                .args([&format!("__{verb}"), "--help"])
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                !out.status.success() && stderr.contains("unrecognized subcommand"),
+                "{bin} still has __{verb}: {stderr}"
+            );
+        }
+    }
+    let helper = chaosd_integration::helper_bin();
+    for verb in test_verbs {
+        let out = Command::new(&helper)
+            .args([verb, "--help"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "chaosd-test-helper has no {verb}");
+    }
+}

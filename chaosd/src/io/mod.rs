@@ -21,7 +21,6 @@
 
 pub mod btf;
 pub mod errno;
-pub mod probe;
 
 use std::{collections::BTreeMap, sync::OnceLock};
 

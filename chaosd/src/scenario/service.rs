@@ -15,8 +15,7 @@ use std::{
 };
 
 use crate::{
-    cgroup::ChildCgroup,
-    probe::spawn_in_cgroup,
+    cgroup::{ChildCgroup, spawn_in_cgroup},
     scenario::{
         format::{ServiceRun, ServiceSpec},
         probes::RunAs,
