@@ -271,6 +271,24 @@ impl Drop for ChildCgroup {
 /// Starts `cmd` as a member of the cgroup at `dir`: the child joins it before `exec`, so
 /// every socket it creates belongs to that cgroup.
 pub fn spawn_in_cgroup(cmd: &mut Command, dir: &Path) -> io::Result<Child> {
+    spawn_in_cgroup_as(cmd, dir, None)
+}
+
+/// A user to run a child as: its uid and primary gid, no supplementary groups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunUser {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// [`spawn_in_cgroup`], then, still before `exec` and after joining the cgroup (which needs
+/// the daemon's privileges on kernels before 5.16), drops to `user`: `setgroups` (none),
+/// `setgid`, `setuid`. Any failure fails the spawn: the program never runs with more.
+pub fn spawn_in_cgroup_as(
+    cmd: &mut Command,
+    dir: &Path,
+    user: Option<RunUser>,
+) -> io::Result<Child> {
     use std::os::{fd::AsRawFd as _, unix::process::CommandExt as _};
     let procs = OpenOptions::new()
         .write(true)
@@ -285,6 +303,21 @@ pub fn spawn_in_cgroup(cmd: &mut Command, dir: &Path) -> io::Result<Child> {
             }
             Ok(())
         });
+    }
+    if let Some(RunUser { uid, gid }) = user {
+        // SAFETY: setgroups(2), setgid(2) and setuid(2) only, in the single-threaded child;
+        // registered after the cgroup closure above, so it runs after it.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(gid) != 0
+                    || libc::setuid(uid) != 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
     }
     let child = cmd.spawn();
     drop(procs);
