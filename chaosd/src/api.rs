@@ -407,6 +407,10 @@ pub struct FaultInfo {
     pub fault: FaultSpec,
     pub targets: Vec<ResolvedTarget>,
     pub state: FaultState,
+    /// The duration as the request wrote it ("100d", "1m30s"), or the configured default as
+    /// humantime prints it when the request named none; `duration_ms` is the same for machines.
+    #[serde(default)]
+    pub duration: String,
     pub duration_ms: u64,
     /// RFC 3339, UTC.
     pub created_at: String,

@@ -1,13 +1,16 @@
-//! cgroup v2: finding the mount, resolving targets to cgroup ids, and a child-cgroup guard.
+//! cgroup v2: finding the mount, resolving targets to cgroup ids, a child-cgroup guard, and
+//! starting a process inside a cgroup.
 //!
 //! The cgroup2 mount is read from /proc/self/mountinfo, never assumed: on hybrid hosts it is
 //! /sys/fs/cgroup/unified, on pure v2 hosts /sys/fs/cgroup. A cgroup's id, as the kernel
 //! programs see it, is the inode number of its directory.
 
 use std::{
-    fs,
+    fs::{self, OpenOptions},
+    io,
     os::unix::fs::MetadataExt as _,
     path::{Component, Path, PathBuf},
+    process::{Child, Command},
 };
 
 use crate::{
@@ -263,6 +266,62 @@ impl Drop for ChildCgroup {
     fn drop(&mut self) {
         remove_cgroup_tree(&self.cgroup.dir);
     }
+}
+
+/// Starts `cmd` as a member of the cgroup at `dir`: the child joins it before `exec`, so
+/// every socket it creates belongs to that cgroup.
+pub fn spawn_in_cgroup(cmd: &mut Command, dir: &Path) -> io::Result<Child> {
+    spawn_in_cgroup_as(cmd, dir, None)
+}
+
+/// A user to run a child as: its uid and primary gid, no supplementary groups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunUser {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// [`spawn_in_cgroup`], then, still before `exec` and after joining the cgroup (which needs
+/// the daemon's privileges on kernels before 5.16), drops to `user`: `setgroups` (none),
+/// `setgid`, `setuid`. Any failure fails the spawn: the program never runs with more.
+pub fn spawn_in_cgroup_as(
+    cmd: &mut Command,
+    dir: &Path,
+    user: Option<RunUser>,
+) -> io::Result<Child> {
+    use std::os::{fd::AsRawFd as _, unix::process::CommandExt as _};
+    let procs = OpenOptions::new()
+        .write(true)
+        .open(dir.join("cgroup.procs"))?;
+    let fd = procs.as_raw_fd();
+    // SAFETY: between fork and exec the closure only calls write(2), which is async-signal-safe;
+    // "0" moves the writing process itself.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    if let Some(RunUser { uid, gid }) = user {
+        // SAFETY: setgroups(2), setgid(2) and setuid(2) only, in the single-threaded child;
+        // registered after the cgroup closure above, so it runs after it.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(gid) != 0
+                    || libc::setuid(uid) != 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let child = cmd.spawn();
+    drop(procs);
+    child
 }
 
 /// Kills every process below `dir` and removes the directories, children first.

@@ -73,9 +73,9 @@ pub enum RequestError {
     #[error("duration {input:?} is not valid: {reason} (examples: 500ms, 30s, 5m, 1h)")]
     BadDuration { input: String, reason: String },
     #[error(
-        "duration {asked_s:.3}s is above the maximum of {max_s}s set in the daemon's config (faults.max_duration)"
+        "duration {asked} is above the maximum of {max} set in the daemon's config (faults.max_duration)"
     )]
-    DurationTooLong { asked_s: f64, max_s: u64 },
+    DurationTooLong { asked: String, max: String },
     #[error("at least one target is required (--cgroup, --pid or --unit)")]
     NoTargets,
     #[error("percent must be above 0 and at most 100, got {value}")]

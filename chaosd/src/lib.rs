@@ -25,7 +25,6 @@ pub mod leftovers;
 pub mod metrics;
 pub mod net;
 pub mod policy;
-pub mod probe;
 pub mod process;
 pub mod registry;
 pub mod request;

@@ -218,6 +218,7 @@ mod tests {
             }),
             targets: vec![],
             state,
+            duration: "1s".into(),
             duration_ms: 1000,
             created_at: String::new(),
             expires_at: String::new(),

@@ -99,6 +99,7 @@ impl Registry {
             fault: req.fault.clone(),
             targets,
             state: FaultState::Active,
+            duration: crate::request::written_duration(req.duration.as_deref(), duration),
             duration_ms: duration.as_millis() as u64,
             created_at: rfc3339(now),
             expires_at: rfc3339(now + duration),
@@ -114,7 +115,7 @@ impl Registry {
         info.op_counters = fault.op_counters();
         let timer = self.arm_timer(id.clone(), duration);
         info!(fault_id = %id, kind = info.kind, targets = ?info.targets.iter().map(|t| &t.cgroup).collect::<Vec<_>>(),
-              duration_ms = info.duration_ms, "fault injected");
+              duration = info.duration, duration_ms = info.duration_ms, "fault injected");
         inner.active.insert(
             id,
             Entry {
@@ -424,8 +425,8 @@ pub fn resolve_duration(asked: Option<&str>, cfg: &FaultsConfig) -> Result<Durat
     let max = cfg.max_duration();
     if d > max {
         return Err(RequestError::DurationTooLong {
-            asked_s: d.as_secs_f64(),
-            max_s: max.as_secs(),
+            asked: crate::request::written_duration(asked, d),
+            max: humantime::format_duration(max).to_string(),
         });
     }
     Ok(d)

@@ -45,6 +45,15 @@ pub fn check_inject(req: &InjectRequest, faults: &FaultsConfig) -> Result<Durati
     Ok(duration)
 }
 
+/// A duration as the request wrote it (trimmed), else `resolved` as humantime prints it (a
+/// configured default): what answers, `chaosctl list` and the journal echo back.
+pub fn written_duration(asked: Option<&str>, resolved: Duration) -> String {
+    match asked {
+        Some(s) => s.trim().to_string(),
+        None => humantime::format_duration(resolved).to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,6 +71,21 @@ mod tests {
         assert!(!with("text/plain"));
         assert!(!with("application/jsonx"));
         assert!(!is_json(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn durations_are_echoed_as_written() {
+        let d = Duration::from_secs(100 * 86_400);
+        assert_eq!(written_duration(Some(" 100d "), d), "100d");
+        assert_eq!(written_duration(None, Duration::from_secs(90)), "1m 30s");
+        let cfg = FaultsConfig::default();
+        let err = resolve_duration(Some("100d"), &cfg)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("duration 100d is above the maximum of 1h"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -143,9 +143,17 @@ impl Connected<IncomingStream<'_, UnixListener>> for PeerCred {
 }
 
 /// Who may use the API besides root.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Access {
-    pub group: Option<u32>,
+    /// The socket's group, when the configured one exists on this host.
+    pub group: Option<AccessGroup>,
+}
+
+/// A group whose members may use the API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessGroup {
+    pub gid: u32,
+    pub name: String,
 }
 
 impl Access {
@@ -154,7 +162,10 @@ impl Access {
         let group = nix::unistd::Group::from_name(group_name)
             .ok()
             .flatten()
-            .map(|g| g.gid.as_raw());
+            .map(|g| AccessGroup {
+                gid: g.gid.as_raw(),
+                name: g.name,
+            });
         Access { group }
     }
 
@@ -162,11 +173,29 @@ impl Access {
         if peer.uid == 0 {
             return true;
         }
-        let Some(gid) = self.group else { return false };
-        peer.gid == gid
+        let Some(group) = &self.group else {
+            return false;
+        };
+        peer.gid == group.gid
             || peer
                 .pid
-                .is_some_and(|pid| supplementary_groups(pid).contains(&gid))
+                .is_some_and(|pid| supplementary_groups(pid).contains(&group.gid))
+    }
+
+    /// Why `peer` is refused: names the group only when there is one to join.
+    pub fn refusal(&self, peer: &PeerCred) -> String {
+        match &self.group {
+            Some(g) => format!(
+                "uid {} may not use chaosd: only root and members of group {} (gid {}) may; \
+                 ask an administrator to add you to it, then log in again",
+                peer.uid, g.name, g.gid
+            ),
+            None => format!(
+                "uid {} may not use chaosd: only root may, since the group set as daemon.group \
+                 in the daemon's config does not exist on this host",
+                peer.uid
+            ),
+        }
     }
 }
 
@@ -193,14 +222,7 @@ async fn check_peer(
         return next.run(req).await;
     }
     tracing::warn!(uid = peer.uid, pid = ?peer.pid, "refused an unauthorised peer");
-    ApiError::new(
-        StatusCode::FORBIDDEN,
-        format!(
-            "uid {} may not use chaosd: only root and members of the socket's group may",
-            peer.uid
-        ),
-    )
-    .into_response()
+    ApiError::new(StatusCode::FORBIDDEN, access.refusal(&peer)).into_response()
 }
 
 /// The API routes; tests drive this with `tower::ServiceExt::oneshot`.
@@ -329,7 +351,7 @@ pub fn bind(path: &Path, group_name: &str) -> anyhow::Result<(UnixListener, Acce
     let listener =
         UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
     let access = Access::for_group(group_name);
-    let group = access.group;
+    let group = access.group.as_ref().map(|g| g.gid);
     let mode = if let Some(gid) = group {
         chown(path, Some(0), Some(gid)).with_context(|| format!("chown {}", path.display()))?;
         0o660
@@ -384,26 +406,43 @@ mod tests {
 
     #[test]
     fn access_is_root_or_group() {
-        let access = Access { group: Some(1234) };
-        assert!(access.allows(&PeerCred {
-            uid: 0,
-            gid: 0,
-            pid: None
-        }));
-        assert!(access.allows(&PeerCred {
-            uid: 1000,
-            gid: 1234,
-            pid: None
-        }));
-        assert!(!access.allows(&PeerCred {
-            uid: 1000,
-            gid: 1000,
-            pid: None
-        }));
-        assert!(!Access { group: None }.allows(&PeerCred {
-            uid: 1000,
-            gid: 1000,
-            pid: None
-        }));
+        let peer = |uid, gid| PeerCred {
+            uid,
+            gid,
+            pid: None,
+        };
+        let access = Access {
+            group: Some(AccessGroup {
+                gid: 1234,
+                name: "chaosd".into(),
+            }),
+        };
+        assert!(access.allows(&peer(0, 0)));
+        assert!(access.allows(&peer(1000, 1234)));
+        assert!(!access.allows(&peer(1000, 1000)));
+        assert!(!Access { group: None }.allows(&peer(1000, 1000)));
+    }
+
+    #[test]
+    fn refusal_names_the_group_only_when_it_exists() {
+        let nobody = PeerCred {
+            uid: 65534,
+            gid: 65534,
+            pid: None,
+        };
+        let with = Access {
+            group: Some(AccessGroup {
+                gid: 1234,
+                name: "chaosd".into(),
+            }),
+        }
+        .refusal(&nobody);
+        assert!(
+            with.contains("uid 65534") && with.contains("group chaosd (gid 1234)"),
+            "{with}"
+        );
+        let without = Access { group: None }.refusal(&nobody);
+        assert!(without.contains("only root may"), "{without}");
+        assert!(!without.contains("members"), "{without}");
     }
 }

@@ -1,11 +1,17 @@
 //! Helpers for chaosd's integration tests: a daemon guard, test cgroups, and traffic probes.
+//! The probes that must run inside a cgroup or namespace are verbs of this crate's
+//! `chaosd-test-helper` binary ([`helper_bin`]).
 //!
 //! Tests run as root against the real kernel. Every helper that creates something (a daemon
 //! process, a cgroup, a temp dir) removes it on drop, so a failing test leaves nothing behind.
 //! Tests panic rather than return errors (`unwrap` with context).
 
+#[cfg(target_arch = "x86_64")]
+pub mod clock_bench;
+pub mod file_ops;
 pub mod footprint;
 pub mod netns;
+pub mod probe;
 
 use std::{
     io::{BufRead as _, BufReader},
@@ -20,8 +26,9 @@ use chaosd::{
     api::{Direction, FaultInfo, FaultSpec, InjectRequest, NetLossParams, TargetSelector},
     cgroup::{ChildCgroup, cgroup2_mount},
     client::{Client, ClientError},
-    probe::{UdpSink, spawn_in_cgroup},
 };
+
+pub use crate::probe::{UdpSink, spawn_in_cgroup};
 
 /// Reports a test as skipped: prints the reason and, under the VM harness, records it so the
 /// results table shows "skip (reason)". The calling test must return right after.
@@ -73,6 +80,11 @@ pub fn workspace_bin(name: &str) -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// This crate's `chaosd-test-helper` binary: the verbs tests run inside cgroups.
+pub fn helper_bin() -> PathBuf {
+    workspace_bin("chaosd-test-helper")
 }
 
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -288,11 +300,11 @@ impl TestCgroup {
     }
 }
 
-/// Starts `chaosctl __udp-send` inside `cgroup`: `count` datagrams tagged `tag` to `to`.
+/// Starts `chaosd-test-helper udp-send` inside `cgroup`: `count` datagrams tagged `tag` to `to`.
 fn spawn_udp_sender(cgroup: &TestCgroup, to: SocketAddr, count: u32, tag: u8) -> Child {
-    let mut cmd = Command::new(workspace_bin("chaosctl"));
+    let mut cmd = Command::new(helper_bin());
     let (to, count, tag) = (to.to_string(), count.to_string(), tag.to_string());
-    cmd.args(["__udp-send", "--to", &to, "--count", &count, "--tag", &tag]);
+    cmd.args(["udp-send", "--to", &to, "--count", &count, "--tag", &tag]);
     spawn_in_cgroup(&mut cmd, cgroup.dir()).unwrap()
 }
 
@@ -361,8 +373,8 @@ pub fn udp_from_cgroup_to(cgroup: &TestCgroup, sinks: &[&UdpSink], count: u32) -
 
 /// A TCP connect from a process in `cgroup`: Ok, or the errno it failed with.
 pub fn tcp_connect_from(cgroup: &TestCgroup, to: SocketAddr) -> Result<(), i32> {
-    let mut cmd = Command::new(workspace_bin("chaosctl"));
-    cmd.args(["__tcp-connect", "--to", &to.to_string()])
+    let mut cmd = Command::new(helper_bin());
+    cmd.args(["tcp-connect", "--to", &to.to_string()])
         .stdout(Stdio::piped());
     let child = spawn_in_cgroup(&mut cmd, cgroup.dir()).unwrap();
     let out = child.wait_with_output().unwrap();
@@ -370,19 +382,19 @@ pub fn tcp_connect_from(cgroup: &TestCgroup, to: SocketAddr) -> Result<(), i32> 
     match text.trim().strip_prefix("error ") {
         None if text.trim() == "ok" => Ok(()),
         Some(errno) => Err(errno.parse().unwrap()),
-        None => panic!("unexpected __tcp-connect output: {text:?}"),
+        None => panic!("unexpected tcp-connect output: {text:?}"),
     }
 }
 
 /// Starts a receiver inside `cgroup` and sends to it from `from` (an address of this process).
 pub fn udp_into_cgroup_from(cgroup: &TestCgroup, from: SocketAddr, count: u32) -> u32 {
-    let mut cmd = Command::new(workspace_bin("chaosctl"));
-    cmd.args(["__udp-recv", "--quiet-ms", "300"])
+    let mut cmd = Command::new(helper_bin());
+    cmd.args(["udp-recv", "--quiet-ms", "300"])
         .stdout(Stdio::piped());
     let mut child = spawn_in_cgroup(&mut cmd, cgroup.dir()).unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let addr: SocketAddr = lines.next().unwrap().unwrap().trim().parse().unwrap();
-    chaosd::probe::send_datagrams_from(from, addr, 1, count).unwrap();
+    probe::send_datagrams_from(from, addr, 1, count).unwrap();
     let received: u32 = lines.next().unwrap().unwrap().trim().parse().unwrap();
     child.wait().unwrap();
     received
@@ -423,49 +435,43 @@ pub fn unsupported_reason(daemon: &Daemon, kind: &str) -> Option<String> {
     (!k.supported).then(|| k.reason.clone().unwrap_or_default())
 }
 
-/// Runs `op` `count` times on `path` from a process in `cgroup` (`chaosctl __file-ops`).
+/// Runs `op` `count` times on `path` from a process in `cgroup` (`chaosd-test-helper file-ops`).
 pub fn file_ops_in(
     cgroup: &TestCgroup,
     op: chaosd::api::IoOp,
     path: &Path,
     count: u32,
-) -> chaosd::io::probe::FileOpsReport {
+) -> file_ops::FileOpsReport {
     let mut cmd = file_ops_cmd(op, path, count, false);
     let child = spawn_in_cgroup(&mut cmd, cgroup.dir()).unwrap();
     parse_file_ops(child.wait_with_output().unwrap())
 }
 
 fn file_ops_cmd(op: chaosd::api::IoOp, path: &Path, count: u32, hold: bool) -> Command {
-    let mut cmd = Command::new(workspace_bin("chaosctl"));
-    cmd.args([
-        "__file-ops",
-        "--op",
-        op.name(),
-        "--count",
-        &count.to_string(),
-    ])
-    .arg("--path")
-    .arg(path)
-    .stdout(Stdio::piped());
+    let mut cmd = Command::new(helper_bin());
+    cmd.args(["file-ops", "--op", op.name(), "--count", &count.to_string()])
+        .arg("--path")
+        .arg(path)
+        .stdout(Stdio::piped());
     if hold {
         cmd.arg("--hold").stdin(Stdio::piped());
     }
     cmd
 }
 
-fn parse_file_ops(out: std::process::Output) -> chaosd::io::probe::FileOpsReport {
+fn parse_file_ops(out: std::process::Output) -> file_ops::FileOpsReport {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "__file-ops failed: {}\nstdout: {text}\nstderr: {}",
+        "file-ops failed: {}\nstdout: {text}\nstderr: {}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
     let last = text.lines().last().unwrap_or_default();
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("bad __file-ops output {text:?}: {e}"))
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("bad file-ops output {text:?}: {e}"))
 }
 
-/// A `__file-ops --hold` process in a cgroup: it has opened its file and waits for [`go`].
+/// A `file-ops --hold` process in a cgroup: it has opened its file and waits for [`go`].
 ///
 /// [`go`]: HeldFileOps::go
 pub struct HeldFileOps(Child);
@@ -478,12 +484,12 @@ impl HeldFileOps {
         BufReader::new(child.stdout.as_mut().unwrap())
             .read_line(&mut line)
             .unwrap();
-        assert_eq!(line.trim(), "ready", "__file-ops --hold did not get ready");
+        assert_eq!(line.trim(), "ready", "file-ops --hold did not get ready");
         HeldFileOps(child)
     }
 
     /// Lets it run its operations on the descriptor opened earlier; returns its report.
-    pub fn go(mut self) -> chaosd::io::probe::FileOpsReport {
+    pub fn go(mut self) -> file_ops::FileOpsReport {
         use std::io::Write as _;
         self.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
         parse_file_ops(self.0.wait_with_output().unwrap())

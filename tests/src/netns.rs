@@ -100,8 +100,8 @@ impl NetnsPair {
     pub fn udp_exchange(&self, from: &TestCgroup, v6: bool, count: u32) -> Vec<Vec<u8>> {
         let sock = self.b.udp_socket(self.b.addr(v6));
         let to = sock.local_addr().expect("bound socket").to_string();
-        let mut cmd = Command::new(crate::workspace_bin("chaosctl"));
-        cmd.args(["__udp-send", "--to", &to, "--count", &count.to_string()])
+        let mut cmd = Command::new(crate::helper_bin());
+        cmd.args(["udp-send", "--to", &to, "--count", &count.to_string()])
             .args(["--tag", &UDP_TAG.to_string()]);
         let sender = spawn_in(&mut cmd, &self.a.netns, Some(from));
         receive_until_quiet(&sock, sender)
@@ -319,7 +319,7 @@ pub fn spawn_in(cmd: &mut Command, netns: &Netns, cgroup: Option<&TestCgroup>) -
         });
     }
     let child = match cgroup {
-        Some(cg) => chaosd::probe::spawn_in_cgroup(cmd, cg.dir()),
+        Some(cg) => chaosd::cgroup::spawn_in_cgroup(cmd, cg.dir()),
         None => cmd.spawn(),
     };
     child.unwrap_or_else(|e| panic!("spawning {cmd:?} in a test namespace: {e}"))

@@ -7,7 +7,7 @@ use chaosd::{
     api::{Direction, FaultSpec, InjectRequest, NetLossParams, TargetSelector},
     client::ClientError,
 };
-use chaosd_integration::{Daemon, TestCgroup, block_on, loss_request, workspace_bin};
+use chaosd_integration::{Daemon, TestCgroup, block_on, loss_request, request, workspace_bin};
 use hyper::{Method, StatusCode};
 
 /// The daemon has no faults, no journal entries and no attached programs.
@@ -137,9 +137,10 @@ fn malformed_json_and_unknown_routes_get_json_errors() {
     assert_nothing_applied(&daemon);
 }
 
-#[test]
-fn a_peer_that_is_neither_root_nor_in_the_group_gets_403() {
-    let daemon = Daemon::start();
+/// `chaosctl list` as uid 65534 (gid 65534) against a daemon whose `daemon.group` is `group`;
+/// returns chaosctl's stderr, after checking that it failed.
+fn list_as_nobody(group: &str) -> String {
+    let daemon = Daemon::start_with_config(&format!("[daemon]\ngroup = \"{group}\"\n"));
     // Let anyone reach the socket file so the daemon's own check is what refuses.
     let dir = daemon.socket().parent().unwrap().to_path_buf();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -155,11 +156,34 @@ fn a_peer_that_is_neither_root_nor_in_the_group_gets_403() {
             .output()
             .unwrap()
     };
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "nobody was served: {stderr}");
     assert!(
-        stderr.contains("may not use chaosd"),
+        stderr.contains("uid 65534 may not use chaosd"),
         "expected the daemon's 403, got: {stderr}"
+    );
+    stderr
+}
+
+#[test]
+fn a_peer_that_is_neither_root_nor_in_the_group_gets_403() {
+    // A group that exists here and that uid/gid 65534 is not in: its name is the way in.
+    let group = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(1))
+        .unwrap()
+        .filter(|g| !g.mem.iter().any(|m| m == "nobody"))
+        .expect("this test needs a group with gid 1 (daemon) that nobody is not in");
+    let stderr = list_as_nobody(&group.name);
+    let named = format!("members of group {} (gid 1)", group.name);
+    assert!(stderr.contains(&named), "{stderr:?} does not say {named:?}");
+
+    // A group that does not exist: only root may, and no group is named.
+    let missing = "chaosd-test-no-such-group";
+    assert!(nix::unistd::Group::from_name(missing).unwrap().is_none());
+    let stderr = list_as_nobody(missing);
+    assert!(stderr.contains("only root may"), "{stderr}");
+    assert!(
+        !stderr.contains(missing) && !stderr.contains("members of"),
+        "the refusal names a group that does not exist: {stderr}"
     );
 }
 
@@ -239,4 +263,102 @@ fn chaosctl_drives_the_daemon_end_to_end_with_json() {
         duration: Some("5s".into()),
     };
     assert!(daemon.try_inject(&req).is_ok());
+}
+
+#[test]
+fn durations_are_echoed_as_written() {
+    let daemon = Daemon::start_with_config("[faults]\nmax_duration = \"200d\"\n");
+    let cg = TestCgroup::new("duration");
+    let pause = FaultSpec::ProcessPause(chaosd::api::ProcessPauseParams {});
+    let req = request(pause.clone(), &[&cg], "100d");
+    let raw = serde_json::to_vec(&req).unwrap();
+    let (status, body) =
+        block_on(daemon.client().raw(Method::POST, "/v1/faults", Some(raw))).unwrap();
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(answer["duration"], "100d", "{answer}");
+    assert_eq!(answer["duration_ms"], 100 * 86_400_000u64, "{answer}");
+    let id = answer["id"].as_str().unwrap().to_string();
+
+    let shown = block_on(daemon.client().get(&id)).unwrap();
+    assert_eq!(shown.duration, "100d");
+    let listed = block_on(daemon.client().list(false)).unwrap();
+    assert_eq!(listed[0].duration, "100d");
+    let journal = daemon.state_dir().join("faults").join(format!("{id}.json"));
+    let journaled: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&journal).unwrap()).unwrap();
+    assert_eq!(journaled["duration"], "100d", "{journaled}");
+
+    let ctl = |args: &[&str]| {
+        let out = Command::new(workspace_bin("chaosctl"))
+            .arg("--socket")
+            .arg(daemon.socket())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let list = ctl(&["list"]);
+    let row = list.lines().find(|l| l.starts_with(&id)).unwrap();
+    assert!(row.split_whitespace().any(|w| w == "100d"), "{list}");
+    let show = ctl(&["show", &id]);
+    assert!(show.lines().any(|l| l == "duration:   100d"), "{show}");
+    block_on(daemon.client().recover(&id)).unwrap();
+
+    // Refused as written too: the maximum of a default daemon is 1h.
+    let strict = Daemon::start();
+    match strict.try_inject(&request(pause, &[&cg], "100d")) {
+        Err(ClientError::Api(msg, status)) => {
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{msg}");
+            assert!(
+                msg.contains("duration 100d is above the maximum of 1h"),
+                "{msg}"
+            );
+        }
+        other => panic!("100d was not refused: {other:?}"),
+    }
+}
+
+#[test]
+fn shipped_binaries_carry_no_test_verbs() {
+    // What tests and benchmarks run inside cgroups lives in chaosd-test-helper.
+    let test_verbs = [
+        "udp-ping",
+        "udp-stamped",
+        "udp-recv",
+        "tcp-connect",
+        "file-ops",
+        "clock-bench",
+    ];
+    for bin in ["chaosd", "chaosctl"] {
+        for verb in test_verbs {
+            let out = Command::new(workspace_bin(bin))
+                .args([&format!("__{verb}"), "--help"])
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                !out.status.success() && stderr.contains("unrecognized subcommand"),
+                "{bin} still has __{verb}: {stderr}"
+            );
+        }
+    }
+    let helper = chaosd_integration::helper_bin();
+    for verb in test_verbs {
+        let out = Command::new(&helper)
+            .args([verb, "--help"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "chaosd-test-helper has no {verb}");
+    }
 }

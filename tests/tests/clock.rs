@@ -16,12 +16,12 @@ use std::{
 
 use chaosd::{
     api::{ClockName, ClockSkewParams, FaultSpec},
+    cgroup::spawn_in_cgroup,
     client::ClientError,
-    probe::spawn_in_cgroup,
 };
 use chaosd_integration::{
-    Daemon, TestCgroup, block_on, inject, inject_request, request, skip, unsupported_reason,
-    wait_for, workspace_bin,
+    Daemon, TestCgroup, block_on, helper_bin, inject, inject_request, request, skip,
+    unsupported_reason, wait_for,
 };
 
 const SLACK_NS: i128 = 50_000_000;
@@ -474,15 +474,15 @@ fn the_benchmark_measures_a_working_detour() {
     if !cfg!(target_arch = "x86_64") {
         skip!("clock skew is x86_64 only");
     }
-    let out = Command::new(workspace_bin("chaosctl"))
-        .args(["__clock-bench", "--iterations", "20000"])
+    let out = Command::new(helper_bin())
+        .args(["clock-bench", "--iterations", "20000"])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     // The benchmark fails unless the patched clock really reads one hour ahead.
     assert!(
         out.status.success(),
-        "__clock-bench failed: {}",
+        "clock-bench failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let report: serde_json::Value = serde_json::from_str(text.trim()).unwrap();

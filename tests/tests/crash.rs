@@ -23,7 +23,7 @@ use chaosd::{
         StressCpuParams, StressMemParams,
     },
     cgroup::cgroup2_mount,
-    probe::spawn_in_cgroup,
+    cgroup::spawn_in_cgroup,
 };
 use chaosd_common::heartbeat::HEARTBEAT_STALE_NS;
 use chaosd_integration::{

@@ -21,8 +21,8 @@ use chaosd::{
     kernel::monotonic_ns,
 };
 use chaosd_integration::{
-    Daemon, TestCgroup, block_on, inject, netns::NetnsEnd, netns::NetnsPair, netns::spawn_in,
-    request, skip, unsupported_reason, workspace_bin,
+    Daemon, TestCgroup, block_on, helper_bin, inject, netns::NetnsEnd, netns::NetnsPair,
+    netns::spawn_in, request, skip, unsupported_reason,
 };
 
 const MS: u64 = 1_000_000;
@@ -124,8 +124,8 @@ fn delay(ms: u64, jitter_ms: Option<u64>) -> FaultSpec {
 /// Round trips of `count` pings from the target cgroup in `a` to the echo server.
 fn pings(s: &Setup, echo: &Echo, count: u32) -> Vec<Option<u64>> {
     let out = spawn_in(
-        Command::new(workspace_bin("chaosctl"))
-            .args(["__udp-ping", "--to", &echo.addr.to_string()])
+        Command::new(helper_bin())
+            .args(["udp-ping", "--to", &echo.addr.to_string()])
             .args(["--count", &count.to_string(), "--gap-ms", "10"])
             .stdout(Stdio::piped()),
         &s.pair.a.netns,
@@ -221,8 +221,8 @@ fn stamped_stream(s: &Setup, count: u32, size: usize, gap_us: u64) -> Vec<(u32, 
     sink.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let to = sink.local_addr().unwrap().to_string();
     let mut sender = spawn_in(
-        Command::new(workspace_bin("chaosctl"))
-            .args(["__udp-stamped", "--to", &to, "--count", &count.to_string()])
+        Command::new(helper_bin())
+            .args(["udp-stamped", "--to", &to, "--count", &count.to_string()])
             .args(["--size", &size.to_string(), "--gap-us", &gap_us.to_string()]),
         &s.pair.a.netns,
         Some(&s.cgroup),

@@ -5,10 +5,9 @@ use std::net::{SocketAddr, TcpListener};
 use chaosd::{
     api::{Direction, FaultSpec, NetConnectErrorParams, NetFilter, NetPartitionParams, Proto},
     client::ClientError,
-    probe::UdpSink,
 };
 use chaosd_integration::{
-    Daemon, TestCgroup, block_on, inject, loss_spec, net_filter, tcp_connect_from,
+    Daemon, TestCgroup, UdpSink, block_on, inject, loss_spec, net_filter, tcp_connect_from,
     udp_from_cgroup_to, udp_into_cgroup_from, unsupported_reason,
 };
 

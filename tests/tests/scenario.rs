@@ -5,6 +5,7 @@
 
 use std::{
     io::{BufRead as _, BufReader},
+    os::unix::{fs::PermissionsExt as _, process::CommandExt as _},
     path::Path,
     process::{Child, Command, Stdio},
     time::Duration,
@@ -386,4 +387,81 @@ duration = "5s"
     assert_eq!(report.steps[0].fault_id, None);
     let faults = block_on(daemon.client().list(true)).unwrap();
     assert!(faults.is_empty(), "a fault was injected: {faults:?}");
+}
+
+#[test]
+fn services_run_as_the_user_who_started_the_run() {
+    // The peer is uid 65534 with primary group gid 1, which the daemon lets in.
+    let group = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(1))
+        .unwrap()
+        .expect("this test needs a group with gid 1 (daemon)");
+    let daemon = Daemon::start_with_config(&format!("[daemon]\ngroup = \"{}\"\n", group.name));
+    if let Some(reason) = unsupported_reason(&daemon, "net.loss") {
+        skip!("net.loss unsupported: {reason}");
+    }
+    let dir = daemon.socket().parent().unwrap().to_path_buf();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let port = free_port();
+    let file = scenario_file(&outage_scenario(port, "1s", ""));
+    std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let out = Command::new(workspace_bin("chaosctl"))
+        .arg("--socket")
+        .arg(daemon.socket())
+        .args(["run", "--detach"])
+        .arg(file.path())
+        .uid(65534)
+        .gid(1)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "uid 65534 could not start a run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let client = daemon.client();
+    let pid = wait_for(Duration::from_secs(10), || {
+        let page = block_on(client.run_events(&id, 0, Duration::ZERO)).ok()?;
+        page.events.iter().find_map(|e| match &e.event {
+            Event::ServiceStarted { pid, .. } => Some(*pid),
+            _ => None,
+        })
+    })
+    .unwrap_or_else(|| panic!("the service did not start\n{}", daemon.log_text()));
+
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> Vec<u32> {
+        let line = status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {status}"));
+        line.split_whitespace()
+            .map(|x| x.parse().unwrap())
+            .collect()
+    };
+    // real, effective, saved and filesystem ids; no supplementary groups.
+    assert_eq!(field("Uid:"), [65534; 4], "{status}");
+    assert_eq!(field("Gid:"), [1; 4], "{status}");
+    assert_eq!(field("Groups:"), Vec::<u32>::new(), "{status}");
+    // And it is the responder, serving: a plain HTTP request gets its 200.
+    let answered = wait_for(Duration::from_secs(5), || {
+        use std::io::{Read as _, Write as _};
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).ok()?;
+        answer.starts_with("HTTP/1.1 200").then_some(())
+    });
+    assert!(
+        answered.is_some(),
+        "the service run as uid 65534 does not answer"
+    );
+
+    block_on(client.abort_run(&id)).unwrap();
+    report_when_finished(&client, &id);
+    assert!(
+        !chaosd_integration::alive(pid),
+        "the service outlived its run"
+    );
 }

@@ -18,8 +18,6 @@
 //! `MAP_FIXED_NOREPLACE` (4.17+). Programs that read clocks with the raw system call instead of
 //! the vDSO are not skewed: see docs/clock.md.
 
-#[cfg(target_arch = "x86_64")]
-pub mod bench;
 pub mod detour;
 mod exec_watch;
 pub mod params;

@@ -21,7 +21,6 @@
 
 pub use chaosd_common::btf;
 pub mod errno;
-pub mod probe;
 
 use std::{
     collections::BTreeMap,

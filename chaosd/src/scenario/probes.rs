@@ -21,6 +21,14 @@ pub struct RunAs {
 }
 
 impl RunAs {
+    /// The user to drop to; none for root.
+    pub fn user(self) -> Option<crate::cgroup::RunUser> {
+        (self.uid != 0).then_some(crate::cgroup::RunUser {
+            uid: self.uid,
+            gid: self.gid,
+        })
+    }
+
     /// Drops to this user in a command about to be spawned (nothing to do for root).
     pub fn apply(self, cmd: &mut std::process::Command) {
         use std::os::unix::process::CommandExt as _;

@@ -3,8 +3,9 @@
 //! cgroups, and every process in them, are removed when the run ends.
 //!
 //! `http = "IP:PORT"` runs chaosd's built-in responder (`chaosd __http-responder`), which
-//! answers every request with `200 ok`; `command = [..]` runs a program as the user who
-//! started the run.
+//! answers every request with `200 ok`; `command = [..]` runs a program. Both run as the user
+//! who started the run (the API peer's uid and gid, no supplementary groups), never as root
+//! unless root started it: so a non-root user's `http` service cannot bind a port below 1024.
 
 use std::{
     io::{self, Read as _, Write as _},
@@ -15,8 +16,7 @@ use std::{
 };
 
 use crate::{
-    cgroup::ChildCgroup,
-    probe::spawn_in_cgroup,
+    cgroup::{ChildCgroup, spawn_in_cgroup_as},
     scenario::{
         format::{ServiceRun, ServiceSpec},
         probes::RunAs,
@@ -63,14 +63,14 @@ pub fn start(parent: &RunCgroup, spec: &ServiceSpec, run_as: RunAs) -> io::Resul
         ServiceRun::Command(argv) => {
             let mut cmd = Command::new(&argv[0]);
             cmd.args(&argv[1..]);
-            run_as.apply(&mut cmd);
             cmd
         }
     };
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    let child = spawn_in_cgroup(&mut cmd, cgroup.dir())?;
+    // Joins the cgroup first, then drops to the user, both before exec.
+    let child = spawn_in_cgroup_as(&mut cmd, cgroup.dir(), run_as.user())?;
     Ok(RunningService {
         name: spec.name.clone(),
         pid: child.id(),

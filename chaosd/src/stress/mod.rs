@@ -239,7 +239,7 @@ fn spawn_worker_now(args: &[OsString], cgroup: &Path) -> io::Result<Child> {
             Ok(())
         });
     }
-    crate::probe::spawn_in_cgroup(&mut cmd, cgroup)
+    crate::cgroup::spawn_in_cgroup(&mut cmd, cgroup)
 }
 
 /// Starts one worker in the cgroup directory `cgroup`.

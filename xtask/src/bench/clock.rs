@@ -1,7 +1,7 @@
 //! clock.skew figures: what a patched `clock_gettime` costs next to the native one, and how
 //! exact the offset a skewed process reads is.
 //!
-//! - `chaosctl __clock-bench`: one process patches its own vDSO with the daemon's detour code
+//! - `chaosd-test-helper clock-bench`: one process patches its own vDSO with the daemon's detour code
 //!   and times both (best of 5 rounds each, interleaved).
 //! - The real path: two probe processes ([`super::syscall_probe::clock_probe`]) in two cgroups,
 //!   one under a `clock.skew` fault the daemon injected; they take turns measuring ns per
@@ -80,20 +80,22 @@ pub fn measure(
     }))
 }
 
-/// `chaosctl __clock-bench`'s JSON, ratio rounded.
+/// `chaosd-test-helper clock-bench`'s JSON, ratio rounded (the key stays
+/// `chaosctl_clock_bench`, where chaosctl ran it before, so runs stay comparable).
 fn chaosctl_clock_bench(bin_dir: &Path) -> Result<Value> {
-    let chaosctl = bin_dir.join("chaosctl");
-    let out = Command::new(&chaosctl)
-        .args(["__clock-bench", "--iterations", "1000000"])
+    let helper = bin_dir.join("chaosd-test-helper");
+    let out = Command::new(&helper)
+        .args(["clock-bench", "--iterations", "1000000"])
         .output()
-        .with_context(|| format!("running {} __clock-bench", chaosctl.display()))?;
+        .with_context(|| format!("running {} clock-bench", helper.display()))?;
     if !out.status.success() {
         return Ok(json!(format!(
-            "not measured: chaosctl __clock-bench failed: {}",
+            "not measured: chaosd-test-helper clock-bench failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    let mut v: Value = serde_json::from_slice(&out.stdout).context("chaosctl __clock-bench")?;
+    let mut v: Value =
+        serde_json::from_slice(&out.stdout).context("chaosd-test-helper clock-bench")?;
     for k in ["native_ns", "patched_ns", "ratio"] {
         v[k] = json!(round3(v[k].as_f64().unwrap_or(f64::NAN)));
     }

@@ -18,9 +18,18 @@ use serde_json::Value;
 
 use crate::util::{DaemonChild, cargo, workspace_root};
 
-/// Builds the release binaries and returns the directory holding them.
+/// Builds the release binaries (chaosd's, and the tests' `chaosd-test-helper` that the
+/// clock figures run) and returns the directory holding them.
 pub fn build() -> Result<PathBuf> {
-    cargo(&["build", "--release", "--package", "chaosd", "--bins"])?;
+    cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "chaosd",
+        "-p",
+        "chaosd-integration",
+        "--bins",
+    ])?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"));

@@ -79,12 +79,9 @@ pub enum Command {
         #[arg(long)]
         out_dir: PathBuf,
     },
-    /// Internal: perform one file operation N times; print a JSON report (run in a cgroup).
-    #[command(name = "__file-ops", hide = true)]
-    FileOps(crate::io::FileOpsArgs),
     /// Show packet loss working: inject 30 % loss into a demo cgroup and measure it against a sibling.
     Demo,
-    /// Internal: send numbered UDP datagrams (the demo runs this inside a cgroup).
+    /// Internal: send numbered UDP datagrams (`chaosctl demo` runs this inside its cgroups).
     #[command(name = "__udp-send", hide = true)]
     UdpSend {
         #[arg(long)]
@@ -93,49 +90,6 @@ pub enum Command {
         count: u32,
         #[arg(long, default_value_t = 0)]
         tag: u8,
-    },
-    /// Internal: ping a UDP echo server; print the round trips (ns, null = lost) as JSON.
-    #[command(name = "__udp-ping", hide = true)]
-    UdpPing {
-        #[arg(long)]
-        to: SocketAddr,
-        #[arg(long)]
-        count: u32,
-        #[arg(long, default_value_t = 20)]
-        gap_ms: u64,
-    },
-    /// Internal: send sequence-numbered, send-time-stamped datagrams.
-    #[command(name = "__udp-stamped", hide = true)]
-    UdpStamped {
-        #[arg(long)]
-        to: SocketAddr,
-        #[arg(long)]
-        count: u32,
-        #[arg(long, default_value_t = 64)]
-        size: usize,
-        #[arg(long, default_value_t = 0)]
-        gap_us: u64,
-    },
-    /// Internal: try one TCP connect; print "ok" or "error ERRNO".
-    #[command(name = "__tcp-connect", hide = true)]
-    TcpConnect {
-        #[arg(long)]
-        to: SocketAddr,
-    },
-    /// Internal: time a patched clock_gettime against the native one; print JSON
-    /// {native_ns, patched_ns, ratio, iterations} (for `cargo xtask bench`).
-    #[command(name = "__clock-bench", hide = true)]
-    ClockBench {
-        /// Calls per measuring round.
-        #[arg(long, default_value_t = 1_000_000)]
-        iterations: u64,
-    },
-    /// Internal: print a loopback UDP address, count datagrams until quiet, print the count.
-    #[command(name = "__udp-recv", hide = true)]
-    UdpRecv {
-        /// Stop this long after the last datagram (or after the first wait of 10 s).
-        #[arg(long, default_value_t = 300)]
-        quiet_ms: u64,
     },
 }
 

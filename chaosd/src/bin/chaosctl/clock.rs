@@ -1,4 +1,4 @@
-//! `chaosctl inject clock skew ...` and the hidden `__clock-bench` micro-benchmark.
+//! `chaosctl inject clock skew ...`.
 
 use chaosd::api::{ClockName, ClockSkewParams, FaultSpec};
 use clap::Subcommand;
@@ -32,20 +32,5 @@ impl ClockFault {
                 common,
             ),
         }
-    }
-}
-
-/// Prints {native_ns, patched_ns, ratio, iterations} for a patched clock_gettime.
-pub fn bench(iterations: u64) -> anyhow::Result<()> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let report = chaosd::clock::bench::run(iterations)?;
-        println!("{}", serde_json::to_string(&report)?);
-        Ok(())
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = iterations;
-        anyhow::bail!("clock skew is x86_64 only")
     }
 }

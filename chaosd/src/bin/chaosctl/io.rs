@@ -1,9 +1,7 @@
-//! `chaosctl inject io ...` and the hidden `__file-ops` probe.
-
-use std::path::PathBuf;
+//! `chaosctl inject io ...`.
 
 use chaosd::api::{FaultSpec, IoErrnoParams, IoOp};
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 
 use crate::args::Common;
 
@@ -48,24 +46,4 @@ impl IoFault {
             ),
         }
     }
-}
-
-#[derive(Args)]
-pub struct FileOpsArgs {
-    #[arg(long, value_enum)]
-    pub op: IoOp,
-    /// A file (open, read, write, truncate) or a directory (create, unlink, rename, mkdir, rmdir).
-    #[arg(long)]
-    pub path: PathBuf,
-    #[arg(long, default_value_t = 1)]
-    pub count: u32,
-    /// Open the file first, print "ready" and wait for a line on stdin before the operations.
-    #[arg(long)]
-    pub hold: bool,
-}
-
-pub fn file_ops(a: &FileOpsArgs) -> anyhow::Result<()> {
-    let report = chaosd::io::probe::run(a.op, &a.path, a.count, a.hold)?;
-    println!("{}", serde_json::to_string(&report)?);
-    Ok(())
 }

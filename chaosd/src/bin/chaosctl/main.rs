@@ -11,7 +11,7 @@ mod output;
 mod scenario;
 mod stress;
 
-use std::{process::ExitCode, time::Duration};
+use std::process::ExitCode;
 
 use anyhow::Result;
 use chaosd::{
@@ -82,7 +82,6 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Run { file, detach } => scenario::run(&client, &file, json, detach).await,
         Command::Runs => scenario::runs(&client, json).await,
         Command::Report { id, format } => scenario::report(&client, &id, format, json).await,
-        Command::FileOps(a) => io::file_ops(&a),
         Command::Completions { shell } => generate::completions(shell, &mut std::io::stdout()),
         Command::Man { out_dir } => generate::man_pages(&out_dir),
         Command::Status => {
@@ -95,41 +94,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Demo => demo::run(&client).await,
-        Command::UdpSend { to, count, tag } => Ok(chaosd::probe::send_datagrams(to, tag, count)?),
-        Command::UdpPing { to, count, gap_ms } => {
-            let rtts = chaosd::probe::udp_ping(to, count, Duration::from_millis(gap_ms))?;
-            println!("{}", serde_json::to_string(&rtts)?);
-            Ok(())
-        }
-        Command::UdpStamped {
-            to,
-            count,
-            size,
-            gap_us,
-        } => Ok(chaosd::probe::send_stamped(
-            to,
-            count,
-            size,
-            Duration::from_micros(gap_us),
-        )?),
-        Command::TcpConnect { to } => {
-            match chaosd::probe::tcp_connect(to) {
-                Ok(()) => println!("ok"),
-                Err(errno) => println!("error {errno}"),
-            }
-            Ok(())
-        }
-        Command::ClockBench { iterations } => clock::bench(iterations),
-        Command::UdpRecv { quiet_ms } => {
-            let sink = chaosd::probe::UdpSink::bind_loopback()?;
-            println!("{}", sink.addr());
-            let received = sink.count_until_quiet(
-                std::time::Duration::from_millis(quiet_ms),
-                std::time::Duration::from_secs(60),
-            )?;
-            println!("{received}");
-            Ok(())
-        }
+        Command::UdpSend { to, count, tag } => Ok(demo::send_datagrams(to, tag, count)?),
     }
 }
 

@@ -10,15 +10,16 @@ pub fn fault_table(faults: &[FaultInfo]) {
         return;
     }
     println!(
-        "{:<10} {:<10} {:<9} {:<11} {:>10} {:>10}  TARGETS",
-        "ID", "KIND", "STATE", "REMAINING", "SEEN", "AFFECTED"
+        "{:<10} {:<10} {:<9} {:<9} {:<11} {:>10} {:>10}  TARGETS",
+        "ID", "KIND", "STATE", "DURATION", "REMAINING", "SEEN", "AFFECTED"
     );
     for f in faults {
         println!(
-            "{:<10} {:<10} {:<9} {:<11} {:>10} {:>10}  {}",
+            "{:<10} {:<10} {:<9} {:<9} {:<11} {:>10} {:>10}  {}",
             f.id,
             f.kind,
             f.state.to_string(),
+            duration(f),
             remaining(f),
             f.counters.seen,
             f.counters.affected,
@@ -33,6 +34,7 @@ pub fn fault_detail(f: &FaultInfo) {
     println!("params:     {}", params(&f.fault));
     println!("state:      {}", f.state);
     println!("targets:    {}", targets(f));
+    println!("duration:   {}", duration(f));
     println!("created:    {}", f.created_at);
     println!("expires:    {} ({} left)", f.expires_at, remaining(f));
     if let Some(end) = &f.ended_at {
@@ -180,6 +182,15 @@ fn targets(f: &FaultInfo) -> String {
         .map(|t| t.cgroup.as_str())
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// As the request wrote it; journals of older daemons have only the milliseconds.
+fn duration(f: &FaultInfo) -> String {
+    if f.duration.is_empty() {
+        humantime::format_duration(std::time::Duration::from_millis(f.duration_ms)).to_string()
+    } else {
+        f.duration.clone()
+    }
 }
 
 fn remaining(f: &FaultInfo) -> String {

@@ -1,38 +1,15 @@
-//! Traffic probes that measure a fault from outside: a UDP sender run inside a cgroup and a
-//! receiver that counts what arrived. Used by `chaosctl demo` and the integration tests.
+//! Traffic probes that measure a fault from outside: senders run inside a cgroup (through the
+//! `chaosd-test-helper` binary) and receivers that count what arrived.
 
 use std::{
     collections::HashSet,
-    fs::OpenOptions,
     io,
     net::{SocketAddr, UdpSocket},
-    os::{fd::AsRawFd as _, unix::process::CommandExt as _},
-    path::Path,
-    process::{Child, Command},
+    process::Child,
     time::{Duration, Instant},
 };
 
-/// Starts `cmd` as a member of the cgroup at `dir`: the child joins it before `exec`, so
-/// every socket it creates belongs to that cgroup.
-pub fn spawn_in_cgroup(cmd: &mut Command, dir: &Path) -> io::Result<Child> {
-    let procs = OpenOptions::new()
-        .write(true)
-        .open(dir.join("cgroup.procs"))?;
-    let fd = procs.as_raw_fd();
-    // SAFETY: between fork and exec the closure only calls write(2), which is async-signal-safe;
-    // "0" moves the writing process itself.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = cmd.spawn();
-    drop(procs);
-    child
-}
+pub use chaosd::cgroup::spawn_in_cgroup;
 
 /// Sends `count` datagrams `[tag, seq_le32]` to `to`, pausing briefly every 16 so the
 /// receiver's buffer never overflows (an overflow would look like loss).
@@ -123,7 +100,7 @@ pub fn send_stamped(to: SocketAddr, count: u32, size: usize, gap: Duration) -> i
     let mut msg = vec![0u8; size.max(12)];
     for seq in 0..count {
         msg[..4].copy_from_slice(&seq.to_le_bytes());
-        msg[4..12].copy_from_slice(&crate::kernel::monotonic_ns().to_le_bytes());
+        msg[4..12].copy_from_slice(&chaosd::kernel::monotonic_ns().to_le_bytes());
         sock.send_to(&msg, to)?;
         if !gap.is_zero() {
             std::thread::sleep(gap);

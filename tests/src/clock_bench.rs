@@ -1,14 +1,16 @@
 //! Micro-benchmark of the detour: a patched `clock_gettime(CLOCK_REALTIME)` against the native
 //! vDSO call, measured in this very process (it patches its own vDSO through /proc/self/mem,
 //! with the same code the daemon puts in targets, and restores it after).
-//! `chaosctl __clock-bench` prints the report as JSON; the goal is a ratio of at most 3.
+//! `chaosd-test-helper clock-bench` prints the report as JSON (for the clock test and
+//! `cargo xtask bench`); the goal is a ratio of at most 3.
 
 use std::{hint::black_box, time::Instant};
 
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 
-use super::{
+use chaosd::clock::{
+    ClockName,
     detour::{self, SkewValues},
     params::clock_mask,
     patch,
@@ -37,12 +39,8 @@ pub fn run(iterations: u64) -> anyhow::Result<ClockBenchReport> {
     let prologues = patch::prologues(&vdso)?;
     let page = vdso::free_page_near_vdso(&maps).context("no free page near the vDSO")?;
     let mapped = OwnPage::map(page)?;
-    let deadline = crate::kernel::monotonic_ns() + 600_000_000_000;
-    let values = SkewValues::new(
-        OFFSET_NS,
-        deadline,
-        clock_mask(&[super::ClockName::Realtime]),
-    );
+    let deadline = chaosd::kernel::monotonic_ns() + 600_000_000_000;
+    let values = SkewValues::new(OFFSET_NS, deadline, clock_mask(&[ClockName::Realtime]));
     let image = detour::assemble(page, values, &prologues)?;
     let mut native = f64::MAX;
     let mut patched = f64::MAX;

@@ -1,4 +1,4 @@
-//! A file-operation probe run inside a cgroup (`chaosctl __file-ops`): performs one operation
+//! A file-operation probe run inside a cgroup (`chaosd-test-helper file-ops`): performs one operation
 //! `count` times and reports how many succeeded and which errnos the rest got.
 
 use std::{
@@ -11,7 +11,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::IoOp;
+use chaosd::api::IoOp;
 
 /// What a probe run saw.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,7 +36,7 @@ impl FileOpsReport {
             Err(e) => {
                 let name = e
                     .raw_os_error()
-                    .map(crate::errno::errno_name)
+                    .map(chaosd::errno::errno_name)
                     .unwrap_or_else(|| e.to_string());
                 *self.errors.entry(name).or_default() += 1;
             }
