@@ -68,11 +68,15 @@ fn main() -> Result<()> {
             util::run_demo()
         }
         Command::Test { host_only } => {
-            setup::run()?;
+            // Each stage prints `stage: <name> <seconds>` (and appends it to
+            // $CHAOSD_STAGE_TIMES) for .ci/run's timing table.
+            util::stage("setup", setup::run)?;
             util::host_tests()?;
-            fuzz::run(&fuzz::FuzzArgs {
-                seconds: 20,
-                targets: Vec::new(),
+            util::stage("fuzz", || {
+                fuzz::run(&fuzz::FuzzArgs {
+                    seconds: 20,
+                    targets: Vec::new(),
+                })
             })?;
             if host_only {
                 return Ok(());
