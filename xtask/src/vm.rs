@@ -18,11 +18,13 @@
 //!    overall status through qemu's `isa-debug-exit` port.
 //! 5. [`qemu`] boots it with host-side deadlines, [`DEFAULT_PARALLEL`] kernels at a time;
 //!    [`report`] parses the libtest lines, turns the tests listed in
-//!    `$CHAOSD_TEST_REPORT_DIR/skips` into skips and prints a table.
+//!    `$CHAOSD_TEST_REPORT_DIR/skips` into skips and prints a table; after a full run
+//!    [`kernels_doc`] writes the kind × kernel table `target/vm/kernels.md`.
 
 mod guest;
 mod initramfs;
 mod install;
+pub mod kernels_doc;
 mod qemu;
 mod report;
 mod shares;
@@ -153,6 +155,15 @@ impl Default for VmTestArgs {
 }
 
 impl VmTestArgs {
+    /// Every kernel, every default test binary, no filter: what docs/kernels.md describes.
+    fn is_full_run(&self) -> bool {
+        self.kernel == KernelChoice::All
+            && self.filter.is_none()
+            && self.tests.is_empty()
+            && self.test_manifest.is_none()
+            && !self.self_test_panic
+    }
+
     fn deadlines(&self) -> Deadlines {
         Deadlines {
             timeout: Duration::from_secs(self.timeout),
@@ -230,6 +241,14 @@ pub fn run(args: &VmTestArgs) -> Result<()> {
         boot_all(args, &vm_dir, &kernels, &binaries, &shares)
     })?;
     let summary = report::print(&runs);
+    if args.is_full_run() {
+        let path = vm_dir.join(kernels_doc::GENERATED);
+        kernels_doc::write(&path, &runs)?;
+        println!(
+            "vm-test: wrote {} (`cargo xtask kernels-doc` copies it to docs/)",
+            path.display()
+        );
+    }
     println!("vm-test: total {:.1?}", started.elapsed());
     summary.into_result()
 }
@@ -307,6 +326,7 @@ fn boot_one(
         println!("vm-test: work dir kept at {}", work.path.display());
     }
     Ok(report::KernelRun {
+        series: kernel.series.clone(),
         kernel: kernel.release.clone(),
         boot,
         binaries: results,
