@@ -59,15 +59,7 @@ impl Shares {
     fn from_dirs(dirs: Vec<PathBuf>) -> Result<Self> {
         let mut dirs = dirs
             .into_iter()
-            .map(|d| {
-                d.canonicalize()
-                    .or_else(|_| {
-                        // A target dir that does not exist yet: its nearest existing ancestor
-                        // decides where it will be.
-                        create_and_canonicalize(&d)
-                    })
-                    .with_context(|| format!("resolving {}", d.display()))
-            })
+            .map(|d| canonical_even_if_missing(&d))
             .collect::<Result<Vec<_>>>()?;
         for d in &dirs {
             check_shareable(d)?;
@@ -164,9 +156,23 @@ fn cargo_dirs(manifest: &Path) -> Result<(PathBuf, PathBuf)> {
     Ok((field("workspace_root")?, field("target_directory")?))
 }
 
-fn create_and_canonicalize(dir: &Path) -> std::io::Result<PathBuf> {
-    std::fs::create_dir_all(dir)?;
-    dir.canonicalize()
+/// `dir` without symlinks; a target dir that does not exist yet (nothing built) is its nearest
+/// existing ancestor's canonical path plus the rest.
+fn canonical_even_if_missing(dir: &Path) -> Result<PathBuf> {
+    let mut existing = dir;
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(canonical) = existing.canonicalize() {
+            return Ok(rest.iter().rev().fold(canonical, |p, c| p.join(c)));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                existing = parent;
+            }
+            _ => bail!("cannot resolve {}", dir.display()),
+        }
+    }
 }
 
 /// Refuses what stage 1 cannot mount at the same path in the guest.
@@ -231,5 +237,11 @@ mod tests {
         assert!(check_shareable(Path::new("/run")).is_err());
         assert!(check_shareable(Path::new("/tmp/a b")).is_ok());
         assert!(check_shareable(Path::new("/tmp/a\nb")).is_err());
+        let missing = tmp.path().join("not/yet");
+        assert_eq!(
+            canonical_even_if_missing(&missing).unwrap(),
+            tmp.path().canonicalize().unwrap().join("not/yet")
+        );
+        assert!(!missing.exists());
     }
 }
