@@ -1,4 +1,5 @@
-//! Project tasks: `cargo xtask setup | demo | test | fuzz | vm-test | bench | install | deb`.
+//! Project tasks: `cargo xtask setup | demo | test | fuzz | vm-test | kernels-doc | bench |
+//! install | deb`.
 //!
 //! xtask depends on nothing of chaosd's, so it builds on a fresh machine before the eBPF
 //! toolchain exists; `setup` then installs that toolchain.
@@ -42,6 +43,9 @@ enum Command {
     Fuzz(fuzz::FuzzArgs),
     /// Run the integration tests inside Debian distro kernels under qemu.
     VmTest(vm::VmTestArgs),
+    /// Copy the kind × kernel table of the last full `vm-test` run (target/vm/kernels.md) to
+    /// docs/kernels.md, or with --check fail when docs/kernels.md differs from it.
+    KernelsDoc(vm::kernels_doc::KernelsDocArgs),
     /// Measure datapath overhead, control latency and accuracy on this host and in Debian 6.12
     /// under qemu (root); writes JSON and prints a table.
     Bench(bench::BenchArgs),
@@ -68,17 +72,22 @@ fn main() -> Result<()> {
             util::run_demo()
         }
         Command::Test { host_only } => {
-            setup::run()?;
+            // Each stage prints `stage: <name> <seconds>` (and appends it to
+            // $CHAOSD_STAGE_TIMES) for .ci/run's timing table.
+            util::stage("setup", setup::run)?;
             util::host_tests()?;
-            fuzz::run(&fuzz::FuzzArgs {
-                seconds: 20,
-                targets: Vec::new(),
+            util::stage("fuzz", || {
+                fuzz::run(&fuzz::FuzzArgs {
+                    seconds: 20,
+                    targets: Vec::new(),
+                })
             })?;
             if host_only {
                 return Ok(());
             }
             vm::run(&vm::VmTestArgs::default())
         }
+        Command::KernelsDoc(args) => vm::kernels_doc::run(&args),
         Command::Bench(args) => {
             setup::run()?;
             bench::run(&args)

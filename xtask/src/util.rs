@@ -1,6 +1,7 @@
 //! Helpers shared by the tasks: running cargo, host tests and the demo.
 
 use std::{
+    io::Write as _,
     path::PathBuf,
     process::{Child, Command},
     thread,
@@ -50,10 +51,46 @@ pub fn cargo(args: &[&str]) -> Result<()> {
     )
 }
 
-/// Unit tests and root-only integration tests on the host kernel.
+/// Unit tests and root-only integration tests on the host kernel (two timed stages).
 pub fn host_tests() -> Result<()> {
-    cargo(&["build", "--workspace", "--exclude", "chaosd-ebpf", "--bins"])?;
-    cargo(&["test", "--workspace", "--exclude", "chaosd-ebpf"])
+    stage("host-build", || {
+        cargo(&["build", "--workspace", "--exclude", "chaosd-ebpf", "--bins"])
+    })?;
+    stage("host-tests", || {
+        cargo(&["test", "--workspace", "--exclude", "chaosd-ebpf"])
+    })
+}
+
+/// Env var naming a file that [`stage`] appends its lines to (`.ci/run` sets it).
+pub const STAGE_TIMES_ENV: &str = "CHAOSD_STAGE_TIMES";
+
+/// Runs `f` as the named stage and reports its wall time (also when it fails).
+pub fn stage<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let started = Instant::now();
+    let result = f();
+    record_stage(name, started.elapsed(), result.is_ok());
+    result
+}
+
+/// Prints the machine-readable `stage: <name> <seconds>[ failed]` line and appends it to
+/// `$CHAOSD_STAGE_TIMES` when that is set. Names have no spaces.
+pub fn record_stage(name: &str, elapsed: Duration, ok: bool) {
+    let line = format!(
+        "stage: {} {:.1}{}",
+        name.replace(char::is_whitespace, "-"),
+        elapsed.as_secs_f64(),
+        if ok { "" } else { " failed" }
+    );
+    println!("{line}");
+    if let Some(path) = std::env::var_os(STAGE_TIMES_ENV) {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path);
+        if let Ok(mut f) = file {
+            let _ = writeln!(f, "{line}");
+        }
+    }
 }
 
 /// Stops (SIGTERM, then SIGKILL) the daemon it owns when dropped.

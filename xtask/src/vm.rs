@@ -1,37 +1,54 @@
 //! `cargo xtask vm-test`: the integration tests inside Debian distro kernels under qemu.
 //!
 //! The host kernel (6.18 in a Firecracker VM) cannot load LSM or trampoline programs and has no
-//! sch_fq/netem, so the tests that need those run in stock Debian kernels (6.1 and 6.12) booted
-//! by qemu (TCG: KVM does not work for these kernels under the nested hypervisor here). One boot
-//! per kernel runs every test binary; the flow is:
+//! sch_fq/netem, so the tests that need those run in stock Debian kernels (6.12, 6.1 and
+//! Debian 11's 5.10) booted by qemu (TCG: KVM does not work for these kernels under the nested
+//! hypervisor here). One boot per kernel runs every test binary; the flow is:
 //!
-//! 1. [`install`]: apt-get what is missing (qemu, static busybox, the two kernel images).
+//! 0. [`shares`]: find the workspace and target dirs the guest must see and refuse, before
+//!    anything is built, those it cannot.
+//! 1. [`install`]: apt-get what is missing (qemu, static busybox, the kernel images).
 //! 2. Build the daemon binaries and the `chaosd-integration` test executables on the host.
 //! 3. [`initramfs`]: a small cached initramfs per kernel (busybox + the 9p/virtio modules) whose
-//!    `/init` mounts the host `/` read-only over 9p and a per-run work dir read-write, then
-//!    `switch_root`s into the host root and runs `stage2.sh` from the work dir.
+//!    `/init` mounts the host `/` read-only over 9p, a per-run work dir read-write and the shared
+//!    dirs read-only at their own paths, then `switch_root`s into the host root and runs
+//!    `stage2.sh` from the work dir.
 //! 4. [`guest`]: `stage2.sh` mounts the kernel filesystems and runs each test binary with
 //!    `--test-threads=1`, teeing its output and exit status into the work dir, then reports the
 //!    overall status through qemu's `isa-debug-exit` port.
-//! 5. [`qemu`] boots it with a host-side time-out; [`report`] parses the libtest lines, turns the
-//!    tests listed in `$CHAOSD_TEST_REPORT_DIR/skips` into skips and prints a table.
+//! 5. [`qemu`] boots it with host-side deadlines, [`DEFAULT_PARALLEL`] kernels at a time;
+//!    [`report`] parses the libtest lines, turns the tests listed in
+//!    `$CHAOSD_TEST_REPORT_DIR/skips` into skips and prints a table; after a full run
+//!    [`kernels_doc`] writes the kind × kernel table `target/vm/kernels.md`.
 
 mod guest;
 mod initramfs;
 mod install;
+pub mod kernels_doc;
 mod qemu;
 mod report;
+mod shares;
 
 use std::{
     fs,
     path::{Path, PathBuf},
     process::{Command, Stdio},
+    sync::{
+        Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
 
-use crate::util::{cargo, cargo_bin_dir, workspace_root};
+use crate::util::{cargo, cargo_bin_dir, record_stage, stage, workspace_root};
+use shares::Shares;
+
+/// Boots at a time, vCPUs per guest and TCG threading: measured on the 2-core host with three
+/// kernels (docs/testing.md, "Boot scheduling").
+pub const DEFAULT_PARALLEL: usize = 3;
+pub const DEFAULT_SMP: u32 = 2;
 
 /// Test binaries that exercise only chaosd's own userspace (the HTTP API, the scenario runner,
 /// metrics text, systemd handshakes, the registry and map hygiene under load), which no kernel
@@ -42,13 +59,16 @@ const HOST_ONLY: &[&str] = &["api", "scenario", "metrics", "systemd", "load"];
 /// Which distro kernel(s) to boot.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum KernelChoice {
-    /// Debian bookworm-backports 6.12.
+    /// Debian bookworm-backports/security 6.12.
     #[value(name = "6.12")]
     V6_12,
     /// Debian bookworm 6.1.
     #[value(name = "6.1")]
     V6_1,
-    /// Both, 6.12 first.
+    /// Debian 11 (bullseye-security) 5.10.
+    #[value(name = "5.10")]
+    V5_10,
+    /// All three: 6.12, 6.1, 5.10.
     #[default]
     All,
 }
@@ -58,9 +78,20 @@ impl KernelChoice {
         match self {
             Self::V6_12 => &["6.12"],
             Self::V6_1 => &["6.1"],
-            Self::All => &["6.12", "6.1"],
+            Self::V5_10 => &["5.10"],
+            Self::All => &["6.12", "6.1", "5.10"],
         }
     }
+}
+
+/// How TCG runs a guest's vCPUs.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TcgThread {
+    /// One host thread per vCPU (MTTCG).
+    #[default]
+    Multi,
+    /// Every vCPU of a guest on one host thread.
+    Single,
 }
 
 #[derive(clap::Args, Debug)]
@@ -80,6 +111,21 @@ pub struct VmTestArgs {
     /// Seconds one boot may take before qemu is killed and the run counts as failed.
     #[arg(long, default_value_t = 1800)]
     pub timeout: u64,
+    /// Seconds from launch until stage 2 must have started (a hung kernel or initramfs).
+    #[arg(long, default_value_t = 300)]
+    pub stage2_timeout: u64,
+    /// Seconds the guest console may stay silent once stage 2 runs (a hung test).
+    #[arg(long, default_value_t = 600)]
+    pub stall_timeout: u64,
+    /// Kernels booted at the same time.
+    #[arg(long, default_value_t = DEFAULT_PARALLEL)]
+    pub parallel: usize,
+    /// vCPUs of each guest.
+    #[arg(long, default_value_t = DEFAULT_SMP)]
+    pub smp: u32,
+    /// TCG threading of each guest.
+    #[arg(long, value_enum, default_value = "multi")]
+    pub tcg_thread: TcgThread,
     /// Harness self-test: build the tests of this Cargo.toml instead of chaosd-integration (and
     /// skip building the workspace binaries).
     #[arg(long, hide = true)]
@@ -97,8 +143,60 @@ impl Default for VmTestArgs {
             tests: Vec::new(),
             keep_workdir: false,
             timeout: 1800,
+            stage2_timeout: 300,
+            stall_timeout: 600,
+            parallel: DEFAULT_PARALLEL,
+            smp: DEFAULT_SMP,
+            tcg_thread: TcgThread::Multi,
             test_manifest: None,
             self_test_panic: false,
+        }
+    }
+}
+
+impl VmTestArgs {
+    /// Every kernel, every default test binary, no filter: what docs/kernels.md describes.
+    fn is_full_run(&self) -> bool {
+        self.kernel == KernelChoice::All
+            && self.filter.is_none()
+            && self.tests.is_empty()
+            && self.test_manifest.is_none()
+            && !self.self_test_panic
+    }
+
+    fn deadlines(&self) -> Deadlines {
+        Deadlines {
+            timeout: Duration::from_secs(self.timeout),
+            stage2: Duration::from_secs(self.stage2_timeout),
+            stall: Duration::from_secs(self.stall_timeout),
+            cpus: qemu::Cpus {
+                smp: self.smp.max(1),
+                multi_thread: self.tcg_thread == TcgThread::Multi,
+            },
+        }
+    }
+}
+
+/// One boot's limits and vCPUs.
+#[derive(Debug, Clone, Copy)]
+struct Deadlines {
+    timeout: Duration,
+    stage2: Duration,
+    stall: Duration,
+    cpus: qemu::Cpus,
+}
+
+impl Deadlines {
+    /// One guest with [`DEFAULT_SMP`] multi-threaded vCPUs and `timeout` for the whole boot.
+    fn single(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            stage2: Duration::from_secs(300),
+            stall: timeout,
+            cpus: qemu::Cpus {
+                smp: DEFAULT_SMP,
+                multi_thread: true,
+            },
         }
     }
 }
@@ -115,14 +213,17 @@ pub struct TestBinary {
 
 pub fn run(args: &VmTestArgs) -> Result<()> {
     let started = Instant::now();
-    install::ensure_packages(args.kernel.series())?;
-    let kernels = args
-        .kernel
-        .series()
-        .iter()
-        .map(|s| install::find_kernel(s))
-        .collect::<Result<Vec<_>>>()?;
-    let mut binaries = build_tests(args)?;
+    // Before installing or building anything: the dirs the guest must see, or why it cannot.
+    let shares = Shares::detect(&workspace_root(), args.test_manifest.as_deref())?;
+    let kernels = stage("vm-install", || {
+        install::ensure_packages(args.kernel.series())?;
+        args.kernel
+            .series()
+            .iter()
+            .map(|s| install::find_kernel(s))
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let mut binaries = stage("vm-build", || build_tests(args))?;
     if args.tests.is_empty() {
         binaries.retain(|b| !HOST_ONLY.contains(&b.name.as_str()));
     } else {
@@ -131,22 +232,61 @@ pub fn run(args: &VmTestArgs) -> Result<()> {
     if binaries.is_empty() {
         bail!("cargo test --no-run produced no test executables");
     }
+    for b in &binaries {
+        shares.check_visible(&b.executable)?;
+        shares.check_visible(&b.cwd)?;
+    }
     let vm_dir = workspace_root().join("target/vm");
-    // The kernels boot side by side: a guest spends much of its time waiting on test deadlines,
-    // so two TCG guests share the host's cores better than one after the other.
-    let runs = std::thread::scope(|s| {
-        let boots: Vec<_> = kernels
-            .iter()
-            .map(|kernel| s.spawn(|| boot_one(args, &vm_dir, kernel, &binaries)))
-            .collect();
-        boots
-            .into_iter()
-            .map(|b| b.join().expect("a boot thread panicked"))
-            .collect::<Result<Vec<_>>>()
+    let runs = stage("vm-boots", || {
+        boot_all(args, &vm_dir, &kernels, &binaries, &shares)
     })?;
     let summary = report::print(&runs);
+    if args.is_full_run() {
+        let path = vm_dir.join(kernels_doc::GENERATED);
+        kernels_doc::write(&path, &runs)?;
+        println!(
+            "vm-test: wrote {} (`cargo xtask kernels-doc` copies it to docs/)",
+            path.display()
+        );
+    }
     println!("vm-test: total {:.1?}", started.elapsed());
     summary.into_result()
+}
+
+/// Boots every kernel, `args.parallel` at a time in the given order; results in that order.
+fn boot_all(
+    args: &VmTestArgs,
+    vm_dir: &Path,
+    kernels: &[install::Kernel],
+    binaries: &[TestBinary],
+    shares: &Shares,
+) -> Result<Vec<report::KernelRun>> {
+    let next = AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<Result<report::KernelRun>>>> =
+        kernels.iter().map(|_| Mutex::new(None)).collect();
+    let workers = args.parallel.clamp(1, kernels.len().max(1));
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(kernel) = kernels.get(i) else {
+                        break;
+                    };
+                    let run = boot_one(args, vm_dir, kernel, binaries, shares);
+                    *results[i].lock().expect("no boot thread panics holding it") = Some(run);
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|m| {
+            m.into_inner()
+                .expect("no boot thread panics holding it")
+                .expect("every kernel was booted")
+        })
+        .collect()
 }
 
 /// Boots one kernel, runs every test binary in it and collects the results.
@@ -155,6 +295,7 @@ fn boot_one(
     vm_dir: &Path,
     kernel: &install::Kernel,
     binaries: &[TestBinary],
+    shares: &Shares,
 ) -> Result<report::KernelRun> {
     let mut libtest_args = vec!["--test-threads=1".to_owned()];
     libtest_args.extend(args.filter.clone());
@@ -164,8 +305,19 @@ fn boot_one(
         args: &libtest_args,
         panic_first: args.self_test_panic,
     };
-    let timeout = Duration::from_secs(args.timeout);
-    let (work, boot) = boot_stage2(vm_dir, kernel, &stage2, timeout, args.keep_workdir)?;
+    let (work, boot) = boot_stage2(
+        vm_dir,
+        kernel,
+        &stage2,
+        shares,
+        &args.deadlines(),
+        args.keep_workdir,
+    )?;
+    record_stage(
+        &format!("vm-boot-{}", kernel.series),
+        boot.elapsed,
+        boot.outcome == qemu::Outcome::Success,
+    );
     let results = binaries
         .iter()
         .map(|b| report::read_binary(&work.path, &b.name))
@@ -174,19 +326,22 @@ fn boot_one(
         println!("vm-test: work dir kept at {}", work.path.display());
     }
     Ok(report::KernelRun {
+        series: kernel.series.clone(),
         kernel: kernel.release.clone(),
         boot,
         binaries: results,
     })
 }
 
-/// Boots `kernel` with a fresh work dir holding `stage2`'s script; returns the work dir (with
-/// each binary's `output` and `exit`, removed on drop unless `keep`) and how the boot ended.
+/// Boots `kernel` with a fresh work dir holding `stage2`'s script and the share list; returns
+/// the work dir (with each binary's `output` and `exit`, removed on drop unless `keep`) and how
+/// the boot ended.
 fn boot_stage2(
     vm_dir: &Path,
     kernel: &install::Kernel,
     stage2: &guest::Stage2<'_>,
-    timeout: Duration,
+    shares: &Shares,
+    limits: &Deadlines,
     keep: bool,
 ) -> Result<(WorkDir, qemu::BootResult)> {
     let initrd = initramfs::ensure(vm_dir, kernel)?;
@@ -196,16 +351,29 @@ fn boot_stage2(
     )?;
     fs::write(work.path.join(guest::STAGE2), guest::stage2_script(stage2))
         .context("writing stage2.sh")?;
+    fs::write(work.path.join(shares::SHARES_FILE), shares.list_file())
+        .context("writing the share list")?;
     println!(
-        "vm: booting {} (timeout {} s)",
+        "vm: booting {} (timeout {} s, {} vCPU{}, tcg thread={})",
         kernel.release,
-        timeout.as_secs()
+        limits.timeout.as_secs(),
+        limits.cpus.smp,
+        if limits.cpus.smp == 1 { "" } else { "s" },
+        if limits.cpus.multi_thread {
+            "multi"
+        } else {
+            "single"
+        }
     );
     let boot = qemu::boot(&qemu::Boot {
         kernel: &kernel.image,
         initrd: &initrd,
         work_dir: &work.path,
-        timeout,
+        shares,
+        cpus: limits.cpus,
+        timeout: limits.timeout,
+        stage2_timeout: limits.stage2,
+        stall_timeout: limits.stall,
         tag: short_tag(&kernel.release),
     })?;
     println!(
@@ -236,6 +404,8 @@ pub fn run_program(
     args: &[String],
     timeout: Duration,
 ) -> Result<ProgramRun> {
+    let shares = Shares::detect(&workspace_root(), None)?;
+    shares.check_visible(&program.executable)?;
     install::ensure_packages(&[series])?;
     let kernel = install::find_kernel(series)?;
     let stage2 = guest::Stage2 {
@@ -245,7 +415,8 @@ pub fn run_program(
         panic_first: false,
     };
     let vm_dir = workspace_root().join("target/vm");
-    let (work, boot) = boot_stage2(&vm_dir, &kernel, &stage2, timeout, false)?;
+    let limits = Deadlines::single(timeout);
+    let (work, boot) = boot_stage2(&vm_dir, &kernel, &stage2, &shares, &limits, false)?;
     Ok(ProgramRun {
         kernel: kernel.release,
         report_dir: work.path.join(&program.name),
@@ -338,11 +509,18 @@ fn parse_test_artifacts(json_lines: &str) -> Result<Vec<TestBinary>> {
         if binaries.iter().any(|b| b.name == name) {
             name = format!("{name}-{}", binaries.len());
         }
+        // Canonical, as the shares are: the guest has no symlinks into a hidden /tmp.
+        let executable = canonical(Path::new(executable));
+        let cwd = canonical(manifest.parent().unwrap_or(Path::new("/")));
         binaries.push(TestBinary {
             name,
-            executable: PathBuf::from(executable),
-            cwd: manifest.parent().unwrap_or(Path::new("/")).to_path_buf(),
+            executable,
+            cwd,
         });
     }
     Ok(binaries)
+}
+
+fn canonical(path: &Path) -> PathBuf {
+    path.canonicalize().unwrap_or_else(|_| path.to_path_buf())
 }

@@ -18,6 +18,8 @@ pub const STAGE2: &str = "stage2.sh";
 pub const SUCCESS: u8 = 0x10;
 /// Written to the exit port when a binary exited non-zero.
 pub const TESTS_FAILED: u8 = 0x11;
+/// Stage 2's first console line starts with this (the host's boot deadline watches for it).
+pub const STAGE2_BANNER: &str = "chaosd-vm: kernel ";
 
 /// What stage 2 runs.
 pub struct Stage2<'a> {
@@ -119,5 +121,6 @@ mod tests {
     fn quoting_and_codes() {
         assert_eq!(quote("it's"), r"'it'\''s'");
         assert_eq!(octal(SUCCESS), r"\020");
+        assert!(PRELUDE.contains(&format!("echo \"{STAGE2_BANNER}")));
     }
 }

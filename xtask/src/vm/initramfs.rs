@@ -3,8 +3,10 @@
 //! Contents: static busybox, `/dev/console`, the kernel's 9p/virtio modules (decompressed on the
 //! host, since busybox `insmod` may not read `.ko.xz`/`.ko.zst`) in dependency order, and
 //! [`INIT`]: it mounts the host `/` read-only over 9p (tag `hostroot`), tmpfs on its `/run` and
-//! `/tmp`, the work dir (tag `work`) at [`GUEST_WORK`], then `switch_root`s into the host root
-//! to run `stage2.sh` from the work dir. Any failure writes [`STAGE1_FAILED`] to the exit port.
+//! `/tmp`, the work dir (tag `work`) at [`GUEST_WORK`], then each share listed in the work dir's
+//! `shares` file (the workspace root and target dir, see [`super::shares`]) read-only at its own
+//! host path, so a checkout under `/tmp` is visible; then it `switch_root`s into the host root to
+//! run `stage2.sh` from the work dir. Any failure writes [`STAGE1_FAILED`] to the exit port.
 //! The archive is uncompressed `newc` cpio, which every Debian kernel accepts.
 
 use std::{
@@ -19,7 +21,7 @@ use anyhow::{Context, Result, bail};
 use super::install::Kernel;
 
 /// Bump when the contents change so cached images are rebuilt.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 /// Where the guest sees the work dir (after `switch_root`).
 pub const GUEST_WORK: &str = "/run/chaosd-vm";
@@ -51,6 +53,12 @@ mount -t tmpfs -o mode=1777 tmpfs /newroot/tmp || fail "mount /tmp"
 mkdir -p /newroot/run/chaosd-vm
 mount -t 9p -o "$opts" work /newroot/run/chaosd-vm || fail "mount work"
 [ -f /newroot/run/chaosd-vm/stage2.sh ] || fail "no stage2.sh in the work dir"
+[ -f /newroot/run/chaosd-vm/shares ] || fail "no shares in the work dir"
+# The workspace and target dirs at their host paths, over the tmpfs (one "<tag> <path>" a line).
+while read -r tag dir; do
+    [ -d "/newroot$dir" ] || mkdir -p "/newroot$dir" || fail "mkdir $dir"
+    mount -t 9p -o "$opts,ro,cache=loose" "$tag" "/newroot$dir" || fail "mount $tag at $dir"
+done < /newroot/run/chaosd-vm/shares
 umount /proc
 umount /dev
 exec switch_root /newroot /bin/busybox sh /run/chaosd-vm/stage2.sh

@@ -3,10 +3,13 @@
 //!
 //! Everything is checked first, so a ready machine costs a few `stat`s and one `dpkg-query`.
 //! qemu comes from bookworm-backports (the image ships backports' qemu-utils, which breaks
-//! bookworm's qemu-system-common), the 6.12 kernel from bookworm-security. Rather than editing
-//! the system's apt sources, apt runs with an extra source list (backports) and its own lists
-//! dir under `target/vm/apt/`: the system's sources and lists stay untouched, and dpkg records
-//! the installed packages as usual.
+//! bookworm's qemu-system-common), the 6.12 kernel from bookworm-security, the 5.10 kernel from
+//! bullseye-security (Debian 11; its Release files are signed by keys in the bookworm archive
+//! keyring). Rather than editing the system's apt sources, apt runs with an extra source list
+//! (backports, plus bullseye-security when 5.10 is wanted) and its own lists dir under
+//! `target/vm/apt/`: the system's sources and lists stay untouched, and dpkg records the
+//! installed packages as usual. A bullseye kernel's dependencies (kmod, linux-base,
+//! initramfs-tools) resolve to bookworm's newer versions, so nothing is downgraded.
 
 use std::{
     fs,
@@ -27,13 +30,17 @@ const TOOLS: &[(&str, &str)] = &[
     ("xz-utils", "/usr/bin/xz"),
 ];
 
-/// The extra apt source: bookworm-backports, signed by the archive key the system already has.
+/// The extra apt sources, signed by archive keys the system already has: bookworm-backports,
+/// and bullseye-security for the 5.10 kernel.
 const BACKPORTS: &str = "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] \
                          http://deb.debian.org/debian bookworm-backports main\n";
+const BULLSEYE_SECURITY: &str = "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] \
+                                 http://deb.debian.org/debian-security bullseye-security main\n";
 
-/// A bootable kernel: its release (`uname -r`) and image.
+/// A bootable kernel: its series (`6.12`), release (`uname -r`) and image.
 #[derive(Debug, Clone)]
 pub struct Kernel {
+    pub series: String,
     pub release: String,
     pub image: PathBuf,
 }
@@ -55,7 +62,7 @@ pub fn ensure_packages(series: &[&str]) -> Result<()> {
     }
     let started = Instant::now();
     println!("vm-test: installing {missing_tools:?} and kernels {missing_kernels:?}");
-    let apt = Apt::new()?;
+    let apt = Apt::new(missing_kernels.contains(&"5.10"))?;
     apt.update()?;
     if !missing_tools.is_empty() {
         // From backports: this image already has qemu-utils 10 from there, which Breaks the
@@ -67,7 +74,8 @@ pub fn ensure_packages(series: &[&str]) -> Result<()> {
         .map(|s| match *s {
             // bookworm's own kernel: the metapackage follows its security updates.
             "6.1" => Ok("linux-image-amd64".to_owned()),
-            // 6.12 is published for bookworm in bookworm-security (and backports).
+            // 6.12 is published for bookworm in bookworm-security (and backports); 5.10 (Debian
+            // 11) in bullseye-security.
             other => apt.newest_kernel_package(other),
         })
         .collect::<Result<Vec<_>>>()?;
@@ -88,19 +96,24 @@ fn dpkg_installed(pkg: &str) -> bool {
         .is_ok_and(|o| o.status.success() && o.stdout.ends_with(b"install ok installed"))
 }
 
-/// apt-get with the system's sources plus bookworm-backports and a private lists dir.
+/// apt-get with the system's sources plus bookworm-backports (and bullseye-security) and a
+/// private lists dir.
 struct Apt {
     options: Vec<String>,
 }
 
 impl Apt {
-    fn new() -> Result<Self> {
+    fn new(bullseye: bool) -> Result<Self> {
         let dir = workspace_root().join("target/vm/apt");
         let lists = dir.join("lists");
         fs::create_dir_all(lists.join("partial"))
             .with_context(|| format!("creating {}", lists.display()))?;
-        let source_list = dir.join("backports.list");
-        fs::write(&source_list, BACKPORTS)
+        let source_list = dir.join("extra.list");
+        let mut sources = BACKPORTS.to_owned();
+        if bullseye {
+            sources.push_str(BULLSEYE_SECURITY);
+        }
+        fs::write(&source_list, sources)
             .with_context(|| format!("writing {}", source_list.display()))?;
         let options = vec![
             format!("Dir::Etc::SourceList={}", source_list.display()),
@@ -171,7 +184,7 @@ fn version_key(release: &str) -> Vec<u64> {
         .collect()
 }
 
-/// The newest installed kernel of a series (`6.1` or `6.12`) that has its modules.
+/// The newest installed kernel of a series (`6.12`, `6.1` or `5.10`) that has its modules.
 pub fn find_kernel(series: &str) -> Result<Kernel> {
     let entries = fs::read_dir("/boot").context("reading /boot")?;
     entries
@@ -186,6 +199,7 @@ pub fn find_kernel(series: &str) -> Result<Kernel> {
         })
         .max_by_key(|r| version_key(r))
         .map(|release| Kernel {
+            series: series.to_owned(),
             image: PathBuf::from(format!("/boot/vmlinuz-{release}")),
             release,
         })
@@ -212,5 +226,7 @@ mod tests {
         assert!(!is_generic_amd64("6.12.48+deb12-cloud-amd64"));
         assert!(!is_generic_amd64("6.12.48+deb12-rt-amd64"));
         assert!(version_key("6.1.0-41-amd64") > version_key("6.1.0-9-amd64"));
+        assert!(in_series("5.10.0-46-amd64", "5.10"));
+        assert!(!in_series("5.10.0-46-amd64", "5.1"));
     }
 }

@@ -4,12 +4,20 @@
 //! owned by a guard that kills it on every path (error, time-out, panic of xtask). The guest's
 //! isa-debug-exit write `v` ends qemu with status `(v << 1) | 1`; a kernel panic (`panic=-1`
 //! plus `-no-reboot`) or a plain power-off ends it with 0, so only [`SUCCESS`] counts as success.
+//!
+//! Three deadlines end a boot early: the whole boot ([`Boot::timeout`]), reaching stage 2
+//! ([`Boot::stage2_timeout`]: a kernel or stage 1 that hangs fails in minutes, not at the end of
+//! the boot's budget) and console silence ([`Boot::stall_timeout`]: a hung test).
 
 use std::{
     fmt, fs,
     io::{BufRead, BufReader, Write},
     path::Path,
     process::{Child, Command, ExitStatus, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
     thread,
     time::{Duration, Instant},
 };
@@ -17,8 +25,9 @@ use std::{
 use anyhow::{Context, Result};
 
 use super::{
-    guest::{SUCCESS, TESTS_FAILED},
+    guest::{STAGE2_BANNER, SUCCESS, TESTS_FAILED},
     initramfs::STAGE1_FAILED,
+    shares::Shares,
 };
 
 /// One boot's inputs.
@@ -26,9 +35,25 @@ pub struct Boot<'a> {
     pub kernel: &'a Path,
     pub initrd: &'a Path,
     pub work_dir: &'a Path,
+    /// Host dirs mounted read-only at their own paths (listed in the work dir's `shares`).
+    pub shares: &'a Shares,
+    pub cpus: Cpus,
+    /// The whole boot.
     pub timeout: Duration,
+    /// From launch until stage 2 prints its banner.
+    pub stage2_timeout: Duration,
+    /// The longest the console may stay silent once stage 2 runs.
+    pub stall_timeout: Duration,
     /// Prefix of this guest's console lines (guests boot side by side).
     pub tag: &'a str,
+}
+
+/// vCPUs of one guest and how TCG runs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cpus {
+    pub smp: u32,
+    /// One host thread per vCPU (`thread=multi`) or all vCPUs on one (`thread=single`).
+    pub multi_thread: bool,
 }
 
 /// How a boot ended.
@@ -81,16 +106,20 @@ pub fn boot(b: &Boot<'_>) -> Result<BootResult> {
     let log = fs::File::create(&console_log)
         .with_context(|| format!("creating {}", console_log.display()))?;
     let tag = b.tag.to_owned();
-    let pump = thread::spawn(move || stream_console(stdout, log, &tag));
-    let status = wait_until(&mut qemu.0, started + b.timeout)?;
+    let progress = Arc::new(Progress::default());
+    let pump = {
+        let progress = Arc::clone(&progress);
+        thread::spawn(move || stream_console(stdout, log, &tag, &progress, started))
+    };
+    let waited = wait_for(&mut qemu.0, b, &progress, started)?;
     drop(qemu);
     let _ = pump.join();
-    let outcome = match status {
-        Some(status) => classify(
+    let outcome = match waited {
+        Ok(status) => classify(
             status,
             &fs::read_to_string(&console_log).unwrap_or_default(),
         ),
-        None => Outcome::Abnormal(format!("timed out after {:?}, qemu killed", b.timeout)),
+        Err(why) => Outcome::Abnormal(format!("{why}, qemu killed")),
     };
     Ok(BootResult {
         outcome,
@@ -98,58 +127,83 @@ pub fn boot(b: &Boot<'_>) -> Result<BootResult> {
     })
 }
 
+/// What the console pump has seen, for the deadlines.
+#[derive(Default)]
+struct Progress {
+    stage2: AtomicBool,
+    /// Milliseconds after launch of the last console line.
+    last_line_ms: AtomicU64,
+}
+
 fn command(b: &Boot<'_>) -> Command {
     let root = "local,id=root,path=/,security_model=none,readonly=on,multidevs=remap";
     let work = format!(
         "local,id=work,path={},security_model=none,multidevs=remap",
-        b.work_dir.display()
+        qemu_escape(&b.work_dir.display().to_string())
     );
+    let thread = if b.cpus.multi_thread {
+        "multi"
+    } else {
+        "single"
+    };
     let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args([
-        "-accel",
-        "tcg,thread=multi",
-        "-cpu",
-        "max",
-        "-smp",
-        "2",
-        "-m",
-        "1G",
-    ])
-    .args([
-        "-M",
-        "pc",
-        "-nodefaults",
-        "-display",
-        "none",
-        "-serial",
-        "stdio",
-    ])
-    .args(["-no-reboot", "-kernel"])
-    .arg(b.kernel)
-    .arg("-initrd")
-    .arg(b.initrd)
-    .args(["-append", "console=ttyS0 quiet panic=-1"])
-    .args([
-        "-fsdev",
-        root,
-        "-device",
-        "virtio-9p-pci,fsdev=root,mount_tag=hostroot",
-    ])
-    .args([
-        "-fsdev",
-        &work,
-        "-device",
-        "virtio-9p-pci,fsdev=work,mount_tag=work",
-    ])
-    .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::inherit());
+    cmd.args(["-accel", &format!("tcg,thread={thread}"), "-cpu", "max"])
+        .args(["-smp", &b.cpus.smp.to_string(), "-m", "1G"])
+        .args([
+            "-M",
+            "pc",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+        ])
+        .args(["-no-reboot", "-kernel"])
+        .arg(b.kernel)
+        .arg("-initrd")
+        .arg(b.initrd)
+        .args(["-append", "console=ttyS0 quiet panic=-1"])
+        .args([
+            "-fsdev",
+            root,
+            "-device",
+            "virtio-9p-pci,fsdev=root,mount_tag=hostroot",
+        ])
+        .args([
+            "-fsdev",
+            &work,
+            "-device",
+            "virtio-9p-pci,fsdev=work,mount_tag=work",
+        ]);
+    for share in b.shares.iter() {
+        let fsdev = format!(
+            "local,id={tag},path={path},security_model=none,readonly=on,multidevs=remap",
+            tag = share.tag,
+            path = qemu_escape(&share.path.display().to_string())
+        );
+        let device = format!("virtio-9p-pci,fsdev={tag},mount_tag={tag}", tag = share.tag);
+        cmd.args(["-fsdev", &fsdev, "-device", &device]);
+    }
+    cmd.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
     cmd
 }
 
-/// Copies the serial console to the terminal and the log, line by line.
-fn stream_console(stdout: impl std::io::Read, mut log: fs::File, tag: &str) {
+/// qemu's option syntax: a comma inside a value is written twice.
+fn qemu_escape(value: &str) -> String {
+    value.replace(',', ",,")
+}
+
+/// Copies the serial console to the terminal and the log, line by line, noting progress.
+fn stream_console(
+    stdout: impl std::io::Read,
+    mut log: fs::File,
+    tag: &str,
+    progress: &Progress,
+    started: Instant,
+) {
     let mut reader = BufReader::new(stdout);
     let mut line = Vec::new();
     let term = std::io::stdout();
@@ -158,18 +212,47 @@ fn stream_console(stdout: impl std::io::Read, mut log: fs::File, tag: &str) {
         let text = text.trim_end_matches(['\r', '\n']);
         let _ = writeln!(term.lock(), "  {tag} | {text}");
         let _ = writeln!(log, "{text}");
+        if text.contains(STAGE2_BANNER) {
+            progress.stage2.store(true, Ordering::Relaxed);
+        }
+        let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        progress.last_line_ms.store(ms, Ordering::Relaxed);
         line.clear();
     }
 }
 
-/// Waits for qemu to exit; `None` on time-out (the caller's guard then kills it).
-fn wait_until(child: &mut Child, deadline: Instant) -> Result<Option<ExitStatus>> {
+/// Waits for qemu to exit; `Err(why)` when a deadline passed first (the caller's guard then
+/// kills it).
+fn wait_for(
+    child: &mut Child,
+    b: &Boot<'_>,
+    progress: &Progress,
+    started: Instant,
+) -> Result<std::result::Result<ExitStatus, String>> {
     loop {
         if let Some(status) = child.try_wait().context("waiting for qemu")? {
-            return Ok(Some(status));
+            return Ok(Ok(status));
         }
-        if Instant::now() >= deadline {
-            return Ok(None);
+        let now = started.elapsed();
+        if now >= b.timeout {
+            return Ok(Err(format!("timed out after {:?}", b.timeout)));
+        }
+        if !progress.stage2.load(Ordering::Relaxed) {
+            if now >= b.stage2_timeout {
+                return Ok(Err(format!(
+                    "the guest did not reach stage 2 within {:?} (kernel or initramfs hang, \
+                     see the console above)",
+                    b.stage2_timeout
+                )));
+            }
+        } else {
+            let last = Duration::from_millis(progress.last_line_ms.load(Ordering::Relaxed));
+            if now.saturating_sub(last) >= b.stall_timeout {
+                return Ok(Err(format!(
+                    "no console output for {:?} (a hung test?)",
+                    b.stall_timeout
+                )));
+            }
         }
         thread::sleep(Duration::from_millis(100));
     }

@@ -42,6 +42,9 @@ pub struct BinaryResult {
 /// One kernel's boot and results.
 #[derive(Debug)]
 pub struct KernelRun {
+    /// `6.12`, `6.1`, `5.10`.
+    pub series: String,
+    /// The release, `uname -r`.
     pub kernel: String,
     pub boot: BootResult,
     pub binaries: Vec<BinaryResult>,
