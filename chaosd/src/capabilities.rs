@@ -3,13 +3,12 @@
 //! Facts about the host (BTF, active LSMs, lockdown, cgroup2, qdisc modules) are read once at
 //! daemon start. Program loads are probes: a kind's programs load the first time it is
 //! injected or `doctor` asks ([`crate::kernel::Kernel::ensure`]), and the outcome is recorded
-//! here ([`record_probe`]: e.g. why the kernel refused the BPF LSM programs). [`KINDS`] has one
-//! row per fault kind: its check turns the facts into "supported" or a [`Problem`] with the
+//! here ([`record_probe`]: e.g. why the kernel refused the BPF LSM programs). The table has one
+//! row per fault kind (from [`crate::kinds::KINDS`]): its check turns the facts into "supported" or a [`Problem`] with the
 //! exact reason and the fix, and its program group's probe must have passed. An inject of an
 //! unsupported kind is refused with that same reason ([`require`]), before anything is applied.
 //!
-//! **Adding a kind**: add a [`KindRow`] to [`KINDS`] with a check function and its program
-//! group; a kind without a row is treated as having no requirement beyond a running daemon.
+//! The kinds, their host checks and program groups are listed once, in [`crate::kinds::KINDS`].
 
 use std::{
     collections::BTreeMap,
@@ -73,116 +72,6 @@ pub struct HostCheck {
     pub detail: String,
 }
 
-/// One fault kind's row: how to judge it from the facts.
-pub struct KindRow {
-    pub kind: &'static str,
-    pub summary: &'static str,
-    pub check: fn(&Facts) -> Result<(), Problem>,
-    /// The programs it needs loaded; their load is its probe.
-    pub programs: Option<ProgramGroup>,
-}
-
-impl KindRow {
-    /// The row of `kind`.
-    pub fn of(kind: &str) -> Option<&'static KindRow> {
-        KINDS.iter().find(|r| r.kind == kind)
-    }
-}
-
-/// Every fault kind chaosd knows. Keep one row per `FaultSpec` kind.
-pub static KINDS: &[KindRow] = &[
-    KindRow {
-        kind: "net.loss",
-        summary: "drop a share of a cgroup's packets (cgroup_skb)",
-        check: check_cgroup_bpf,
-        programs: Some(ProgramGroup::Packet),
-    },
-    KindRow {
-        kind: "net.partition",
-        summary: "cut a cgroup off from peers (cgroup_skb)",
-        check: check_cgroup_bpf,
-        programs: Some(ProgramGroup::Packet),
-    },
-    KindRow {
-        kind: "net.delay",
-        summary: "delay (± jitter) what a cgroup sends (departure time + sch_fq)",
-        check: check_departure_time,
-        programs: Some(ProgramGroup::Packet),
-    },
-    KindRow {
-        kind: "net.bandwidth",
-        summary: "pace what a cgroup sends to a rate (departure time + sch_fq)",
-        check: check_departure_time,
-        programs: Some(ProgramGroup::Packet),
-    },
-    KindRow {
-        kind: "net.corrupt",
-        summary: "corrupt what a cgroup sends (TC egress classifier)",
-        check: check_cgroup_bpf,
-        programs: Some(ProgramGroup::Classifier),
-    },
-    KindRow {
-        kind: "net.duplicate",
-        summary: "send a cgroup's packets twice (TC egress classifier, clone)",
-        check: check_cgroup_bpf,
-        programs: Some(ProgramGroup::Classifier),
-    },
-    KindRow {
-        kind: "net.connect_error",
-        summary: "fail connect() with an errno (cgroup sock_addr, bpf_set_retval)",
-        check: check_cgroup_bpf,
-        programs: Some(ProgramGroup::Connect),
-    },
-    KindRow {
-        kind: "io.errno",
-        summary: "fail file operations with an errno (BPF LSM)",
-        check: check_bpf_lsm,
-        programs: Some(ProgramGroup::Lsm),
-    },
-    KindRow {
-        kind: "stress.cpu",
-        summary: "burn CPU inside a cgroup (supervised worker processes)",
-        check: check_cgroup_bpf,
-        programs: None,
-    },
-    KindRow {
-        kind: "stress.mem",
-        summary: "hold memory resident inside a cgroup (supervised worker processes)",
-        check: check_cgroup_bpf,
-        programs: None,
-    },
-    KindRow {
-        kind: "disk.fill",
-        summary: "fill a filesystem down to a safety floor (fallocate)",
-        check: check_nothing,
-        programs: None,
-    },
-    KindRow {
-        kind: "disk.io",
-        summary: "sustained read/write load on a filesystem",
-        check: check_nothing,
-        programs: None,
-    },
-    KindRow {
-        kind: "process.kill",
-        summary: "signal processes of a cgroup",
-        check: check_cgroup_bpf,
-        programs: None,
-    },
-    KindRow {
-        kind: "process.pause",
-        summary: "freeze a cgroup (cgroup.freeze, 5.2+)",
-        check: check_cgroup_bpf,
-        programs: None,
-    },
-    KindRow {
-        kind: "clock.skew",
-        summary: "shift a cgroup's clocks (ptrace vDSO detour, tp_btf exec hook; x86_64)",
-        check: check_clock_skew,
-        programs: Some(ProgramGroup::ClockExec),
-    },
-];
-
 /// Probe names: one per [`ProgramGroup`] (see [`record_probe`]).
 pub const PROBE_BPF_LSM: &str = "bpf_lsm";
 /// Loading the cgroup_skb packet programs of loss, partition, delay and bandwidth.
@@ -205,6 +94,8 @@ pub struct Facts {
     /// The selected lockdown mode (None: no lockdown LSM or securityfs not readable).
     pub lockdown: Option<String>,
     pub sch_fq: Result<(), Problem>,
+    /// The cgroup v2 freezer (cgroup.freeze), for process.pause.
+    pub freezer: Result<(), Problem>,
     /// Results of load-time probes recorded by the kinds.
     pub probes: BTreeMap<String, Result<(), Problem>>,
 }
@@ -252,15 +143,15 @@ pub fn require(kind: &str) -> Result<(), RequestError> {
 }
 
 pub fn evaluate(facts: &Facts) -> CapabilitiesInfo {
-    let kinds = KINDS
+    let kinds = crate::kinds::KINDS
         .iter()
         .map(|row| {
-            let result = (row.check)(facts).and_then(|()| match row.programs {
+            let result = (row.host_check)(facts).and_then(|()| match row.programs {
                 Some(group) => recorded_probe(facts, group),
                 None => Ok(()),
             });
             KindCapability {
-                kind: row.kind.to_string(),
+                kind: row.name.to_string(),
                 summary: row.summary.to_string(),
                 supported: result.is_ok(),
                 reason: result.as_ref().err().map(|p| p.reason.clone()),
@@ -300,8 +191,16 @@ impl Facts {
         };
         let lsm = read("/sys/kernel/security/lsm");
         let lockdown = read("/sys/kernel/security/lockdown").and_then(|s| selected_lockdown(&s));
+        let freezer = match crate::cgroup::cgroup2_mount() {
+            Ok(mount) => probe_freezer(&mount, &kernel),
+            Err(_) => Err(Problem::new(
+                "no cgroup2 filesystem is mounted",
+                "mount one (see the cgroup2 row)",
+            )),
+        };
         Facts {
             sch_fq: qdisc_module_available(&kernel, "sch_fq"),
+            freezer,
             kernel,
             cgroup2,
             btf,
@@ -454,18 +353,53 @@ pub fn qdisc_module_available(kernel: &str, module: &str) -> Result<(), Problem>
     }
 }
 
-fn check_cgroup_bpf(f: &Facts) -> Result<(), Problem> {
+pub(crate) fn check_cgroup_bpf(f: &Facts) -> Result<(), Problem> {
     f.cgroup2.as_ref().map(|_| ()).map_err(Clone::clone)
 }
 
 /// Departure times are honoured only by sch_fq, which chaosd installs on the devices.
-fn check_departure_time(f: &Facts) -> Result<(), Problem> {
+pub(crate) fn check_departure_time(f: &Facts) -> Result<(), Problem> {
     check_cgroup_bpf(f)?;
     f.sch_fq.clone()
 }
 
-fn check_nothing(_: &Facts) -> Result<(), Problem> {
+pub(crate) fn check_nothing(_: &Facts) -> Result<(), Problem> {
     Ok(())
+}
+
+/// The cgroup v2 freezer (5.2+): non-root cgroups have a `cgroup.freeze` file.
+pub(crate) fn check_freezer(f: &Facts) -> Result<(), Problem> {
+    check_cgroup_bpf(f)?;
+    f.freezer.clone()
+}
+
+/// Whether some non-root cgroup of the mount has `cgroup.freeze`; with no child cgroup to
+/// look at, whether the kernel is 5.2 or newer.
+fn probe_freezer(mount: &Path, kernel: &str) -> Result<(), Problem> {
+    let has_child = std::fs::read_dir(mount)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.path().join("cgroup.freeze").exists())
+                .collect::<Vec<bool>>()
+        })
+        .unwrap_or_default();
+    let found = match has_child.as_slice() {
+        [] => aya::util::KernelVersion::current()
+            .is_ok_and(|v| v >= aya::util::KernelVersion::new(5, 2, 0)),
+        children => children.iter().any(|&b| b),
+    };
+    if found {
+        Ok(())
+    } else {
+        Err(Problem::new(
+            format!(
+                "the cgroup2 hierarchy at {} has no freezer: no cgroup.freeze in its cgroups (kernel {kernel})",
+                mount.display()
+            ),
+            "process.pause needs the cgroup v2 freezer: run a kernel 5.2 or newer",
+        ))
+    }
 }
 
 /// What loading `group`'s programs found; a problem if they were not loaded yet.
@@ -484,7 +418,7 @@ fn recorded_probe(f: &Facts, group: ProgramGroup) -> Result<(), Problem> {
         })
 }
 
-fn check_clock_skew(f: &Facts) -> Result<(), Problem> {
+pub(crate) fn check_clock_skew(f: &Facts) -> Result<(), Problem> {
     let yama = std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope").unwrap_or_default();
     if yama.trim() == "3" {
         return Err(Problem::new(
@@ -506,7 +440,7 @@ fn check_clock_skew_on(arch: &str, f: &Facts) -> Result<(), Problem> {
     check_cgroup_bpf(f)
 }
 
-fn check_bpf_lsm(f: &Facts) -> Result<(), Problem> {
+pub(crate) fn check_bpf_lsm(f: &Facts) -> Result<(), Problem> {
     match f.bpf_lsm_static_problem() {
         Some(p) => Err(p),
         None => Ok(()),
@@ -556,19 +490,12 @@ mod tests {
             lsm: Some("lockdown,capability,landlock,bpf".into()),
             lockdown: Some("none".into()),
             sch_fq: Ok(()),
+            freezer: Ok(()),
             probes: BTreeMap::from([
                 (PROBE_BPF_LSM.to_string(), Ok(())),
                 (PROBE_PACKET.to_string(), Ok(())),
             ]),
         }
-    }
-
-    #[test]
-    fn kinds_are_unique() {
-        let mut names: Vec<_> = KINDS.iter().map(|k| k.kind).collect();
-        names.sort();
-        names.dedup();
-        assert_eq!(names.len(), KINDS.len());
     }
 
     #[test]
@@ -618,7 +545,7 @@ mod tests {
     fn every_program_group_has_a_kind_and_an_unloaded_group_is_no_support() {
         for group in ProgramGroup::ALL {
             assert!(
-                KINDS.iter().any(|r| r.programs == Some(group)),
+                crate::kinds::KINDS.iter().any(|r| r.programs == Some(group)),
                 "{group:?} serves no kind"
             );
         }
@@ -626,6 +553,15 @@ mod tests {
         f.probes.remove(PROBE_PACKET);
         assert!(!evaluate(&f).kind("net.loss").unwrap().supported);
         assert!(evaluate(&f).kind("disk.fill").unwrap().supported);
+    }
+
+    #[test]
+    fn pause_needs_the_freezer() {
+        let mut f = facts();
+        assert!(evaluate(&f).kind("process.pause").unwrap().supported);
+        f.freezer = Err(Problem::new("no freezer", "a newer kernel"));
+        let k = evaluate(&f).kind("process.pause").unwrap().clone();
+        assert_eq!(k.reason.as_deref(), Some("no freezer"));
     }
 
     #[test]

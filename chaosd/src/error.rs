@@ -182,6 +182,12 @@ pub enum RequestError {
     QdiscInTheWay { device: String, qdisc: String },
     #[error("{reason}")]
     NoNetns { reason: String },
+    /// A spec reached another kind's entry (a bug in the kind list), refused, never a panic.
+    #[error("internal: a {got} request reached the {expected} kind; nothing was applied")]
+    KindMismatch {
+        expected: &'static str,
+        got: &'static str,
+    },
     #[error("target {selector} is given twice (as cgroup {cgroup})")]
     DuplicateTarget { selector: String, cgroup: String },
     #[error(transparent)]

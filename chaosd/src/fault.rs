@@ -1,4 +1,5 @@
-//! The one trait the registry knows faults by, and the dispatch from a request to a kind.
+//! The one trait the registry knows faults by, and the dispatch from a request to its kind's
+//! entry in [`crate::kinds::KINDS`].
 
 use std::{
     sync::{Arc, Mutex, atomic::AtomicBool},
@@ -68,41 +69,18 @@ pub struct FaultKinds {
 impl FaultKinds {
     /// Whether `spec`'s kind needs, accepts or refuses targets.
     pub fn target_rule(spec: &FaultSpec) -> TargetRule {
-        match spec {
-            FaultSpec::StressCpu(_) | FaultSpec::StressMem(_) | FaultSpec::DiskIo(_) => {
-                TargetRule::Optional
-            }
-            FaultSpec::DiskFill(_) => TargetRule::Forbidden,
-            _ => TargetRule::Required,
-        }
+        crate::kinds::of(spec).targets
     }
 
     /// Checks parameters without touching anything.
     pub fn validate(spec: &FaultSpec) -> Result<(), RequestError> {
-        match spec {
-            FaultSpec::NetLoss(p) => crate::net::loss::validate(p),
-            FaultSpec::IoErrno(p) => crate::io::errno::validate(p),
-            FaultSpec::NetPartition(p) => crate::net::partition::validate(p),
-            FaultSpec::NetConnectError(p) => crate::net::connect_error::validate(p),
-            FaultSpec::NetDelay(p) => crate::net::delay::validate(p),
-            FaultSpec::NetBandwidth(p) => crate::net::bandwidth::validate(p),
-            FaultSpec::NetCorrupt(p) => crate::net::corrupt::validate(p),
-            FaultSpec::NetDuplicate(p) => crate::net::duplicate::validate(p),
-            FaultSpec::StressCpu(p) => crate::stress::cpu::validate(p),
-            FaultSpec::StressMem(p) => crate::stress::mem::validate(p),
-            FaultSpec::DiskFill(p) => crate::stress::disk::validate_fill(p),
-            FaultSpec::DiskIo(p) => crate::stress::disk::validate_io(p),
-            FaultSpec::ProcessKill(p) => crate::process::kill::validate(p),
-            FaultSpec::ProcessPause(_) => Ok(()),
-            FaultSpec::ClockSkew(p) => crate::clock::params::validate(p),
-        }
+        (crate::kinds::of(spec).validate)(spec)
     }
 
     /// Loads the programs `spec`'s kind needs unless that was tried before (blocking: call it
     /// off the async runtime). What the load found is the kind's probe.
     pub fn prepare(&self, spec: &FaultSpec) {
-        if let Some(group) = crate::capabilities::KindRow::of(spec.kind()).and_then(|r| r.programs)
-        {
+        if let Some(group) = crate::kinds::of(spec).programs {
             self.probe(group);
         }
     }
@@ -133,22 +111,6 @@ impl FaultKinds {
         spec: &FaultSpec,
         ctx: &ApplyContext<'_>,
     ) -> Result<Box<dyn ActiveFault>, FaultError> {
-        match spec {
-            FaultSpec::NetLoss(p) => crate::net::loss::apply(&self.kernel, p, ctx),
-            FaultSpec::IoErrno(p) => crate::io::errno::apply(&self.kernel, p, ctx),
-            FaultSpec::NetPartition(p) => crate::net::partition::apply(&self.kernel, p, ctx),
-            FaultSpec::NetConnectError(p) => crate::net::connect_error::apply(&self.kernel, p, ctx),
-            FaultSpec::NetDelay(p) => crate::net::delay::apply(&self.kernel, p, ctx),
-            FaultSpec::NetBandwidth(p) => crate::net::bandwidth::apply(&self.kernel, p, ctx),
-            FaultSpec::NetCorrupt(p) => crate::net::corrupt::apply(&self.kernel, p, ctx),
-            FaultSpec::NetDuplicate(p) => crate::net::duplicate::apply(&self.kernel, p, ctx),
-            FaultSpec::StressCpu(p) => crate::stress::cpu::apply(p, ctx),
-            FaultSpec::StressMem(p) => crate::stress::mem::apply(p, ctx),
-            FaultSpec::DiskFill(p) => crate::stress::disk::apply_fill(&self.stress, p, ctx),
-            FaultSpec::DiskIo(p) => crate::stress::disk::apply_io(&self.stress, p, ctx),
-            FaultSpec::ProcessKill(p) => crate::process::kill::apply(p, ctx),
-            FaultSpec::ProcessPause(_) => crate::process::pause::apply(ctx),
-            FaultSpec::ClockSkew(p) => crate::clock::apply(&self.kernel, p, ctx),
-        }
+        (crate::kinds::of(spec).apply)(self, spec, ctx)
     }
 }

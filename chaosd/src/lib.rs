@@ -2,7 +2,7 @@
 //!
 //! - [`api`]: wire types of the HTTP/JSON API on the Unix socket.
 //! - [`registry`]: faults with deadlines, applied completely or not at all.
-//! - [`fault`]: the one trait the registry knows faults by; [`net`] and later kinds implement it.
+//! - [`kinds`]: the one list of fault kinds; [`fault`]: the trait the registry knows faults by.
 //! - [`server`] and [`client`]: the two ends of the socket.
 
 pub mod api;
@@ -21,6 +21,7 @@ pub mod heartbeat;
 pub mod io;
 pub mod journal;
 pub mod kernel;
+pub mod kinds;
 pub mod leftovers;
 pub mod metrics;
 pub mod net;

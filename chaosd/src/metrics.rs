@@ -84,14 +84,8 @@ fn latency_histogram() -> Histogram {
 }
 
 /// Which counter family a kind's `seen`/`affected` counters belong to; None: it keeps none.
-/// Network kinds count packets, except connect errors, which count calls as I/O kinds do.
 fn counter_unit(kind: &str) -> Option<&'static str> {
-    match kind {
-        "net.connect_error" => Some("syscalls"),
-        k if k.starts_with("net.") => Some("packets"),
-        k if k.starts_with("io.") => Some("syscalls"),
-        _ => None,
-    }
+    crate::kinds::named(kind).and_then(|k| k.counter_unit)
 }
 
 impl Metrics {
@@ -155,9 +149,9 @@ impl Metrics {
 /// One series per known kind, zero when none is active, so dashboards see a 0 and not a gap.
 fn active_gauges(faults: &[FaultInfo]) -> Family<KindLabel, Gauge> {
     let family = Family::<KindLabel, Gauge>::default();
-    for row in crate::capabilities::KINDS {
+    for row in crate::kinds::KINDS {
         family.get_or_create_owned(&KindLabel {
-            kind: row.kind.to_string(),
+            kind: row.name.to_string(),
         });
     }
     for f in faults.iter().filter(|f| f.state == FaultState::Active) {

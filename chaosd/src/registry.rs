@@ -193,7 +193,7 @@ impl Registry {
 
     /// The table with `kind`'s row only, probing only its programs (None: no such kind).
     pub async fn capability(&self, kind: &str) -> Option<crate::capabilities::CapabilitiesInfo> {
-        let group = crate::capabilities::KindRow::of(kind)?.programs;
+        let group = crate::kinds::named(kind)?.programs;
         if let Some(group) = group {
             let kinds = self.kinds.clone();
             if let Err(e) = tokio::task::spawn_blocking(move || kinds.probe(group)).await {

@@ -304,8 +304,17 @@ fn kernel_dependent(kind: &str) -> Option<&'static str> {
 
 /// Injects every kind; returns the kinds this kernel refused (none under the VM harness).
 fn inject_every_kind(daemon: &Daemon, scene: &Scene) -> Vec<String> {
+    let faults = scene.faults();
+    // The scene must cover every kind of chaosd's list that stays in force.
+    for kind in chaosd::kinds::KINDS.iter().filter(|k| !k.one_shot) {
+        assert!(
+            faults.iter().any(|(spec, _)| spec.kind() == kind.name),
+            "the crash test has no case for {}: add one to Scene::faults",
+            kind.name
+        );
+    }
     let mut refused = Vec::new();
-    for (spec, targets) in scene.faults() {
+    for (spec, targets) in faults {
         let kind = spec.kind().to_string();
         match daemon.try_inject(&request(spec, &targets, "10m")) {
             Ok(_) => {}

@@ -273,3 +273,38 @@ impl Common {
         cgroups.chain(pids).chain(units).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::Cli;
+
+    /// `net.connect_error` → `inject net connect-error`.
+    fn subcommand_path(kind: &str) -> Vec<String> {
+        let (family, name) = kind.split_once('.').unwrap_or((kind, ""));
+        vec![
+            "inject".to_string(),
+            family.to_string(),
+            name.replace('_', "-"),
+        ]
+    }
+
+    #[test]
+    fn every_fault_kind_has_an_inject_subcommand() {
+        let cli = Cli::command();
+        for kind in chaosd::kinds::KINDS {
+            let path = subcommand_path(kind.name);
+            let mut cmd = &cli;
+            for part in &path {
+                cmd = cmd.find_subcommand(part).unwrap_or_else(|| {
+                    panic!(
+                        "kind {} has no `chaosctl {}` subcommand",
+                        kind.name,
+                        path.join(" ")
+                    )
+                });
+            }
+        }
+    }
+}
