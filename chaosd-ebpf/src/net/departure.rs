@@ -3,8 +3,12 @@
 //! is queued here, so a packet costs a few map reads, and when the programs detach (daemon
 //! gone) no packet is held longer than fq's horizon.
 
-use aya_ebpf::{helpers::bpf_get_prandom_u32, macros::map, maps::LruHashMap};
-use chaosd_common::net::NetRule;
+use aya_ebpf::{
+    helpers::bpf_get_prandom_u32,
+    macros::map,
+    maps::{Array, LruHashMap},
+};
+use chaosd_common::{counters::MAX_FAULT_SLOTS, net::NetRule};
 
 use super::peer::Peer;
 
@@ -26,9 +30,15 @@ struct FlowKey {
 #[map]
 static NET_FLOW_DEPARTURE: LruHashMap<FlowKey, u64> = LruHashMap::with_max_entries(65536, 0);
 
-/// Next free departure time of each bandwidth fault (by counter slot).
+/// Next free departure time of each bandwidth fault, indexed by its counter slot (0: no
+/// packet yet). An array, not an LRU hash: the slots are few and known, and a small common
+/// LRU map recycles live entries long before it is full on kernels without the per-CPU
+/// free-target clamp (Debian's 6.1 has none): each CPU that updates it reserves a batch of
+/// 128 free elements, so with more than 8 CPUs a 1024-entry map can start evicting other
+/// faults' clocks, and a fault whose clock is gone sends its next packets as a fresh burst.
+/// An array slot is written in place and never goes.
 #[map]
-static NET_PACING: LruHashMap<u32, u64> = LruHashMap::with_max_entries(1024, 0);
+static NET_PACING: Array<u64> = Array::with_max_entries(MAX_FAULT_SLOTS, 0);
 
 /// `t` plus the rule's delay ± jitter; with jitter, never before the flow's previous packet.
 #[inline(always)]
@@ -70,15 +80,20 @@ pub fn paced(rule: &NetRule, len: u64, t: u64, now: u64) -> u64 {
     if rate == 0 {
         return t;
     }
-    let slot = rule.counter_slot;
-    // SAFETY: the value is a plain u64 read once.
-    let next = unsafe { NET_PACING.get(&slot) }.copied().unwrap_or(0);
+    // The daemon allocates slots below MAX_FAULT_SLOTS, so the slot is always there.
+    let Some(clock) = NET_PACING.get_ptr_mut(rule.counter_slot) else {
+        return t;
+    };
+    // SAFETY: a plain u64 of the array, read once and written once; a racing CPU may
+    // overwrite it (see above), never leave it torn.
+    let next = unsafe { *clock };
     let credit_floor = now.saturating_sub(rule.burst_bytes * NS_PER_SEC / rate);
     let start = if next > credit_floor {
         next
     } else {
         credit_floor
     };
-    let _ = NET_PACING.insert(&slot, &(start + len * NS_PER_SEC / rate), 0);
+    // SAFETY: as above.
+    unsafe { *clock = start + len * NS_PER_SEC / rate };
     if t > start { t } else { start }
 }
