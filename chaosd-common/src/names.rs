@@ -54,6 +54,7 @@ pub const MAPS: &[&str] = &[
     crate::counters::FAULT_COUNTERS_MAP,
     crate::heartbeat::HEARTBEAT_MAP,
     crate::net::NET_RULES_MAP,
+    crate::net::NET_PACING_MAP,
     crate::io::IO_RULES_MAP,
     crate::io::IO_OP_COUNTERS_MAP,
     crate::clock::CLOCK_TARGETS_MAP,

@@ -8,6 +8,9 @@
 
 /// Name of the `HashMap<u64, NetRuleSet>` map, keyed by cgroup v2 id (the directory's inode).
 pub const NET_RULES_MAP: &str = "NET_RULES";
+/// Name of the `Array<u64>` of each bandwidth fault's pacing clock, indexed by counter slot;
+/// the daemon zeroes a slot's clock when a bandwidth fault takes the slot.
+pub const NET_PACING_MAP: &str = "NET_PACING";
 /// Cgroups that can carry network rules at once.
 pub const MAX_NET_CGROUPS: u32 = 4096;
 /// Faults that can stack on one cgroup.

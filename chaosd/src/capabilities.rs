@@ -545,7 +545,9 @@ mod tests {
     fn every_program_group_has_a_kind_and_an_unloaded_group_is_no_support() {
         for group in ProgramGroup::ALL {
             assert!(
-                crate::kinds::KINDS.iter().any(|r| r.programs == Some(group)),
+                crate::kinds::KINDS
+                    .iter()
+                    .any(|r| r.programs == Some(group)),
                 "{group:?} serves no kind"
             );
         }

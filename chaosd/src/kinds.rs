@@ -176,7 +176,12 @@ static UNLISTED: Kind = Kind {
     summary: "a kind missing from the descriptor list",
     targets: Required,
     programs: None,
-    host_check: |_| Err(Problem::new("this kind is not in chaosd's kind list", "report this bug")),
+    host_check: |_| {
+        Err(Problem::new(
+            "this kind is not in chaosd's kind list",
+            "report this bug",
+        ))
+    },
     counter_unit: None,
     one_shot: false,
     validate: |spec| Err(mismatch("unlisted", spec)),
@@ -216,7 +221,11 @@ mod tests {
             assert_eq!(entries, 1, "{name} has {entries} entries in KINDS");
         }
         for k in KINDS {
-            assert!(wire.iter().any(|w| w == k.name), "{} is no wire kind", k.name);
+            assert!(
+                wire.iter().any(|w| w == k.name),
+                "{} is no wire kind",
+                k.name
+            );
         }
     }
 

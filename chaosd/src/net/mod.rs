@@ -37,7 +37,7 @@ use std::{
 use anyhow::Context as _;
 use aya::{
     Ebpf,
-    maps::HashMap,
+    maps::{Array, HashMap, MapData},
     programs::{
         CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr,
         cgroup_skb::CgroupSkbLink, cgroup_sock_addr::CgroupSockAddrLink,
@@ -46,7 +46,8 @@ use aya::{
 use chaosd_common::names;
 use chaosd_common::net::{
     MAX_RULES_PER_CGROUP, NET_KIND_BANDWIDTH, NET_KIND_CONNECT_ERROR, NET_KIND_CORRUPT,
-    NET_KIND_DELAY, NET_KIND_DROP, NET_KIND_DUPLICATE, NET_RULES_MAP, NetRule, NetRuleSet, PPM_ONE,
+    NET_KIND_DELAY, NET_KIND_DROP, NET_KIND_DUPLICATE, NET_PACING_MAP, NET_RULES_MAP, NetRule,
+    NetRuleSet, PPM_ONE,
 };
 
 use crate::{
@@ -73,6 +74,8 @@ const SOCK_ADDR_PROGRAMS: [&str; 4] = [
 /// Rules map and attachment state of the network programs.
 pub struct NetState {
     rules: RuleMap<NetRuleSet>,
+    /// Bandwidth faults' pacing clocks by counter slot: a reused slot starts from zero.
+    pacing: Array<MapData, u64>,
     skb_links: Vec<CgroupSkbLink>,
     sock_addr_links: Vec<CgroupSockAddrLink>,
     attached: Arc<AtomicBool>,
@@ -92,9 +95,14 @@ impl NetState {
             .take_map(NET_RULES_MAP)
             .context("eBPF object has no net rules map")?;
         let rules = HashMap::try_from(rules).context("net rules map has the wrong type")?;
+        let pacing = ebpf
+            .take_map(NET_PACING_MAP)
+            .context("eBPF object has no pacing map")?;
+        let pacing = Array::try_from(pacing).context("pacing map has the wrong type")?;
         let cgroup2_root = crate::cgroup::cgroup2_mount()?;
         Ok(NetState {
             rules: RuleMap::new(rules, "writing net rules"),
+            pacing,
             skb_links: Vec::new(),
             sock_addr_links: Vec::new(),
             attached: Arc::default(),
@@ -156,6 +164,12 @@ impl NetState {
         targets: Vec<(u64, String)>,
     ) -> Result<(), FaultError> {
         let slot = rule.counter_slot;
+        if rule.kind == NET_KIND_BANDWIDTH {
+            // A previous fault's clock in this slot may lie far ahead: start afresh.
+            self.pacing
+                .set(slot, 0, 0)
+                .map_err(|e| FaultError::kernel("resetting the pacing clock", e))?;
+        }
         self.faults.insert(slot, TargetedRule { rule, targets });
         let result = self.reconcile_links(ebpf).and_then(|()| self.sync());
         if result.is_err() {
