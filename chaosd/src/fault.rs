@@ -25,6 +25,8 @@ pub trait ActiveFault: Send {
 
 /// What applying a fault needs besides its parameters.
 pub struct ApplyContext<'a> {
+    /// The id the registry gave the fault (for names the fault leaves on the host).
+    pub fault_id: &'a str,
     pub targets: &'a [ResolvedTarget],
     pub duration: Duration,
 }

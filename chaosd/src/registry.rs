@@ -95,6 +95,7 @@ impl Registry {
         };
         self.journal.record(&info)?;
         let ctx = ApplyContext {
+            fault_id: &info.id,
             targets: &info.targets,
             duration,
         };
