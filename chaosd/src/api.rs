@@ -66,7 +66,7 @@ pub enum FaultSpec {
     /// Sustained reads/writes in a directory.
     #[serde(rename = "disk.io")]
     DiskIo(DiskIoParams),
-    /// Signal the target cgroups' processes once.
+    /// Signal the target cgroups' processes once (a one-shot fault), or `every` so long.
     #[serde(rename = "process.kill")]
     ProcessKill(ProcessKillParams),
     /// Freeze the target cgroups (cgroup v2 freezer) until the fault ends.
@@ -305,6 +305,11 @@ impl IoMode {
 }
 
 /// `process.kill`: at most one of `count` and `percent`; all processes by default.
+///
+/// Without `every` the kill is one-shot: the processes are signalled when it is applied, the
+/// fault ends at once (state `completed`) and holds no concurrent-fault slot. With `every` the
+/// kill repeats at that interval until the duration ends, and the fault is active (and holds a
+/// slot) meanwhile.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ProcessKillParams {
@@ -315,6 +320,10 @@ pub struct ProcessKillParams {
     pub count: Option<u32>,
     #[serde(default)]
     pub percent: Option<f64>,
+    /// Repeat the kill this often ("10s") until the fault's duration ends; at least 100ms and
+    /// shorter than the duration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<String>,
 }
 
 fn sigkill() -> String {
@@ -368,6 +377,8 @@ pub enum FaultState {
     Expired,
     /// Reverted because the daemon shut down.
     Stopped,
+    /// A one-shot fault (`process.kill` without `every`): it acted when applied and ended then.
+    Completed,
 }
 
 impl std::fmt::Display for FaultState {
@@ -377,6 +388,7 @@ impl std::fmt::Display for FaultState {
             FaultState::Recovered => "recovered",
             FaultState::Expired => "expired",
             FaultState::Stopped => "stopped",
+            FaultState::Completed => "completed",
         };
         f.write_str(s)
     }

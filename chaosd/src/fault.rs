@@ -77,6 +77,15 @@ impl FaultKinds {
         }
     }
 
+    /// Whether `spec` is one-shot: it acts when applied and ends at once (as `completed`), so
+    /// it holds no concurrent-fault slot and arms no deadline timer. The kind decides.
+    pub fn one_shot(spec: &FaultSpec) -> bool {
+        match spec {
+            FaultSpec::ProcessKill(p) => crate::process::kill::is_one_shot(p),
+            _ => false,
+        }
+    }
+
     /// Checks parameters without touching anything.
     pub fn validate(spec: &FaultSpec) -> Result<(), RequestError> {
         match spec {

@@ -74,8 +74,12 @@ impl Registry {
         self.kinds.check_available(&req.fault)?;
         let targets = self.resolve_targets(&req)?;
 
+        // One-shot faults end at once: they hold no slot (the kind decides which are).
+        let one_shot = FaultKinds::one_shot(&req.fault);
         let mut inner = self.inner.lock().await;
-        self.policy.check_room(inner.active.len())?;
+        if !one_shot {
+            self.policy.check_room(inner.active.len())?;
+        }
         let id =
             new_id(|id| inner.active.contains_key(id) || inner.ended.iter().any(|f| f.id == id));
         let now = SystemTime::now();
@@ -110,18 +114,21 @@ impl Registry {
         };
         info.counters = fault.counters();
         info.op_counters = fault.op_counters();
-        let timer = self.arm_timer(id.clone(), duration);
+        let timer = (!one_shot).then(|| self.arm_timer(id.clone(), duration));
         info!(fault_id = %id, kind = info.kind, targets = ?info.targets.iter().map(|t| &t.cgroup).collect::<Vec<_>>(),
               duration = info.duration, duration_ms = info.duration_ms, "fault injected");
         inner.active.insert(
-            id,
+            id.clone(),
             Entry {
                 info: info.clone(),
                 fault,
-                timer: Some(timer),
+                timer,
             },
         );
         self.metrics.observe_inject(&info.kind, started.elapsed());
+        if one_shot {
+            return self.end_locked(&mut inner, &id, FaultState::Completed, false);
+        }
         Ok(info)
     }
 
@@ -178,8 +185,18 @@ impl Registry {
         state: FaultState,
         abort_timer: bool,
     ) -> Result<FaultInfo, Error> {
-        let started = Instant::now();
         let mut inner = self.inner.lock().await;
+        self.end_locked(&mut inner, id, state, abort_timer)
+    }
+
+    fn end_locked(
+        &self,
+        inner: &mut Inner,
+        id: &str,
+        state: FaultState,
+        abort_timer: bool,
+    ) -> Result<FaultInfo, Error> {
+        let started = Instant::now();
         let mut entry = inner
             .active
             .remove(id)
