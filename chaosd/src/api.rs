@@ -165,6 +165,9 @@ pub struct NetDelayParams {
     pub jitter: Option<String>,
     #[serde(default)]
     pub filter: NetFilter,
+    /// The network namespace whose devices get sch_fq: see [`NetnsUsed`] for the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -178,6 +181,46 @@ pub struct NetBandwidthParams {
     pub burst: Option<String>,
     #[serde(default)]
     pub filter: NetFilter,
+    /// The network namespace whose devices get sch_fq: see [`NetnsUsed`] for the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+}
+
+/// A network namespace a fault acts in (`net.delay`, `net.bandwidth`: their sch_fq), and how
+/// it was chosen. The request's `netns` (a path such as `/run/netns/NAME` or
+/// `/proc/PID/ns/net`, or a pid) wins; without it, the namespaces of the target cgroups'
+/// processes; with no process there yet, chaosd's own namespace.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NetnsUsed {
+    /// nsfs inode: what `lsns -t net` and `ls -iL /proc/PID/ns/net` show.
+    pub inode: u64,
+    pub from: NetnsFrom,
+    /// What was opened: the request's path, or `/proc/PID/ns/net` of the process it was
+    /// found through.
+    pub path: String,
+}
+
+/// Where a [`NetnsUsed`] came from.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NetnsFrom {
+    /// The request's `netns` field (`--netns`).
+    Request,
+    /// A process of the target cgroups.
+    Target,
+    /// chaosd's own: the targets had no process and the request named no namespace.
+    Chaosd,
+}
+
+impl std::fmt::Display for NetnsUsed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let from = match self.from {
+            NetnsFrom::Request => "as asked",
+            NetnsFrom::Target => "the target's",
+            NetnsFrom::Chaosd => "chaosd's own: the target has no process and no --netns was given",
+        };
+        write!(f, "net:[{}] ({}, {from})", self.inode, self.path)
+    }
 }
 
 fn hundred() -> f64 {
@@ -433,6 +476,10 @@ pub struct FaultInfo {
     /// Per-operation breakdown of `counters`, for kinds that have one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub op_counters: Vec<OpCounters>,
+    /// The network namespaces the fault acts in, for kinds that act on devices (`net.delay`,
+    /// `net.bandwidth`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub netns: Vec<NetnsUsed>,
 }
 
 /// Body of `GET /v1/status`.

@@ -19,6 +19,10 @@ pub trait ActiveFault: Send {
     fn op_counters(&self) -> Vec<crate::api::OpCounters> {
         Vec::new()
     }
+    /// The network namespaces the fault acts in, for kinds that act on devices.
+    fn netns(&self) -> Vec<crate::api::NetnsUsed> {
+        Vec::new()
+    }
     /// Undoes the fault. Called at most once; `Drop` does it when this was not called.
     fn revert(&mut self) -> Result<(), FaultError>;
 }

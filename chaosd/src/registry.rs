@@ -96,6 +96,7 @@ impl Registry {
             ended_at: None,
             counters: Default::default(),
             op_counters: Vec::new(),
+            netns: Vec::new(),
         };
         self.journal.record(&info)?;
         let ctx = ApplyContext {
@@ -114,6 +115,7 @@ impl Registry {
         };
         info.counters = fault.counters();
         info.op_counters = fault.op_counters();
+        info.netns = fault.netns();
         let timer = (!one_shot).then(|| self.arm_timer(id.clone(), duration));
         info!(fault_id = %id, kind = info.kind, targets = ?info.targets.iter().map(|t| &t.cgroup).collect::<Vec<_>>(),
               duration = info.duration, duration_ms = info.duration_ms, "fault injected");
