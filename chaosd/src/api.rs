@@ -66,7 +66,7 @@ pub enum FaultSpec {
     /// Sustained reads/writes in a directory.
     #[serde(rename = "disk.io")]
     DiskIo(DiskIoParams),
-    /// Signal the target cgroups' processes once.
+    /// Signal the target cgroups' processes once (a one-shot fault), or `every` so long.
     #[serde(rename = "process.kill")]
     ProcessKill(ProcessKillParams),
     /// Freeze the target cgroups (cgroup v2 freezer) until the fault ends.
@@ -165,6 +165,9 @@ pub struct NetDelayParams {
     pub jitter: Option<String>,
     #[serde(default)]
     pub filter: NetFilter,
+    /// The network namespace whose devices get sch_fq: see [`NetnsUsed`] for the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -178,6 +181,46 @@ pub struct NetBandwidthParams {
     pub burst: Option<String>,
     #[serde(default)]
     pub filter: NetFilter,
+    /// The network namespace whose devices get sch_fq: see [`NetnsUsed`] for the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+}
+
+/// A network namespace a fault acts in (`net.delay`, `net.bandwidth`: their sch_fq), and how
+/// it was chosen. The request's `netns` (a path such as `/run/netns/NAME` or
+/// `/proc/PID/ns/net`, or a pid) wins; without it, the namespaces of the target cgroups'
+/// processes; with no process there yet, chaosd's own namespace.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NetnsUsed {
+    /// nsfs inode: what `lsns -t net` and `ls -iL /proc/PID/ns/net` show.
+    pub inode: u64,
+    pub from: NetnsFrom,
+    /// What was opened: the request's path, or `/proc/PID/ns/net` of the process it was
+    /// found through.
+    pub path: String,
+}
+
+/// Where a [`NetnsUsed`] came from.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NetnsFrom {
+    /// The request's `netns` field (`--netns`).
+    Request,
+    /// A process of the target cgroups.
+    Target,
+    /// chaosd's own: the targets had no process and the request named no namespace.
+    Chaosd,
+}
+
+impl std::fmt::Display for NetnsUsed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let from = match self.from {
+            NetnsFrom::Request => "as asked",
+            NetnsFrom::Target => "the target's",
+            NetnsFrom::Chaosd => "chaosd's own: the target has no process and no --netns was given",
+        };
+        write!(f, "net:[{}] ({}, {from})", self.inode, self.path)
+    }
 }
 
 fn hundred() -> f64 {
@@ -305,6 +348,11 @@ impl IoMode {
 }
 
 /// `process.kill`: at most one of `count` and `percent`; all processes by default.
+///
+/// Without `every` the kill is one-shot: the processes are signalled when it is applied, the
+/// fault ends at once (state `completed`) and holds no concurrent-fault slot. With `every` the
+/// kill repeats at that interval until the duration ends, and the fault is active (and holds a
+/// slot) meanwhile.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ProcessKillParams {
@@ -315,6 +363,10 @@ pub struct ProcessKillParams {
     pub count: Option<u32>,
     #[serde(default)]
     pub percent: Option<f64>,
+    /// Repeat the kill this often ("10s") until the fault's duration ends; at least 100ms and
+    /// shorter than the duration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<String>,
 }
 
 fn sigkill() -> String {
@@ -368,6 +420,8 @@ pub enum FaultState {
     Expired,
     /// Reverted because the daemon shut down.
     Stopped,
+    /// A one-shot fault (`process.kill` without `every`): it acted when applied and ended then.
+    Completed,
 }
 
 impl std::fmt::Display for FaultState {
@@ -377,6 +431,7 @@ impl std::fmt::Display for FaultState {
             FaultState::Recovered => "recovered",
             FaultState::Expired => "expired",
             FaultState::Stopped => "stopped",
+            FaultState::Completed => "completed",
         };
         f.write_str(s)
     }
@@ -421,6 +476,10 @@ pub struct FaultInfo {
     /// Per-operation breakdown of `counters`, for kinds that have one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub op_counters: Vec<OpCounters>,
+    /// The network namespaces the fault acts in, for kinds that act on devices (`net.delay`,
+    /// `net.bandwidth`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub netns: Vec<NetnsUsed>,
 }
 
 /// Body of `GET /v1/status`.

@@ -20,12 +20,18 @@ pub trait ActiveFault: Send {
     fn op_counters(&self) -> Vec<crate::api::OpCounters> {
         Vec::new()
     }
+    /// The network namespaces the fault acts in, for kinds that act on devices.
+    fn netns(&self) -> Vec<crate::api::NetnsUsed> {
+        Vec::new()
+    }
     /// Undoes the fault. Called at most once; `Drop` does it when this was not called.
     fn revert(&mut self) -> Result<(), FaultError>;
 }
 
 /// What applying a fault needs besides its parameters.
 pub struct ApplyContext<'a> {
+    /// The id the registry gave the fault (for names the fault leaves on the host).
+    pub fault_id: &'a str,
     pub targets: &'a [ResolvedTarget],
     pub duration: Duration,
 }
@@ -70,6 +76,12 @@ impl FaultKinds {
     /// Whether `spec`'s kind needs, accepts or refuses targets.
     pub fn target_rule(spec: &FaultSpec) -> TargetRule {
         crate::kinds::of(spec).targets
+    }
+
+    /// Whether `spec` is one-shot: it acts when applied and ends at once (as `completed`), so
+    /// it holds no concurrent-fault slot and arms no deadline timer. The kind decides.
+    pub fn one_shot(spec: &FaultSpec) -> bool {
+        (crate::kinds::of(spec).one_shot)(spec)
     }
 
     /// Checks parameters without touching anything.

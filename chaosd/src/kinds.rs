@@ -33,8 +33,11 @@ pub struct Kind {
     pub host_check: fn(&Facts) -> Result<(), Problem>,
     /// What its `seen`/`affected` counters count, as the metrics family names it.
     pub counter_unit: Option<&'static str>,
-    /// Ends as soon as it is applied (nothing stays in force to crash-test).
-    pub one_shot: bool,
+    /// Whether this request acts once and ends at once (`process.kill` without `every`):
+    /// nothing stays in force, so it holds no concurrent-fault slot.
+    pub one_shot: fn(&FaultSpec) -> bool,
+    /// Whether it can stay in force, so the crash test must cover it.
+    pub crash_tested: bool,
     /// Checks the parameters without touching anything.
     pub validate: fn(&FaultSpec) -> Result<(), RequestError>,
     pub apply: ApplyFn,
@@ -53,7 +56,7 @@ fn mismatch(kind: &'static str, spec: &FaultSpec) -> RequestError {
 macro_rules! kind {
     (
         $variant:ident, $name:literal, $summary:literal, $targets:expr, $programs:expr,
-        $check:expr, $unit:expr, one_shot: $one_shot:expr,
+        $check:expr, $unit:expr, crash_tested: $crash:expr,
         validate: $validate:expr,
         apply: |$kinds:ident, $p:ident, $ctx:ident| $apply:expr $(,)?
     ) => {
@@ -64,7 +67,11 @@ macro_rules! kind {
             programs: $programs,
             host_check: $check,
             counter_unit: $unit,
-            one_shot: $one_shot,
+            one_shot: |spec| match spec {
+                FaultSpec::$variant(p) => is_one_shot(p),
+                _ => false,
+            },
+            crash_tested: $crash,
             validate: |spec| match spec {
                 FaultSpec::$variant(p) => $validate(p),
                 other => Err(mismatch($name, other)),
@@ -77,6 +84,44 @@ macro_rules! kind {
     };
 }
 
+/// Whether a request with these parameters acts once and ends at once.
+trait OneShot {
+    fn one_shot(&self) -> bool {
+        false
+    }
+}
+
+fn is_one_shot(p: &impl OneShot) -> bool {
+    p.one_shot()
+}
+
+impl OneShot for crate::api::ProcessKillParams {
+    fn one_shot(&self) -> bool {
+        crate::process::kill::is_one_shot(self)
+    }
+}
+
+macro_rules! lasting {
+    ($($params:ty),* $(,)?) => { $(impl OneShot for $params {})* };
+}
+
+lasting!(
+    crate::api::NetLossParams,
+    crate::api::NetPartitionParams,
+    crate::api::NetDelayParams,
+    crate::api::NetBandwidthParams,
+    crate::api::NetCorruptParams,
+    crate::api::NetDuplicateParams,
+    crate::api::NetConnectErrorParams,
+    crate::api::IoErrnoParams,
+    crate::api::StressCpuParams,
+    crate::api::StressMemParams,
+    crate::api::DiskFillParams,
+    crate::api::DiskIoParams,
+    crate::api::ProcessPauseParams,
+    crate::api::ClockSkewParams,
+);
+
 use ProgramGroup as Pg;
 use TargetRule::{Forbidden, Optional, Required};
 
@@ -86,74 +131,74 @@ const SYSCALLS: Option<&str> = Some("syscalls");
 /// Every fault kind chaosd knows.
 pub static KINDS: &[Kind] = &[
     kind!(NetLoss, "net.loss", "drop a share of a cgroup's packets (cgroup_skb)",
-        Required, Some(Pg::Packet), capabilities::check_cgroup_bpf, PACKETS, one_shot: false,
+        Required, Some(Pg::Packet), capabilities::check_cgroup_bpf, PACKETS, crash_tested: true,
         validate: crate::net::loss::validate,
         apply: |k, p, ctx| crate::net::loss::apply(&k.kernel, p, ctx)),
     kind!(NetPartition, "net.partition", "cut a cgroup off from peers (cgroup_skb)",
-        Required, Some(Pg::Packet), capabilities::check_cgroup_bpf, PACKETS, one_shot: false,
+        Required, Some(Pg::Packet), capabilities::check_cgroup_bpf, PACKETS, crash_tested: true,
         validate: crate::net::partition::validate,
         apply: |k, p, ctx| crate::net::partition::apply(&k.kernel, p, ctx)),
     kind!(NetDelay, "net.delay",
         "delay (± jitter) what a cgroup sends (departure time + sch_fq)",
         Required, Some(Pg::Packet), capabilities::check_departure_time, PACKETS,
-        one_shot: false,
+        crash_tested: true,
         validate: crate::net::delay::validate,
         apply: |k, p, ctx| crate::net::delay::apply(&k.kernel, p, ctx)),
     kind!(NetBandwidth, "net.bandwidth",
         "pace what a cgroup sends to a rate (departure time + sch_fq)",
         Required, Some(Pg::Packet), capabilities::check_departure_time, PACKETS,
-        one_shot: false,
+        crash_tested: true,
         validate: crate::net::bandwidth::validate,
         apply: |k, p, ctx| crate::net::bandwidth::apply(&k.kernel, p, ctx)),
     kind!(NetCorrupt, "net.corrupt", "corrupt what a cgroup sends (TC egress classifier)",
         Required, Some(Pg::Classifier), capabilities::check_cgroup_bpf, PACKETS,
-        one_shot: false,
+        crash_tested: true,
         validate: crate::net::corrupt::validate,
         apply: |k, p, ctx| crate::net::corrupt::apply(&k.kernel, p, ctx)),
     kind!(NetDuplicate, "net.duplicate",
         "send a cgroup's packets twice (TC egress classifier, clone)",
         Required, Some(Pg::Classifier), capabilities::check_cgroup_bpf, PACKETS,
-        one_shot: false,
+        crash_tested: true,
         validate: crate::net::duplicate::validate,
         apply: |k, p, ctx| crate::net::duplicate::apply(&k.kernel, p, ctx)),
     kind!(NetConnectError, "net.connect_error",
         "fail connect() with an errno (cgroup sock_addr, bpf_set_retval)",
         Required, Some(Pg::Connect), capabilities::check_cgroup_bpf, SYSCALLS,
-        one_shot: false,
+        crash_tested: true,
         validate: crate::net::connect_error::validate,
         apply: |k, p, ctx| crate::net::connect_error::apply(&k.kernel, p, ctx)),
     kind!(IoErrno, "io.errno", "fail file operations with an errno (BPF LSM)",
-        Required, Some(Pg::Lsm), capabilities::check_bpf_lsm, SYSCALLS, one_shot: false,
+        Required, Some(Pg::Lsm), capabilities::check_bpf_lsm, SYSCALLS, crash_tested: true,
         validate: crate::io::errno::validate,
         apply: |k, p, ctx| crate::io::errno::apply(&k.kernel, p, ctx)),
     kind!(StressCpu, "stress.cpu", "burn CPU inside a cgroup (supervised worker processes)",
-        Optional, None, capabilities::check_cgroup_bpf, None, one_shot: false,
+        Optional, None, capabilities::check_cgroup_bpf, None, crash_tested: true,
         validate: crate::stress::cpu::validate,
         apply: |_k, p, ctx| crate::stress::cpu::apply(p, ctx)),
     kind!(StressMem, "stress.mem",
         "hold memory resident inside a cgroup (supervised worker processes)",
-        Optional, None, capabilities::check_cgroup_bpf, None, one_shot: false,
+        Optional, None, capabilities::check_cgroup_bpf, None, crash_tested: true,
         validate: crate::stress::mem::validate,
         apply: |_k, p, ctx| crate::stress::mem::apply(p, ctx)),
     kind!(DiskFill, "disk.fill", "fill a filesystem down to a safety floor (fallocate)",
-        Forbidden, None, capabilities::check_nothing, None, one_shot: false,
+        Forbidden, None, capabilities::check_nothing, None, crash_tested: true,
         validate: crate::stress::disk::validate_fill,
         apply: |k, p, ctx| crate::stress::disk::apply_fill(&k.stress, p, ctx)),
     kind!(DiskIo, "disk.io", "sustained read/write load on a filesystem",
-        Optional, None, capabilities::check_nothing, None, one_shot: false,
+        Optional, None, capabilities::check_nothing, None, crash_tested: true,
         validate: crate::stress::disk::validate_io,
         apply: |k, p, ctx| crate::stress::disk::apply_io(&k.stress, p, ctx)),
     kind!(ProcessKill, "process.kill", "signal processes of a cgroup",
-        Required, None, capabilities::check_cgroup_bpf, None, one_shot: true,
+        Required, None, capabilities::check_cgroup_bpf, None, crash_tested: false,
         validate: crate::process::kill::validate,
         apply: |_k, p, ctx| crate::process::kill::apply(p, ctx)),
     kind!(ProcessPause, "process.pause", "freeze a cgroup (cgroup.freeze, 5.2+)",
-        Required, None, capabilities::check_freezer, None, one_shot: false,
+        Required, None, capabilities::check_freezer, None, crash_tested: true,
         validate: |_: &crate::api::ProcessPauseParams| Ok(()),
         apply: |_k, _p, ctx| crate::process::pause::apply(ctx)),
     kind!(ClockSkew, "clock.skew",
         "shift a cgroup's clocks (ptrace vDSO detour, tp_btf exec hook; x86_64)",
-        Required, Some(Pg::ClockExec), capabilities::check_clock_skew, None, one_shot: false,
+        Required, Some(Pg::ClockExec), capabilities::check_clock_skew, None, crash_tested: true,
         validate: crate::clock::params::validate,
         apply: |k, p, ctx| crate::clock::apply(&k.kernel, p, ctx)),
 ];
@@ -183,7 +228,8 @@ static UNLISTED: Kind = Kind {
         ))
     },
     counter_unit: None,
-    one_shot: false,
+    one_shot: |_| false,
+    crash_tested: false,
     validate: |spec| Err(mismatch("unlisted", spec)),
     apply: |_, spec, _| Err(FaultError::Refused(mismatch("unlisted", spec))),
 };

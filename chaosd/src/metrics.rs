@@ -219,6 +219,7 @@ mod tests {
             ended_at: None,
             counters: Counters { seen, affected },
             op_counters: vec![],
+            netns: vec![],
         }
     }
 

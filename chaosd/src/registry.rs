@@ -80,10 +80,14 @@ impl Registry {
         self.prepare_kind(&req.fault).await?;
         self.kinds.check_available(&req.fault)?;
 
+        // One-shot faults end at once: they hold no slot (the kind decides which are).
+        let one_shot = FaultKinds::one_shot(&req.fault);
         let id = {
             let mut inner = self.inner.lock().await;
-            self.policy
-                .check_room(inner.active.len() + inner.applying.len())?;
+            if !one_shot {
+                self.policy
+                    .check_room(inner.active.len() + inner.applying.len())?;
+            }
             let id = new_id(|id| {
                 inner.active.contains_key(id)
                     || inner.applying.contains(id)
@@ -106,6 +110,7 @@ impl Registry {
             ended_at: None,
             counters: Default::default(),
             op_counters: Vec::new(),
+            netns: Vec::new(),
         };
         let applied = self.apply_off_runtime(&info, duration).await;
         let mut inner = self.inner.lock().await;
@@ -113,18 +118,23 @@ impl Registry {
         let fault = applied?;
         info.counters = fault.counters();
         info.op_counters = fault.op_counters();
-        let timer = self.arm_timer(id.clone(), duration);
+        info.netns = fault.netns();
+        let timer = (!one_shot).then(|| self.arm_timer(id.clone(), duration));
         info!(fault_id = %id, kind = info.kind, targets = ?info.targets.iter().map(|t| &t.cgroup).collect::<Vec<_>>(),
               duration = info.duration, duration_ms = info.duration_ms, "fault injected");
         inner.active.insert(
-            id,
+            id.clone(),
             Entry {
                 info: info.clone(),
                 fault: Some(fault),
-                timer: Some(timer),
+                timer,
             },
         );
         self.metrics.observe_inject(&info.kind, started.elapsed());
+        if one_shot {
+            drop(inner);
+            return self.end(&id, FaultState::Completed, false).await;
+        }
         Ok(info)
     }
 
@@ -153,6 +163,7 @@ impl Registry {
         let mut task = tokio::task::spawn_blocking(move || {
             journal.record(&task_info)?;
             let ctx = ApplyContext {
+                fault_id: &task_info.id,
                 targets: &task_info.targets,
                 duration,
             };

@@ -17,13 +17,20 @@ use std::{
 };
 
 use chaosd::{
-    api::{FaultSpec, NetBandwidthParams, NetDelayParams, NetFilter, NetLossParams},
+    api::{
+        FaultSpec, NetBandwidthParams, NetDelayParams, NetFilter, NetLossParams, NetnsFrom,
+        NetnsUsed,
+    },
+    client::ClientError,
     kernel::monotonic_ns,
+    net::netns::Netns,
 };
 use chaosd_integration::{
-    Daemon, TestCgroup, block_on, helper_bin, inject, netns::NetnsEnd, netns::NetnsPair,
-    netns::spawn_in, request, skip, unsupported_reason,
+    Daemon, TestCgroup, block_on, helper_bin, inject, inject_request,
+    netns::{KillOnDrop, NetnsEnd, NetnsPair, spawn_in},
+    request, skip, unsupported_reason,
 };
+use hyper::StatusCode;
 
 const MS: u64 = 1_000_000;
 
@@ -118,18 +125,24 @@ fn delay(ms: u64, jitter_ms: Option<u64>) -> FaultSpec {
         delay: format!("{ms}ms"),
         jitter: jitter_ms.map(|j| format!("{j}ms")),
         filter: NetFilter::default(),
+        netns: None,
     })
 }
 
 /// Round trips of `count` pings from the target cgroup in `a` to the echo server.
 fn pings(s: &Setup, echo: &Echo, count: u32) -> Vec<Option<u64>> {
+    pings_from(&s.pair.a.netns, &s.cgroup, echo, count)
+}
+
+/// Round trips of `count` pings from a new process in `cgroup` and `netns`.
+fn pings_from(netns: &Netns, cgroup: &TestCgroup, echo: &Echo, count: u32) -> Vec<Option<u64>> {
     let out = spawn_in(
         Command::new(helper_bin())
             .args(["udp-ping", "--to", &echo.addr.to_string()])
             .args(["--count", &count.to_string(), "--gap-ms", "10"])
             .stdout(Stdio::piped()),
-        &s.pair.a.netns,
-        Some(&s.cgroup),
+        netns,
+        Some(cgroup),
     )
     .wait_with_output()
     .unwrap();
@@ -293,6 +306,7 @@ fn bandwidth_paces_the_target_to_the_asked_rate() {
             rate: "1mbit".into(),
             burst: None,
             filter: NetFilter::default(),
+            netns: None,
         }),
         "120s",
     );
@@ -313,4 +327,196 @@ fn bandwidth_paces_the_target_to_the_asked_rate() {
         (112_500.0..=137_500.0).contains(&rate),
         "1mbit gave {rate:.0} bytes/s, not 125000 ± 10 %"
     );
+}
+
+fn delay_in(ms: u64, netns: Option<&str>) -> FaultSpec {
+    FaultSpec::NetDelay(NetDelayParams {
+        netns: netns.map(Into::into),
+        ..match delay(ms, None) {
+            FaultSpec::NetDelay(p) => p,
+            _ => unreachable!(),
+        }
+    })
+}
+
+fn bandwidth_in(netns: Option<&str>) -> FaultSpec {
+    FaultSpec::NetBandwidth(NetBandwidthParams {
+        rate: "1mbit".into(),
+        burst: None,
+        filter: NetFilter::default(),
+        netns: netns.map(Into::into),
+    })
+}
+
+fn expect_400(daemon: &Daemon, req: &chaosd::api::InjectRequest, needle: &str) {
+    match daemon.try_inject(req) {
+        Err(ClientError::Api(msg, status)) => {
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{msg}");
+            assert!(
+                msg.contains("netns") && msg.contains(needle),
+                "{msg:?} does not name netns and {needle:?}"
+            );
+        }
+        other => panic!("expected a 400 naming netns and {needle:?}, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_bad_netns_is_refused_with_the_reason_and_nothing_is_applied() {
+    let daemon = Daemon::start();
+    let cgroup = TestCgroup::new("netns-bad");
+    for spec in [delay_in as fn(u64, Option<&str>) -> FaultSpec, |_, n| {
+        bandwidth_in(n)
+    }] {
+        for (netns, needle) in [
+            ("", "absolute path"),
+            ("netns/x", "absolute path"),
+            ("0", "above 0"),
+        ] {
+            expect_400(
+                &daemon,
+                &request(spec(100, Some(netns)), &[&cgroup], "30s"),
+                needle,
+            );
+        }
+    }
+    let anchor = KillOnDrop(Command::new("sleep").arg("60").spawn().unwrap());
+    let resolved = [
+        ("4194305", "no process with pid 4194305"),
+        ("/nonexistent/netns", "opening /nonexistent/netns"),
+        ("/proc/self/status", "is not a namespace"),
+        (
+            &*format!("/proc/{}/ns/mnt", anchor.0.id()),
+            "not a network namespace",
+        ),
+    ];
+    match unsupported_reason(&daemon, "net.delay") {
+        // Resolved when applied, where delay can be applied at all.
+        None => {
+            for (netns, needle) in resolved {
+                expect_400(
+                    &daemon,
+                    &request(delay_in(100, Some(netns)), &[&cgroup], "30s"),
+                    needle,
+                );
+            }
+        }
+        // Here a well-formed netns meets the kernel's refusal, naming what is missing.
+        Some(_) => {
+            let ns = format!("/proc/{}/ns/net", anchor.0.id());
+            let err = daemon
+                .try_inject(&request(delay_in(100, Some(&ns)), &[&cgroup], "30s"))
+                .expect_err("net.delay was accepted on a kernel without sch_fq");
+            assert!(err.to_string().contains("sch_fq"), "{err}");
+        }
+    }
+    assert!(block_on(daemon.client().list(true)).unwrap().is_empty());
+}
+
+/// The one namespace a fault reports, checked against what was expected.
+fn assert_one_netns(used: &[NetnsUsed], inode: u64, from: NetnsFrom, path: &str) {
+    assert_eq!(used.len(), 1, "{used:?}");
+    assert_eq!((used[0].inode, used[0].from), (inode, from), "{used:?}");
+    assert_eq!(used[0].path, path, "{used:?}");
+}
+
+#[test]
+fn delay_goes_in_before_its_client_starts_in_the_given_or_the_daemon_namespace() {
+    let pair = NetnsPair::new();
+    let other = NetnsPair::new();
+    // chaosd itself runs in namespace a, so "its own" is told apart from the host's.
+    let a_fd = {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        pair.a.netns.as_fd().as_raw_fd()
+    };
+    let daemon = Daemon::start_customized("", |_, mut cmd| {
+        use std::os::unix::process::CommandExt as _;
+        // SAFETY: only setns(2) between fork and exec; `pair` outlives the spawn.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(a_fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd
+    });
+    let cgroup = TestCgroup::new("netns-empty");
+    if let Some(reason) = unsupported_reason(&daemon, "net.delay") {
+        let err = daemon
+            .try_inject(&request(delay_in(100, None), &[&cgroup], "30s"))
+            .expect_err("net.delay was accepted on a kernel without sch_fq");
+        assert!(err.to_string().contains("sch_fq"), "{err}");
+        skip!("{reason}");
+    }
+
+    // No process in the target and no netns: chaosd's own namespace (a).
+    let echo = Echo::start(&pair.b);
+    let before = pair.a.qdisc_shapes();
+    let base = median(answered(&pings_from(&pair.a.netns, &cgroup, &echo, 10)));
+    let fault = inject(&daemon, &cgroup, delay_in(100, None), "120s");
+    let own = format!("/proc/{}/ns/net", daemon.pid());
+    assert_one_netns(&fault.netns, pair.a.netns.inode, NetnsFrom::Chaosd, &own);
+    let shown = block_on(daemon.client().get(&fault.id)).unwrap();
+    assert_eq!(shown.netns, fault.netns);
+    // The client starts after the inject, and is slowed down.
+    let delayed = median(answered(&pings_from(&pair.a.netns, &cgroup, &echo, 10)));
+    eprintln!(
+        "measured: p50 rtt {:.1} ms → {:.1} ms",
+        base as f64 / 1e6,
+        delayed as f64 / 1e6
+    );
+    assert!(
+        delayed >= base + 80 * MS,
+        "delay 100 ms in chaosd's namespace added only {:.1} ms",
+        delayed.saturating_sub(base) as f64 / 1e6
+    );
+    block_on(daemon.client().recover(&fault.id)).unwrap();
+    assert_eq!(
+        pair.a.qdisc_shapes(),
+        before,
+        "the qdiscs were not restored"
+    );
+
+    // A namespace named by path: that one gets the fq, whatever chaosd's is.
+    let anchor = KillOnDrop(spawn_in(
+        Command::new("sleep").arg("120"),
+        &other.a.netns,
+        None,
+    ));
+    let path = format!("/proc/{}/ns/net", anchor.0.id());
+    let echo = Echo::start(&other.b);
+    let base = median(answered(&pings_from(&other.a.netns, &cgroup, &echo, 10)));
+    let fault = inject(&daemon, &cgroup, delay_in(100, Some(&path)), "120s");
+    assert_one_netns(&fault.netns, other.a.netns.inode, NetnsFrom::Request, &path);
+    assert!(
+        other
+            .a
+            .qdisc_shapes()
+            .iter()
+            .any(|q| q.0 == other.a.ifindex as i32 && q.1 == "fq"),
+        "no fq on the named namespace's veth"
+    );
+    assert_eq!(
+        pair.a.qdisc_shapes(),
+        before,
+        "chaosd's own namespace was touched"
+    );
+    let delayed = median(answered(&pings_from(&other.a.netns, &cgroup, &echo, 10)));
+    assert!(
+        delayed >= base + 80 * MS,
+        "delay 100 ms in the named namespace added only {:.1} ms",
+        delayed.saturating_sub(base) as f64 / 1e6
+    );
+    block_on(daemon.client().recover(&fault.id)).unwrap();
+
+    // The same namespace named by pid, for bandwidth.
+    let pid = anchor.0.id().to_string();
+    let fault = inject_request(
+        &daemon,
+        &request(bandwidth_in(Some(&pid)), &[&cgroup], "60s"),
+    );
+    assert_one_netns(&fault.netns, other.a.netns.inode, NetnsFrom::Request, &path);
+    block_on(daemon.client().recover(&fault.id)).unwrap();
 }

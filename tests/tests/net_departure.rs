@@ -219,6 +219,7 @@ fn delay_rule(delay: &str, jitter: Option<&str>) -> NetRule {
         delay: delay.into(),
         jitter: jitter.map(Into::into),
         filter: NetFilter::default(),
+        netns: None,
     })
     .unwrap()
 }
@@ -228,6 +229,7 @@ fn bandwidth_rule(rate: &str, burst: &str) -> NetRule {
         rate: rate.into(),
         burst: Some(burst.into()),
         filter: NetFilter::default(),
+        netns: None,
     })
     .unwrap()
 }

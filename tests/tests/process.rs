@@ -1,5 +1,6 @@
-//! Process faults, checked from outside: signalled processes die (only in the target), a paused
-//! cgroup's process stops accumulating CPU time and runs again after recover.
+//! Process faults, checked from outside: signalled processes die (only in the target), a
+//! one-shot kill ends at once and holds no slot while a repeating one kills again until it
+//! ends, a paused cgroup's process stops accumulating CPU time and runs again after recover.
 
 use std::{
     process::{Child, Command},
@@ -7,7 +8,7 @@ use std::{
 };
 
 use chaosd::{
-    api::{FaultSpec, ProcessKillParams, ProcessPauseParams},
+    api::{FaultSpec, FaultState, ProcessKillParams, ProcessPauseParams},
     cgroup::spawn_in_cgroup,
     client::ClientError,
 };
@@ -48,7 +49,32 @@ fn kill(signal: &str, count: Option<u32>) -> FaultSpec {
         signal: signal.into(),
         count,
         percent: None,
+        every: None,
     })
+}
+
+fn kill_every(every: &str) -> FaultSpec {
+    FaultSpec::ProcessKill(ProcessKillParams {
+        signal: "KILL".into(),
+        count: None,
+        percent: None,
+        every: Some(every.into()),
+    })
+}
+
+fn expect_refusal(
+    daemon: &Daemon,
+    req: &chaosd::api::InjectRequest,
+    status: StatusCode,
+    needle: &str,
+) {
+    match daemon.try_inject(req) {
+        Err(ClientError::Api(msg, got)) => {
+            assert_eq!(got, status, "{msg}");
+            assert!(msg.contains(needle), "{msg:?} does not mention {needle:?}");
+        }
+        other => panic!("expected a {status} mentioning {needle:?}, got {other:?}"),
+    }
 }
 
 fn cpu_ticks(pid: u32) -> u64 {
@@ -81,10 +107,85 @@ fn kill_signals_only_the_target_cgroup() {
     });
     assert!(all_dead.is_some(), "a process of the target survived");
     assert!(!bystander.exited(), "the sibling's process was killed");
-    // The record lives on for its duration; recovering it is a no-op.
-    let listed = block_on(daemon.client().list(false)).unwrap();
-    assert_eq!(listed.len(), 1);
-    block_on(daemon.client().recover(&fault.id)).unwrap();
+    // One-shot: it ended at once, and shows with its counters among the ended faults.
+    assert_eq!(fault.state, FaultState::Completed);
+    assert!(fault.ended_at.is_some());
+    assert!(block_on(daemon.client().list(false)).unwrap().is_empty());
+    let ended = block_on(daemon.client().list(true)).unwrap();
+    assert_eq!(ended.len(), 1);
+    assert_eq!(ended[0].state, FaultState::Completed);
+    assert_eq!((ended[0].counters.seen, ended[0].counters.affected), (3, 3));
+    assert!(block_on(daemon.client().recover(&fault.id)).is_err());
+    assert_eq!(block_on(daemon.client().status()).unwrap().active_faults, 0);
+}
+
+#[test]
+fn a_one_shot_kill_holds_no_slot_and_a_repeating_one_does() {
+    let daemon = Daemon::start_with_config("[policy]\nmax_concurrent_faults = 1\n");
+    let paused = TestCgroup::new("slot-pause");
+    let target = TestCgroup::new("slot-kill");
+    let pause = inject(
+        &daemon,
+        &request(
+            FaultSpec::ProcessPause(ProcessPauseParams {}),
+            &[&paused],
+            "30s",
+        ),
+    );
+    // The only slot is taken, yet a one-shot kill goes through, and kills.
+    let mut victim = ChildGuard::spawn_in(&target, "exec sleep 60");
+    let shot = inject(&daemon, &request(kill("KILL", None), &[&target], "30s"));
+    assert_eq!(shot.state, FaultState::Completed);
+    assert_eq!(shot.counters.affected, 1);
+    assert!(wait_for(Duration::from_secs(2), || victim.exited().then_some(())).is_some());
+    // A repeating kill needs a slot.
+    expect_refusal(
+        &daemon,
+        &request(kill_every("1s"), &[&target], "30s"),
+        StatusCode::CONFLICT,
+        "policy.max_concurrent_faults",
+    );
+    block_on(daemon.client().recover(&pause.id)).unwrap();
+    let repeating = inject(&daemon, &request(kill_every("1s"), &[&target], "30s"));
+    assert_eq!(repeating.state, FaultState::Active);
+    let active = block_on(daemon.client().list(false)).unwrap();
+    assert_eq!(active.len(), 1, "{active:?}");
+    block_on(daemon.client().recover(&repeating.id)).unwrap();
+}
+
+#[test]
+fn kill_every_repeats_until_the_fault_ends() {
+    let daemon = Daemon::start();
+    let target = TestCgroup::new("kill-every");
+    let mut first = ChildGuard::spawn_in(&target, "exec sleep 60");
+    let fault = inject(&daemon, &request(kill_every("200ms"), &[&target], "2s"));
+    assert_eq!(fault.state, FaultState::Active);
+    assert_eq!(fault.counters.affected, 1, "{:?}", fault.counters);
+    assert!(wait_for(Duration::from_secs(1), || first.exited().then_some(())).is_some());
+    // A process that joins later is killed by a later round.
+    let mut later = ChildGuard::spawn_in(&target, "exec sleep 60");
+    assert!(
+        wait_for(Duration::from_secs(1), || later.exited().then_some(())).is_some(),
+        "a process started after the first round survived"
+    );
+    let info = block_on(daemon.client().get(&fault.id)).unwrap();
+    assert!(info.counters.affected >= 2, "{:?}", info.counters);
+    assert_eq!(info.state, FaultState::Active);
+
+    // At its duration it ends, and kills no more.
+    let ended = wait_for(Duration::from_secs(4), || {
+        let f = block_on(daemon.client().get(&fault.id)).ok()?;
+        (f.state == FaultState::Expired).then_some(f)
+    })
+    .expect("the repeating kill did not expire");
+    let mut survivor = ChildGuard::spawn_in(&target, "exec sleep 60");
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(
+        !survivor.exited(),
+        "a process was killed after the fault ended"
+    );
+    let last = block_on(daemon.client().get(&fault.id)).unwrap();
+    assert_eq!(last.counters, ended.counters, "counted after it ended");
 }
 
 #[test]
@@ -179,6 +280,11 @@ fn bad_process_requests_get_clear_errors() {
             "at least one target",
         ),
         (request(kill("KILL", Some(0)), &[&target], "30s"), "count"),
+        (request(kill_every("10ms"), &[&target], "30s"), "every"),
+        (
+            request(kill_every("30s"), &[&target], "30s"),
+            "shorter than the duration",
+        ),
         (
             request(FaultSpec::ProcessPause(ProcessPauseParams {}), &[], "30s"),
             "at least one target",

@@ -449,3 +449,28 @@ fn bad_stress_requests_get_clear_errors_and_change_nothing() {
         "a refused request started a worker"
     );
 }
+
+#[test]
+fn workers_are_named_for_what_they_do_and_their_fault() {
+    let daemon = Daemon::start();
+    for (spec, what) in [(cpu(5.0, Some(1)), "cpu"), (mem("8MiB"), "mem")] {
+        let cg = TestCgroup::new(&format!("named-{what}"));
+        let fault = inject(&daemon, &request(spec, &[&cg], "30s"));
+        let pid = wait_for(Duration::from_secs(5), || {
+            let pid = *pids_in(cg.dir()).first()?;
+            // comm is set by the worker itself, just after exec.
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            (comm.trim() == "chaosd-stress").then_some(pid)
+        })
+        .unwrap_or_else(|| {
+            let pid = pids_in(cg.dir()).first().copied();
+            let comm = pid.map(|p| std::fs::read_to_string(format!("/proc/{p}/comm")));
+            panic!("no worker named chaosd-stress in the target (pid {pid:?}, comm {comm:?})")
+        });
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        let argv0 = cmdline.split(|b| *b == 0).next().unwrap();
+        let want = format!("chaosd-stress: {what} fault {}", fault.id);
+        assert_eq!(String::from_utf8_lossy(argv0), want);
+        block_on(daemon.client().recover(&fault.id)).unwrap();
+    }
+}

@@ -60,6 +60,9 @@ fn burst_bytes(p: &NetBandwidthParams) -> Result<u64, RequestError> {
 pub fn validate(p: &NetBandwidthParams) -> Result<(), RequestError> {
     parse_rate(&p.rate)?;
     burst_bytes(p)?;
+    if let Some(spec) = &p.netns {
+        super::netns::check_spec(spec)?;
+    }
     peer_filter(&p.filter).map(drop)
 }
 
@@ -82,7 +85,13 @@ pub fn apply(
 ) -> Result<Box<dyn ActiveFault>, FaultError> {
     let rule = rule(p).map_err(FaultError::Refused)?;
     // A backlog beyond fq's horizon is capped there; the horizon is sized for the cap.
-    departure::apply(kernel, rule, departure::MAX_DELAY_NS, ctx)
+    departure::apply(
+        kernel,
+        rule,
+        departure::MAX_DELAY_NS,
+        p.netns.as_deref(),
+        ctx,
+    )
 }
 
 #[cfg(test)]

@@ -49,6 +49,9 @@ pub fn delay_and_jitter(p: &NetDelayParams) -> Result<(u64, u64), RequestError> 
 
 pub fn validate(p: &NetDelayParams) -> Result<(), RequestError> {
     delay_and_jitter(p)?;
+    if let Some(spec) = &p.netns {
+        super::netns::check_spec(spec)?;
+    }
     peer_filter(&p.filter).map(drop)
 }
 
@@ -71,7 +74,8 @@ pub fn apply(
     ctx: &ApplyContext<'_>,
 ) -> Result<Box<dyn ActiveFault>, FaultError> {
     let rule = rule(p).map_err(FaultError::Refused)?;
-    departure::apply(kernel, rule, rule.delay_ns + rule.jitter_ns, ctx)
+    let max_ahead = rule.delay_ns + rule.jitter_ns;
+    departure::apply(kernel, rule, max_ahead, p.netns.as_deref(), ctx)
 }
 
 pub(crate) fn duration_ns(field: &'static str, input: &str) -> Result<u64, RequestError> {
@@ -97,6 +101,7 @@ mod tests {
             delay: delay.into(),
             jitter: jitter.map(Into::into),
             filter: Default::default(),
+            netns: None,
         }
     }
 

@@ -1,6 +1,8 @@
 //! What `net.delay` and `net.bandwidth` share: a rule that makes the egress program set each
 //! packet's departure time, and sch_fq on the devices of the target's network namespace(s) to
-//! hold packets until then ([`super::qdisc`]).
+//! hold packets until then ([`super::qdisc`]). The namespaces are the request's `netns`, else
+//! those of the target's processes, else chaosd's own ([`netns::for_departure`]); the fault
+//! reports which ([`ActiveFault::netns`]).
 
 use std::sync::{Arc, Mutex};
 
@@ -8,8 +10,8 @@ use chaosd_common::net::NetRule;
 
 use super::{apply_rule, netns, qdisc};
 use crate::{
-    api::Counters,
-    error::{FaultError, RequestError},
+    api::{Counters, NetnsUsed},
+    error::FaultError,
     fault::{ActiveFault, ApplyContext},
     kernel::Kernel,
 };
@@ -17,35 +19,41 @@ use crate::{
 /// Largest delay (and delay + jitter) accepted: fq holds packets in memory meanwhile.
 pub const MAX_DELAY_NS: u64 = 10_000_000_000;
 
-/// Leases fq on the targets' devices, then writes `rule`; all or nothing. `max_ahead_ns` is
-/// the furthest a departure time may lie ahead (sets fq's horizon).
+/// Leases fq on the devices of the namespaces (the request's `netns`, else the targets',
+/// else chaosd's), then writes `rule`; all or nothing. `max_ahead_ns` is the furthest a
+/// departure time may lie ahead (sets fq's horizon).
 pub(crate) fn apply(
     kernel: &Arc<Mutex<Kernel>>,
     rule: NetRule,
     max_ahead_ns: u64,
+    asked_netns: Option<&str>,
     ctx: &ApplyContext<'_>,
 ) -> Result<Box<dyn ActiveFault>, FaultError> {
-    let leases = {
+    let (leases, used) = {
         let mut k = kernel.lock().unwrap_or_else(|e| e.into_inner());
         let dirs = ctx
             .targets
             .iter()
             .map(|t| k.net.cgroup_dir(&t.cgroup))
             .collect::<Vec<_>>();
-        let namespaces = netns::of_cgroups(&dirs).map_err(|e| {
-            FaultError::Refused(RequestError::NoNetns {
-                reason: format!("{e:#}"),
-            })
-        })?;
-        k.net
+        let chosen = netns::for_departure(&dirs, asked_netns).map_err(FaultError::Refused)?;
+        let used: Vec<NetnsUsed> = chosen.iter().map(|(ns, from)| ns.used(*from)).collect();
+        for u in &used {
+            tracing::info!(netns = u.inode, from = ?u.from, path = %u.path, "sch_fq goes in this network namespace");
+        }
+        let namespaces = chosen.into_iter().map(|(ns, _)| ns).collect();
+        let leases = k
+            .net
             .fq
-            .acquire(namespaces, qdisc::horizon_us(max_ahead_ns))?
+            .acquire(namespaces, qdisc::horizon_us(max_ahead_ns))?;
+        (leases, used)
     };
     match apply_rule(kernel, rule, ctx) {
         Ok(rule) => Ok(Box::new(DepartureFault {
             kernel: Arc::clone(kernel),
             rule,
             leases,
+            used,
             released: false,
         })),
         Err(e) => {
@@ -61,6 +69,7 @@ struct DepartureFault {
     kernel: Arc<Mutex<Kernel>>,
     rule: Box<dyn ActiveFault>,
     leases: Vec<qdisc::Leased>,
+    used: Vec<NetnsUsed>,
     released: bool,
 }
 
@@ -77,6 +86,10 @@ impl DepartureFault {
 impl ActiveFault for DepartureFault {
     fn counters(&self) -> Counters {
         self.rule.counters()
+    }
+
+    fn netns(&self) -> Vec<NetnsUsed> {
+        self.used.clone()
     }
 
     fn revert(&mut self) -> Result<(), FaultError> {

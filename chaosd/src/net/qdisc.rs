@@ -282,14 +282,22 @@ pub fn tc_kind(msg: &TcMessage) -> String {
         .unwrap_or_default()
 }
 
-/// Any process's handle on the namespace with nsfs inode `inode`.
+/// A handle on the namespace with nsfs inode `inode`: through any process in it, or a named
+/// namespace in /run/netns (one a `--netns` fault may have used while it held no process).
 pub(crate) fn find_netns(inode: u64) -> Option<Netns> {
-    std::fs::read_dir("/proc")
+    let by_process = std::fs::read_dir("/proc")
         .ok()?
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter_map(|pid| Netns::of_pid(pid).ok())
-        .find(|ns| ns.inode == inode)
+        .find(|ns| ns.inode == inode);
+    by_process.or_else(|| {
+        std::fs::read_dir("/run/netns")
+            .ok()?
+            .flatten()
+            .filter_map(|e| Netns::open_spec(&e.path().to_string_lossy()).ok())
+            .find(|ns| ns.inode == inode)
+    })
 }
 
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -7,7 +7,7 @@
 
 use std::{ffi::OsString, sync::Mutex, time::Instant};
 
-use super::{Placement, Workers, deadline_ns, proc_cpu_ms};
+use super::{Placement, Workers, deadline_ns, proc_cpu_ms, worker_name};
 use crate::{
     api::{Counters, StressCpuParams},
     error::{FaultError, RequestError},
@@ -51,7 +51,8 @@ pub fn apply(
         "--load".into(),
         p.load.to_string().into(),
     ];
-    let workers = Workers::start(placement, per_cgroup, &args)?;
+    let name = worker_name("cpu", ctx.fault_id);
+    let workers = Workers::start(placement, per_cgroup, &name, &args)?;
     Ok(Box::new(CpuStress {
         pids: workers.pids(),
         workers,

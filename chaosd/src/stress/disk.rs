@@ -18,7 +18,8 @@
 use std::{ffi::OsString, fs::File, os::unix::fs::MetadataExt as _, path::Path, sync::Mutex};
 
 use super::{
-    Placement, StressConfig, Workers, deadline_ns, human_bytes, refused, request_rate, request_size,
+    Placement, StressConfig, Workers, deadline_ns, human_bytes, refused, request_rate,
+    request_size, worker_name,
 };
 use crate::{
     api::{Counters, DiskFillParams, DiskIoParams},
@@ -215,7 +216,8 @@ pub fn apply_io(
         args.push("--rate".into());
         args.push(r.to_string().into());
     }
-    let workers = Workers::start(placement, 1, &args)?;
+    let name = worker_name("disk io", ctx.fault_id);
+    let workers = Workers::start(placement, 1, &name, &args)?;
     Ok(Box::new(DiskIo {
         pids: workers.pids(),
         workers,

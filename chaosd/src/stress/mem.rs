@@ -9,6 +9,7 @@ use std::{ffi::OsString, sync::Mutex};
 
 use super::{
     Placement, Workers, deadline_ns, mem_total, proc_rss_bytes, request_rate, request_size,
+    worker_name,
 };
 use crate::{
     api::{Counters, StressMemParams},
@@ -66,7 +67,7 @@ pub fn apply(
         args.push("--rate".into());
         args.push(r.to_string().into());
     }
-    let workers = Workers::start(placement, 1, &args)?;
+    let workers = Workers::start(placement, 1, &worker_name("mem", ctx.fault_id), &args)?;
     Ok(Box::new(MemStress {
         asked: bytes * workers.len() as u64,
         pids: workers.pids(),

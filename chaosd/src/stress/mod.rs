@@ -5,7 +5,8 @@
 //! - [`disk`] (`disk.fill`, `disk.io`): fallocate a hidden file / sustained I/O in a directory.
 //!
 //! # How workers stay bounded
-//! Workers are child *processes* of chaosd (`/proc/self/exe __stress-worker ...`), so they can
+//! Workers are child *processes* of chaosd (`/proc/self/exe __stress-worker ...`, named for
+//! `ps` as `chaosd-stress: cpu fault 1f2a343a` with comm `chaosd-stress`), so they can
 //! be placed in a cgroup: the target's (they compete for its CPU and count against its memory),
 //! or without a target a dedicated `<cgroup2 mount>/chaosd-stress-<daemon pid>/<kind>-<n>` that
 //! is killed (`cgroup.kill`) and removed at revert. Each worker ends:
@@ -187,7 +188,16 @@ pub(crate) fn deadline_ns(duration: Duration) -> u64 {
     crate::kernel::monotonic_ns().saturating_add(duration.as_nanos() as u64)
 }
 
+/// The comm (`/proc/PID/comm`, 15 bytes at most) every worker sets for itself.
+pub const WORKER_COMM: &str = "chaosd-stress";
+
+/// argv\[0\] of a worker of fault `fault_id` doing `what` ("cpu"): what `ps` shows.
+pub(crate) fn worker_name(what: &str, fault_id: &str) -> OsString {
+    format!("{WORKER_COMM}: {what} fault {fault_id}").into()
+}
+
 struct SpawnJob {
+    name: OsString,
     args: Vec<OsString>,
     cgroup: PathBuf,
     reply: mpsc::Sender<io::Result<Child>>,
@@ -203,7 +213,9 @@ fn spawner() -> &'static mpsc::Sender<SpawnJob> {
             .name("chaosd-spawner".into())
             .spawn(move || {
                 for job in rx {
-                    let _ = job.reply.send(spawn_worker_now(&job.args, &job.cgroup));
+                    let _ = job
+                        .reply
+                        .send(spawn_worker_now(&job.name, &job.args, &job.cgroup));
                 }
             })
             .expect("spawning the worker-spawner thread");
@@ -211,8 +223,9 @@ fn spawner() -> &'static mpsc::Sender<SpawnJob> {
     })
 }
 
-fn spawn_worker_now(args: &[OsString], cgroup: &Path) -> io::Result<Child> {
+fn spawn_worker_now(name: &OsString, args: &[OsString], cgroup: &Path) -> io::Result<Child> {
     let mut cmd = Command::new("/proc/self/exe");
+    std::os::unix::process::CommandExt::arg0(&mut cmd, name);
     cmd.arg("__stress-worker")
         .args(args)
         .stdin(Stdio::null())
@@ -242,11 +255,12 @@ fn spawn_worker_now(args: &[OsString], cgroup: &Path) -> io::Result<Child> {
     crate::cgroup::spawn_in_cgroup(&mut cmd, cgroup)
 }
 
-/// Starts one worker in the cgroup directory `cgroup`.
-fn spawn_worker(args: Vec<OsString>, cgroup: &Path) -> io::Result<Child> {
+/// Starts one worker named `name` (argv\[0\]) in the cgroup directory `cgroup`.
+fn spawn_worker(name: OsString, args: Vec<OsString>, cgroup: &Path) -> io::Result<Child> {
     let (reply, rx) = mpsc::channel();
     spawner()
         .send(SpawnJob {
+            name,
             args,
             cgroup: cgroup.to_path_buf(),
             reply,
@@ -425,11 +439,13 @@ pub(crate) struct Workers {
 }
 
 impl Workers {
-    /// Starts `per_cgroup` workers with `args` in each cgroup of `placement`; on any error the
-    /// ones already started are killed and the owned cgroup removed.
+    /// Starts `per_cgroup` workers named `name` ([`worker_name`]) with `args` in each cgroup
+    /// of `placement`; on any error the ones already started are killed and the owned cgroup
+    /// removed.
     pub(crate) fn start(
         placement: Placement,
         per_cgroup: u32,
+        name: &OsString,
         args: &[OsString],
     ) -> Result<Workers, FaultError> {
         let mut w = Workers {
@@ -439,7 +455,7 @@ impl Workers {
         };
         for dir in w.placement.dirs() {
             for _ in 0..per_cgroup {
-                match spawn_worker(args.to_vec(), &dir) {
+                match spawn_worker(name.clone(), args.to_vec(), &dir) {
                     Ok(c) => w.children.push(c),
                     Err(e) => {
                         let _ = w.stop();

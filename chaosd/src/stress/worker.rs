@@ -52,6 +52,7 @@ pub enum WorkerKind {
 
 /// Runs the worker; returns the process exit code.
 pub fn run(args: WorkerArgs) -> i32 {
+    set_comm(super::WORKER_COMM);
     let until = args.until_monotonic_ns;
     let result = match args.kind {
         WorkerKind::Cpu { load } => {
@@ -73,6 +74,16 @@ pub fn run(args: WorkerArgs) -> i32 {
             1
         }
     }
+}
+
+/// Names this process in `/proc/PID/comm` (what `top` and `ps -o comm` show): exec set it
+/// to `exe`, from `/proc/self/exe`. Best effort.
+fn set_comm(name: &str) {
+    let Ok(name) = std::ffi::CString::new(name) else {
+        return;
+    };
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string (the kernel truncates it to 15 bytes).
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0) };
 }
 
 fn process_cpu_ns() -> u64 {

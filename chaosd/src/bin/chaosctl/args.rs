@@ -23,8 +23,9 @@ pub struct Cli {
 pub enum Command {
     /// Inject a fault (it reverts itself after --duration).
     Inject {
+        // Boxed: the fault arguments dwarf every other command's.
         #[command(subcommand)]
-        kind: InjectKind,
+        kind: Box<InjectKind>,
     },
     /// List active faults.
     List {
@@ -165,6 +166,8 @@ pub enum NetFault {
         #[arg(long)]
         jitter: Option<String>,
         #[command(flatten)]
+        netns: NetnsArg,
+        #[command(flatten)]
         filter: FilterArgs,
         #[command(flatten)]
         common: Common,
@@ -177,6 +180,8 @@ pub enum NetFault {
         /// Bytes that may leave back to back after an idle spell, e.g. 32KiB.
         #[arg(long)]
         burst: Option<String>,
+        #[command(flatten)]
+        netns: NetnsArg,
         #[command(flatten)]
         filter: FilterArgs,
         #[command(flatten)]
@@ -219,6 +224,16 @@ pub enum NetFault {
         #[command(flatten)]
         common: Common,
     },
+}
+
+/// Where delay and bandwidth put sch_fq.
+#[derive(Args)]
+pub struct NetnsArg {
+    /// The network namespace to act in: a path (/run/netns/NAME, /proc/PID/ns/net) or a pid.
+    /// Default: the target's processes' namespace, or chaosd's own while the target has no
+    /// process (so the fault can go in before its client starts).
+    #[arg(long, value_name = "PATH|PID")]
+    pub netns: Option<String>,
 }
 
 /// Which traffic a network fault applies to; all optional.

@@ -44,7 +44,7 @@ async fn run(cli: Cli) -> Result<()> {
     let client = Client::new(&cli.socket);
     let json = cli.json;
     match cli.command {
-        Command::Inject { kind } => inject(&client, kind, json).await,
+        Command::Inject { kind } => inject(&client, *kind, json).await,
         Command::List { all } => {
             let faults = client.list(all).await?;
             if json {
@@ -128,6 +128,7 @@ async fn inject(client: &Client, kind: InjectKind, json: bool) -> Result<()> {
             NetFault::Delay {
                 delay,
                 jitter,
+                netns,
                 filter,
                 common,
             } => (
@@ -135,12 +136,14 @@ async fn inject(client: &Client, kind: InjectKind, json: bool) -> Result<()> {
                     delay,
                     jitter,
                     filter: filter.to_filter(),
+                    netns: netns.netns,
                 }),
                 common,
             ),
             NetFault::Bandwidth {
                 rate,
                 burst,
+                netns,
                 filter,
                 common,
             } => (
@@ -148,6 +151,7 @@ async fn inject(client: &Client, kind: InjectKind, json: bool) -> Result<()> {
                     rate,
                     burst,
                     filter: filter.to_filter(),
+                    netns: netns.netns,
                 }),
                 common,
             ),
@@ -203,6 +207,9 @@ async fn inject(client: &Client, kind: InjectKind, json: bool) -> Result<()> {
             "injected {} {} (expires {})",
             info.kind, info.id, info.expires_at
         );
+        for ns in &info.netns {
+            println!("in network namespace {ns}");
+        }
     }
     Ok(())
 }

@@ -34,6 +34,9 @@ pub fn fault_detail(f: &FaultInfo) {
     println!("params:     {}", params(&f.fault));
     println!("state:      {}", f.state);
     println!("targets:    {}", targets(f));
+    for ns in &f.netns {
+        println!("netns:      {ns}");
+    }
     println!("duration:   {}", duration(f));
     println!("created:    {}", f.created_at);
     println!("expires:    {} ({} left)", f.expires_at, remaining(f));
@@ -120,22 +123,24 @@ fn params(spec: &FaultSpec) -> String {
             filter(&p.filter)
         ),
         FaultSpec::NetDelay(p) => format!(
-            "sent packets {} later{}{}",
+            "sent packets {} later{}{}{}",
             p.delay,
             p.jitter
                 .as_deref()
                 .map(|j| format!(" ± {j}"))
                 .unwrap_or_default(),
-            filter(&p.filter)
+            filter(&p.filter),
+            netns_param(p.netns.as_deref())
         ),
         FaultSpec::NetBandwidth(p) => format!(
-            "sent packets paced to {}{}{}",
+            "sent packets paced to {}{}{}{}",
             p.rate,
             p.burst
                 .as_deref()
                 .map(|b| format!(", burst {b}"))
                 .unwrap_or_default(),
-            filter(&p.filter)
+            filter(&p.filter),
+            netns_param(p.netns.as_deref())
         ),
         FaultSpec::StressCpu(_)
         | FaultSpec::StressMem(_)
@@ -153,6 +158,10 @@ fn params(spec: &FaultSpec) -> String {
                 .join(",")
         ),
     }
+}
+
+fn netns_param(netns: Option<&str>) -> String {
+    netns.map(|n| format!(", in netns {n}")).unwrap_or_default()
 }
 
 fn filter(f: &NetFilter) -> String {

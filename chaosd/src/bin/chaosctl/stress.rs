@@ -78,7 +78,8 @@ pub enum DiskFault {
 
 #[derive(Subcommand)]
 pub enum ProcessFault {
-    /// Signal the processes of the target cgroups once (all of them, or --count/--percent).
+    /// Signal the processes of the target cgroups (all of them, or --count/--percent): once,
+    /// ending at once as completed, or with --every again and again until --duration ends.
     Kill {
         /// Signal name or number.
         #[arg(long, default_value = "SIGKILL")]
@@ -89,6 +90,10 @@ pub enum ProcessFault {
         /// Signal this share of the processes, picked at random.
         #[arg(long)]
         percent: Option<f64>,
+        /// Signal again at this interval (e.g. 10s) until --duration ends; the fault stays
+        /// active meanwhile. Without it the kill is one-shot.
+        #[arg(long)]
+        every: Option<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -157,12 +162,14 @@ pub fn process_spec(f: ProcessFault) -> (FaultSpec, Common) {
             signal,
             count,
             percent,
+            every,
             common,
         } => (
             FaultSpec::ProcessKill(ProcessKillParams {
                 signal,
                 count,
                 percent,
+                every,
             }),
             common,
         ),
@@ -202,11 +209,17 @@ pub fn params(spec: &FaultSpec) -> String {
                 .map(|r| format!(" at {r}"))
                 .unwrap_or_default()
         ),
-        FaultSpec::ProcessKill(p) => match (p.count, p.percent) {
-            (Some(n), _) => format!("{} to {n} processes", p.signal),
-            (None, Some(pct)) => format!("{} to {pct} % of processes", p.signal),
-            (None, None) => format!("{} to every process", p.signal),
-        },
+        FaultSpec::ProcessKill(p) => {
+            let whom = match (p.count, p.percent) {
+                (Some(n), _) => format!("{} to {n} processes", p.signal),
+                (None, Some(pct)) => format!("{} to {pct} % of processes", p.signal),
+                (None, None) => format!("{} to every process", p.signal),
+            };
+            match &p.every {
+                Some(e) => format!("{whom}, every {e}"),
+                None => format!("{whom}, once"),
+            }
+        }
         FaultSpec::ProcessPause(_) => "frozen (cgroup.freeze)".into(),
         _ => String::new(),
     }
