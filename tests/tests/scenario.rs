@@ -114,7 +114,9 @@ fn assert_rolled_back(daemon: &Daemon, report: &Report, states: &[FaultState]) {
             fault.state
         );
         for cgroup in &step.cgroups {
-            let dir = Path::new("/sys/fs/cgroup").join(cgroup.trim_start_matches('/'));
+            // The mount from mountinfo: on a hybrid host /sys/fs/cgroup is not cgroup2.
+            let mount = chaosd::cgroup::cgroup2_mount().unwrap();
+            let dir = mount.join(cgroup.trim_start_matches('/'));
             assert!(!dir.exists(), "the run's cgroup {cgroup} is still there");
         }
     }
