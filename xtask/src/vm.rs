@@ -47,7 +47,7 @@ use shares::Shares;
 
 /// Boots at a time, vCPUs per guest and TCG threading: measured on the 2-core host with three
 /// kernels (docs/testing.md, "Boot scheduling").
-pub const DEFAULT_PARALLEL: usize = 3;
+pub const DEFAULT_PARALLEL: usize = 2;
 pub const DEFAULT_SMP: u32 = 2;
 
 /// Test binaries that exercise only chaosd's own userspace (the HTTP API, the scenario runner,
