@@ -35,8 +35,8 @@ pub fn apply(
     let rule = NetRule {
         kind: NET_KIND_CONNECT_ERROR,
         probability_ppm: percent_to_ppm(p.percent),
-        retval: -parse_errno(&p.errno).expect("validated before apply"),
-        filter: peer_filter(&p.filter).expect("validated before apply"),
+        retval: -parse_errno(&p.errno).map_err(FaultError::Refused)?,
+        filter: peer_filter(&p.filter).map_err(FaultError::Refused)?,
         ..NetRule::default()
     };
     apply_rule(kernel, rule, ctx)

@@ -37,7 +37,7 @@ pub fn apply(
     p: &NetLossParams,
     ctx: &ApplyContext<'_>,
 ) -> Result<Box<dyn ActiveFault>, FaultError> {
-    let filter = peer_filter(&p.filter).expect("validated before apply");
+    let filter = peer_filter(&p.filter).map_err(FaultError::Refused)?;
     let rule = NetRule {
         kind: NET_KIND_DROP,
         direction: direction_bits(p.direction),

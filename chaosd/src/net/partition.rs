@@ -32,7 +32,7 @@ pub fn apply(
         kind: NET_KIND_DROP,
         direction: DIR_EGRESS | DIR_INGRESS,
         probability_ppm: PPM_ONE,
-        filter: peer_filter(&p.filter).expect("validated before apply"),
+        filter: peer_filter(&p.filter).map_err(FaultError::Refused)?,
         ..NetRule::default()
     };
     apply_rule(kernel, rule, ctx)

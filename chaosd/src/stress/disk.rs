@@ -91,7 +91,13 @@ fn fill_bytes(cfg: &StressConfig, p: &DiskFillParams, sp: &Space) -> Result<u64,
             }
             want - sp.used
         }
-        _ => unreachable!("validate_fill ran first"),
+        _ => {
+            return Err(RequestError::ExactlyOneOf {
+                kind: "disk.fill",
+                a: "size",
+                b: "percent",
+            });
+        }
     };
     let floor = cfg.floor_bytes(sp.total);
     let left = sp.avail.saturating_sub(bytes);
