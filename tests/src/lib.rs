@@ -198,6 +198,25 @@ impl Daemon {
         Client::new(self.socket())
     }
 
+    /// `chaosctl --socket <this daemon's socket>`, to add arguments to.
+    pub fn chaosctl(&self) -> Command {
+        let mut cmd = Command::new(workspace_bin("chaosctl"));
+        cmd.arg("--socket").arg(self.socket());
+        cmd
+    }
+
+    /// Runs chaosctl with `args` against this daemon; panics with its stderr unless it
+    /// succeeds, returns its stdout.
+    pub fn chaosctl_ok(&self, args: &[&str]) -> String {
+        let out = self.chaosctl().args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "chaosctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

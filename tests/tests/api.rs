@@ -294,20 +294,7 @@ fn durations_are_echoed_as_written() {
         serde_json::from_slice(&std::fs::read(&journal).unwrap()).unwrap();
     assert_eq!(journaled["duration"], "100d", "{journaled}");
 
-    let ctl = |args: &[&str]| {
-        let out = Command::new(workspace_bin("chaosctl"))
-            .arg("--socket")
-            .arg(daemon.socket())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let ctl = |args: &[&str]| daemon.chaosctl_ok(args);
     let list = ctl(&["list"]);
     let row = list.lines().find(|l| l.starts_with(&id)).unwrap();
     assert!(row.split_whitespace().any(|w| w == "100d"), "{list}");

@@ -1,10 +1,8 @@
 //! `GET /v1/capabilities` and `chaosctl doctor`: what this host supports, and an unsupported
 //! kind refused with the same reason, nothing applied.
 
-use std::process::Command;
-
 use chaosd::api::{FaultSpec, IoErrnoParams};
-use chaosd_integration::{Daemon, TestCgroup, block_on, unsupported_reason, workspace_bin};
+use chaosd_integration::{Daemon, TestCgroup, block_on, unsupported_reason};
 
 fn io_fault() -> FaultSpec {
     FaultSpec::IoErrno(IoErrnoParams {
@@ -56,18 +54,7 @@ fn doctor_io_support_matches_the_kernel_and_unsupported_injects_are_refused() {
 #[test]
 fn doctor_chaosctl_doctor_lists_every_kind_with_reason_and_fix() {
     let daemon = Daemon::start();
-    let out = Command::new(workspace_bin("chaosctl"))
-        .arg("--socket")
-        .arg(daemon.socket())
-        .arg("doctor")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = daemon.chaosctl_ok(&["doctor"]);
     for kind in ["net.loss", "io.errno"] {
         assert!(text.contains(kind), "doctor does not list {kind}:\n{text}");
     }

@@ -141,18 +141,8 @@ fn history_records_each_mutation_with_its_peer_and_outcome() {
     assert_eq!(denied.outcome, format!("error: {refused}"));
     assert!(denied.outcome.contains("root"), "{}", denied.outcome);
 
-    let out = Command::new(workspace_bin("chaosctl"))
-        .arg("--socket")
-        .arg(daemon.socket())
-        .args(["history", "--limit", "2", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let shown: Vec<chaosd::audit::HistoryEntry> = serde_json::from_slice(&out.stdout).unwrap();
+    let out = daemon.chaosctl_ok(&["history", "--limit", "2", "--json"]);
+    let shown: Vec<chaosd::audit::HistoryEntry> = serde_json::from_str(&out).unwrap();
     assert_eq!(shown, history[..2]);
 }
 

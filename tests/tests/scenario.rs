@@ -407,9 +407,8 @@ fn services_run_as_the_user_who_started_the_run() {
     let file = scenario_file(&outage_scenario(port, "1s", ""));
     std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
 
-    let out = Command::new(workspace_bin("chaosctl"))
-        .arg("--socket")
-        .arg(daemon.socket())
+    let out = daemon
+        .chaosctl()
         .args(["run", "--detach"])
         .arg(file.path())
         .uid(65534)

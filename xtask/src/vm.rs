@@ -54,7 +54,14 @@ pub const DEFAULT_SMP: u32 = 2;
 /// metrics text, systemd handshakes, the registry and map hygiene under load), which no kernel
 /// version changes: they run on the host only, so the emulated kernels spend their time where
 /// kernels differ. `--test` still runs them in the VMs.
-const HOST_ONLY: &[&str] = &["api", "scenario", "metrics", "systemd", "load"];
+const HOST_ONLY: &[&str] = &[
+    "api",
+    "scenario",
+    "metrics",
+    "systemd",
+    "load",
+    "responsive",
+];
 
 /// Which distro kernel(s) to boot.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -469,15 +476,19 @@ fn build_tests(args: &VmTestArgs) -> Result<Vec<TestBinary>> {
         "--no-run",
         "--message-format=json-render-diagnostics",
     ]);
-    match &args.test_manifest {
+    let package = match &args.test_manifest {
         Some(manifest) => {
             cmd.arg("--manifest-path").arg(manifest);
+            None
         }
         None => {
             cargo(&["build", "--workspace", "--exclude", "chaosd-ebpf", "--bins"])?;
-            cmd.args(["--package", "chaosd-integration"]);
+            // The whole workspace, as the host tests build it: `--package` alone resolves
+            // features differently and rebuilds chaosd and the tests (minutes in CI).
+            cmd.args(["--workspace", "--exclude", "chaosd-ebpf"]);
+            Some("chaosd-integration")
         }
-    }
+    };
     cmd.current_dir(workspace_root())
         .env("PATH", path_with_cargo_bin())
         .stderr(Stdio::inherit());
@@ -485,7 +496,7 @@ fn build_tests(args: &VmTestArgs) -> Result<Vec<TestBinary>> {
     if !out.status.success() {
         bail!("{cmd:?} failed: {}", out.status);
     }
-    parse_test_artifacts(&String::from_utf8_lossy(&out.stdout))
+    parse_test_artifacts(&String::from_utf8_lossy(&out.stdout), package)
 }
 
 /// `PATH` with the cargo bin dir first, as `util::run_cmd` sets it (build.rs needs bpf-linker).
@@ -498,13 +509,23 @@ fn path_with_cargo_bin() -> std::ffi::OsString {
 }
 
 /// Test executables from cargo's JSON messages: compiler artifacts with `profile.test`.
-fn parse_test_artifacts(json_lines: &str) -> Result<Vec<TestBinary>> {
+/// With `package`, only that package's integration tests (not unit tests of other crates).
+fn parse_test_artifacts(json_lines: &str, package: Option<&str>) -> Result<Vec<TestBinary>> {
     let mut binaries: Vec<TestBinary> = Vec::new();
     for line in json_lines.lines().filter(|l| l.starts_with('{')) {
         let msg: serde_json::Value =
             serde_json::from_str(line).with_context(|| format!("parsing cargo message {line}"))?;
         if msg["reason"] != "compiler-artifact" || msg["profile"]["test"] != true {
             continue;
+        }
+        if let Some(package) = package {
+            let id = msg["package_id"].as_str().unwrap_or_default();
+            let is_test_target = msg["target"]["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "test"));
+            if !id.contains(package) || !is_test_target {
+                continue;
+            }
         }
         let Some(executable) = msg["executable"].as_str() else {
             continue;
