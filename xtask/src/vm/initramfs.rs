@@ -4,7 +4,7 @@
 //! host, since busybox `insmod` may not read `.ko.xz`/`.ko.zst`) in dependency order, and
 //! [`INIT`]: it mounts the host `/` read-only over 9p (tag `hostroot`), tmpfs on its `/run` and
 //! `/tmp`, the work dir (tag `work`) at [`GUEST_WORK`], then each share listed in the work dir's
-//! `shares` file (the workspace root and target dir, see [`super::shares`]) read-only at its own
+//! `shares.list` (the workspace root and target dir, see [`super::shares`]) read-only at its own
 //! host path, so a checkout under `/tmp` is visible; then it `switch_root`s into the host root to
 //! run `stage2.sh` from the work dir. Any failure writes [`STAGE1_FAILED`] to the exit port.
 //! The archive is uncompressed `newc` cpio, which every Debian kernel accepts.
@@ -21,7 +21,7 @@ use anyhow::{Context, Result, bail};
 use super::install::Kernel;
 
 /// Bump when the contents change so cached images are rebuilt.
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
 
 /// Where the guest sees the work dir (after `switch_root`).
 pub const GUEST_WORK: &str = "/run/chaosd-vm";
@@ -53,12 +53,12 @@ mount -t tmpfs -o mode=1777 tmpfs /newroot/tmp || fail "mount /tmp"
 mkdir -p /newroot/run/chaosd-vm
 mount -t 9p -o "$opts" work /newroot/run/chaosd-vm || fail "mount work"
 [ -f /newroot/run/chaosd-vm/stage2.sh ] || fail "no stage2.sh in the work dir"
-[ -f /newroot/run/chaosd-vm/shares ] || fail "no shares in the work dir"
+[ -f /newroot/run/chaosd-vm/shares.list ] || fail "no shares.list in the work dir"
 # The workspace and target dirs at their host paths, over the tmpfs (one "<tag> <path>" a line).
 while read -r tag dir; do
     [ -d "/newroot$dir" ] || mkdir -p "/newroot$dir" || fail "mkdir $dir"
     mount -t 9p -o "$opts,ro,cache=loose" "$tag" "/newroot$dir" || fail "mount $tag at $dir"
-done < /newroot/run/chaosd-vm/shares
+done < /newroot/run/chaosd-vm/shares.list
 umount /proc
 umount /dev
 exec switch_root /newroot /bin/busybox sh /run/chaosd-vm/stage2.sh
@@ -264,6 +264,12 @@ mod tests {
             module_name("kernel/net/9p/9pnet_virtio.ko.zst"),
             "9pnet_virtio"
         );
+    }
+
+    #[test]
+    fn init_reads_the_share_list() {
+        let list = format!("{GUEST_WORK}/{}", super::super::shares::SHARES_FILE);
+        assert_eq!(INIT.matches(&list).count(), 2, "{INIT}");
     }
 
     #[test]

@@ -167,12 +167,28 @@ fn render(runs: &[KernelRun], host: &str) -> String {
         } else {
             reason
         };
-        let _ = writeln!(out, "{}. {}", i + 1, reason.replace('|', "\\|"));
+        let _ = writeln!(
+            out,
+            "{}. {}",
+            i + 1,
+            short_reason(reason).replace('|', "\\|")
+        );
     }
     out.push_str("\n## Each test\n\n");
     out.push_str(&detail);
     out
 }
+
+/// A reason cut to [`REASON_CHARS`] characters: some carry a whole verifier log.
+fn short_reason(reason: &str) -> String {
+    if reason.chars().count() <= REASON_CHARS {
+        return reason.to_owned();
+    }
+    let cut: String = reason.chars().take(REASON_CHARS).collect();
+    format!("{cut}…")
+}
+
+const REASON_CHARS: usize = 200;
 
 /// Skip reasons, numbered in order of first use.
 #[derive(Default)]
@@ -347,6 +363,10 @@ mod tests {
         );
         // net.loss comes before io.errno (KINDS order).
         assert!(doc.find("| net.loss |") < doc.find("| io.errno |"));
+        assert_eq!(
+            short_reason(&"x".repeat(300)).chars().count(),
+            REASON_CHARS + 1
+        );
         let other_host = render(&runs, "6.19.0");
         assert_ne!(doc, other_host);
         assert_eq!(comparable(&doc), comparable(&other_host));

@@ -35,7 +35,7 @@ pub struct Boot<'a> {
     pub kernel: &'a Path,
     pub initrd: &'a Path,
     pub work_dir: &'a Path,
-    /// Host dirs mounted read-only at their own paths (listed in the work dir's `shares`).
+    /// Host dirs mounted read-only at their own paths (listed in the work dir's `shares.list`).
     pub shares: &'a Shares,
     pub cpus: Cpus,
     /// The whole boot.

@@ -22,7 +22,8 @@ use anyhow::{Context, Result, bail};
 use super::initramfs::GUEST_WORK;
 
 /// Name of the share list in the work dir: one `<mount tag> <absolute path>` line per share.
-pub const SHARES_FILE: &str = "shares";
+/// It has a dot, so no test binary's report dir (a cargo target name) can be called that.
+pub const SHARES_FILE: &str = "shares.list";
 
 /// Host paths the guest mounts over, so a share there would be hidden again (or hide them).
 const UNSHAREABLE: &[&str] = &["/proc", "/sys", "/dev"];
