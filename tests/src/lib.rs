@@ -55,6 +55,8 @@ pub fn record_skip(reason: &str) {
             .append(true)
             .open(Path::new(&dir).join("skips"))
         {
+            // One line per skip: a reason may carry a whole verifier log.
+            let reason = reason.split_whitespace().collect::<Vec<_>>().join(" ");
             let _ = writeln!(f, "SKIP\t{name}\t{reason}");
         }
     }
