@@ -24,6 +24,8 @@ pub struct Cleaned {
     pub tc_devices: usize,
     /// `chaosd-stress-<pid>` cgroups of dead daemons removed.
     pub stress_cgroups: usize,
+    /// Cgroups of scenario runs (and their services) the dead instance left.
+    pub run_cgroups: usize,
 }
 
 impl Cleaned {
@@ -32,6 +34,7 @@ impl Cleaned {
             && self.fq_qdiscs == 0
             && self.tc_devices == 0
             && self.stress_cgroups == 0
+            && self.run_cgroups == 0
     }
 }
 
@@ -55,6 +58,9 @@ impl fmt::Display for Cleaned {
                 "dead daemons' stress cgroups removed: {}",
                 self.stress_cgroups
             )?;
+        }
+        if self.run_cgroups > 0 {
+            writeln!(f, "scenario run cgroups removed: {}", self.run_cgroups)?;
         }
         Ok(())
     }
@@ -111,6 +117,8 @@ pub fn clean(state_dir: &Path) -> anyhow::Result<(StateLock, Journal, Cleaned)> 
     if let Ok(mount) = crate::cgroup::cgroup2_mount() {
         cleaned.stress_cgroups = crate::stress::remove_stale_stress_cgroups(&mount);
     }
+    // Here, not at run start: `chaosd --cleanup` (ExecStopPost=) must remove them too.
+    cleaned.run_cgroups = crate::scenario::service::remove_leftovers(&state_dir.join("runs"));
     Ok((held, journal, cleaned))
 }
 
@@ -137,6 +145,7 @@ mod tests {
             fq_qdiscs: 2,
             tc_devices: 0,
             stress_cgroups: 1,
+            run_cgroups: 1,
         };
         let text = cleaned.to_string();
         assert!(
@@ -146,5 +155,6 @@ mod tests {
         assert!(text.contains("sch_fq qdiscs removed: 2"), "{text}");
         assert!(!text.contains("TC"), "{text}");
         assert!(text.contains("stress cgroups removed: 1"), "{text}");
+        assert!(text.contains("scenario run cgroups removed: 1"), "{text}");
     }
 }

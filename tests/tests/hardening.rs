@@ -225,3 +225,33 @@ fn policy_refuses_protected_cgroups_slices_and_one_fault_too_many() {
     assert!(frozen(&second));
     block_on(daemon.client().recover(&room_again.id)).unwrap();
 }
+
+#[test]
+fn cleanup_removes_the_cgroups_of_runs_a_killed_daemon_left() {
+    let state = tempfile::Builder::new()
+        .prefix("chaosd-test-")
+        .tempdir()
+        .unwrap();
+    // What a daemon killed mid-run leaves: the run's cgroup with a service cgroup inside, and
+    // the marker naming it in the state dir.
+    let dir = chaosd::cgroup::cgroup2_mount()
+        .unwrap()
+        .join(format!("chaosd-run-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("web")).unwrap();
+    std::fs::create_dir_all(state.path().join("runs")).unwrap();
+    std::fs::write(
+        state.path().join("runs").join("deadbeef.cgroup"),
+        dir.as_os_str().as_encoded_bytes(),
+    )
+    .unwrap();
+    let out = try_cleanup(state.path());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!dir.exists(), "the run's cgroup is still there");
+    assert!(text.contains("scenario run cgroups removed: 1"), "{text}");
+    assert!(!state.path().join("runs").join("deadbeef.cgroup").exists());
+}

@@ -25,7 +25,6 @@ use crate::{
         probes::RunAs,
         report::Report,
         runner::{self, RunContext},
-        service,
         wire::{Event, EventsPage, Phase, RunEvent, RunInfo, RunRequest, RunState},
     },
     server::{ApiError, ApiJson, PeerCred},
@@ -274,14 +273,13 @@ pub struct Runs {
 }
 
 impl Runs {
-    /// Loads the reports under `<state_dir>/runs` and removes the cgroups of runs a crashed
-    /// predecessor left.
+    /// Loads the reports under `<state_dir>/runs` (a crashed predecessor's run cgroups were
+    /// removed before, by `leftovers::clean`).
     pub fn new(registry: Arc<Registry>, mount: PathBuf, state_dir: &Path) -> Arc<Runs> {
         let dir = state_dir.join("runs");
         if let Err(e) = std::fs::create_dir_all(&dir) {
             tracing::warn!(dir = %dir.display(), "cannot create the reports directory: {e}");
         }
-        service::remove_leftovers(&dir);
         let mut reports: Vec<Report> = std::fs::read_dir(&dir)
             .into_iter()
             .flatten()

@@ -108,11 +108,12 @@ impl Drop for RunCgroup {
 }
 
 /// Removes the cgroups (and their processes) of runs a previous daemon with this state dir
-/// left when it died mid-run.
-pub fn remove_leftovers(runs_dir: &Path) {
+/// left when it died mid-run; returns how many.
+pub fn remove_leftovers(runs_dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(runs_dir) else {
-        return;
+        return 0;
     };
+    let mut removed = 0;
     for marker in entries.flatten().map(|e| e.path()) {
         if marker.extension().is_none_or(|e| e != "cgroup") {
             continue;
@@ -124,9 +125,11 @@ pub fn remove_leftovers(runs_dir: &Path) {
         if ours && dir.is_dir() {
             tracing::warn!(cgroup = %dir.display(), "removing the cgroup of a run a previous chaosd left");
             crate::cgroup::remove_cgroup_tree(&dir);
+            removed += 1;
         }
         let _ = std::fs::remove_file(&marker);
     }
+    removed
 }
 
 /// The built-in responder: answers every HTTP request on `listen` with `200 ok`, one thread
