@@ -99,7 +99,10 @@ impl FaultKinds {
 
     /// Loads one program group unless that was tried before; blocking.
     pub fn probe(&self, group: crate::kernel::ProgramGroup) {
-        let _ = self.lock_kernel().ensure(group);
+        // Already tried: no need to wait for the kernel lock (another inject may hold it).
+        if crate::capabilities::probe_result(group.probe_name()).is_none() {
+            let _ = self.lock_kernel().ensure(group);
+        }
     }
 
     /// Loads every program group once (what `doctor` shows); blocking.
