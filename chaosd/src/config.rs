@@ -22,7 +22,7 @@ use std::{path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
-use crate::directories;
+use crate::host::directories;
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -30,7 +30,7 @@ pub struct Config {
     pub daemon: DaemonConfig,
     pub faults: FaultsConfig,
     /// Stress and disk faults: the disk free-space floor.
-    pub stress: crate::stress::StressConfig,
+    pub stress: crate::faults::stress::StressConfig,
     /// The blast radius: which cgroups may never be targeted, how many faults at once.
     pub policy: PolicyConfig,
 }
@@ -57,7 +57,7 @@ impl DaemonConfig {
             None if self.state_dir == std::path::Path::new(directories::STATE_DIR) => {
                 directories::HISTORY_DB.into()
             }
-            None => crate::audit::default_db(&self.state_dir),
+            None => crate::daemon::audit::default_db(&self.state_dir),
         }
     }
 }

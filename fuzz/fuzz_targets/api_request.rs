@@ -7,10 +7,10 @@ use std::{path::Path, sync::LazyLock, time::Duration};
 
 use chaosd::{
     api::{InjectRequest, TargetSelector},
-    cgroup,
+    host::cgroup,
     config::{FaultsConfig, PolicyConfig},
-    fault::FaultKinds,
-    request,
+    faults::FaultKinds,
+    engine::request,
     scenario::{format, wire::RunRequest},
 };
 use libfuzzer_sys::fuzz_target;

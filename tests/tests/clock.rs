@@ -16,7 +16,7 @@ use std::{
 
 use chaosd::{
     api::{ClockName, ClockSkewParams, FaultSpec},
-    cgroup::spawn_in_cgroup,
+    host::cgroup::spawn_in_cgroup,
     client::ClientError,
 };
 use chaosd_integration::{

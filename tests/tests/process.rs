@@ -9,7 +9,7 @@ use std::{
 
 use chaosd::{
     api::{FaultSpec, FaultState, ProcessKillParams, ProcessPauseParams},
-    cgroup::spawn_in_cgroup,
+    host::cgroup::spawn_in_cgroup,
     client::ClientError,
 };
 use chaosd_integration::{

@@ -12,7 +12,7 @@ use chaosd::{
         DiskFillParams, DiskIoParams, FaultSpec, FaultState, InjectRequest, IoMode,
         StressCpuParams, StressMemParams,
     },
-    cgroup::cgroup2_mount,
+    host::cgroup::cgroup2_mount,
     client::ClientError,
 };
 use chaosd_integration::{

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 use crate::{
     api::{InjectRequest, TargetSelector},
     error::Error,
-    registry::Registry,
+    engine::registry::Registry,
     scenario::{
         format::Scenario,
         probes::{self, ProbeTasks, RunAs, Sample},

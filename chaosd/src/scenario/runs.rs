@@ -19,7 +19,7 @@ use serde::Deserialize;
 use tokio::{sync::watch, task::JoinHandle};
 
 use crate::{
-    registry::Registry,
+    engine::registry::Registry,
     scenario::{
         ScenarioError, format,
         probes::RunAs,
@@ -27,7 +27,7 @@ use crate::{
         runner::{self, RunContext},
         wire::{Event, EventsPage, Phase, RunEvent, RunInfo, RunRequest, RunState},
     },
-    server::{ApiError, ApiJson, PeerCred},
+    daemon::http::{ApiError, ApiJson, PeerCred},
 };
 
 /// Finished runs kept in memory; older reports are still read from their files.

@@ -16,7 +16,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use chaosd::{
     api::{Direction, FaultSpec, InjectRequest, NetLossParams, TargetSelector},
-    cgroup::{ChildCgroup, cgroup2_mount, spawn_in_cgroup},
+    host::cgroup::{ChildCgroup, cgroup2_mount, spawn_in_cgroup},
     client::Client,
 };
 
