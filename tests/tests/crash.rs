@@ -308,7 +308,10 @@ fn kernel_dependent(kind: &str) -> Option<&'static str> {
 fn inject_every_kind(daemon: &Daemon, scene: &Scene) -> Vec<String> {
     let faults = scene.faults();
     // The scene must cover every kind of chaosd's list that stays in force.
-    for kind in chaosd::faults::kinds::KINDS.iter().filter(|k| k.crash_tested) {
+    for kind in chaosd::faults::kinds::KINDS
+        .iter()
+        .filter(|k| k.crash_tested)
+    {
         assert!(
             faults.iter().any(|(spec, _)| spec.kind() == kind.name),
             "the crash test has no case for {}: add one to Scene::faults",

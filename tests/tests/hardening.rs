@@ -99,7 +99,7 @@ fn history_records_each_mutation_with_its_peer_and_outcome() {
     let refused = daemon.try_inject(&root).unwrap_err();
     let stranger = recover_all_as_nobody(&daemon);
 
-    let history = block_on(chaosd::daemon::audit::fetch(&daemon.client(), 10)).unwrap();
+    let history = block_on(daemon.client().history(10)).unwrap();
     // Reads (the readiness polls, this fetch) are not recorded.
     assert_eq!(history.len(), 4, "{history:#?}");
     let unauthorised = &history[0];

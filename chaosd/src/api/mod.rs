@@ -5,8 +5,15 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::faults::clock::{ClockName, ClockSkewParams};
-pub use crate::faults::io::{IoErrnoParams, IoOp};
+pub mod capabilities;
+pub mod clock;
+pub mod errno;
+pub mod history;
+pub mod io;
+pub mod units;
+
+pub use clock::{ClockName, ClockSkewParams};
+pub use io::{IoErrnoParams, IoOp};
 
 /// Body of `POST /v1/faults`.
 ///

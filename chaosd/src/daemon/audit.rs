@@ -5,7 +5,7 @@
 //! `GET /v1/history?limit=N` and `chaosctl history` read it back, newest first.
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     sync::{Arc, Mutex},
     time::SystemTime,
 };
@@ -21,12 +21,9 @@ use axum::{
     routing::get,
 };
 use rusqlite::{Connection, params};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use crate::{
-    client::{Client, ClientError},
-    daemon::http::{ApiError, PeerCred},
-};
+use crate::daemon::http::{ApiError, PeerCred};
 
 /// Largest request body read for the record; the API's JSON bodies are far smaller.
 const MAX_BODY: usize = 2 << 20;
@@ -38,26 +35,7 @@ const KEPT: i64 = 100_000;
 const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 10_000;
 
-/// One recorded mutation.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct HistoryEntry {
-    /// Increasing with time.
-    pub id: i64,
-    /// RFC 3339, UTC.
-    pub at: String,
-    pub uid: u32,
-    pub pid: Option<i32>,
-    /// The peer's command name (`/proc/PID/comm`), if it could be read.
-    pub comm: Option<String>,
-    pub method: String,
-    pub path: String,
-    /// The request body, if any (cut at 64 KiB).
-    pub request: Option<String>,
-    /// The HTTP status of the answer.
-    pub status: u16,
-    /// `ok`, with the ids of the faults or runs touched, or the error as the client saw it.
-    pub outcome: String,
-}
+pub use crate::api::history::HistoryEntry;
 
 /// The SQLite database of [`HistoryEntry`] records.
 pub struct History {
@@ -278,22 +256,6 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
         StatusCode::INTERNAL_SERVER_ERROR,
         "reading the audit database failed; see the daemon's log",
     )
-}
-
-/// Fetches the newest `limit` records from the daemon (`chaosctl history`).
-pub async fn fetch(client: &Client, limit: u32) -> Result<Vec<HistoryEntry>, ClientError> {
-    client
-        .call(
-            axum::http::Method::GET,
-            &format!("/v1/history?limit={limit}"),
-            None::<&()>,
-        )
-        .await
-}
-
-/// The database path when the config names none: `history.sqlite` in the state dir.
-pub fn default_db(state_dir: &Path) -> PathBuf {
-    state_dir.join("history.sqlite")
 }
 
 #[cfg(test)]

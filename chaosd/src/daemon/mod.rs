@@ -19,11 +19,11 @@ use self::{audit::History, systemd::Activation};
 
 use crate::{
     api::FaultState,
-    host::cgroup,
     config::Config,
+    engine::registry::Registry,
     faults::FaultKinds,
     faults::kernel::{Kernel, KernelLogger},
-    engine::registry::Registry,
+    host::cgroup,
     scenario::runs::Runs,
 };
 
@@ -45,7 +45,9 @@ pub async fn run(config: Config, systemd: Activation) -> anyhow::Result<()> {
     }
     let history = History::open(&config.daemon.history_db())?;
     let (mut kernel, logger, heartbeat_map) = tokio::task::spawn_blocking(Kernel::load).await??;
-    tokio::spawn(crate::faults::kernel::heartbeat::keep_beating(heartbeat_map));
+    tokio::spawn(crate::faults::kernel::heartbeat::keep_beating(
+        heartbeat_map,
+    ));
     kernel.net.fq.set_record(leftovers::fq_record(state_dir));
     kernel.net.tc.set_record(leftovers::tc_record(state_dir));
     if let Some(logger) = logger {

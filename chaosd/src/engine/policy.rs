@@ -3,9 +3,9 @@
 //! (the cgroup2 root, chaosd's own cgroup) live in [`crate::host::cgroup::resolve`].
 
 use crate::{
-    host::cgroup::is_same_or_ancestor,
     config::PolicyConfig,
     error::{FaultError, TargetError},
+    host::cgroup::is_same_or_ancestor,
 };
 
 impl PolicyConfig {

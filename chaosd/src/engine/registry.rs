@@ -13,12 +13,12 @@ use tracing::{info, warn};
 
 use crate::{
     api::{FaultInfo, FaultState, InjectRequest, ResolvedTarget, StatusInfo},
-    host::cgroup,
     config::{FaultsConfig, PolicyConfig},
-    error::{Error, RequestError},
-    faults::{ActiveFault, ApplyContext, FaultKinds, TargetRule},
     engine::journal::Journal,
     engine::metrics::Metrics,
+    error::{Error, RequestError},
+    faults::{ActiveFault, ApplyContext, FaultKinds, TargetRule},
+    host::cgroup,
 };
 
 /// Ended faults kept for `show` after they end.
@@ -203,7 +203,10 @@ impl Registry {
     }
 
     /// The table with `kind`'s row only, probing only its programs (None: no such kind).
-    pub async fn capability(&self, kind: &str) -> Option<crate::faults::capabilities::CapabilitiesInfo> {
+    pub async fn capability(
+        &self,
+        kind: &str,
+    ) -> Option<crate::faults::capabilities::CapabilitiesInfo> {
         let group = crate::faults::kinds::named(kind)?.programs;
         if let Some(group) = group {
             let kinds = self.kinds.clone();

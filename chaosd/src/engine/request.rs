@@ -1,41 +1,12 @@
-//! Request bodies from bytes to checked values, without touching the host: the server runs
-//! these before anything is applied, and the fuzz targets (`fuzz/`) run exactly these.
+//! The checks of a request that need no host state: the daemon runs these before anything is
+//! applied, and the fuzz targets (`fuzz/`) run exactly these.
 
 use std::time::Duration;
 
-use axum::{Json, http::HeaderMap, http::StatusCode};
-use serde::de::DeserializeOwned;
-
 use crate::{
-    api::InjectRequest, config::FaultsConfig, error::Error, faults::FaultKinds,
-    engine::registry::resolve_duration, daemon::http::ApiError,
+    api::InjectRequest, config::FaultsConfig, engine::registry::resolve_duration, error::Error,
+    faults::FaultKinds,
 };
-
-/// A JSON body as every route decodes it (`ApiJson`); the error says where the body is wrong.
-pub fn decode_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    Json::<T>::from_bytes(body).map(|Json(v)| v).map_err(|r| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("invalid request body: {}", r.body_text()),
-        )
-    })
-}
-
-/// `application/json`, or a `+json` type, as axum's `Json` extractor requires.
-pub fn is_json(headers: &HeaderMap) -> bool {
-    let Some(value) = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let essence = value.split(';').next().unwrap_or_default().trim();
-    let Some((kind, sub)) = essence.split_once('/') else {
-        return false;
-    };
-    kind.eq_ignore_ascii_case("application")
-        && (sub.eq_ignore_ascii_case("json") || sub.to_ascii_lowercase().ends_with("+json"))
-}
 
 /// The checks of an inject request that need no host state: the duration against the config
 /// (returned) and the kind's parameters. Targets and kernel support are checked after this.
@@ -59,21 +30,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn json_content_types() {
-        let with = |v: &str| {
-            let mut h = HeaderMap::new();
-            h.insert(axum::http::header::CONTENT_TYPE, v.parse().unwrap());
-            is_json(&h)
-        };
-        assert!(with("application/json"));
-        assert!(with("Application/JSON; charset=utf-8"));
-        assert!(with("application/problem+json"));
-        assert!(!with("text/plain"));
-        assert!(!with("application/jsonx"));
-        assert!(!is_json(&HeaderMap::new()));
-    }
-
-    #[test]
     fn durations_are_echoed_as_written() {
         let d = Duration::from_secs(100 * 86_400);
         assert_eq!(written_duration(Some(" 100d "), d), "100d");
@@ -85,16 +41,6 @@ mod tests {
         assert!(
             err.contains("duration 100d is above the maximum of 1h"),
             "{err}"
-        );
-    }
-
-    #[test]
-    fn bad_bodies_say_where() {
-        let e = decode_json::<InjectRequest>(b"{\"fault\": 1}").unwrap_err();
-        let text = format!("{e:?}");
-        assert!(
-            text.contains("invalid request body") && text.contains("fault"),
-            "{text}"
         );
     }
 }

@@ -18,6 +18,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::api::capabilities::{CapabilitiesInfo, HostCheck, KindCapability};
 use crate::{error::RequestError, faults::kernel::ProgramGroup};
 
 /// Why something cannot work here, and what to do about it.
@@ -34,42 +35,6 @@ impl Problem {
             fix: fix.into(),
         }
     }
-}
-
-/// Body of `GET /v1/capabilities`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CapabilitiesInfo {
-    /// `uname -r` of the host.
-    pub kernel: String,
-    /// One entry per fault kind.
-    pub kinds: Vec<KindCapability>,
-    /// The host facts the kinds are judged by.
-    pub host: Vec<HostCheck>,
-}
-
-impl CapabilitiesInfo {
-    pub fn kind(&self, kind: &str) -> Option<&KindCapability> {
-        self.kinds.iter().find(|k| k.kind == kind)
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KindCapability {
-    /// Wire name, e.g. "io.errno".
-    pub kind: String,
-    pub summary: String,
-    pub supported: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fix: Option<String>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HostCheck {
-    pub name: String,
-    pub ok: bool,
-    pub detail: String,
 }
 
 /// Probe names: one per [`ProgramGroup`] (see [`record_probe`]).
@@ -445,37 +410,6 @@ pub(crate) fn check_bpf_lsm(f: &Facts) -> Result<(), Problem> {
         Some(p) => Err(p),
         None => Ok(()),
     }
-}
-
-/// Fetches the table from a daemon.
-pub async fn fetch(
-    client: &crate::client::Client,
-) -> Result<CapabilitiesInfo, crate::client::ClientError> {
-    fetch_path(client, "/v1/capabilities").await
-}
-
-/// Fetches one kind's row, probing only its programs.
-pub async fn fetch_kind(
-    client: &crate::client::Client,
-    kind: &str,
-) -> Result<CapabilitiesInfo, crate::client::ClientError> {
-    fetch_path(client, &format!("/v1/capabilities?kind={kind}")).await
-}
-
-async fn fetch_path(
-    client: &crate::client::Client,
-    path: &str,
-) -> Result<CapabilitiesInfo, crate::client::ClientError> {
-    use crate::client::ClientError;
-    let (status, body) = client.raw(hyper::Method::GET, path, None).await?;
-    if !status.is_success() {
-        let message = serde_json::from_slice::<crate::api::ErrorBody>(&body)
-            .map(|b| b.error)
-            .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
-        return Err(ClientError::Api(message, status));
-    }
-    serde_json::from_slice(&body)
-        .map_err(|e| ClientError::Protocol(format!("unexpected response: {e}")))
 }
 
 #[cfg(test)]

@@ -9,10 +9,10 @@
 
 use crate::{
     api::FaultSpec,
-    faults::capabilities::{self, Facts, Problem},
     error::{FaultError, RequestError},
-    faults::{ActiveFault, ApplyContext, FaultKinds, TargetRule},
+    faults::capabilities::{self, Facts, Problem},
     faults::kernel::ProgramGroup,
+    faults::{ActiveFault, ApplyContext, FaultKinds, TargetRule},
 };
 
 /// Applies a kind's parameters; gets the spec [`of`] mapped to this kind.

@@ -22,8 +22,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::{
     api::{InjectRequest, TargetSelector},
-    error::Error,
     engine::registry::Registry,
+    error::Error,
     scenario::{
         format::Scenario,
         probes::{self, ProbeTasks, RunAs, Sample},

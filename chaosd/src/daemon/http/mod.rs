@@ -3,6 +3,9 @@
 //! Every connection's peer credentials (SO_PEERCRED) are checked: root, or a member of the
 //! socket's group, may use the API; everyone else gets 403.
 
+pub mod body;
+pub mod runs;
+
 use std::{
     fs,
     os::unix::fs::{PermissionsExt as _, chown},
@@ -28,8 +31,8 @@ use tokio::net::UnixListener;
 
 use crate::{
     api::{ErrorBody, FaultInfo, FaultState, InjectRequest, StatusInfo},
-    error::{Error, FaultError},
     engine::registry::Registry,
+    error::{Error, FaultError},
 };
 
 /// An API error as the client sees it: 4xx carry the reason; 5xx are logged here in full.
@@ -100,7 +103,7 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        if !crate::engine::request::is_json(req.headers()) {
+        if !body::is_json(req.headers()) {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "invalid request body: expected a request with `Content-Type: application/json`",
@@ -112,7 +115,7 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<
                 format!("invalid request body: {}", r.body_text()),
             )
         })?;
-        crate::engine::request::decode_json(&body).map(ApiJson)
+        body::decode_json(&body).map(ApiJson)
     }
 }
 
@@ -375,7 +378,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     // The audit layer is outside the peer check, so refused peers are recorded too.
     let app = router(registry)
-        .merge(crate::scenario::runs::routes(runs))
+        .merge(runs::routes(runs))
         .merge(crate::daemon::audit::routes(Arc::clone(&history)))
         .layer(middleware::from_fn_with_state(access, check_peer))
         .layer(middleware::from_fn_with_state(

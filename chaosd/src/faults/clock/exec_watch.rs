@@ -15,8 +15,8 @@ use nix::{sys::signal::Signal, unistd::Pid};
 
 use super::{ActiveSkew, SkewTable};
 use crate::{
-    faults::capabilities::Problem,
     error::{FaultError, RequestError},
+    faults::capabilities::Problem,
 };
 
 const PROGRAM: &str = chaosd_common::names::CLOCK_EXEC;
@@ -152,8 +152,8 @@ fn btf_program(ebpf: &mut Ebpf) -> anyhow::Result<&mut BtfTracePoint> {
 }
 
 fn load_program(ebpf: &mut Ebpf) -> anyhow::Result<()> {
-    let btf =
-        crate::faults::io::kernel_btf().map_err(|e| anyhow::anyhow!("reading the kernel's BTF: {e}"))?;
+    let btf = crate::faults::io::kernel_btf()
+        .map_err(|e| anyhow::anyhow!("reading the kernel's BTF: {e}"))?;
     btf_program(ebpf)?
         .load("sched_process_exec", btf)
         .context("loading the program")

@@ -42,8 +42,8 @@ use thiserror::Error;
 use crate::{
     api::Counters,
     error::{FaultError, RequestError},
-    faults::{ActiveFault, ApplyContext},
     faults::kernel::Kernel,
+    faults::{ActiveFault, ApplyContext},
 };
 
 pub use exec_watch::ClockState;

@@ -7,30 +7,15 @@ use std::{
 };
 
 use chaosd_common::io::{IO_PPM_ONE, IoRule};
-use serde::Deserialize as _;
 
 use super::{IoErrnoParams, IoOp};
 use crate::{
+    api::errno::parse_errno,
     api::{Counters, OpCounters},
-    host::errno::parse_errno,
     error::{FaultError, RequestError},
-    faults::{ActiveFault, ApplyContext},
     faults::kernel::{Kernel, SlotRuleFault},
+    faults::{ActiveFault, ApplyContext},
 };
-
-/// Accepts `"EIO"`, `"5"` or `5` for the errno field.
-pub fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    #[derive(serde::Deserialize)]
-    #[serde(untagged)]
-    enum Either {
-        S(String),
-        N(i64),
-    }
-    Ok(match Either::deserialize(d)? {
-        Either::S(s) => s,
-        Either::N(n) => n.to_string(),
-    })
-}
 
 /// `(kernel dev_t, inode)` of an absolute path: what the programs compare dentries with.
 pub fn resolve_path(path: &str) -> Result<(u64, u64), RequestError> {

@@ -23,7 +23,7 @@ use aya::{
 };
 use chaosd_common::counters::{FAULT_COUNTERS_MAP, FaultCounters, MAX_FAULT_SLOTS};
 
-use crate::{api::Counters, faults::capabilities::Problem, error::FaultError, faults::ActiveFault};
+use crate::{api::Counters, error::FaultError, faults::ActiveFault, faults::capabilities::Problem};
 
 /// The ELF built by build.rs from chaosd-ebpf.
 static EBPF_ELF: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/chaosd-ebpf"));
@@ -106,8 +106,11 @@ pub struct Kernel {
 impl Kernel {
     /// Creates the object's maps (no program is loaded yet: see [`Kernel::ensure`]); returns it
     /// with the aya-log reader, if the object logs anything, and the heartbeat map.
-    pub fn load() -> anyhow::Result<(Kernel, Option<KernelLogger>, crate::faults::kernel::heartbeat::HeartbeatMap)>
-    {
+    pub fn load() -> anyhow::Result<(
+        Kernel,
+        Option<KernelLogger>,
+        crate::faults::kernel::heartbeat::HeartbeatMap,
+    )> {
         let mut ebpf = load_object()?;
         let logger = aya_log::EbpfLogger::init(&mut ebpf)
             .inspect_err(|e| tracing::debug!("no kernel-side log reader: {e}"))

@@ -12,7 +12,7 @@ use aya::{
     maps::{HashMap, MapData, MapError},
 };
 
-use crate::{host::cgroup::is_same_or_ancestor, error::FaultError};
+use crate::{error::FaultError, host::cgroup::is_same_or_ancestor};
 
 /// One active fault's kernel rule and the cgroups (id, path) it targets.
 pub struct TargetedRule<R> {

@@ -10,8 +10,8 @@ use super::{delay::bad, departure, filter::peer_filter};
 use crate::{
     api::NetBandwidthParams,
     error::{FaultError, RequestError},
-    faults::{ActiveFault, ApplyContext},
     faults::kernel::Kernel,
+    faults::{ActiveFault, ApplyContext},
 };
 
 /// Slowest rate accepted: 8 kbit/s (1000 bytes/s); a 64 KiB TSO burst then takes a minute.
@@ -23,7 +23,7 @@ const DEFAULT_BURST_BYTES: u64 = 4 * 1514;
 /// second, powers of 1000), `10mbps`, `100kbps` (bytes per second); a bare number is bits.
 pub fn parse_rate(input: &str) -> Result<u64, RequestError> {
     let s = input.trim().to_ascii_lowercase();
-    let (num, unit) = crate::faults::stress::split_number(&s)
+    let (num, unit) = crate::api::units::split_number(&s)
         .ok_or_else(|| bad("rate", input, "must start with a number (e.g. 1mbit)"))?;
     let (scale, bytes) = match unit {
         "" | "bit" => (1.0, false),
@@ -52,7 +52,7 @@ pub fn parse_rate(input: &str) -> Result<u64, RequestError> {
 fn burst_bytes(p: &NetBandwidthParams) -> Result<u64, RequestError> {
     match &p.burst {
         None => Ok(DEFAULT_BURST_BYTES),
-        Some(b) => crate::faults::stress::parse_size(b)
+        Some(b) => crate::api::units::parse_size(b)
             .map_err(|reason| bad("burst", b, &format!("{reason} (examples: 32KiB, 15000)"))),
     }
 }

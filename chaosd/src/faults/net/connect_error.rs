@@ -8,10 +8,10 @@ use chaosd_common::net::{NET_KIND_CONNECT_ERROR, NetRule};
 use super::{apply_rule, filter::peer_filter, loss::check_percent, percent_to_ppm};
 use crate::{
     api::NetConnectErrorParams,
-    host::errno::parse_errno,
+    api::errno::parse_errno,
     error::{FaultError, RequestError},
-    faults::{ActiveFault, ApplyContext},
     faults::kernel::Kernel,
+    faults::{ActiveFault, ApplyContext},
 };
 
 pub fn validate(p: &NetConnectErrorParams) -> Result<(), RequestError> {

@@ -11,8 +11,8 @@ use super::tc;
 use crate::{
     api::NetCorruptParams,
     error::{FaultError, RequestError},
-    faults::{ActiveFault, ApplyContext},
     faults::kernel::Kernel,
+    faults::{ActiveFault, ApplyContext},
 };
 
 pub fn validate(p: &NetCorruptParams) -> Result<(), RequestError> {

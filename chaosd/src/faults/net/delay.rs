@@ -13,8 +13,8 @@ use super::{departure, filter::peer_filter};
 use crate::{
     api::NetDelayParams,
     error::{FaultError, RequestError},
-    faults::{ActiveFault, ApplyContext},
     faults::kernel::Kernel,
+    faults::{ActiveFault, ApplyContext},
 };
 
 /// Jitter is drawn from 32 random bits scaled to 2 × jitter, which must stay below 2^32 ns.

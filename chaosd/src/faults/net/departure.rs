@@ -12,8 +12,8 @@ use super::{apply_rule, netns, qdisc};
 use crate::{
     api::{Counters, NetnsUsed},
     error::FaultError,
-    faults::{ActiveFault, ApplyContext},
     faults::kernel::Kernel,
+    faults::{ActiveFault, ApplyContext},
 };
 
 /// Largest delay (and delay + jitter) accepted: fq holds packets in memory meanwhile.

@@ -10,8 +10,8 @@ use super::tc;
 use crate::{
     api::NetDuplicateParams,
     error::{FaultError, RequestError},
-    faults::{ActiveFault, ApplyContext},
     faults::kernel::Kernel,
+    faults::{ActiveFault, ApplyContext},
 };
 
 pub fn validate(p: &NetDuplicateParams) -> Result<(), RequestError> {

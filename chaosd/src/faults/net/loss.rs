@@ -8,8 +8,8 @@ use super::{apply_rule, filter::peer_filter, percent_to_ppm};
 use crate::{
     api::{Direction, NetLossParams},
     error::{FaultError, RequestError},
-    faults::{ActiveFault, ApplyContext},
     faults::kernel::Kernel,
+    faults::{ActiveFault, ApplyContext},
 };
 
 pub fn validate(p: &NetLossParams) -> Result<(), RequestError> {

@@ -51,11 +51,11 @@ use chaosd_common::net::{
 };
 
 use crate::{
-    faults::capabilities::Problem,
     error::FaultError,
-    faults::{ActiveFault, ApplyContext},
-    faults::kernel::{Kernel, ProgramGroup, SlotRuleFault},
+    faults::capabilities::Problem,
     faults::kernel::rule_sets::{RuleMap, TargetedRule, inherited_sets},
+    faults::kernel::{Kernel, ProgramGroup, SlotRuleFault},
+    faults::{ActiveFault, ApplyContext},
 };
 
 const SKB_PROGRAMS: [(&str, CgroupSkbAttachType); 2] = [

@@ -9,8 +9,8 @@ use super::{apply_rule, filter::peer_filter};
 use crate::{
     api::NetPartitionParams,
     error::{FaultError, RequestError},
-    faults::{ActiveFault, ApplyContext},
     faults::kernel::Kernel,
+    faults::{ActiveFault, ApplyContext},
 };
 
 pub fn validate(p: &NetPartitionParams) -> Result<(), RequestError> {

@@ -47,10 +47,10 @@ use chaosd_common::net::{DIR_EGRESS, NetRule};
 use super::{filter::peer_filter, loss::check_percent, netns::Netns, percent_to_ppm};
 use crate::{
     api::{Counters, NetFilter},
-    faults::capabilities::Problem,
     error::{FaultError, RequestError},
-    faults::{ActiveFault, ApplyContext},
+    faults::capabilities::Problem,
     faults::kernel::Kernel,
+    faults::{ActiveFault, ApplyContext},
 };
 
 /// The classifier's name in the eBPF object (also its netlink filter's name).

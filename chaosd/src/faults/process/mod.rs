@@ -15,7 +15,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::{api::ResolvedTarget, host::cgroup, error::FaultError, error::RequestError};
+use crate::{api::ResolvedTarget, error::FaultError, error::RequestError, host::cgroup};
 
 /// The directories of the resolved targets.
 pub(crate) fn target_dirs(targets: &[ResolvedTarget]) -> Result<Vec<PathBuf>, FaultError> {

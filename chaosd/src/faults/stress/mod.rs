@@ -39,101 +39,12 @@ use std::{
     time::Duration,
 };
 
-use serde::{Deserialize, Deserializer};
-
+pub use crate::config::StressConfig;
 use crate::{
-    api::ResolvedTarget,
-    host::cgroup,
+    api::{ResolvedTarget, units::parse_size},
     error::{FaultError, RequestError},
+    host::cgroup,
 };
-
-/// The `[stress]` section of the daemon's config.
-///
-/// ```toml
-/// [stress]
-/// disk_floor_percent = 5.0   # disk.fill never leaves less than this share of the filesystem free
-/// disk_floor = "1GiB"        # ... nor less than this; the larger of the two is the floor
-/// allow_below_floor = false  # true: a request with allow_below_floor may cross the floor
-/// ```
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct StressConfig {
-    /// Share of the filesystem (0-100) that disk faults always leave free: 5 %.
-    pub disk_floor_percent: f64,
-    /// Bytes that disk faults always leave free: 1 GiB.
-    #[serde(deserialize_with = "size_from_str")]
-    pub disk_floor: u64,
-    /// Whether a request's `allow_below_floor` is honoured. Off: the floor always holds.
-    pub allow_below_floor: bool,
-}
-
-impl Default for StressConfig {
-    fn default() -> Self {
-        StressConfig {
-            disk_floor_percent: 5.0,
-            disk_floor: 1 << 30,
-            allow_below_floor: false,
-        }
-    }
-}
-
-impl StressConfig {
-    /// Bytes to keep free on a filesystem of `total` bytes: the larger of the two floors.
-    pub fn floor_bytes(&self, total: u64) -> u64 {
-        let pct = (total as f64 * self.disk_floor_percent.clamp(0.0, 100.0) / 100.0) as u64;
-        pct.max(self.disk_floor)
-    }
-}
-
-fn size_from_str<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum SizeOrNumber {
-        N(u64),
-        S(String),
-    }
-    match SizeOrNumber::deserialize(d)? {
-        SizeOrNumber::N(n) => Ok(n),
-        SizeOrNumber::S(s) => parse_size(&s).map_err(serde::de::Error::custom),
-    }
-}
-
-/// Splits `"1.5GiB"` into `(1.5, "GiB")` (the unit trimmed); None without a leading number.
-pub(crate) fn split_number(s: &str) -> Option<(f64, &str)> {
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    Some((num.parse().ok()?, unit.trim()))
-}
-
-/// Parses a byte size: `1073741824`, `512MiB`, `2GiB`, `1.5G` (k/M/G/T are powers of 1000,
-/// Ki/Mi/Gi/Ti powers of 1024; a trailing `B` is optional).
-pub fn parse_size(input: &str) -> Result<u64, String> {
-    let (num, unit) = split_number(input.trim())
-        .ok_or_else(|| format!("{input:?} does not start with a number"))?;
-    let unit = unit
-        .strip_suffix('B')
-        .or_else(|| unit.strip_suffix('b'))
-        .unwrap_or(unit);
-    let mult: f64 = match unit.to_ascii_lowercase().as_str() {
-        "" => 1.0,
-        "k" => 1e3,
-        "m" => 1e6,
-        "g" => 1e9,
-        "t" => 1e12,
-        "ki" => 1024.0,
-        "mi" => 1024.0 * 1024.0,
-        "gi" => 1024.0 * 1024.0 * 1024.0,
-        "ti" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        other => return Err(format!("unknown unit {other:?}")),
-    };
-    let bytes = num * mult;
-    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
-        return Err("too large".into());
-    }
-    Ok(bytes as u64)
-}
 
 /// A size from a request field, as a typed error naming the field.
 pub(crate) fn request_size(field: &'static str, input: &str) -> Result<u64, RequestError> {
