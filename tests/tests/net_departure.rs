@@ -439,7 +439,7 @@ fn loss_and_delay_on_one_cgroup_compose() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut bench = Bench::new();
     let loss = NetRule {
-        kind: chaosd_common::net::NET_KIND_DROP,
+        kind: chaosd_common::net::NetKind::Drop.code(),
         direction: chaosd_common::net::DIR_EGRESS,
         probability_ppm: 500_000,
         ..NetRule::default()
@@ -459,7 +459,7 @@ fn loss_and_delay_on_one_cgroup_compose() {
 
 fn drop_all() -> NetRule {
     NetRule {
-        kind: chaosd_common::net::NET_KIND_DROP,
+        kind: chaosd_common::net::NetKind::Drop.code(),
         direction: chaosd_common::net::DIR_EGRESS,
         probability_ppm: chaosd_common::net::PPM_ONE,
         ..NetRule::default()

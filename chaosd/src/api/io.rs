@@ -1,6 +1,6 @@
 //! `io.errno`'s wire parameters.
 
-use chaosd_common::io::IO_OPS;
+use chaosd_common::io::{FileOp, IO_OPS};
 use serde::{Deserialize, Serialize};
 
 /// Parameters of `io.errno`.
@@ -74,19 +74,23 @@ impl IoOp {
         IoOp::Truncate,
     ];
 
-    /// Index in the kernel's counters and bit in the rule's `ops` (`OP_*` of chaosd-common).
+    /// Index in the kernel's counters and bit in the rule's `ops`.
     pub fn index(self) -> u32 {
-        use chaosd_common::io::*;
+        self.file_op().code()
+    }
+
+    /// The operation as the programs know it.
+    pub fn file_op(self) -> FileOp {
         match self {
-            IoOp::Open => OP_OPEN,
-            IoOp::Read => OP_READ,
-            IoOp::Write => OP_WRITE,
-            IoOp::Create => OP_CREATE,
-            IoOp::Unlink => OP_UNLINK,
-            IoOp::Rename => OP_RENAME,
-            IoOp::Mkdir => OP_MKDIR,
-            IoOp::Rmdir => OP_RMDIR,
-            IoOp::Truncate => OP_TRUNCATE,
+            IoOp::Open => FileOp::Open,
+            IoOp::Read => FileOp::Read,
+            IoOp::Write => FileOp::Write,
+            IoOp::Create => FileOp::Create,
+            IoOp::Unlink => FileOp::Unlink,
+            IoOp::Rename => FileOp::Rename,
+            IoOp::Mkdir => FileOp::Mkdir,
+            IoOp::Rmdir => FileOp::Rmdir,
+            IoOp::Truncate => FileOp::Truncate,
         }
     }
 

@@ -135,7 +135,10 @@ mod tests {
         assert_eq!(p.errno, "28");
         assert_eq!(p.percent, 100.0);
         assert_eq!(ops_mask(&p.ops), (1 << chaosd_common::io::IO_OPS) - 1);
-        assert_eq!(ops_mask(&[IoOp::Read]), 1 << chaosd_common::io::OP_READ);
+        assert_eq!(
+            ops_mask(&[IoOp::Read]),
+            1 << chaosd_common::io::FileOp::Read.code()
+        );
         assert!(serde_json::from_str::<IoErrnoParams>(r#"{"errno":"EIO","x":1}"#).is_err());
     }
 

@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use chaosd_common::net::{DIR_EGRESS, NET_KIND_BANDWIDTH, NetRule};
+use chaosd_common::net::{DIR_EGRESS, NetKind, NetRule};
 
 use super::{delay::bad, departure, filter::peer_filter};
 use crate::{
@@ -69,7 +69,7 @@ pub fn validate(p: &NetBandwidthParams) -> Result<(), RequestError> {
 /// The kernel rule for `p` (deadline and counter slot are filled in at apply).
 pub fn rule(p: &NetBandwidthParams) -> Result<NetRule, RequestError> {
     Ok(NetRule {
-        kind: NET_KIND_BANDWIDTH,
+        kind: NetKind::Bandwidth.code(),
         direction: DIR_EGRESS,
         rate_bytes_per_sec: parse_rate(&p.rate)?,
         burst_bytes: burst_bytes(p)?,

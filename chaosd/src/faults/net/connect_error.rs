@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use chaosd_common::net::{NET_KIND_CONNECT_ERROR, NetRule};
+use chaosd_common::net::{NetKind, NetRule};
 
 use super::{apply_rule, filter::peer_filter, loss::check_percent, percent_to_ppm};
 use crate::{
@@ -33,7 +33,7 @@ pub fn apply(
     ctx: &ApplyContext<'_>,
 ) -> Result<Box<dyn ActiveFault>, FaultError> {
     let rule = NetRule {
-        kind: NET_KIND_CONNECT_ERROR,
+        kind: NetKind::ConnectError.code(),
         probability_ppm: percent_to_ppm(p.percent),
         retval: -parse_errno(&p.errno).map_err(FaultError::Refused)?,
         filter: peer_filter(&p.filter).map_err(FaultError::Refused)?,

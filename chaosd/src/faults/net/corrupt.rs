@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use chaosd_common::net::{NET_FLAG_PAYLOAD, NET_KIND_CORRUPT};
+use chaosd_common::net::{NET_FLAG_PAYLOAD, NetKind};
 
 use super::tc;
 use crate::{
@@ -16,7 +16,7 @@ use crate::{
 };
 
 pub fn validate(p: &NetCorruptParams) -> Result<(), RequestError> {
-    tc::egress_rule(NET_KIND_CORRUPT, p.percent, &p.filter).map(drop)
+    tc::egress_rule(NetKind::Corrupt, p.percent, &p.filter).map(drop)
 }
 
 pub fn apply(
@@ -25,7 +25,7 @@ pub fn apply(
     ctx: &ApplyContext<'_>,
 ) -> Result<Box<dyn ActiveFault>, FaultError> {
     let mut rule =
-        tc::egress_rule(NET_KIND_CORRUPT, p.percent, &p.filter).map_err(FaultError::Refused)?;
+        tc::egress_rule(NetKind::Corrupt, p.percent, &p.filter).map_err(FaultError::Refused)?;
     if p.payload {
         rule.flags |= NET_FLAG_PAYLOAD;
     }

@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use chaosd_common::net::{DIR_EGRESS, NET_KIND_DELAY, NetRule};
+use chaosd_common::net::{DIR_EGRESS, NetKind, NetRule};
 
 use super::{departure, filter::peer_filter};
 use crate::{
@@ -59,7 +59,7 @@ pub fn validate(p: &NetDelayParams) -> Result<(), RequestError> {
 pub fn rule(p: &NetDelayParams) -> Result<NetRule, RequestError> {
     let (delay_ns, jitter_ns) = delay_and_jitter(p)?;
     Ok(NetRule {
-        kind: NET_KIND_DELAY,
+        kind: NetKind::Delay.code(),
         direction: DIR_EGRESS,
         delay_ns,
         jitter_ns,

@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use chaosd_common::net::NET_KIND_DUPLICATE;
+use chaosd_common::net::NetKind;
 
 use super::tc;
 use crate::{
@@ -15,7 +15,7 @@ use crate::{
 };
 
 pub fn validate(p: &NetDuplicateParams) -> Result<(), RequestError> {
-    tc::egress_rule(NET_KIND_DUPLICATE, p.percent, &p.filter).map(drop)
+    tc::egress_rule(NetKind::Duplicate, p.percent, &p.filter).map(drop)
 }
 
 pub fn apply(
@@ -24,6 +24,6 @@ pub fn apply(
     ctx: &ApplyContext<'_>,
 ) -> Result<Box<dyn ActiveFault>, FaultError> {
     let rule =
-        tc::egress_rule(NET_KIND_DUPLICATE, p.percent, &p.filter).map_err(FaultError::Refused)?;
+        tc::egress_rule(NetKind::Duplicate, p.percent, &p.filter).map_err(FaultError::Refused)?;
     tc::apply(kernel, rule, ctx)
 }

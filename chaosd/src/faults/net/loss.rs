@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use chaosd_common::net::{DIR_EGRESS, DIR_INGRESS, NET_KIND_DROP, NetRule};
+use chaosd_common::net::{DIR_EGRESS, DIR_INGRESS, NetKind, NetRule};
 
 use super::{apply_rule, filter::peer_filter, percent_to_ppm};
 use crate::{
@@ -39,7 +39,7 @@ pub fn apply(
 ) -> Result<Box<dyn ActiveFault>, FaultError> {
     let filter = peer_filter(&p.filter).map_err(FaultError::Refused)?;
     let rule = NetRule {
-        kind: NET_KIND_DROP,
+        kind: NetKind::Drop.code(),
         direction: direction_bits(p.direction),
         probability_ppm: percent_to_ppm(p.percent),
         filter,

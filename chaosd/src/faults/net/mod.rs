@@ -45,9 +45,7 @@ use aya::{
 };
 use chaosd_common::names;
 use chaosd_common::net::{
-    MAX_RULES_PER_CGROUP, NET_KIND_BANDWIDTH, NET_KIND_CONNECT_ERROR, NET_KIND_CORRUPT,
-    NET_KIND_DELAY, NET_KIND_DROP, NET_KIND_DUPLICATE, NET_PACING_MAP, NET_RULES_MAP, NetRule,
-    NetRuleSet, PPM_ONE,
+    MAX_RULES_PER_CGROUP, NET_PACING_MAP, NET_RULES_MAP, NetKind, NetRule, NetRuleSet, PPM_ONE,
 };
 
 use crate::{
@@ -63,7 +61,7 @@ const SKB_PROGRAMS: [(&str, CgroupSkbAttachType); 2] = [
     (names::NET_INGRESS, CgroupSkbAttachType::Ingress),
 ];
 /// Rule kinds the packet programs enforce.
-const SKB_KINDS: [u32; 3] = [NET_KIND_DROP, NET_KIND_DELAY, NET_KIND_BANDWIDTH];
+const SKB_KINDS: [NetKind; 3] = [NetKind::Drop, NetKind::Delay, NetKind::Bandwidth];
 const SOCK_ADDR_PROGRAMS: [&str; 4] = [
     names::CONNECT4,
     names::CONNECT6,
@@ -164,7 +162,7 @@ impl NetState {
         targets: Vec<(u64, String)>,
     ) -> Result<(), FaultError> {
         let slot = rule.counter_slot;
-        if rule.kind == NET_KIND_BANDWIDTH {
+        if rule.kind == NetKind::Bandwidth.code() {
             // A previous fault's clock in this slot may lie far ahead: start afresh.
             self.pacing
                 .set(slot, 0, 0)
@@ -201,9 +199,13 @@ impl NetState {
 
     /// Attaches each program group while some fault needs it, detaches it otherwise.
     fn reconcile_links(&mut self, ebpf: &mut Ebpf) -> Result<(), FaultError> {
-        let needs = |kinds: &[u32]| self.faults.values().any(|f| kinds.contains(&f.rule.kind));
+        let needs = |kinds: &[NetKind]| {
+            self.faults
+                .values()
+                .any(|f| NetKind::from_code(f.rule.kind).is_some_and(|k| kinds.contains(&k)))
+        };
         let need_skb = needs(&SKB_KINDS);
-        let need_sock = needs(&[NET_KIND_CONNECT_ERROR]);
+        let need_sock = needs(&[NetKind::ConnectError]);
         if need_skb && self.skb_links.is_empty() {
             let root = self.open_root()?;
             for (name, attach_type) in SKB_PROGRAMS {
@@ -295,9 +297,9 @@ fn attach_sock_addr(
 
 /// The programs that enforce rules of `kind`.
 fn program_group(kind: u32) -> ProgramGroup {
-    match kind {
-        NET_KIND_CONNECT_ERROR => ProgramGroup::Connect,
-        NET_KIND_CORRUPT | NET_KIND_DUPLICATE => ProgramGroup::Classifier,
+    match NetKind::from_code(kind) {
+        Some(NetKind::ConnectError) => ProgramGroup::Connect,
+        Some(NetKind::Corrupt | NetKind::Duplicate) => ProgramGroup::Classifier,
         _ => ProgramGroup::Packet,
     }
 }

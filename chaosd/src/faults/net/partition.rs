@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use chaosd_common::net::{DIR_EGRESS, DIR_INGRESS, NET_KIND_DROP, NetRule, PPM_ONE};
+use chaosd_common::net::{DIR_EGRESS, DIR_INGRESS, NetKind, NetRule, PPM_ONE};
 
 use super::{apply_rule, filter::peer_filter};
 use crate::{
@@ -29,7 +29,7 @@ pub fn apply(
     ctx: &ApplyContext<'_>,
 ) -> Result<Box<dyn ActiveFault>, FaultError> {
     let rule = NetRule {
-        kind: NET_KIND_DROP,
+        kind: NetKind::Drop.code(),
         direction: DIR_EGRESS | DIR_INGRESS,
         probability_ppm: PPM_ONE,
         filter: peer_filter(&p.filter).map_err(FaultError::Refused)?,

@@ -42,7 +42,7 @@ use rtnetlink::{
 };
 use serde::{Deserialize, Serialize};
 
-use chaosd_common::net::{DIR_EGRESS, NetRule};
+use chaosd_common::net::{DIR_EGRESS, NetKind, NetRule};
 
 use super::{filter::peer_filter, loss::check_percent, netns::Netns, percent_to_ppm};
 use crate::{
@@ -320,13 +320,13 @@ impl TcAttachments {
 
 /// The egress rule of a TC kind (deadline and counter slot are filled in at apply), checked.
 pub(crate) fn egress_rule(
-    kind: u32,
+    kind: NetKind,
     percent: f64,
     filter: &NetFilter,
 ) -> Result<NetRule, RequestError> {
     check_percent(percent)?;
     Ok(NetRule {
-        kind,
+        kind: kind.code(),
         direction: DIR_EGRESS,
         probability_ppm: percent_to_ppm(percent),
         filter: peer_filter(filter)?,
@@ -540,24 +540,24 @@ pub fn clean_leftovers(path: &Path) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use chaosd_common::net::{NET_KIND_CORRUPT, PPM_ONE};
+    use chaosd_common::net::{NetKind, PPM_ONE};
 
     use super::*;
 
     #[test]
     fn egress_rules_check_percent_and_filter() {
-        let rule = egress_rule(NET_KIND_CORRUPT, 100.0, &NetFilter::default()).unwrap();
+        let rule = egress_rule(NetKind::Corrupt, 100.0, &NetFilter::default()).unwrap();
         assert_eq!(
             (rule.kind, rule.direction, rule.probability_ppm),
-            (NET_KIND_CORRUPT, DIR_EGRESS, PPM_ONE)
+            (NetKind::Corrupt.code(), DIR_EGRESS, PPM_ONE)
         );
         for bad in [0.0, 101.0, f64::NAN] {
-            assert!(egress_rule(NET_KIND_CORRUPT, bad, &NetFilter::default()).is_err());
+            assert!(egress_rule(NetKind::Corrupt, bad, &NetFilter::default()).is_err());
         }
         let bad_dst = NetFilter {
             dst: Some("10.0.0.300/8".into()),
             ..NetFilter::default()
         };
-        assert!(egress_rule(NET_KIND_CORRUPT, 50.0, &bad_dst).is_err());
+        assert!(egress_rule(NetKind::Corrupt, 50.0, &bad_dst).is_err());
     }
 }
