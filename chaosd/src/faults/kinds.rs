@@ -249,6 +249,30 @@ mod tests {
         }
     }
 
+    /// The fuzzer starts from one valid request per kind (`cargo xtask fuzz` copies
+    /// `fuzz/seeds/<target>/` into its corpus): a kind without one is fuzzed from nothing.
+    #[test]
+    fn every_kind_has_a_valid_fuzz_seed() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/api_request");
+        for k in KINDS {
+            let path = dir.join(format!("{}.json", k.name));
+            let body = std::fs::read(&path).unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e} (add a seed request for {})",
+                    path.display(),
+                    k.name
+                )
+            });
+            let req: crate::api::InjectRequest =
+                serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert_eq!(req.fault.kind(), k.name, "{}", path.display());
+            FaultKinds::validate(&req.fault).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
+        let files = std::fs::read_dir(&dir).unwrap().count();
+        assert_eq!(files, KINDS.len(), "a seed for a kind that is not in KINDS");
+    }
+
     #[test]
     fn the_capability_table_has_every_kind() {
         let table = capabilities::evaluate(&capabilities::Facts::gather());
