@@ -261,6 +261,21 @@ impl Daemon {
     pub fn try_inject(&self, req: &InjectRequest) -> Result<FaultInfo, ClientError> {
         block_on(self.client().inject(req))
     }
+
+    /// Posts `body` to `/v1/faults` as it is (for values the typed API cannot even hold);
+    /// returns the status and the answer's text.
+    pub fn post_fault_json(&self, body: &str) -> (u16, String) {
+        let (status, answer) = block_on(self.client().raw(
+            hyper::Method::POST,
+            "/v1/faults",
+            Some(body.as_bytes().to_vec()),
+        ))
+        .expect("the daemon answers");
+        (
+            status.as_u16(),
+            String::from_utf8_lossy(&answer).into_owned(),
+        )
+    }
 }
 
 impl Drop for Daemon {

@@ -108,11 +108,13 @@ fn bad_request(n: usize, target: &str) -> (&'static str, Vec<u8>, &'static str) 
             r.targets = vec![TargetSelector::Cgroup("/chaosd-load-no-such-cgroup".into())];
             ("unknown cgroup", r, "does not exist")
         }
-        1 => (
-            "bad CIDR",
-            on(partition("10.0.0.300/33"), target),
-            "expected a CIDR",
-        ),
+        1 => {
+            // A CIDR the typed request cannot hold: the body is edited as JSON.
+            let mut body = serde_json::to_value(on(partition("10.0.0.0/8"), target)).unwrap();
+            body["fault"]["params"]["filter"]["dst"] = "10.0.0.300/33".into();
+            let body = serde_json::to_vec(&body).unwrap();
+            return ("bad CIDR", body, "expected a CIDR");
+        }
         2 => {
             let mut r = valid();
             r.duration = None;

@@ -247,14 +247,8 @@ fn bad_filters_are_refused_and_nothing_is_applied() {
             r#"{{"fault": {fault}, "targets": [{{"cgroup": "{}"}}], "duration": "10s"}}"#,
             cg.rel()
         );
-        let (status, answer) = block_on(daemon.client().raw(
-            hyper::Method::POST,
-            "/v1/faults",
-            Some(body.into_bytes()),
-        ))
-        .unwrap();
-        let msg = String::from_utf8_lossy(&answer);
-        assert_eq!(status.as_u16(), 400, "{msg}");
+        let (status, msg) = daemon.post_fault_json(&body);
+        assert_eq!(status, 400, "{msg}");
         assert!(msg.contains(needle), "{msg:?} does not mention {needle:?}");
     }
     assert!(block_on(daemon.client().list(true)).unwrap().is_empty());

@@ -419,7 +419,13 @@ fn bad_stress_requests_get_clear_errors_and_change_nothing() {
         &request(mem("100000GiB"), &[&cg], "30s"),
         "total memory",
     );
-    expect_bad_request(&daemon, &request(mem("lots"), &[&cg], "30s"), "not valid");
+    let body = format!(
+        r#"{{"fault": {{"kind": "stress.mem", "params": {{"size": "lots"}}}},
+            "targets": [{{"cgroup": "{}"}}], "duration": "30s"}}"#,
+        cg.rel()
+    );
+    let (status, msg) = daemon.post_fault_json(&body);
+    assert!(status == 400 && msg.contains("not valid"), "{status} {msg}");
     let missing = Path::new("/chaosd-no-such-dir");
     expect_bad_request(
         &daemon,

@@ -17,7 +17,7 @@ pub mod units;
 pub use clock::{ClockName, ClockSkewParams};
 pub use io::{IoErrnoParams, IoOp};
 pub use units::{
-    ByteRate, ByteSize, Cidr, ClockOffset, Errno, LinkRate, PortRange, Signal, Written,
+    ByteCount, ByteRate, ByteSize, Cidr, ClockOffset, Errno, LinkRate, PortRange, Signal, Written,
 };
 
 /// Body of `POST /v1/faults`.
@@ -190,7 +190,7 @@ pub struct NetBandwidthParams {
     /// Bytes that may leave back to back (beyond the packet at hand) after an idle spell
     /// ("32KiB"); a few packets by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub burst: Option<Written<ByteSize>>,
+    pub burst: Option<Written<ByteCount>>,
     #[serde(default)]
     pub filter: NetFilter,
     /// The network namespace whose devices get sch_fq: see [`NetnsUsed`] for the default.

@@ -215,6 +215,18 @@ impl Quantity for ByteSize {
     }
 }
 
+/// A byte count, zero included: "32KiB", "0" (see [`parse_size`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteCount(pub u64);
+
+impl Quantity for ByteCount {
+    fn parse(text: &str) -> Result<Self, String> {
+        parse_size(text)
+            .map(ByteCount)
+            .map_err(|e| format!("{e} (examples: 32KiB, 15000, 0)"))
+    }
+}
+
 /// Bytes per second above zero: "100MiB/s" (the `/s` is optional).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ByteRate(pub u64);

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf};
 use std::time::Duration;
 
 use chaosd::api::{
-    ByteSize, Cidr, Direction, Errno, LinkRate, NetFilter, PortRange, Proto, TargetSelector,
+    ByteCount, Cidr, Direction, Errno, LinkRate, NetFilter, PortRange, Proto, TargetSelector,
     Written,
 };
 use clap::{Args, Parser, Subcommand};
@@ -184,7 +184,7 @@ pub enum NetFault {
         rate: Written<LinkRate>,
         /// Bytes that may leave back to back after an idle spell, e.g. 32KiB.
         #[arg(long)]
-        burst: Option<Written<ByteSize>>,
+        burst: Option<Written<ByteCount>>,
         #[command(flatten)]
         netns: NetnsArg,
         #[command(flatten)]
