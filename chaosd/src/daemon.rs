@@ -41,8 +41,13 @@ pub async fn run(config: Config, systemd: Activation) -> anyhow::Result<()> {
         info!("cleaned what a previous chaosd left:\n{cleaned}");
     }
     let history = History::open(&config.daemon.history_db())?;
+    // Faults this start reverted go to the history; the guardian recorded its own.
+    crate::guardian::record_history(&config.daemon.history_db(), &cleaned.faults);
     let (mut kernel, logger, heartbeat_map) = tokio::task::spawn_blocking(Kernel::load).await??;
-    tokio::spawn(crate::heartbeat::keep_beating(heartbeat_map));
+    let beat_file = crate::guardian::beat::BeatFile::create(state_dir)
+        .inspect_err(|e| warn!("creating the guardian's heartbeat file: {e}"))
+        .ok();
+    tokio::spawn(crate::heartbeat::keep_beating(heartbeat_map, beat_file));
     kernel.net.fq.set_record(leftovers::fq_record(state_dir));
     kernel.net.tc.set_record(leftovers::tc_record(state_dir));
     if let Some(logger) = logger {
@@ -62,6 +67,18 @@ pub async fn run(config: Config, systemd: Activation) -> anyhow::Result<()> {
         config.policy.clone(),
         mount.clone(),
     );
+    registry
+        .adopt_ended(
+            cleaned
+                .by_guardian
+                .into_iter()
+                .chain(cleaned.faults)
+                .map(|e| e.info),
+        )
+        .await;
+    if config.daemon.guardian {
+        start_guardian(&config).await?;
+    }
     let runs = Runs::new(Arc::clone(&registry), mount, &config.daemon.state_dir);
 
     let (listener, access, _socket) = listen(&config, systemd.listener)?;
@@ -99,10 +116,31 @@ pub async fn run(config: Config, systemd: Activation) -> anyhow::Result<()> {
     served
 }
 
+/// Starts the guardian (after the cleanup, so it never sees a predecessor's journal) and the
+/// task that replaces it if it dies.
+async fn start_guardian(config: &Config) -> anyhow::Result<()> {
+    let supervisor = crate::guardian::supervise::Supervisor {
+        state_dir: config.daemon.state_dir.clone(),
+        history_db: config.daemon.history_db(),
+    };
+    let first = supervisor.clone();
+    let guardian = tokio::task::spawn_blocking(move || first.start())
+        .await?
+        .context("starting the guardian")?;
+    info!(guardian = guardian.pid, "guardian started");
+    tokio::spawn(supervisor.supervise(guardian));
+    Ok(())
+}
+
 /// `chaosd --cleanup`: only what a start does about a previous instance's leftovers; prints
-/// what it reverted. systemd runs it as ExecStopPost=, after a crash as after a clean stop.
+/// what it reverted. systemd runs it as ExecStopPost=, after a crash as after a clean stop;
+/// a guardian at work is waited for, and what it reverted is not reverted again.
 pub fn cleanup(config: &Config) -> anyhow::Result<()> {
-    let (_, _, cleaned) = leftovers::clean(&config.daemon.state_dir)?;
+    let (_, _, cleaned) = leftovers::clean_as(
+        &config.daemon.state_dir,
+        crate::guardian::record::EndedBy::Cleanup,
+    )?;
+    crate::guardian::record_history(&config.daemon.history_db(), &cleaned.faults);
     print!("{cleaned}");
     Ok(())
 }

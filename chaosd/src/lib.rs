@@ -17,6 +17,7 @@ pub mod directories;
 pub mod errno;
 pub mod error;
 pub mod fault;
+pub mod guardian;
 pub mod heartbeat;
 pub mod io;
 pub mod journal;

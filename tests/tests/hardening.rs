@@ -53,7 +53,8 @@ fn cleanup(state_dir: &Path) -> String {
 
 #[test]
 fn cleanup_reverts_what_a_killed_daemon_left() {
-    let mut daemon = Daemon::start();
+    // No guardian: this is what --cleanup alone does (tests/tests/guardian.rs has the rest).
+    let mut daemon = Daemon::start_with_config("[daemon]\nguardian = false\n");
     let cgroup = TestCgroup::new("cleanup");
     let fault = inject(&daemon, &cgroup, pause(), "60s");
     assert!(frozen(&cgroup));
