@@ -22,8 +22,13 @@ fn frozen(cgroup: &TestCgroup) -> bool {
         == "1"
 }
 
+/// Journal entries (`*.json`; not the `.ended` records a cleanup leaves for the next start).
 fn journal_entries(state_dir: &Path) -> usize {
-    std::fs::read_dir(state_dir.join("faults")).unwrap().count()
+    std::fs::read_dir(state_dir.join("faults"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .count()
 }
 
 /// Runs `chaosd --cleanup` on `state_dir`.
