@@ -24,8 +24,8 @@ use std::{
 
 use chaosd::{
     api::{Direction, FaultInfo, FaultSpec, InjectRequest, NetLossParams, TargetSelector},
-    cgroup::{ChildCgroup, cgroup2_mount},
     client::{Client, ClientError},
+    host::cgroup::{ChildCgroup, cgroup2_mount},
 };
 
 pub use crate::probe::{UdpSink, spawn_in_cgroup};
@@ -228,13 +228,13 @@ impl Daemon {
     }
 
     /// The guardian the daemon started (from `guardian.json` in its state dir), if any.
-    pub fn guardian(&self) -> Option<chaosd::guardian::record::GuardianPid> {
-        chaosd::guardian::record::read_pid(&self.state_dir())
+    pub fn guardian(&self) -> Option<chaosd::engine::handoff::GuardianPid> {
+        chaosd::engine::handoff::read_pid(&self.state_dir())
     }
 
     /// Waits for the guardian `g` to exit (it does once it has reverted what its dead daemon
     /// left); SIGKILLs it after `limit`. Returns whether it exited by itself.
-    pub fn reap_guardian(g: &chaosd::guardian::record::GuardianPid, limit: Duration) -> bool {
+    pub fn reap_guardian(g: &chaosd::engine::handoff::GuardianPid, limit: Duration) -> bool {
         let exited = wait_for(limit, || (!g.guardian_alive()).then_some(())).is_some();
         if !exited && g.guardian_alive() {
             let _ = nix::sys::signal::kill(
@@ -246,7 +246,9 @@ impl Daemon {
             });
         }
         if let Ok(mount) = cgroup2_mount() {
-            let _ = std::fs::remove_dir(mount.join(chaosd::guardian::cgroup_name(g.daemon_pid)));
+            let _ = std::fs::remove_dir(
+                mount.join(chaosd::daemon::guardian::cgroup_name(g.daemon_pid)),
+            );
         }
         exited
     }
@@ -478,7 +480,7 @@ pub fn inject(daemon: &Daemon, cgroup: &TestCgroup, fault: FaultSpec, duration: 
 /// Why `kind` cannot run on this host, as the daemon's `/v1/capabilities` reports it (None:
 /// supported). I/O tests skip with this reason where BPF LSM programs are refused.
 pub fn unsupported_reason(daemon: &Daemon, kind: &str) -> Option<String> {
-    let caps = block_on(chaosd::capabilities::fetch_kind(&daemon.client(), kind))
+    let caps = block_on(daemon.client().capabilities_of(kind))
         .unwrap_or_else(|e| panic!("GET /v1/capabilities failed: {e}"));
     let k = caps
         .kind(kind)

@@ -14,7 +14,7 @@ use chaosd::{
         ClockName, ClockSkewParams, DiskFillParams, FaultSpec, FaultState, ProcessPauseParams,
         StressCpuParams,
     },
-    cgroup::spawn_in_cgroup,
+    host::cgroup::spawn_in_cgroup,
 };
 use chaosd_integration::{
     Daemon, TestCgroup, Tmpfs, alive, block_on, children_of, netns::KillOnDrop, request,
@@ -189,7 +189,7 @@ fn wait_reverted(
     took
 }
 
-fn guardian_of(daemon: &Daemon) -> chaosd::guardian::record::GuardianPid {
+fn guardian_of(daemon: &Daemon) -> chaosd::engine::handoff::GuardianPid {
     let g = daemon
         .guardian()
         .expect("the daemon wrote no guardian.json");
