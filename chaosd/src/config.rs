@@ -51,7 +51,7 @@ pub struct DaemonConfig {
     pub history_db: Option<PathBuf>,
     /// Start a guardian process that reverts what outlives chaosd (frozen cgroups, skewed
     /// clocks, leases) the moment it dies, and ends faults on time while it is stalled
-    /// (`chaosd::guardian`). Off: only the next start or `chaosd --cleanup` reverts them.
+    /// (`chaosd::daemon::guardian`). Off: only the next start or `chaosd --cleanup` reverts them.
     pub guardian: bool,
 }
 

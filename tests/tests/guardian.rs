@@ -1,4 +1,4 @@
-//! The guardian (`chaosd::guardian`): what outlives chaosd (a frozen cgroup, a patched vDSO,
+//! The guardian (`chaosd::daemon::guardian`): what outlives chaosd (a frozen cgroup, a patched vDSO,
 //! stress workers, a fill file) ends within a second of a `kill -9`, and at its deadline while
 //! the daemon is stopped; a killed guardian is replaced; a torn journal entry spoils nothing
 //! else. Checked from outside (freeze files, vDSO bytes, /proc, free space).

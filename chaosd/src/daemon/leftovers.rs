@@ -1,6 +1,6 @@
 //! Reverting what a previous chaosd left when it died: journaled faults (frozen cgroups, skewed
 //! clocks), the sch_fq qdiscs and the TC filters it recorded, its stress cgroups. The guardian
-//! does this the moment the daemon dies (`crate::guardian`); a start does it before serving
+//! does this the moment the daemon dies (`crate::daemon::guardian`); a start does it before serving
 //! (and shows what the guardian did); `chaosd --cleanup` (systemd's ExecStopPost=) does only
 //! this. The state lock makes them take turns, and each reverted entry leaves the journal, so
 //! nothing is reverted twice.

@@ -11,7 +11,7 @@
 //! rename(2) is atomic, so the loser sees the file gone. Both claimed names still end in
 //! `.json`: if the claimer dies before it has reverted, the next cleanup (which holds the
 //! state lock, so it is alone) finds and reverts them. After the daemon died nobody claims:
-//! the cleanup takes the state lock first (`crate::leftovers`).
+//! the cleanup takes the state lock first (`crate::daemon::leftovers`).
 
 use std::{
     fs,

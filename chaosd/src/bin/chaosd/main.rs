@@ -48,7 +48,7 @@ enum Mode {
         #[arg(long)]
         listen: std::net::SocketAddr,
     },
-    /// Internal: the guardian the daemon starts (reverts what outlives it; see chaosd::guardian).
+    /// Internal: the guardian the daemon starts (reverts what outlives it; see chaosd::daemon::guardian).
     #[command(name = "__guardian", hide = true)]
     Guardian(chaosd::daemon::guardian::GuardianArgs),
     /// Internal: write chaosd.8 into a directory (`cargo xtask install`, `cargo xtask deb`).

@@ -3,7 +3,7 @@
 //! The eBPF kinds need no help: their links close with the daemon and the programs ignore
 //! every rule once the kernel heartbeat is stale. What the kernel cannot expire (a frozen
 //! cgroup, a patched vDSO, stress workers, fill files, sch_fq and TC leases) is journaled
-//! before it exists (`crate::journal`), and the guardian reverts it:
+//! before it exists (`crate::engine::journal`), and the guardian reverts it:
 //!
 //! - **when the daemon dies** (it polls a pidfd of the daemon): it takes the state lock, which
 //!   the kernel released with the daemon, reverts everything the journal and the lease

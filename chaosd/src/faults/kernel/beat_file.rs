@@ -1,5 +1,5 @@
 //! The runtime's heartbeat as a file the guardian can read: the same task that beats the
-//! kernel's dead-man switch (`crate::heartbeat`) writes its CLOCK_MONOTONIC time here, so a
+//! kernel's dead-man switch (`crate::faults::kernel::heartbeat`) writes its CLOCK_MONOTONIC time here, so a
 //! daemon that is alive but stopped (SIGSTOP), hung or starved shows as stale to the guardian
 //! exactly as it does to the eBPF programs.
 //!
