@@ -7,6 +7,7 @@
 //! group = "chaosd"          # members may use the socket; root always may
 //! # metrics_listen = "127.0.0.1:9464"  # also serve GET /metrics over TCP (loopback only)
 //! # history_db = "/var/lib/chaosd/history.sqlite"  # the audit trail (see DaemonConfig)
+//! guardian = true           # a process that reverts what outlives chaosd when it dies
 //!
 //! [faults]
 //! max_duration = "1h"       # no fault lives longer
@@ -48,6 +49,10 @@ pub struct DaemonConfig {
     /// The audit database. Unset: /var/lib/chaosd/history.sqlite with the default state_dir,
     /// else history.sqlite in state_dir (so a daemon run elsewhere leaves /var/lib alone).
     pub history_db: Option<PathBuf>,
+    /// Start a guardian process that reverts what outlives chaosd (frozen cgroups, skewed
+    /// clocks, leases) the moment it dies, and ends faults on time while it is stalled
+    /// (`chaosd::daemon::guardian`). Off: only the next start or `chaosd --cleanup` reverts them.
+    pub guardian: bool,
 }
 
 impl DaemonConfig {
@@ -70,6 +75,7 @@ impl Default for DaemonConfig {
             group: "chaosd".into(),
             metrics_listen: None,
             history_db: None,
+            guardian: true,
         }
     }
 }

@@ -227,6 +227,32 @@ impl Daemon {
         nix::unistd::Pid::from_raw(self.child.as_ref().unwrap().id() as i32)
     }
 
+    /// The guardian the daemon started (from `guardian.json` in its state dir), if any.
+    pub fn guardian(&self) -> Option<chaosd::engine::handoff::GuardianPid> {
+        chaosd::engine::handoff::read_pid(&self.state_dir())
+    }
+
+    /// Waits for the guardian `g` to exit (it does once it has reverted what its dead daemon
+    /// left); SIGKILLs it after `limit`. Returns whether it exited by itself.
+    pub fn reap_guardian(g: &chaosd::engine::handoff::GuardianPid, limit: Duration) -> bool {
+        let exited = wait_for(limit, || (!g.guardian_alive()).then_some(())).is_some();
+        if !exited && g.guardian_alive() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(g.pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            wait_for(Duration::from_secs(5), || {
+                (!g.guardian_alive()).then_some(())
+            });
+        }
+        if let Ok(mount) = cgroup2_mount() {
+            let _ = std::fs::remove_dir(
+                mount.join(chaosd::daemon::guardian::cgroup_name(g.daemon_pid)),
+            );
+        }
+        exited
+    }
+
     /// SIGKILLs the daemon, as a crash would, and waits for it to be gone.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -279,7 +305,10 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
+    /// Kills the daemon, then waits for its guardian to revert what it left and exit (killing
+    /// it if it lingers), so the state dir is not removed under a guardian at work.
     fn drop(&mut self) {
+        let guardian = self.guardian();
         if let Some(mut c) = self.child.take() {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(c.id() as i32),
@@ -287,6 +316,9 @@ impl Drop for Daemon {
             );
             let _ = c.kill();
             let _ = c.wait();
+        }
+        if let Some(g) = guardian {
+            Self::reap_guardian(&g, Duration::from_secs(10));
         }
     }
 }

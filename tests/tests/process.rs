@@ -243,7 +243,8 @@ fn pause_freezes_the_target_and_recover_thaws_it() {
 
 #[test]
 fn a_restarted_daemon_thaws_what_a_killed_one_froze() {
-    let mut daemon = Daemon::start();
+    // No guardian, which would thaw it first (tests/tests/guardian.rs).
+    let mut daemon = Daemon::start_with_config("[daemon]\nguardian = false\n");
     let target = TestCgroup::new("pause-crash");
     let _sleeper = ChildGuard::spawn_in(&target, "exec sleep 60");
     inject(

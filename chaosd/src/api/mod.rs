@@ -492,6 +492,10 @@ pub struct FaultInfo {
     /// `net.bandwidth`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub netns: Vec<NetnsUsed>,
+    /// For a fault that something other than its daemon ended (the guardian, a later start,
+    /// `chaosd --cleanup`): who, what it found on the host and what it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
 }
 
 /// Body of `GET /v1/status`.

@@ -50,6 +50,9 @@ impl History {
             std::fs::create_dir_all(dir).with_context(context)?;
         }
         let conn = Connection::open(path).with_context(context)?;
+        // The guardian writes here too, while a stalled daemon may hold the database.
+        conn.busy_timeout(std::time::Duration::from_secs(2))
+            .with_context(context)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = NORMAL;

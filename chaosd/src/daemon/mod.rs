@@ -2,6 +2,7 @@
 //! revert every fault on the way out.
 
 pub mod audit;
+pub mod guardian;
 pub mod http;
 pub mod leftovers;
 pub mod systemd;
@@ -44,9 +45,15 @@ pub async fn run(config: Config, systemd: Activation) -> anyhow::Result<()> {
         info!("cleaned what a previous chaosd left:\n{cleaned}");
     }
     let history = History::open(&config.daemon.history_db())?;
+    // Faults this start reverted go to the history; the guardian recorded its own.
+    crate::daemon::guardian::record_history(&config.daemon.history_db(), &cleaned.faults);
     let (mut kernel, logger, heartbeat_map) = tokio::task::spawn_blocking(Kernel::load).await??;
+    let beat_file = crate::faults::kernel::beat_file::BeatFile::create(state_dir)
+        .inspect_err(|e| warn!("creating the guardian's heartbeat file: {e}"))
+        .ok();
     tokio::spawn(crate::faults::kernel::heartbeat::keep_beating(
         heartbeat_map,
+        beat_file,
     ));
     kernel.net.fq.set_record(leftovers::fq_record(state_dir));
     kernel.net.tc.set_record(leftovers::tc_record(state_dir));
@@ -67,6 +74,18 @@ pub async fn run(config: Config, systemd: Activation) -> anyhow::Result<()> {
         config.policy.clone(),
         mount.clone(),
     );
+    registry
+        .adopt_ended(
+            cleaned
+                .by_guardian
+                .into_iter()
+                .chain(cleaned.faults)
+                .map(|e| e.info),
+        )
+        .await;
+    if config.daemon.guardian {
+        start_guardian(&config).await?;
+    }
     let runs = Runs::new(Arc::clone(&registry), mount, &config.daemon.state_dir);
 
     let (listener, access, _socket) = listen(&config, systemd.listener)?;
@@ -104,10 +123,31 @@ pub async fn run(config: Config, systemd: Activation) -> anyhow::Result<()> {
     served
 }
 
+/// Starts the guardian (after the cleanup, so it never sees a predecessor's journal) and the
+/// task that replaces it if it dies.
+async fn start_guardian(config: &Config) -> anyhow::Result<()> {
+    let supervisor = crate::daemon::guardian::supervise::Supervisor {
+        state_dir: config.daemon.state_dir.clone(),
+        history_db: config.daemon.history_db(),
+    };
+    let first = supervisor.clone();
+    let guardian = tokio::task::spawn_blocking(move || first.start())
+        .await?
+        .context("starting the guardian")?;
+    info!(guardian = guardian.pid, "guardian started");
+    tokio::spawn(supervisor.supervise(guardian));
+    Ok(())
+}
+
 /// `chaosd --cleanup`: only what a start does about a previous instance's leftovers; prints
-/// what it reverted. systemd runs it as ExecStopPost=, after a crash as after a clean stop.
+/// what it reverted. systemd runs it as ExecStopPost=, after a crash as after a clean stop;
+/// a guardian at work is waited for, and what it reverted is not reverted again.
 pub fn cleanup(config: &Config) -> anyhow::Result<()> {
-    let (_, _, cleaned) = leftovers::clean(&config.daemon.state_dir)?;
+    let (_, _, cleaned) = leftovers::clean_as(
+        &config.daemon.state_dir,
+        crate::engine::handoff::EndedBy::Cleanup,
+    )?;
+    crate::daemon::guardian::record_history(&config.daemon.history_db(), &cleaned.faults);
     print!("{cleaned}");
     Ok(())
 }

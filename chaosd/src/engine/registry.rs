@@ -111,6 +111,7 @@ impl Registry {
             counters: Default::default(),
             op_counters: Vec::new(),
             netns: Vec::new(),
+            outcome: None,
         };
         let applied = self.apply_off_runtime(&info, duration).await;
         let mut inner = self.inner.lock().await;
@@ -303,11 +304,22 @@ impl Registry {
             (fault, entry.info.kind.clone())
         };
         let span = tracing::info_span!("fault", fault_id = %id, kind = kind);
+        let journal = Arc::clone(&self.journal);
+        let claim_id = id.to_string();
         let reverted = tokio::task::spawn_blocking(move || {
-            let result = span.in_scope(|| fault.revert());
+            // The guardian may have ended it while this daemon was stalled: then only release.
+            let claim = crate::engine::handoff::claim_for_daemon(journal.dir(), &claim_id);
+            let by_guardian = match claim {
+                crate::engine::handoff::Claim::Ours => None,
+                crate::engine::handoff::Claim::Ended(e) => Some(e),
+            };
+            let result = span.in_scope(|| match &by_guardian {
+                None => fault.revert(),
+                Some(_) => fault.release(),
+            });
             // Dropped here too: a fault's Drop may still have kernel work to do.
             drop(fault);
-            result
+            result.map(|()| by_guardian)
         })
         .await
         .unwrap_or_else(|e| {
@@ -325,8 +337,14 @@ impl Registry {
             .ok_or_else(|| Error::NotFound { id: id.to_string() })?;
         entry.info.state = state;
         entry.info.ended_at = Some(rfc3339(SystemTime::now()));
+        if let Ok(Some(by_guardian)) = &reverted {
+            warn!(fault_id = %id, "{}", by_guardian.summary());
+            entry.info.state = by_guardian.info.state;
+            entry.info.ended_at.clone_from(&by_guardian.info.ended_at);
+            entry.info.outcome.clone_from(&by_guardian.info.outcome);
+        }
         match &reverted {
-            Ok(()) => {
+            Ok(_) => {
                 self.journal.remove(id);
                 info!(fault_id = %id, kind = entry.info.kind, state = %state, seen = entry.info.counters.seen,
                       affected = entry.info.counters.affected, "fault reverted");
@@ -340,6 +358,18 @@ impl Registry {
         inner.ended.push_back(entry.info.clone());
         reverted?;
         Ok(entry.info)
+    }
+
+    /// Lists faults that ended without this daemon (a guardian's or a cleanup's records) as
+    /// ended, so `chaosctl list --all` shows them with what was found and done.
+    pub async fn adopt_ended(&self, faults: impl IntoIterator<Item = FaultInfo>) {
+        let mut inner = self.inner.lock().await;
+        for f in faults {
+            if inner.ended.len() >= ENDED_KEPT {
+                inner.ended.pop_front();
+            }
+            inner.ended.push_back(f);
+        }
     }
 
     pub async fn recover(&self, id: &str) -> Result<FaultInfo, Error> {

@@ -35,6 +35,13 @@ pub trait ActiveFault: Send {
     }
     /// Undoes the fault. Called at most once; `Drop` does it when this was not called.
     fn revert(&mut self) -> Result<(), FaultError>;
+    /// Someone else (the guardian, while the daemon was stalled) already reverted the host
+    /// state: release the fault's own handles (children to reap, fds, map entries) without
+    /// touching the host again. Kinds whose revert only releases their own handles keep this
+    /// default; a kind whose revert changes shared host state (a cgroup's freeze) must not.
+    fn release(&mut self) -> Result<(), FaultError> {
+        self.revert()
+    }
 }
 
 /// What applying a fault needs besides its parameters.

@@ -1,4 +1,5 @@
-//! The host as chaosd touches it, below the fault kinds: cgroups, directories.
+//! The host as chaosd touches it, below the fault kinds: cgroups, directories, process identity.
 
 pub mod cgroup;
 pub mod directories;
+pub mod proc;

@@ -43,6 +43,9 @@ pub fn fault_detail(f: &FaultInfo) {
     if let Some(end) = &f.ended_at {
         println!("ended:      {end}");
     }
+    if let Some(outcome) = &f.outcome {
+        println!("outcome:    {outcome}");
+    }
     let share = if f.counters.seen > 0 {
         100.0 * f.counters.affected as f64 / f.counters.seen as f64
     } else {
@@ -185,7 +188,11 @@ fn filter(f: &NetFilter) -> String {
     }
 }
 
+/// The target cgroups; for a kind that works on a path (`disk.fill`), the path.
 fn targets(f: &FaultInfo) -> String {
+    if let (FaultSpec::DiskFill(p), true) = (&f.fault, f.targets.is_empty()) {
+        return p.path.clone();
+    }
     f.targets
         .iter()
         .map(|t| t.cgroup.as_str())

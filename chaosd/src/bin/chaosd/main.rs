@@ -48,6 +48,9 @@ enum Mode {
         #[arg(long)]
         listen: std::net::SocketAddr,
     },
+    /// Internal: the guardian the daemon starts (reverts what outlives it; see chaosd::daemon::guardian).
+    #[command(name = "__guardian", hide = true)]
+    Guardian(chaosd::daemon::guardian::GuardianArgs),
     /// Internal: write chaosd.8 into a directory (`cargo xtask install`, `cargo xtask deb`).
     #[command(name = "__man", hide = true)]
     Man {
@@ -58,6 +61,12 @@ enum Mode {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Single-threaded, no async runtime; it detaches before anything else runs.
+    if let Some(Mode::Guardian(g)) = args.mode {
+        chaosd::daemon::guardian::detach()?;
+        init_logging(args.log_format);
+        std::process::exit(chaosd::daemon::guardian::run(g));
+    }
     // Workers are single-threaded and run no async runtime.
     if let Some(Mode::StressWorker(w)) = args.mode {
         std::process::exit(chaosd::faults::stress::worker::run(w));

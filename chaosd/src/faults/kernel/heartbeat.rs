@@ -35,8 +35,12 @@ fn beat(map: &mut HeartbeatMap) -> anyhow::Result<u64> {
     Ok(now)
 }
 
-/// Beats every [`HEARTBEAT_INTERVAL_NS`] for as long as the runtime runs it.
-pub async fn keep_beating(mut map: HeartbeatMap) {
+/// Beats every [`HEARTBEAT_INTERVAL_NS`] for as long as the runtime runs it; also into `file`,
+/// the guardian's view of the same beat (`crate::daemon::guardian::beat`).
+pub async fn keep_beating(
+    mut map: HeartbeatMap,
+    file: Option<crate::faults::kernel::beat_file::BeatFile>,
+) {
     let mut ticks = tokio::time::interval(Duration::from_nanos(HEARTBEAT_INTERVAL_NS));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = monotonic_ns();
@@ -53,6 +57,11 @@ pub async fn keep_beating(mut map: HeartbeatMap) {
                     );
                 }
                 last = now;
+                if let Some(f) = &file
+                    && let Err(e) = f.beat(now)
+                {
+                    tracing::error!("writing the guardian's heartbeat file: {e}");
+                }
             }
             Err(e) => tracing::error!("writing the heartbeat: {e:#}"),
         }

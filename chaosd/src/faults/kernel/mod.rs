@@ -6,6 +6,7 @@
 //! each group's first load the probe that says whether this kernel can run its kinds. Each
 //! fault kind attaches its programs only while it has active faults.
 
+pub mod beat_file;
 pub mod heartbeat;
 pub mod rule_sets;
 

@@ -117,6 +117,12 @@ impl ActiveFault for PauseFault {
             Some(e) => Err(FaultError::kernel("thawing cgroup.freeze", e)),
         }
     }
+
+    /// The guardian thawed the targets: thawing again could undo someone else's freeze.
+    fn release(&mut self) -> Result<(), FaultError> {
+        self.reverted = true;
+        Ok(())
+    }
 }
 
 impl Drop for PauseFault {
