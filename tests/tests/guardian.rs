@@ -72,7 +72,7 @@ impl Scene {
             ),
             (
                 FaultSpec::ClockSkew(ClockSkewParams {
-                    offset: "+2h".into(),
+                    offset: "+2h".parse().unwrap(),
                     clocks: vec![ClockName::Realtime],
                 }),
                 vec![&self.skewed],
@@ -87,7 +87,7 @@ impl Scene {
             (
                 FaultSpec::DiskFill(DiskFillParams {
                     path: self.fill.path().display().to_string(),
-                    size: Some("4MiB".into()),
+                    size: Some("4MiB".parse().unwrap()),
                     percent: None,
                     allow_below_floor: false,
                 }),
