@@ -131,3 +131,17 @@ fn the_parser_sees_grouped_and_plain_paths() {
         .collect();
     assert_eq!(uses, want);
 }
+
+/// The wire types are serde only: no CLI or daemon crate shapes them.
+#[test]
+fn the_api_layer_knows_no_cli() {
+    let api = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api");
+    let mut files = Vec::new();
+    sources(&api, &mut files);
+    for file in files {
+        let text = code(&fs::read_to_string(&file).unwrap());
+        for banned in ["clap::", "axum::", "tokio::", "aya::"] {
+            assert!(!text.contains(banned), "{} uses {banned}", file.display());
+        }
+    }
+}

@@ -19,21 +19,8 @@ fn default_clocks() -> Vec<ClockName> {
 
 /// A clock a `clock.skew` fault can move. The CPU-time clocks are not wall clocks and are
 /// refused.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Serialize,
-    Deserialize,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    clap::ValueEnum,
-)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[serde(rename_all = "snake_case")]
-#[value(rename_all = "snake_case")]
 pub enum ClockName {
     /// CLOCK_REALTIME; also gettimeofday(2) and time(2).
     Realtime,

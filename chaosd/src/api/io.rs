@@ -25,19 +25,7 @@ fn hundred() -> f64 {
 }
 
 /// A file operation an `io.errno` fault can fail.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Serialize,
-    Deserialize,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    clap::ValueEnum,
-)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum IoOp {
     /// open(2) of an existing file (the file_open hook).

@@ -14,6 +14,9 @@ pub mod history;
 pub mod io;
 pub mod units;
 
+mod choices;
+
+pub use choices::Choice;
 pub use clock::{ClockName, ClockSkewParams};
 pub use io::{IoErrnoParams, IoOp};
 pub use units::{
@@ -259,7 +262,7 @@ pub struct NetFilter {
 }
 
 /// Transport protocol a network fault applies to.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Proto {
     #[default]
@@ -271,7 +274,7 @@ pub enum Proto {
 }
 
 /// Which packets of the target's sockets a network fault applies to.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     /// Packets the target sends (what `tc netem` on an interface affects).
@@ -339,7 +342,7 @@ pub struct DiskIoParams {
 }
 
 /// What a `disk.io` worker does.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum IoMode {
     Read,

@@ -5,9 +5,13 @@
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Result;
-use chaosd::api::IoOp;
+use chaosd::api::{Choice as _, IoOp};
 use chaosd_integration::probe;
 use clap::{Parser, Subcommand};
+
+fn io_op(name: &str) -> Result<IoOp, String> {
+    IoOp::named(name).ok_or_else(|| format!("unknown file operation {name:?}"))
+}
 
 /// Test probes for chaosd's integration tests; each prints what it saw on stdout.
 #[derive(Parser)]
@@ -60,7 +64,7 @@ enum Verb {
     },
     /// Perform one file operation N times; print a JSON report.
     FileOps {
-        #[arg(long, value_enum)]
+        #[arg(long, value_parser = io_op)]
         op: IoOp,
         /// A file (open, read, write, truncate) or a directory (create, unlink, rename,
         /// mkdir, rmdir).

@@ -4,11 +4,21 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use std::time::Duration;
 
+use chaosd::api::Choice;
 use chaosd::api::{
     ByteCount, Cidr, Direction, Errno, LinkRate, NetFilter, PortRange, Proto, TargetSelector,
     Written,
 };
-use clap::{Args, Parser, Subcommand};
+use clap::{
+    Args, Parser, Subcommand,
+    builder::{PossibleValuesParser, TypedValueParser},
+};
+
+/// A parser for one of the API's wire enums: clap offers its wire names.
+pub fn choice<T: Choice + Send + Sync>() -> impl TypedValueParser<Value = T> {
+    PossibleValuesParser::new(T::ALL.iter().map(|v| v.name()))
+        .try_map(|name| T::named(&name).ok_or("not one of the possible values"))
+}
 
 /// Drive chaosd: inject faults into cgroups, watch them, and recover.
 #[derive(Parser)]
@@ -148,7 +158,7 @@ pub enum NetFault {
         #[arg(long)]
         percent: f64,
         /// Which packets: sent by the target, delivered to it, or both.
-        #[arg(long, value_enum, default_value_t = Direction::Egress)]
+        #[arg(long, value_parser = choice::<Direction>(), default_value = "egress")]
         direction: Direction,
         #[command(flatten)]
         filter: FilterArgs,
@@ -253,7 +263,7 @@ pub struct FilterArgs {
     /// Peer port or range, e.g. 5432 or 8000-8080.
     #[arg(long)]
     pub port: Option<Written<PortRange>>,
-    #[arg(long, value_enum, default_value_t = Proto::Any)]
+    #[arg(long, value_parser = choice::<Proto>(), default_value = "any")]
     pub proto: Proto,
 }
 

@@ -13,7 +13,7 @@ pub enum ClockFault {
         #[arg(long, allow_hyphen_values = true)]
         offset: Written<ClockOffset>,
         /// Clocks to shift (comma-separated); realtime also covers gettimeofday and time.
-        #[arg(long, value_enum, value_delimiter = ',', default_value = "realtime")]
+        #[arg(long, value_parser = crate::args::choice::<ClockName>(), value_delimiter = ',', default_value = "realtime")]
         clocks: Vec<ClockName>,
         #[command(flatten)]
         common: Common,

@@ -16,7 +16,7 @@ pub enum IoFault {
         #[arg(long)]
         path: Option<String>,
         /// Operations that fail (comma-separated); every operation if absent.
-        #[arg(long, value_enum, value_delimiter = ',')]
+        #[arg(long, value_parser = crate::args::choice::<IoOp>(), value_delimiter = ',')]
         ops: Vec<IoOp>,
         /// Share of matching operations that fail, above 0 and at most 100.
         #[arg(long, default_value_t = 100.0)]

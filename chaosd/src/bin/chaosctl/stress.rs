@@ -68,7 +68,7 @@ pub enum DiskFault {
         /// An existing directory for the temporary file.
         #[arg(long)]
         path: String,
-        #[arg(long, value_enum, default_value_t = IoMode::Write)]
+        #[arg(long, value_parser = crate::args::choice::<IoMode>(), default_value = "write")]
         mode: IoMode,
         /// Bytes per second, e.g. 50MiB/s [default: unthrottled].
         #[arg(long)]

@@ -11,7 +11,15 @@ use std::{
     time::Duration,
 };
 
-use crate::{api::IoMode, faults::kernel::monotonic_ns};
+use crate::{
+    api::{Choice as _, IoMode},
+    faults::kernel::monotonic_ns,
+};
+
+/// `--mode`, as the daemon passes it (`IoMode::name`).
+fn io_mode(name: &str) -> Result<IoMode, String> {
+    IoMode::named(name).ok_or_else(|| format!("unknown I/O mode {name:?}"))
+}
 
 /// Arguments of `chaosd __stress-worker`.
 #[derive(Debug, clap::Args)]
@@ -41,7 +49,7 @@ pub enum WorkerKind {
     Io {
         #[arg(long)]
         dir: PathBuf,
-        #[arg(long, value_enum)]
+        #[arg(long, value_parser = io_mode)]
         mode: IoMode,
         #[arg(long)]
         rate: Option<u64>,
