@@ -288,6 +288,14 @@ impl Daemon {
         block_on(self.client().inject(req))
     }
 
+    /// Posts `fault` (`{"kind": ..., "params": ...}` as JSON text) on `cgroup` for `duration`
+    /// as it is; returns the status and the answer's text.
+    pub fn post_fault_text(&self, fault: &str, cgroup: &str, duration: &str) -> (u16, String) {
+        self.post_fault_json(&format!(
+            r#"{{"fault": {fault}, "targets": [{{"cgroup": "{cgroup}"}}], "duration": "{duration}"}}"#
+        ))
+    }
+
     /// Posts `body` to `/v1/faults` as it is (for values the typed API cannot even hold);
     /// returns the status and the answer's text.
     pub fn post_fault_json(&self, body: &str) -> (u16, String) {

@@ -442,12 +442,8 @@ fn bad_offsets_and_overlapping_skews_are_refused() {
     let target = TestCgroup::new("clock-refuse");
     let child = target.child("inner");
     for offset in ["soon", "0s", "-"] {
-        let body = format!(
-            r#"{{"fault": {{"kind": "clock.skew", "params": {{"offset": "{offset}"}}}},
-                "targets": [{{"cgroup": "{}"}}], "duration": "5s"}}"#,
-            target.rel()
-        );
-        let (status, msg) = daemon.post_fault_json(&body);
+        let fault = format!(r#"{{"kind": "clock.skew", "params": {{"offset": "{offset}"}}}}"#);
+        let (status, msg) = daemon.post_fault_text(&fault, target.rel(), "5s");
         assert!(
             status == 400 && msg.contains("offset"),
             "{offset}: {status} {msg}"

@@ -243,11 +243,7 @@ fn bad_filters_are_refused_and_nothing_is_applied() {
         ),
     ];
     for (fault, needle) in cases {
-        let body = format!(
-            r#"{{"fault": {fault}, "targets": [{{"cgroup": "{}"}}], "duration": "10s"}}"#,
-            cg.rel()
-        );
-        let (status, msg) = daemon.post_fault_json(&body);
+        let (status, msg) = daemon.post_fault_text(fault, cg.rel(), "10s");
         assert_eq!(status, 400, "{msg}");
         assert!(msg.contains(needle), "{msg:?} does not mention {needle:?}");
     }

@@ -272,12 +272,11 @@ fn bad_process_requests_get_clear_errors() {
     let target = TestCgroup::new("kill-bad");
     let mut survivor = ChildGuard::spawn_in(&target, "exec sleep 60");
     // A signal the typed request cannot hold is refused as the body is decoded.
-    let body = format!(
-        r#"{{"fault": {{"kind": "process.kill", "params": {{"signal": "SIGNOPE"}}}},
-            "targets": [{{"cgroup": "{}"}}], "duration": "30s"}}"#,
-        target.rel()
+    let (status, msg) = daemon.post_fault_text(
+        r#"{"kind": "process.kill", "params": {"signal": "SIGNOPE"}}"#,
+        target.rel(),
+        "30s",
     );
-    let (status, msg) = daemon.post_fault_json(&body);
     assert!(status == 400 && msg.contains("signal"), "{status} {msg}");
     let cases = [
         (

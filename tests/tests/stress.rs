@@ -419,12 +419,11 @@ fn bad_stress_requests_get_clear_errors_and_change_nothing() {
         &request(mem("100000GiB"), &[&cg], "30s"),
         "total memory",
     );
-    let body = format!(
-        r#"{{"fault": {{"kind": "stress.mem", "params": {{"size": "lots"}}}},
-            "targets": [{{"cgroup": "{}"}}], "duration": "30s"}}"#,
-        cg.rel()
+    let (status, msg) = daemon.post_fault_text(
+        r#"{"kind": "stress.mem", "params": {"size": "lots"}}"#,
+        cg.rel(),
+        "30s",
     );
-    let (status, msg) = daemon.post_fault_json(&body);
     assert!(status == 400 && msg.contains("not valid"), "{status} {msg}");
     let missing = Path::new("/chaosd-no-such-dir");
     expect_bad_request(
