@@ -51,9 +51,10 @@ impl ApiError {
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         let status = match &e {
-            Error::Request(crate::error::RequestError::Unsupported { .. }) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            Error::Request(crate::error::RequestError::Unsupported { .. })
+            | Error::Fault(FaultError::Refused(crate::error::RequestError::Unsupported {
+                ..
+            })) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Request(_) => StatusCode::BAD_REQUEST,
             Error::NotFound { .. } => StatusCode::NOT_FOUND,
             Error::Ending { .. } => StatusCode::CONFLICT,
