@@ -27,16 +27,40 @@ pub const MAX_IO_FAULTS: u32 = 1024;
 /// Directory levels the programs walk up from a file looking for a rule's path.
 pub const MAX_PATH_DEPTH: u32 = 32;
 
-/// Operations, as indexes into [`IoOpCounters`] and bits (`1 << op`) of [`IoRule::ops`].
-pub const OP_OPEN: u32 = 0;
-pub const OP_READ: u32 = 1;
-pub const OP_WRITE: u32 = 2;
-pub const OP_CREATE: u32 = 3;
-pub const OP_UNLINK: u32 = 4;
-pub const OP_RENAME: u32 = 5;
-pub const OP_MKDIR: u32 = 6;
-pub const OP_RMDIR: u32 = 7;
-pub const OP_TRUNCATE: u32 = 8;
+/// A file operation the LSM programs can fail. Its code ([`FileOp::code`]) indexes
+/// [`IoOpCounters`] and is the bit (`1 << code`) of [`IoRule::ops`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FileOp {
+    Open = 0,
+    Read = 1,
+    Write = 2,
+    Create = 3,
+    Unlink = 4,
+    Rename = 5,
+    Mkdir = 6,
+    Rmdir = 7,
+    Truncate = 8,
+}
+
+impl FileOp {
+    pub const ALL: [FileOp; IO_OPS] = [
+        FileOp::Open,
+        FileOp::Read,
+        FileOp::Write,
+        FileOp::Create,
+        FileOp::Unlink,
+        FileOp::Rename,
+        FileOp::Mkdir,
+        FileOp::Rmdir,
+        FileOp::Truncate,
+    ];
+
+    pub const fn code(self) -> u32 {
+        self as u32
+    }
+}
+
 /// Number of operations.
 pub const IO_OPS: usize = 9;
 
@@ -58,7 +82,7 @@ pub struct IoRule {
     pub path_ino: u64,
     /// Index into the fault counters map (and key of the per-op counters map).
     pub counter_slot: u32,
-    /// `1 << OP_*` bits of the operations that fail.
+    /// `1 << FileOp::code` bits of the operations that fail.
     pub ops: u32,
     /// Chance in parts per million that a matching operation fails.
     pub probability_ppm: u32,
@@ -134,4 +158,17 @@ mod user {
     unsafe impl aya::Pod for super::IoOpCounters {}
     // SAFETY: repr(C) u64 fields.
     unsafe impl aya::Pod for super::IoOffsets {}
+}
+
+#[cfg(test)]
+mod op_tests {
+    use super::{FileOp, IO_OPS};
+
+    #[test]
+    fn codes_index_the_counters_in_order() {
+        for (i, op) in FileOp::ALL.into_iter().enumerate() {
+            assert_eq!(op.code() as usize, i);
+        }
+        assert_eq!(FileOp::ALL.len(), IO_OPS);
+    }
 }

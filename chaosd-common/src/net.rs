@@ -18,21 +18,55 @@ pub const MAX_RULES_PER_CGROUP: usize = 8;
 /// Ancestry levels the programs walk above the root (targets deeper than this are refused).
 pub const MAX_CGROUP_LEVEL: u32 = 16;
 
-/// [`NetRule::kind`]: drop packets with the rule's probability (loss, partition).
-pub const NET_KIND_DROP: u32 = 1;
-/// [`NetRule::kind`]: fail `connect()` (and unconnected UDP `sendmsg()`) with `-errno`.
-pub const NET_KIND_CONNECT_ERROR: u32 = 2;
-/// [`NetRule::kind`]: hold egress packets back by `delay_ns` ± `jitter_ns` (departure time).
-pub const NET_KIND_DELAY: u32 = 3;
-/// [`NetRule::kind`]: pace egress packets to `rate_bytes_per_sec` (departure time).
-pub const NET_KIND_BANDWIDTH: u32 = 4;
-/// [`NetRule::kind`]: corrupt packets (TC egress); [`NET_FLAG_PAYLOAD`] picks silent payload
-/// corruption over the default checksum-detectable kind.
-pub const NET_KIND_CORRUPT: u32 = 5;
-/// [`NetRule::kind`]: send packets twice (TC egress clone).
-pub const NET_KIND_DUPLICATE: u32 = 6;
+/// What a [`NetRule`] does. The rule stores its code ([`NetKind::code`], in
+/// [`NetRule::kind`]) rather than the enum: a map value is plain bytes that user space writes,
+/// and a program must never read an out-of-range value as an enum.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum NetKind {
+    /// Drop packets with the rule's probability (loss, partition).
+    Drop = 1,
+    /// Fail `connect()` (and unconnected UDP `sendmsg()`) with `-errno`.
+    ConnectError = 2,
+    /// Hold egress packets back by `delay_ns` ± `jitter_ns` (departure time).
+    Delay = 3,
+    /// Pace egress packets to `rate_bytes_per_sec` (departure time).
+    Bandwidth = 4,
+    /// Corrupt packets (TC egress); [`NET_FLAG_PAYLOAD`] picks silent payload corruption over
+    /// the default checksum-detectable kind.
+    Corrupt = 5,
+    /// Send packets twice (TC egress clone).
+    Duplicate = 6,
+}
 
-/// [`NetRule::flags`] of `NET_KIND_CORRUPT`: corrupt the payload and keep checksums valid-looking.
+impl NetKind {
+    pub const ALL: [NetKind; 6] = [
+        NetKind::Drop,
+        NetKind::ConnectError,
+        NetKind::Delay,
+        NetKind::Bandwidth,
+        NetKind::Corrupt,
+        NetKind::Duplicate,
+    ];
+
+    /// The value [`NetRule::kind`] holds.
+    pub const fn code(self) -> u32 {
+        self as u32
+    }
+
+    pub fn from_code(code: u32) -> Option<NetKind> {
+        let mut i = 0;
+        while i < Self::ALL.len() {
+            if Self::ALL[i].code() == code {
+                return Some(Self::ALL[i]);
+            }
+            i += 1;
+        }
+        None
+    }
+}
+
+/// [`NetRule::flags`] of [`NetKind::Corrupt`]: corrupt the payload and keep checksums valid-looking.
 pub const NET_FLAG_PAYLOAD: u32 = 1;
 
 /// The `skb->mark` bit the TC program sets on a packet copy it sends (`net.duplicate`), so it
@@ -98,23 +132,23 @@ pub struct NetRule {
     pub deadline_ns: u64,
     /// Index into the fault counters map.
     pub counter_slot: u32,
-    /// `NET_KIND_*`.
+    /// [`NetKind::code`].
     pub kind: u32,
     /// `DIR_*` bits.
     pub direction: u32,
     /// Chance in parts per million that a matching packet is affected.
     pub probability_ppm: u32,
-    /// `NET_KIND_CONNECT_ERROR`: the errno to fail with, negative (e.g. -111).
+    /// [`NetKind::ConnectError`]: the errno to fail with, negative (e.g. -111).
     pub retval: i32,
     /// `NET_FLAG_*` of the kind.
     pub flags: u32,
-    /// `NET_KIND_DELAY`: added to the departure time.
+    /// [`NetKind::Delay`]: added to the departure time.
     pub delay_ns: u64,
-    /// `NET_KIND_DELAY`: uniform extra delay in `0..=jitter_ns` (flow order is kept).
+    /// [`NetKind::Delay`]: uniform extra delay in `0..=jitter_ns` (flow order is kept).
     pub jitter_ns: u64,
-    /// `NET_KIND_BANDWIDTH`: pacing rate.
+    /// [`NetKind::Bandwidth`]: pacing rate.
     pub rate_bytes_per_sec: u64,
-    /// `NET_KIND_BANDWIDTH`: bytes that may leave back to back before pacing starts.
+    /// [`NetKind::Bandwidth`]: bytes that may leave back to back before pacing starts.
     pub burst_bytes: u64,
     pub filter: PeerFilter,
 }
@@ -136,4 +170,18 @@ mod user {
     unsafe impl aya::Pod for super::NetRule {}
     // SAFETY: an array of Pod rules.
     unsafe impl aya::Pod for super::NetRuleSet {}
+}
+
+#[cfg(test)]
+mod kind_tests {
+    use super::NetKind;
+
+    #[test]
+    fn every_code_names_one_kind_and_zero_names_none() {
+        for kind in NetKind::ALL {
+            assert_eq!(NetKind::from_code(kind.code()), Some(kind));
+        }
+        assert_eq!(NetKind::from_code(0), None, "a zeroed rule slot is no rule");
+        assert_eq!(NetKind::from_code(7), None);
+    }
 }

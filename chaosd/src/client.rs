@@ -9,7 +9,10 @@ use serde::{Serialize, de::DeserializeOwned};
 use thiserror::Error;
 use tokio::net::UnixStream;
 
-use crate::api::{ErrorBody, FaultInfo, InjectRequest, StatusInfo};
+use crate::api::{
+    ErrorBody, FaultInfo, InjectRequest, StatusInfo, capabilities::CapabilitiesInfo,
+    history::HistoryEntry,
+};
 
 #[derive(Debug, Error)]
 pub enum ClientError {
@@ -139,5 +142,23 @@ impl Client {
 
     pub async fn status(&self) -> Result<StatusInfo, ClientError> {
         self.call(Method::GET, "/v1/status", None::<&()>).await
+    }
+
+    /// The capability table (`chaosctl doctor`): probes every kind's programs.
+    pub async fn capabilities(&self) -> Result<CapabilitiesInfo, ClientError> {
+        self.call(Method::GET, "/v1/capabilities", None::<&()>)
+            .await
+    }
+
+    /// One kind's row, probing only its programs.
+    pub async fn capabilities_of(&self, kind: &str) -> Result<CapabilitiesInfo, ClientError> {
+        let path = format!("/v1/capabilities?kind={kind}");
+        self.call(Method::GET, &path, None::<&()>).await
+    }
+
+    /// The newest `limit` audit records (`chaosctl history`).
+    pub async fn history(&self, limit: u32) -> Result<Vec<HistoryEntry>, ClientError> {
+        let path = format!("/v1/history?limit={limit}");
+        self.call(Method::GET, &path, None::<&()>).await
     }
 }

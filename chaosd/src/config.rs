@@ -20,9 +20,9 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
-use crate::directories;
+use crate::{api::units::parse_size, host::directories};
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -30,7 +30,7 @@ pub struct Config {
     pub daemon: DaemonConfig,
     pub faults: FaultsConfig,
     /// Stress and disk faults: the disk free-space floor.
-    pub stress: crate::stress::StressConfig,
+    pub stress: StressConfig,
     /// The blast radius: which cgroups may never be targeted, how many faults at once.
     pub policy: PolicyConfig,
 }
@@ -57,7 +57,7 @@ impl DaemonConfig {
             None if self.state_dir == std::path::Path::new(directories::STATE_DIR) => {
                 directories::HISTORY_DB.into()
             }
-            None => crate::audit::default_db(&self.state_dir),
+            None => default_history_db(&self.state_dir),
         }
     }
 }
@@ -153,6 +153,62 @@ mod humantime_serde_opt {
         s.map(|s| humantime::parse_duration(&s).map_err(serde::de::Error::custom))
             .transpose()
     }
+}
+
+/// The `[stress]` section of the daemon's config.
+///
+/// ```toml
+/// [stress]
+/// disk_floor_percent = 5.0   # disk.fill never leaves less than this share of the filesystem free
+/// disk_floor = "1GiB"        # ... nor less than this; the larger of the two is the floor
+/// allow_below_floor = false  # true: a request with allow_below_floor may cross the floor
+/// ```
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StressConfig {
+    /// Share of the filesystem (0-100) that disk faults always leave free: 5 %.
+    pub disk_floor_percent: f64,
+    /// Bytes that disk faults always leave free: 1 GiB.
+    #[serde(deserialize_with = "size_from_str")]
+    pub disk_floor: u64,
+    /// Whether a request's `allow_below_floor` is honoured. Off: the floor always holds.
+    pub allow_below_floor: bool,
+}
+
+impl Default for StressConfig {
+    fn default() -> Self {
+        StressConfig {
+            disk_floor_percent: 5.0,
+            disk_floor: 1 << 30,
+            allow_below_floor: false,
+        }
+    }
+}
+
+impl StressConfig {
+    /// Bytes to keep free on a filesystem of `total` bytes: the larger of the two floors.
+    pub fn floor_bytes(&self, total: u64) -> u64 {
+        let pct = (total as f64 * self.disk_floor_percent.clamp(0.0, 100.0) / 100.0) as u64;
+        pct.max(self.disk_floor)
+    }
+}
+
+fn size_from_str<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum SizeOrNumber {
+        N(u64),
+        S(String),
+    }
+    match SizeOrNumber::deserialize(d)? {
+        SizeOrNumber::N(n) => Ok(n),
+        SizeOrNumber::S(s) => parse_size(&s).map_err(serde::de::Error::custom),
+    }
+}
+
+/// The audit database's path when the config names none: `history.sqlite` in the state dir.
+pub fn default_history_db(state_dir: &std::path::Path) -> PathBuf {
+    state_dir.join("history.sqlite")
 }
 
 #[cfg(test)]

@@ -77,7 +77,7 @@ fn every_documented_key_is_real_and_shows_its_default() {
     // Keys unset by default are documented with an example value.
     let mut expected = Config::default();
     expected.daemon.metrics_listen = Some("127.0.0.1:9464".parse().unwrap());
-    expected.daemon.history_db = Some(chaosd::directories::HISTORY_DB.into());
+    expected.daemon.history_db = Some(chaosd::host::directories::HISTORY_DB.into());
     expected.faults.default_duration = Some(Duration::from_secs(60));
     assert_eq!(parsed, expected);
 }

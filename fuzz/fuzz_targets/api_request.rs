@@ -7,10 +7,10 @@ use std::{path::Path, sync::LazyLock, time::Duration};
 
 use chaosd::{
     api::{InjectRequest, TargetSelector},
-    cgroup,
+    host::cgroup,
     config::{FaultsConfig, PolicyConfig},
-    fault::FaultKinds,
-    request,
+    faults::FaultKinds,
+    engine::request,
     scenario::{format, wire::RunRequest},
 };
 use libfuzzer_sys::fuzz_target;
@@ -32,10 +32,10 @@ static CONFIGS: LazyLock<[FaultsConfig; 2]> = LazyLock::new(|| {
 });
 
 fuzz_target!(|body: &[u8]| {
-    if let Ok(req) = request::decode_json::<InjectRequest>(body) {
+    if let Ok(req) = chaosd::daemon::http::body::decode_json::<InjectRequest>(body) {
         check_inject(&req);
     }
-    if let Ok(run) = request::decode_json::<RunRequest>(body) {
+    if let Ok(run) = chaosd::daemon::http::body::decode_json::<RunRequest>(body) {
         let _ = format::parse(&run.scenario);
     }
 });

@@ -9,7 +9,7 @@ use std::{hint::black_box, time::Instant};
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 
-use chaosd::clock::{
+use chaosd::faults::clock::{
     ClockName,
     detour::{self, SkewValues},
     params::clock_mask,
@@ -39,7 +39,7 @@ pub fn run(iterations: u64) -> anyhow::Result<ClockBenchReport> {
     let prologues = patch::prologues(&vdso)?;
     let page = vdso::free_page_near_vdso(&maps).context("no free page near the vDSO")?;
     let mapped = OwnPage::map(page)?;
-    let deadline = chaosd::kernel::monotonic_ns() + 600_000_000_000;
+    let deadline = chaosd::faults::kernel::monotonic_ns() + 600_000_000_000;
     let values = SkewValues::new(OFFSET_NS, deadline, clock_mask(&[ClockName::Realtime]));
     let image = detour::assemble(page, values, &prologues)?;
     let mut native = f64::MAX;

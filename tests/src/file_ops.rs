@@ -36,7 +36,7 @@ impl FileOpsReport {
             Err(e) => {
                 let name = e
                     .raw_os_error()
-                    .map(chaosd::errno::errno_name)
+                    .map(chaosd::api::errno::errno_name)
                     .unwrap_or_else(|| e.to_string());
                 *self.errors.entry(name).or_default() += 1;
             }

@@ -24,8 +24,8 @@ use std::{
 
 use chaosd::{
     api::{Direction, FaultInfo, FaultSpec, InjectRequest, NetLossParams, TargetSelector},
-    cgroup::{ChildCgroup, cgroup2_mount},
     client::{Client, ClientError},
+    host::cgroup::{ChildCgroup, cgroup2_mount},
 };
 
 pub use crate::probe::{UdpSink, spawn_in_cgroup};
@@ -448,7 +448,7 @@ pub fn inject(daemon: &Daemon, cgroup: &TestCgroup, fault: FaultSpec, duration: 
 /// Why `kind` cannot run on this host, as the daemon's `/v1/capabilities` reports it (None:
 /// supported). I/O tests skip with this reason where BPF LSM programs are refused.
 pub fn unsupported_reason(daemon: &Daemon, kind: &str) -> Option<String> {
-    let caps = block_on(chaosd::capabilities::fetch_kind(&daemon.client(), kind))
+    let caps = block_on(daemon.client().capabilities_of(kind))
         .unwrap_or_else(|e| panic!("GET /v1/capabilities failed: {e}"));
     let k = caps
         .kind(kind)
@@ -458,8 +458,8 @@ pub fn unsupported_reason(daemon: &Daemon, kind: &str) -> Option<String> {
 
 /// What the daemon says this kernel cannot do of a supported `kind` (its capability row's
 /// limit), e.g. connect errors other than EPERM without `bpf_set_retval`.
-pub fn kind_limit(daemon: &Daemon, kind: &str) -> Option<chaosd::capabilities::Problem> {
-    let caps = block_on(chaosd::capabilities::fetch_kind(&daemon.client(), kind))
+pub fn kind_limit(daemon: &Daemon, kind: &str) -> Option<chaosd::api::capabilities::KindLimit> {
+    let caps = block_on(daemon.client().capabilities_of(kind))
         .unwrap_or_else(|e| panic!("GET /v1/capabilities failed: {e}"));
     caps.kind(kind).and_then(|k| k.limit.clone())
 }

@@ -29,7 +29,7 @@ use std::{
 
 use anyhow::Context as _;
 use aya::programs::{SchedClassifier, TcAttachType};
-use chaosd::net::netns::Netns;
+use chaosd::faults::net::netns::Netns;
 use futures_util::TryStreamExt as _;
 use nix::{
     sched::{CloneFlags, unshare},
@@ -225,7 +225,7 @@ impl NetnsEnd {
             .qdiscs()
             .into_iter()
             .map(|m| {
-                let kind = chaosd::net::qdisc::tc_kind(&m);
+                let kind = chaosd::faults::net::qdisc::tc_kind(&m);
                 (
                     m.header.index,
                     kind,
@@ -319,7 +319,7 @@ pub fn spawn_in(cmd: &mut Command, netns: &Netns, cgroup: Option<&TestCgroup>) -
         });
     }
     let child = match cgroup {
-        Some(cg) => chaosd::cgroup::spawn_in_cgroup(cmd, cg.dir()),
+        Some(cg) => chaosd::host::cgroup::spawn_in_cgroup(cmd, cg.dir()),
         None => cmd.spawn(),
     };
     child.unwrap_or_else(|e| panic!("spawning {cmd:?} in a test namespace: {e}"))

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-pub use chaosd::cgroup::spawn_in_cgroup;
+pub use chaosd::host::cgroup::spawn_in_cgroup;
 
 /// Sends `count` datagrams `[tag, seq_le32]` to `to`, pausing briefly every 16 so the
 /// receiver's buffer never overflows (an overflow would look like loss).
@@ -100,7 +100,7 @@ pub fn send_stamped(to: SocketAddr, count: u32, size: usize, gap: Duration) -> i
     let mut msg = vec![0u8; size.max(12)];
     for seq in 0..count {
         msg[..4].copy_from_slice(&seq.to_le_bytes());
-        msg[4..12].copy_from_slice(&chaosd::kernel::monotonic_ns().to_le_bytes());
+        msg[4..12].copy_from_slice(&chaosd::faults::kernel::monotonic_ns().to_le_bytes());
         sock.send_to(&msg, to)?;
         if !gap.is_zero() {
             std::thread::sleep(gap);

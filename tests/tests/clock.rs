@@ -16,8 +16,8 @@ use std::{
 
 use chaosd::{
     api::{ClockName, ClockSkewParams, FaultSpec},
-    cgroup::spawn_in_cgroup,
     client::ClientError,
+    host::cgroup::spawn_in_cgroup,
 };
 use chaosd_integration::{
     Daemon, TestCgroup, block_on, helper_bin, inject, inject_request, request, skip,

@@ -22,8 +22,8 @@ use chaosd::{
         NetDuplicateParams, NetFilter, NetLossParams, NetPartitionParams, ProcessPauseParams,
         StressCpuParams, StressMemParams,
     },
-    cgroup::cgroup2_mount,
-    cgroup::spawn_in_cgroup,
+    host::cgroup::cgroup2_mount,
+    host::cgroup::spawn_in_cgroup,
 };
 use chaosd_common::heartbeat::HEARTBEAT_STALE_NS;
 use chaosd_integration::{
@@ -309,7 +309,10 @@ fn kernel_dependent(kind: &str) -> Option<&'static str> {
 fn inject_every_kind(daemon: &Daemon, scene: &Scene) -> Vec<String> {
     let faults = scene.faults(connect_errno(daemon).0);
     // The scene must cover every kind of chaosd's list that stays in force.
-    for kind in chaosd::kinds::KINDS.iter().filter(|k| k.crash_tested) {
+    for kind in chaosd::faults::kinds::KINDS
+        .iter()
+        .filter(|k| k.crash_tested)
+    {
         assert!(
             faults.iter().any(|(spec, _)| spec.kind() == kind.name),
             "the crash test has no case for {}: add one to Scene::faults",

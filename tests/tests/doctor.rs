@@ -58,7 +58,7 @@ fn doctor_chaosctl_doctor_lists_every_kind_with_reason_and_fix() {
     for kind in ["net.loss", "io.errno"] {
         assert!(text.contains(kind), "doctor does not list {kind}:\n{text}");
     }
-    let caps = block_on(chaosd::capabilities::fetch(&daemon.client())).unwrap();
+    let caps = block_on(daemon.client().capabilities()).unwrap();
     for k in caps.kinds.iter().filter(|k| !k.supported) {
         let fix = k.fix.as_deref().unwrap();
         assert!(

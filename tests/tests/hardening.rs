@@ -99,7 +99,7 @@ fn history_records_each_mutation_with_its_peer_and_outcome() {
     let refused = daemon.try_inject(&root).unwrap_err();
     let stranger = recover_all_as_nobody(&daemon);
 
-    let history = block_on(chaosd::audit::fetch(&daemon.client(), 10)).unwrap();
+    let history = block_on(daemon.client().history(10)).unwrap();
     // Reads (the readiness polls, this fetch) are not recorded.
     assert_eq!(history.len(), 4, "{history:#?}");
     let unauthorised = &history[0];
@@ -142,7 +142,7 @@ fn history_records_each_mutation_with_its_peer_and_outcome() {
     assert!(denied.outcome.contains("root"), "{}", denied.outcome);
 
     let out = daemon.chaosctl_ok(&["history", "--limit", "2", "--json"]);
-    let shown: Vec<chaosd::audit::HistoryEntry> = serde_json::from_str(&out).unwrap();
+    let shown: Vec<chaosd::daemon::audit::HistoryEntry> = serde_json::from_str(&out).unwrap();
     assert_eq!(shown, history[..2]);
 }
 
@@ -234,7 +234,7 @@ fn cleanup_removes_the_cgroups_of_runs_a_killed_daemon_left() {
         .unwrap();
     // What a daemon killed mid-run leaves: the run's cgroup with a service cgroup inside, and
     // the marker naming it in the state dir.
-    let dir = chaosd::cgroup::cgroup2_mount()
+    let dir = chaosd::host::cgroup::cgroup2_mount()
         .unwrap()
         .join(format!("chaosd-run-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("web")).unwrap();

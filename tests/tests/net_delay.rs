@@ -22,8 +22,8 @@ use chaosd::{
         NetnsUsed,
     },
     client::ClientError,
-    kernel::monotonic_ns,
-    net::netns::Netns,
+    faults::kernel::monotonic_ns,
+    faults::net::netns::Netns,
 };
 use chaosd_integration::{
     Daemon, TestCgroup, block_on, helper_bin, inject, inject_request,

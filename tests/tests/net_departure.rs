@@ -21,8 +21,8 @@ use aya::{
 };
 use chaosd::{
     api::{NetBandwidthParams, NetDelayParams, NetFilter},
-    kernel::monotonic_ns,
-    net::{bandwidth, delay},
+    faults::kernel::monotonic_ns,
+    faults::net::{bandwidth, delay},
 };
 use chaosd_common::{
     heartbeat::{HEARTBEAT_MAP, HEARTBEAT_STALE_NS},
@@ -55,7 +55,7 @@ struct Bench {
 impl Bench {
     fn new() -> Bench {
         require_root();
-        let mut ebpf = chaosd::kernel::load_object().expect("loading chaosd's eBPF object");
+        let mut ebpf = chaosd::faults::kernel::load_object().expect("loading chaosd's eBPF object");
         let heartbeat = Array::try_from(ebpf.take_map(HEARTBEAT_MAP).unwrap()).unwrap();
         let prog: &mut CgroupSkb = ebpf
             .program_mut("chaosd_net_egress")
@@ -64,9 +64,9 @@ impl Bench {
             .unwrap();
         prog.load()
             .expect("the verifier accepts the egress program");
-        let mount = chaosd::cgroup::cgroup2_mount().unwrap();
+        let mount = chaosd::host::cgroup::cgroup2_mount().unwrap();
         let home = mount.join(
-            chaosd::cgroup::cgroup_of_pid(std::process::id())
+            chaosd::host::cgroup::cgroup_of_pid(std::process::id())
                 .unwrap()
                 .trim_start_matches('/'),
         );
@@ -439,7 +439,7 @@ fn loss_and_delay_on_one_cgroup_compose() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut bench = Bench::new();
     let loss = NetRule {
-        kind: chaosd_common::net::NET_KIND_DROP,
+        kind: chaosd_common::net::NetKind::Drop.code(),
         direction: chaosd_common::net::DIR_EGRESS,
         probability_ppm: 500_000,
         ..NetRule::default()
@@ -459,7 +459,7 @@ fn loss_and_delay_on_one_cgroup_compose() {
 
 fn drop_all() -> NetRule {
     NetRule {
-        kind: chaosd_common::net::NET_KIND_DROP,
+        kind: chaosd_common::net::NetKind::Drop.code(),
         direction: chaosd_common::net::DIR_EGRESS,
         probability_ppm: chaosd_common::net::PPM_ONE,
         ..NetRule::default()

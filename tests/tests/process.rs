@@ -9,8 +9,8 @@ use std::{
 
 use chaosd::{
     api::{FaultSpec, FaultState, ProcessKillParams, ProcessPauseParams},
-    cgroup::spawn_in_cgroup,
     client::ClientError,
+    host::cgroup::spawn_in_cgroup,
 };
 use chaosd_integration::{
     Daemon, TestCgroup, block_on, inject_request as inject, request, wait_for,

@@ -11,7 +11,7 @@ use std::{
 
 use chaosd::{
     api::{ClockName, ClockSkewParams, FaultSpec},
-    cgroup::spawn_in_cgroup,
+    host::cgroup::spawn_in_cgroup,
 };
 use chaosd_integration::{
     Daemon, TestCgroup, block_on, netns::KillOnDrop, request, skip, unsupported_reason, vdso_bytes,

@@ -115,7 +115,7 @@ fn assert_rolled_back(daemon: &Daemon, report: &Report, states: &[FaultState]) {
         );
         for cgroup in &step.cgroups {
             // The mount from mountinfo: on a hybrid host /sys/fs/cgroup is not cgroup2.
-            let mount = chaosd::cgroup::cgroup2_mount().unwrap();
+            let mount = chaosd::host::cgroup::cgroup2_mount().unwrap();
             let dir = mount.join(cgroup.trim_start_matches('/'));
             assert!(!dir.exists(), "the run's cgroup {cgroup} is still there");
         }

@@ -12,8 +12,8 @@ use chaosd::{
         DiskFillParams, DiskIoParams, FaultSpec, FaultState, InjectRequest, IoMode,
         StressCpuParams, StressMemParams,
     },
-    cgroup::cgroup2_mount,
     client::ClientError,
+    host::cgroup::cgroup2_mount,
 };
 use chaosd_integration::{
     Daemon, TestCgroup, Tmpfs, alive, block_on, children_of, footprint::rss_bytes,

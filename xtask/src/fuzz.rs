@@ -14,18 +14,6 @@ use crate::util::{run_cmd, workspace_root};
 /// parser.
 const TARGETS: &[&str] = &["api_request", "scenario"];
 
-/// Request bodies the API accepts, as starting points for `api_request`.
-const REQUEST_SEEDS: &[&str] = &[
-    r#"{"fault":{"kind":"net.loss","params":{"percent":10,"direction":"egress","filter":{"dst":"10.0.0.0/8","port":"80-90","proto":"tcp"}}},"targets":[{"cgroup":"/a/b"}],"duration":"30s"}"#,
-    r#"{"fault":{"kind":"net.delay","params":{"delay":"100ms","jitter":"10ms"}},"targets":[{"cgroup":"/x"}],"duration":"1m"}"#,
-    r#"{"fault":{"kind":"net.bandwidth","params":{"rate":"1mbit","burst":"32KiB"}},"targets":[{"cgroup":"/x"}],"duration":"1m"}"#,
-    r#"{"fault":{"kind":"io.errno","params":{"errno":"EIO","path":"/tmp","ops":["read","write"],"percent":50}},"targets":[{"cgroup":"/db"}],"duration":"10s"}"#,
-    r#"{"fault":{"kind":"stress.mem","params":{"size":"64MiB","rate":"8MiB/s"}},"targets":[],"duration":"2m"}"#,
-    r#"{"fault":{"kind":"disk.fill","params":{"path":"/tmp","percent":90}},"targets":[],"duration":"2m"}"#,
-    r#"{"fault":{"kind":"clock.skew","params":{"offset":"-2h","clocks":["realtime"]}},"targets":[{"cgroup":"/app"}],"duration":"5m"}"#,
-    r#"{"fault":{"kind":"process.kill","params":{"signal":"SIGTERM","count":2}},"targets":[{"cgroup":"/app"}],"duration":"1s"}"#,
-];
-
 #[derive(clap::Args, Debug)]
 pub struct FuzzArgs {
     /// Seconds each target runs.
@@ -66,9 +54,14 @@ pub fn run(args: &FuzzArgs) -> Result<()> {
 fn seed(target: &str, corpus: &Path) -> Result<()> {
     fs::create_dir_all(corpus).with_context(|| format!("creating {}", corpus.display()))?;
     match target {
+        // One valid request per fault kind (a test in chaosd's kinds.rs keeps the set whole).
         "api_request" => {
-            for (i, body) in REQUEST_SEEDS.iter().enumerate() {
-                fs::write(corpus.join(format!("seed-{i}.json")), body)?;
+            let seeds = workspace_root().join("fuzz/seeds/api_request");
+            for e in fs::read_dir(&seeds)
+                .context("reading fuzz/seeds/api_request/")?
+                .flatten()
+            {
+                fs::copy(e.path(), corpus.join(e.file_name()))?;
             }
         }
         "scenario" => {

@@ -20,9 +20,8 @@ use aya_ebpf::{
 };
 use chaosd_common::{
     io::{
-        IO_OPS, IO_PPM_ONE, IoOffsets, IoOpCounters, IoRuleSet, MAX_IO_CGROUPS, MAX_IO_FAULTS,
-        MAX_IO_RULES_PER_CGROUP, MAX_PATH_DEPTH, OP_CREATE, OP_MKDIR, OP_OPEN, OP_READ, OP_RENAME,
-        OP_RMDIR, OP_TRUNCATE, OP_UNLINK, OP_WRITE,
+        FileOp, IO_OPS, IO_PPM_ONE, IoOffsets, IoOpCounters, IoRuleSet, MAX_IO_CGROUPS,
+        MAX_IO_FAULTS, MAX_IO_RULES_PER_CGROUP, MAX_PATH_DEPTH,
     },
     net::MAX_CGROUP_LEVEL,
 };
@@ -56,7 +55,7 @@ pub fn chaosd_io_file_open(ctx: LsmContext) -> i32 {
         return retval;
     }
     let file: u64 = ctx.arg(0);
-    decide(OP_OPEN, file_dentry(file))
+    decide(FileOp::Open, file_dentry(file))
 }
 
 #[lsm(hook = "file_permission")]
@@ -67,9 +66,9 @@ pub fn chaosd_io_file_permission(ctx: LsmContext) -> i32 {
     }
     let mask: i32 = ctx.arg(1);
     let op = if mask & (MAY_WRITE | MAY_APPEND) != 0 {
-        OP_WRITE
+        FileOp::Write
     } else if mask & MAY_READ != 0 {
-        OP_READ
+        FileOp::Read
     } else {
         return 0;
     };
@@ -83,7 +82,7 @@ pub fn chaosd_io_inode_create(ctx: LsmContext) -> i32 {
     if retval != 0 {
         return retval;
     }
-    decide(OP_CREATE, ctx.arg(1))
+    decide(FileOp::Create, ctx.arg(1))
 }
 
 #[lsm(hook = "inode_unlink")]
@@ -92,7 +91,7 @@ pub fn chaosd_io_inode_unlink(ctx: LsmContext) -> i32 {
     if retval != 0 {
         return retval;
     }
-    decide(OP_UNLINK, ctx.arg(1))
+    decide(FileOp::Unlink, ctx.arg(1))
 }
 
 #[lsm(hook = "inode_rename")]
@@ -101,7 +100,7 @@ pub fn chaosd_io_inode_rename(ctx: LsmContext) -> i32 {
     if retval != 0 {
         return retval;
     }
-    decide(OP_RENAME, ctx.arg(1))
+    decide(FileOp::Rename, ctx.arg(1))
 }
 
 #[lsm(hook = "inode_mkdir")]
@@ -110,7 +109,7 @@ pub fn chaosd_io_inode_mkdir(ctx: LsmContext) -> i32 {
     if retval != 0 {
         return retval;
     }
-    decide(OP_MKDIR, ctx.arg(1))
+    decide(FileOp::Mkdir, ctx.arg(1))
 }
 
 #[lsm(hook = "inode_rmdir")]
@@ -119,7 +118,7 @@ pub fn chaosd_io_inode_rmdir(ctx: LsmContext) -> i32 {
     if retval != 0 {
         return retval;
     }
-    decide(OP_RMDIR, ctx.arg(1))
+    decide(FileOp::Rmdir, ctx.arg(1))
 }
 
 /// truncate(2), and ftruncate(2) / open(O_TRUNC) before 6.2.
@@ -132,7 +131,7 @@ pub fn chaosd_io_path_truncate(ctx: LsmContext) -> i32 {
     let path: u64 = ctx.arg(0);
     let offsets = offsets();
     let dentry = read_u64(path.wrapping_add(offsets.path_dentry));
-    decide(OP_TRUNCATE, dentry)
+    decide(FileOp::Truncate, dentry)
 }
 
 /// ftruncate(2) and open(O_TRUNC) since 6.2 (loaded only where the hook exists).
@@ -143,7 +142,7 @@ pub fn chaosd_io_file_truncate(ctx: LsmContext) -> i32 {
         return retval;
     }
     let file: u64 = ctx.arg(0);
-    decide(OP_TRUNCATE, file_dentry(file))
+    decide(FileOp::Truncate, file_dentry(file))
 }
 
 #[inline(always)]
@@ -208,7 +207,8 @@ fn under(dentry: u64, dev: u64, ino: u64) -> bool {
 
 /// The hook's verdict for operation `op` on `dentry`: 0 or a negative errno in [-4095, -1].
 #[inline(always)]
-fn decide(op: u32, dentry: u64) -> i32 {
+fn decide(op: FileOp, dentry: u64) -> i32 {
+    let op = op.code();
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: a global in .rodata, set by the loader.
     if tgid == unsafe { core::ptr::read_volatile(&IO_DAEMON_TGID) } {

@@ -11,8 +11,7 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use chaosd_common::net::{
-    DIR_EGRESS, DIR_INGRESS, MAX_RULES_PER_CGROUP, NET_KIND_BANDWIDTH, NET_KIND_DELAY,
-    NET_KIND_DROP, NetRuleSet, PPM_ONE,
+    DIR_EGRESS, DIR_INGRESS, MAX_RULES_PER_CGROUP, NetKind, NetRuleSet, PPM_ONE,
 };
 
 use super::{
@@ -90,9 +89,9 @@ fn apply_rules(
     while i < MAX_RULES_PER_CGROUP {
         let rule = &set.rules[i];
         i += 1;
-        let ours = rule.kind == NET_KIND_DROP
-            || rule.kind == NET_KIND_DELAY
-            || rule.kind == NET_KIND_BANDWIDTH;
+        let ours = rule.kind == NetKind::Drop.code()
+            || rule.kind == NetKind::Delay.code()
+            || rule.kind == NetKind::Bandwidth.code();
         if !ours || rule.direction & direction == 0 || !matches(&rule.filter, peer) {
             continue;
         }
@@ -100,15 +99,15 @@ fn apply_rules(
             expired = true;
             continue;
         }
-        if rule.kind == NET_KIND_DROP {
+        if rule.kind == NetKind::Drop.code() {
             let hit = unsafe { bpf_get_prandom_u32() } % PPM_ONE < rule.probability_ppm;
             counters::count(rule.counter_slot, hit);
             drop |= hit;
-        } else if direction == DIR_EGRESS && rule.kind == NET_KIND_BANDWIDTH {
+        } else if direction == DIR_EGRESS && rule.kind == NetKind::Bandwidth.code() {
             let before = depart;
             depart = departure::paced(rule, len, depart, now);
             counters::count(rule.counter_slot, depart > before);
-        } else if direction == DIR_EGRESS && rule.kind == NET_KIND_DELAY {
+        } else if direction == DIR_EGRESS && rule.kind == NetKind::Delay.code() {
             depart = departure::delayed(rule, peer, depart);
             counters::count(rule.counter_slot, true);
         }

@@ -12,9 +12,7 @@ use aya_ebpf::{
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
-use chaosd_common::net::{
-    FAMILY_V4, FAMILY_V6, MAX_RULES_PER_CGROUP, NET_KIND_CONNECT_ERROR, PPM_ONE,
-};
+use chaosd_common::net::{FAMILY_V4, FAMILY_V6, MAX_RULES_PER_CGROUP, NetKind, PPM_ONE};
 
 use super::{
     deepest_rule_set,
@@ -99,7 +97,7 @@ fn verdict<const SET_RETVAL: bool>(ctx: &SockAddrContext, family: u32) -> i32 {
     while i < MAX_RULES_PER_CGROUP {
         let rule = &set.rules[i];
         i += 1;
-        if rule.kind != NET_KIND_CONNECT_ERROR
+        if rule.kind != NetKind::ConnectError.code()
             || now >= rule.deadline_ns
             || !matches(&rule.filter, &peer)
         {

@@ -19,8 +19,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use chaosd_common::net::{
-    DIR_EGRESS, FAMILY_V4, MAX_RULES_PER_CGROUP, NET_FLAG_PAYLOAD, NET_KIND_CORRUPT,
-    NET_KIND_DUPLICATE, NetRule, NetRuleSet, PPM_ONE, TC_DUPLICATE_MARK,
+    DIR_EGRESS, FAMILY_V4, MAX_RULES_PER_CGROUP, NET_FLAG_PAYLOAD, NetKind, NetRule, NetRuleSet,
+    PPM_ONE, TC_DUPLICATE_MARK,
 };
 
 use super::{
@@ -65,10 +65,10 @@ fn egress(ctx: &TcContext) {
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
     // Duplicates are taken before any corruption, so a copy is the packet as it was sent.
-    let dup_expired = for_each_hit(set, &peer, now, NET_KIND_DUPLICATE, |_| {
+    let dup_expired = for_each_hit(set, &peer, now, NetKind::Duplicate, |_| {
         duplicate(ctx, mark)
     });
-    let corrupt_expired = for_each_hit(set, &peer, now, NET_KIND_CORRUPT, |rule| {
+    let corrupt_expired = for_each_hit(set, &peer, now, NetKind::Corrupt, |rule| {
         if rule.flags & NET_FLAG_PAYLOAD != 0 {
             corrupt_payload(ctx, &peer, l4)
         } else {
@@ -91,7 +91,7 @@ fn for_each_hit(
     set: &NetRuleSet,
     peer: &Peer,
     now: u64,
-    kind: u32,
+    kind: NetKind,
     act: impl Fn(&NetRule) -> bool,
 ) -> bool {
     let mut expired = false;
@@ -99,7 +99,10 @@ fn for_each_hit(
     while i < MAX_RULES_PER_CGROUP {
         let rule = &set.rules[i];
         i += 1;
-        if rule.kind != kind || rule.direction & DIR_EGRESS == 0 || !matches(&rule.filter, peer) {
+        if rule.kind != kind.code()
+            || rule.direction & DIR_EGRESS == 0
+            || !matches(&rule.filter, peer)
+        {
             continue;
         }
         if now >= rule.deadline_ns {

@@ -16,7 +16,7 @@ use toml::Spanned;
 
 use crate::{
     api::{FaultSpec, TargetSelector},
-    fault::{FaultKinds, TargetRule},
+    faults::{FaultKinds, TargetRule},
     scenario::millis,
 };
 

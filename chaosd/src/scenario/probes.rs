@@ -22,8 +22,8 @@ pub struct RunAs {
 
 impl RunAs {
     /// The user to drop to; none for root.
-    pub fn user(self) -> Option<crate::cgroup::RunUser> {
-        (self.uid != 0).then_some(crate::cgroup::RunUser {
+    pub fn user(self) -> Option<crate::host::cgroup::RunUser> {
+        (self.uid != 0).then_some(crate::host::cgroup::RunUser {
             uid: self.uid,
             gid: self.gid,
         })

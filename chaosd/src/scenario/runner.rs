@@ -22,8 +22,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::{
     api::{InjectRequest, TargetSelector},
+    engine::registry::Registry,
     error::Error,
-    registry::Registry,
     scenario::{
         format::Scenario,
         probes::{self, ProbeTasks, RunAs, Sample},

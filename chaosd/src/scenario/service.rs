@@ -16,7 +16,7 @@ use std::{
 };
 
 use crate::{
-    cgroup::{ChildCgroup, spawn_in_cgroup_as},
+    host::cgroup::{ChildCgroup, spawn_in_cgroup_as},
     scenario::{
         format::{ServiceRun, ServiceSpec},
         probes::RunAs,
@@ -102,7 +102,7 @@ impl RunCgroup {
 
 impl Drop for RunCgroup {
     fn drop(&mut self) {
-        crate::cgroup::remove_cgroup_tree(self.cgroup.dir());
+        crate::host::cgroup::remove_cgroup_tree(self.cgroup.dir());
         let _ = std::fs::remove_file(&self.marker);
     }
 }
@@ -124,7 +124,7 @@ pub fn remove_leftovers(runs_dir: &Path) -> usize {
             .is_some_and(|n| n.to_string_lossy().starts_with(RUN_CGROUP_PREFIX));
         if ours && dir.is_dir() {
             tracing::warn!(cgroup = %dir.display(), "removing the cgroup of a run a previous chaosd left");
-            crate::cgroup::remove_cgroup_tree(&dir);
+            crate::host::cgroup::remove_cgroup_tree(&dir);
             removed += 1;
         }
         let _ = std::fs::remove_file(&marker);

@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 #[command(name = "chaosctl", version, propagate_version = true)]
 pub struct Cli {
     /// The daemon's API socket.
-    #[arg(long, global = true, env = "CHAOSD_SOCKET", default_value = chaosd::directories::SOCKET)]
+    #[arg(long, global = true, env = "CHAOSD_SOCKET", default_value = chaosd::host::directories::SOCKET)]
     pub socket: PathBuf,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
@@ -308,7 +308,7 @@ mod tests {
     #[test]
     fn every_fault_kind_has_an_inject_subcommand() {
         let cli = Cli::command();
-        for kind in chaosd::kinds::KINDS {
+        for kind in chaosd::faults::kinds::KINDS {
             let path = subcommand_path(kind.name);
             let mut cmd = &cli;
             for part in &path {

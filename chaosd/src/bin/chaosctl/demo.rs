@@ -16,8 +16,8 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use chaosd::{
     api::{Direction, FaultSpec, InjectRequest, NetLossParams, TargetSelector},
-    cgroup::{ChildCgroup, cgroup2_mount, spawn_in_cgroup},
     client::Client,
+    host::cgroup::{ChildCgroup, cgroup2_mount, spawn_in_cgroup},
 };
 
 const DATAGRAMS: u32 = 2_000;

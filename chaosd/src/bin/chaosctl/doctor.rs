@@ -1,10 +1,10 @@
 //! `chaosctl doctor`: which fault kinds this host supports, and for the others why not and how
 //! to fix it (from the daemon's `GET /v1/capabilities`).
 
-use chaosd::{capabilities::CapabilitiesInfo, client::Client};
+use chaosd::{client::Client, faults::capabilities::CapabilitiesInfo};
 
 pub async fn run(client: &Client, json: bool) -> anyhow::Result<()> {
-    let caps = chaosd::capabilities::fetch(client).await?;
+    let caps = client.capabilities().await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&caps)?);
     } else {

@@ -1,10 +1,10 @@
 //! `chaosctl history`: the daemon's audit trail of mutations, newest first.
 
 use anyhow::Result;
-use chaosd::{audit::HistoryEntry, client::Client};
+use chaosd::{client::Client, daemon::audit::HistoryEntry};
 
 pub async fn run(client: &Client, limit: u32, json: bool) -> Result<()> {
-    let entries = chaosd::audit::fetch(client, limit).await?;
+    let entries = client.history(limit).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&entries)?);
     } else {

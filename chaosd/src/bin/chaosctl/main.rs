@@ -67,7 +67,7 @@ async fn run(cli: Cli) -> Result<()> {
             let ended = match (id, all) {
                 (_, true) => client.recover_all().await?,
                 (Some(id), false) => vec![client.recover(&id).await?],
-                (None, false) => unreachable!("clap requires an id without --all"),
+                (None, false) => anyhow::bail!("name a fault id, or --all to recover every fault"),
             };
             if json {
                 print_json(&ended)

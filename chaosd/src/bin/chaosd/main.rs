@@ -41,7 +41,7 @@ enum LogFormat {
 enum Mode {
     /// Internal: a stress worker that the daemon starts and supervises.
     #[command(name = "__stress-worker", hide = true)]
-    StressWorker(chaosd::stress::worker::WorkerArgs),
+    StressWorker(chaosd::faults::stress::worker::WorkerArgs),
     /// Internal: the demo HTTP service of scenario files (`[services.NAME] http = ..`).
     #[command(name = "__http-responder", hide = true)]
     HttpResponder {
@@ -60,7 +60,7 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     // Workers are single-threaded and run no async runtime.
     if let Some(Mode::StressWorker(w)) = args.mode {
-        std::process::exit(chaosd::stress::worker::run(w));
+        std::process::exit(chaosd::faults::stress::worker::run(w));
     }
     if let Some(Mode::HttpResponder { listen }) = args.mode {
         return Ok(chaosd::scenario::service::http_responder(listen)?);
@@ -76,7 +76,7 @@ fn main() -> anyhow::Result<()> {
         return chaosd::daemon::cleanup(&config(args)?);
     }
     // SAFETY: no other thread exists yet (the runtime starts below).
-    let systemd = unsafe { chaosd::systemd::Activation::take_from_env() }?;
+    let systemd = unsafe { chaosd::daemon::systemd::Activation::take_from_env() }?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
@@ -111,7 +111,7 @@ fn config(args: Args) -> anyhow::Result<chaosd::config::Config> {
     Ok(config)
 }
 
-async fn daemon(args: Args, systemd: chaosd::systemd::Activation) -> anyhow::Result<()> {
+async fn daemon(args: Args, systemd: chaosd::daemon::systemd::Activation) -> anyhow::Result<()> {
     init_logging(args.log_format);
     let config = config(args)?;
     if let Err(e) = chaosd::daemon::run(config, systemd).await {

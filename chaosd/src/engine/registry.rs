@@ -1,0 +1,501 @@
+//! The fault registry: validates requests, applies faults completely or not at all, and
+//! reverts each at its deadline, on request, or at shutdown.
+
+use std::{
+    collections::{BTreeMap, HashSet, VecDeque},
+    path::PathBuf,
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant, SystemTime},
+};
+
+use tokio::{sync::Mutex, task::JoinHandle};
+use tracing::{info, warn};
+
+use crate::{
+    api::{FaultInfo, FaultState, InjectRequest, ResolvedTarget, StatusInfo},
+    config::{FaultsConfig, PolicyConfig},
+    engine::journal::Journal,
+    engine::metrics::Metrics,
+    error::{Error, RequestError},
+    faults::{ActiveFault, ApplyContext, FaultKinds, TargetRule},
+    host::cgroup,
+};
+
+/// Ended faults kept for `show` after they end.
+const ENDED_KEPT: usize = 256;
+
+pub struct Registry {
+    kinds: FaultKinds,
+    journal: Arc<Journal>,
+    faults_cfg: FaultsConfig,
+    policy: PolicyConfig,
+    cgroup2_mount: PathBuf,
+    started: Instant,
+    metrics: Metrics,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    active: BTreeMap<String, Entry>,
+    /// Ids of injects being applied: they count against the concurrency limit.
+    applying: HashSet<String>,
+    ended: VecDeque<FaultInfo>,
+}
+
+struct Entry {
+    info: FaultInfo,
+    /// Taken out while the fault is being reverted (on a blocking thread).
+    fault: Option<Box<dyn ActiveFault>>,
+    timer: Option<JoinHandle<()>>,
+}
+
+impl Registry {
+    pub fn new(
+        kinds: FaultKinds,
+        journal: Journal,
+        faults_cfg: FaultsConfig,
+        policy: PolicyConfig,
+        cgroup2_mount: PathBuf,
+    ) -> Arc<Self> {
+        Arc::new(Registry {
+            kinds,
+            journal: Arc::new(journal),
+            faults_cfg,
+            policy,
+            cgroup2_mount,
+            started: Instant::now(),
+            metrics: Metrics::default(),
+            inner: Mutex::default(),
+        })
+    }
+
+    /// Validates, journals, applies and arms the rollback timer. On any error nothing stays
+    /// applied. Kernel work runs on a blocking thread and the registry lock is never held
+    /// across it, so listing, status and metrics answer while an inject applies.
+    pub async fn inject(self: &Arc<Self>, req: InjectRequest) -> Result<FaultInfo, Error> {
+        let started = Instant::now();
+        let duration = crate::engine::request::check_inject(&req, &self.faults_cfg)?;
+        let targets = self.resolve_targets(&req)?;
+        self.prepare_kind(&req.fault).await?;
+        self.kinds.check_available(&req.fault)?;
+
+        // One-shot faults end at once: they hold no slot (the kind decides which are).
+        let one_shot = FaultKinds::one_shot(&req.fault);
+        let id = {
+            let mut inner = self.inner.lock().await;
+            if !one_shot {
+                self.policy
+                    .check_room(inner.active.len() + inner.applying.len())?;
+            }
+            let id = new_id(|id| {
+                inner.active.contains_key(id)
+                    || inner.applying.contains(id)
+                    || inner.ended.iter().any(|f| f.id == id)
+            });
+            inner.applying.insert(id.clone());
+            id
+        };
+        let now = SystemTime::now();
+        let mut info = FaultInfo {
+            id: id.clone(),
+            kind: req.fault.kind().to_string(),
+            fault: req.fault.clone(),
+            targets,
+            state: FaultState::Active,
+            duration: crate::engine::request::written_duration(req.duration.as_deref(), duration),
+            duration_ms: duration.as_millis() as u64,
+            created_at: rfc3339(now),
+            expires_at: rfc3339(now + duration),
+            ended_at: None,
+            counters: Default::default(),
+            op_counters: Vec::new(),
+            netns: Vec::new(),
+        };
+        let applied = self.apply_off_runtime(&info, duration).await;
+        let mut inner = self.inner.lock().await;
+        inner.applying.remove(&id);
+        let fault = applied?;
+        info.counters = fault.counters();
+        info.op_counters = fault.op_counters();
+        info.netns = fault.netns();
+        let timer = (!one_shot).then(|| self.arm_timer(id.clone(), duration));
+        info!(fault_id = %id, kind = info.kind, targets = ?info.targets.iter().map(|t| &t.cgroup).collect::<Vec<_>>(),
+              duration = info.duration, duration_ms = info.duration_ms, "fault injected");
+        inner.active.insert(
+            id.clone(),
+            Entry {
+                info: info.clone(),
+                fault: Some(fault),
+                timer,
+            },
+        );
+        self.metrics.observe_inject(&info.kind, started.elapsed());
+        if one_shot {
+            drop(inner);
+            return self.end(&id, FaultState::Completed, false).await;
+        }
+        Ok(info)
+    }
+
+    /// Loads the programs the kind needs (its probe), on a blocking thread.
+    async fn prepare_kind(&self, spec: &crate::api::FaultSpec) -> Result<(), Error> {
+        let kinds = self.kinds.clone();
+        let spec = spec.clone();
+        tokio::task::spawn_blocking(move || kinds.prepare(&spec))
+            .await
+            .map_err(|e| Error::Worker {
+                op: "loading programs",
+                reason: e.to_string(),
+            })
+    }
+
+    /// Journals and applies `info`'s fault on a blocking thread, within the apply timeout. A
+    /// late apply is rolled back when it finishes and the inject is refused.
+    async fn apply_off_runtime(
+        &self,
+        info: &FaultInfo,
+        duration: Duration,
+    ) -> Result<Box<dyn ActiveFault>, Error> {
+        let kinds = self.kinds.clone();
+        let journal = Arc::clone(&self.journal);
+        let task_info = info.clone();
+        let mut task = tokio::task::spawn_blocking(move || {
+            journal.record(&task_info)?;
+            let ctx = ApplyContext {
+                fault_id: &task_info.id,
+                targets: &task_info.targets,
+                duration,
+            };
+            let span =
+                tracing::info_span!("fault", fault_id = %task_info.id, kind = task_info.kind);
+            span.in_scope(|| kinds.apply(&task_info.fault, &ctx))
+                .inspect_err(|_| journal.remove(&task_info.id))
+                .map_err(Error::from)
+        });
+        let limit = self.faults_cfg.apply_timeout();
+        let joined = match tokio::time::timeout(limit, &mut task).await {
+            Ok(joined) => joined,
+            Err(_) => {
+                let (id, journal) = (info.id.clone(), Arc::clone(&self.journal));
+                tokio::spawn(async move {
+                    if let Ok(Ok(fault)) = task.await {
+                        let _ = tokio::task::spawn_blocking(move || drop(fault)).await;
+                        journal.remove(&id);
+                        warn!(fault_id = %id, "rolled back an inject that applied after its time-out");
+                    }
+                });
+                warn!(fault_id = %info.id, kind = info.kind, limit_s = limit.as_secs(), "inject timed out; rolling it back");
+                return Err(Error::ApplyTimeout {
+                    kind: info.kind.clone(),
+                    limit_s: limit.as_secs(),
+                });
+            }
+        };
+        let applied = joined.map_err(|e| {
+            self.journal.remove(&info.id);
+            Error::Worker {
+                op: "applying the fault",
+                reason: e.to_string(),
+            }
+        })?;
+        applied.inspect_err(|e| warn!(fault_id = %info.id, kind = info.kind, "inject failed: {e}"))
+    }
+
+    /// The table with `kind`'s row only, probing only its programs (None: no such kind).
+    pub async fn capability(
+        &self,
+        kind: &str,
+    ) -> Option<crate::faults::capabilities::CapabilitiesInfo> {
+        let group = crate::faults::kinds::named(kind)?.programs;
+        if let Some(group) = group {
+            let kinds = self.kinds.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || kinds.probe(group)).await {
+                warn!("probing {group:?}: {e}");
+            }
+        }
+        let mut table = crate::faults::capabilities::current();
+        table.kinds.retain(|k| k.kind == kind);
+        Some(table)
+    }
+
+    /// Probes every kind's programs (for `doctor`), on a blocking thread.
+    pub async fn capabilities(&self) -> crate::faults::capabilities::CapabilitiesInfo {
+        let kinds = self.kinds.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || kinds.probe_all()).await {
+            warn!("probing the program groups: {e}");
+        }
+        crate::faults::capabilities::current()
+    }
+
+    /// Checks `req` as [`Registry::inject`] would (duration, parameters, this host's support
+    /// for the kind, targets) without applying anything; returns the resolved targets.
+    pub async fn check(&self, req: &InjectRequest) -> Result<Vec<ResolvedTarget>, Error> {
+        crate::engine::request::check_inject(req, &self.faults_cfg)?;
+        let targets = self.resolve_targets(req)?;
+        self.prepare_kind(&req.fault).await?;
+        self.kinds.check_available(&req.fault)?;
+        Ok(targets)
+    }
+
+    fn resolve_targets(&self, req: &InjectRequest) -> Result<Vec<ResolvedTarget>, RequestError> {
+        match (FaultKinds::target_rule(&req.fault), req.targets.is_empty()) {
+            (TargetRule::Required, true) => return Err(RequestError::NoTargets),
+            (TargetRule::Forbidden, false) => {
+                return Err(RequestError::TargetsNotAccepted {
+                    kind: req.fault.kind(),
+                });
+            }
+            _ => {}
+        }
+        let max_level = chaosd_common::net::MAX_CGROUP_LEVEL;
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for selector in &req.targets {
+            let t = cgroup::resolve(&self.cgroup2_mount, selector, max_level)?;
+            self.policy.check_target(&t.cgroup)?;
+            if !seen.insert(t.cgroup_id) {
+                return Err(RequestError::DuplicateTarget {
+                    selector: selector.to_string(),
+                    cgroup: t.cgroup,
+                });
+            }
+            out.push(t);
+        }
+        Ok(out)
+    }
+
+    fn arm_timer(self: &Arc<Self>, id: String, after: Duration) -> JoinHandle<()> {
+        let registry = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            if let Some(registry) = registry.upgrade() {
+                info!(fault_id = %id, "fault reached its deadline");
+                registry.end(&id, FaultState::Expired, false).await.ok();
+            }
+        })
+    }
+
+    /// Reverts one fault (on a blocking thread, the registry unlocked meanwhile) and moves it
+    /// to the ended list.
+    async fn end(
+        &self,
+        id: &str,
+        state: FaultState,
+        abort_timer: bool,
+    ) -> Result<FaultInfo, Error> {
+        let started = Instant::now();
+        let (mut fault, kind) = {
+            let mut inner = self.inner.lock().await;
+            let entry = inner
+                .active
+                .get_mut(id)
+                .ok_or_else(|| Error::NotFound { id: id.to_string() })?;
+            let fault = entry
+                .fault
+                .take()
+                .ok_or_else(|| Error::Ending { id: id.to_string() })?;
+            if abort_timer && let Some(t) = entry.timer.take() {
+                t.abort();
+            }
+            entry.info.counters = fault.counters();
+            entry.info.op_counters = fault.op_counters();
+            (fault, entry.info.kind.clone())
+        };
+        let span = tracing::info_span!("fault", fault_id = %id, kind = kind);
+        let reverted = tokio::task::spawn_blocking(move || {
+            let result = span.in_scope(|| fault.revert());
+            // Dropped here too: a fault's Drop may still have kernel work to do.
+            drop(fault);
+            result
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(crate::error::FaultError::kernel(
+                "reverting the fault",
+                anyhow::anyhow!("the revert task failed: {e}"),
+            ))
+        });
+        self.metrics
+            .observe_recover(&kind, state, started.elapsed());
+        let mut inner = self.inner.lock().await;
+        let mut entry = inner
+            .active
+            .remove(id)
+            .ok_or_else(|| Error::NotFound { id: id.to_string() })?;
+        entry.info.state = state;
+        entry.info.ended_at = Some(rfc3339(SystemTime::now()));
+        match &reverted {
+            Ok(()) => {
+                self.journal.remove(id);
+                info!(fault_id = %id, kind = entry.info.kind, state = %state, seen = entry.info.counters.seen,
+                      affected = entry.info.counters.affected, "fault reverted");
+            }
+            // The journal entry stays so a later cleanup can retry.
+            Err(e) => warn!(fault_id = %id, "reverting failed: {e}"),
+        }
+        if inner.ended.len() >= ENDED_KEPT {
+            inner.ended.pop_front();
+        }
+        inner.ended.push_back(entry.info.clone());
+        reverted?;
+        Ok(entry.info)
+    }
+
+    pub async fn recover(&self, id: &str) -> Result<FaultInfo, Error> {
+        self.end(id, FaultState::Recovered, true).await
+    }
+
+    /// Reverts every active fault (emergency stop, shutdown).
+    pub async fn recover_all(&self, state: FaultState) -> Vec<FaultInfo> {
+        let ids: Vec<String> = self.inner.lock().await.active.keys().cloned().collect();
+        let mut out = Vec::new();
+        for id in ids {
+            match self.end(&id, state, true).await {
+                Ok(info) => out.push(info),
+                Err(Error::NotFound { .. } | Error::Ending { .. }) => {}
+                Err(e) => warn!(fault_id = %id, "recover: {e}"),
+            }
+        }
+        out
+    }
+
+    pub async fn get(&self, id: &str) -> Result<FaultInfo, Error> {
+        let inner = self.inner.lock().await;
+        if let Some(e) = inner.active.get(id) {
+            return Ok(live_info(e));
+        }
+        inner
+            .ended
+            .iter()
+            .rev()
+            .find(|f| f.id == id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound { id: id.to_string() })
+    }
+
+    /// Active faults, and the recently ended ones too with `include_ended`.
+    pub async fn list(&self, include_ended: bool) -> Vec<FaultInfo> {
+        let inner = self.inner.lock().await;
+        let mut out: Vec<FaultInfo> = inner.active.values().map(live_info).collect();
+        if include_ended {
+            out.extend(inner.ended.iter().cloned());
+        }
+        out
+    }
+
+    /// The `/metrics` exposition: live counters of active faults, frozen ones of ended faults.
+    pub async fn metrics_text(&self) -> String {
+        let faults = self.list(true).await;
+        self.metrics.render(&faults)
+    }
+
+    pub async fn status(&self) -> StatusInfo {
+        let active = self.inner.lock().await.active.len();
+        let net_attached = self.kinds.net_attached.load(Ordering::Relaxed);
+        StatusInfo {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            uptime_s: self.started.elapsed().as_secs(),
+            kernel: nix::sys::utsname::uname()
+                .map(|u| u.release().to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            cgroup2_mount: self.cgroup2_mount.display().to_string(),
+            active_faults: active,
+            max_duration_s: self.faults_cfg.max_duration().as_secs(),
+            default_duration_s: self.faults_cfg.default_duration.map(|d| d.as_secs()),
+            net_programs_attached: net_attached,
+        }
+    }
+}
+
+/// The entry's info with its counters now; while it is being reverted, those taken just before.
+fn live_info(e: &Entry) -> FaultInfo {
+    match &e.fault {
+        Some(fault) => FaultInfo {
+            counters: fault.counters(),
+            op_counters: fault.op_counters(),
+            ..e.info.clone()
+        },
+        None => e.info.clone(),
+    }
+}
+
+/// The request's duration, else the configured default; never zero, never above the maximum.
+pub fn resolve_duration(asked: Option<&str>, cfg: &FaultsConfig) -> Result<Duration, RequestError> {
+    let d = match asked {
+        Some(s) => humantime::parse_duration(s.trim()).map_err(|e| RequestError::BadDuration {
+            input: s.to_string(),
+            reason: e.to_string(),
+        })?,
+        None => cfg.default_duration.ok_or(RequestError::MissingDuration)?,
+    };
+    if d.is_zero() {
+        return Err(RequestError::BadDuration {
+            input: asked.unwrap_or("0").to_string(),
+            reason: "it must be above zero".into(),
+        });
+    }
+    let max = cfg.max_duration();
+    if d > max {
+        return Err(RequestError::DurationTooLong {
+            asked: crate::engine::request::written_duration(asked, d),
+            max: humantime::format_duration(max).to_string(),
+        });
+    }
+    Ok(d)
+}
+
+fn new_id(taken: impl Fn(&str) -> bool) -> String {
+    loop {
+        let id = format!("{:08x}", rand::random::<u32>());
+        if !taken(&id) {
+            return id;
+        }
+    }
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(default: Option<u64>) -> FaultsConfig {
+        FaultsConfig {
+            max_duration: Some(Duration::from_secs(3600)),
+            default_duration: default.map(Duration::from_secs),
+            ..FaultsConfig::default()
+        }
+    }
+
+    #[test]
+    fn duration_is_required_bounded_and_parsed() {
+        assert!(matches!(
+            resolve_duration(None, &cfg(None)),
+            Err(RequestError::MissingDuration)
+        ));
+        assert_eq!(
+            resolve_duration(None, &cfg(Some(30))).unwrap(),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            resolve_duration(Some("1m30s"), &cfg(None)).unwrap(),
+            Duration::from_secs(90)
+        );
+        assert!(matches!(
+            resolve_duration(Some("2h"), &cfg(None)),
+            Err(RequestError::DurationTooLong { .. })
+        ));
+        assert!(matches!(
+            resolve_duration(Some("soon"), &cfg(None)),
+            Err(RequestError::BadDuration { .. })
+        ));
+        assert!(matches!(
+            resolve_duration(Some("0s"), &cfg(None)),
+            Err(RequestError::BadDuration { .. })
+        ));
+    }
+}

@@ -1,0 +1,126 @@
+//! `net.delay`: what the target sends leaves `delay` ± `jitter` later. The egress program sets
+//! each packet's departure time; sch_fq on the device holds it until then. Jitter never
+//! reorders a flow: a packet never departs before the previous one of its flow.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use chaosd_common::net::{DIR_EGRESS, NetKind, NetRule};
+
+use super::{departure, filter::peer_filter};
+use crate::{
+    api::NetDelayParams,
+    error::{FaultError, RequestError},
+    faults::kernel::Kernel,
+    faults::{ActiveFault, ApplyContext},
+};
+
+/// Jitter is drawn from 32 random bits scaled to 2 × jitter, which must stay below 2^32 ns.
+const MAX_JITTER_NS: u64 = 2_000_000_000;
+
+/// Delay and jitter in ns, checked.
+pub fn delay_and_jitter(p: &NetDelayParams) -> Result<(u64, u64), RequestError> {
+    let delay = duration_ns("delay", &p.delay)?;
+    if delay == 0 || delay > departure::MAX_DELAY_NS {
+        return Err(bad("delay", &p.delay, "must be above 0 and at most 10s"));
+    }
+    let jitter = match &p.jitter {
+        None => 0,
+        Some(j) => duration_ns("jitter", j)?,
+    };
+    if jitter > delay {
+        return Err(bad(
+            "jitter",
+            p.jitter.as_deref().unwrap_or_default(),
+            "must not exceed the delay (a packet cannot leave before it was sent)",
+        ));
+    }
+    if jitter > MAX_JITTER_NS || delay + jitter > departure::MAX_DELAY_NS {
+        return Err(bad(
+            "jitter",
+            p.jitter.as_deref().unwrap_or_default(),
+            "must be at most 2s, and delay + jitter at most 10s",
+        ));
+    }
+    Ok((delay, jitter))
+}
+
+pub fn validate(p: &NetDelayParams) -> Result<(), RequestError> {
+    delay_and_jitter(p)?;
+    if let Some(spec) = &p.netns {
+        super::netns::check_spec(spec)?;
+    }
+    peer_filter(&p.filter).map(drop)
+}
+
+/// The kernel rule for `p` (deadline and counter slot are filled in at apply).
+pub fn rule(p: &NetDelayParams) -> Result<NetRule, RequestError> {
+    let (delay_ns, jitter_ns) = delay_and_jitter(p)?;
+    Ok(NetRule {
+        kind: NetKind::Delay.code(),
+        direction: DIR_EGRESS,
+        delay_ns,
+        jitter_ns,
+        filter: peer_filter(&p.filter)?,
+        ..NetRule::default()
+    })
+}
+
+pub fn apply(
+    kernel: &Arc<Mutex<Kernel>>,
+    p: &NetDelayParams,
+    ctx: &ApplyContext<'_>,
+) -> Result<Box<dyn ActiveFault>, FaultError> {
+    let rule = rule(p).map_err(FaultError::Refused)?;
+    let max_ahead = rule.delay_ns + rule.jitter_ns;
+    departure::apply(kernel, rule, max_ahead, p.netns.as_deref(), ctx)
+}
+
+pub(crate) fn duration_ns(field: &'static str, input: &str) -> Result<u64, RequestError> {
+    humantime::parse_duration(input.trim())
+        .map_err(|e| bad(field, input, &format!("{e} (examples: 100ms, 1.5s, 250us)")))
+        .map(|d: Duration| d.as_nanos().min(u128::from(u64::MAX)) as u64)
+}
+
+pub(crate) fn bad(field: &'static str, input: &str, reason: &str) -> RequestError {
+    RequestError::BadParam {
+        field,
+        input: input.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(delay: &str, jitter: Option<&str>) -> NetDelayParams {
+        NetDelayParams {
+            delay: delay.into(),
+            jitter: jitter.map(Into::into),
+            filter: Default::default(),
+            netns: None,
+        }
+    }
+
+    #[test]
+    fn delay_and_jitter_are_parsed_and_bounded() {
+        assert_eq!(
+            delay_and_jitter(&params("100ms", Some("10ms"))).unwrap(),
+            (100_000_000, 10_000_000)
+        );
+        for (d, j) in [
+            ("0ms", None),
+            ("11s", None),
+            ("soon", None),
+            ("10ms", Some("20ms")),
+            ("9s", Some("2s")),
+            ("5s", Some("3s")),
+        ] {
+            let err = delay_and_jitter(&params(d, j)).unwrap_err().to_string();
+            assert!(err.contains("is not valid"), "{d} {j:?}: {err}");
+        }
+    }
+}

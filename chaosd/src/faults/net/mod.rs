@@ -1,0 +1,443 @@
+//! Network faults, enforced per cgroup by the programs of `chaosd-ebpf/src/net`.
+//!
+//! Every network fault is one [`NetRule`] written into the sets of its target cgroups: packet
+//! drops (`loss`, `partition`) are enforced by cgroup_skb programs, connect errors by cgroup
+//! sock_addr programs. Each group of programs is attached to the cgroup2 root only while a
+//! fault needs it, through links that close with the daemon: if chaosd dies, every network
+//! fault ends with it.
+//!
+//! # Kernel requirements
+//! cgroup v2 mounted, `CONFIG_CGROUP_BPF`, `bpf_link` for cgroups (5.7+). Connect errors need
+//! `bpf_set_retval` (5.19+). A socket belongs to the cgroup of the process that created it, so
+//! a process moved into a target after creating a socket keeps that socket unaffected.
+
+pub mod bandwidth;
+pub mod connect_error;
+pub mod corrupt;
+pub mod delay;
+pub mod departure;
+pub mod duplicate;
+pub mod filter;
+pub mod loss;
+pub mod netns;
+pub mod partition;
+pub mod qdisc;
+pub mod tc;
+
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    path::PathBuf,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use anyhow::Context as _;
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, MapData},
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr,
+        cgroup_skb::CgroupSkbLink, cgroup_sock_addr::CgroupSockAddrLink,
+    },
+};
+use chaosd_common::names;
+use chaosd_common::net::{
+    MAX_RULES_PER_CGROUP, NET_PACING_MAP, NET_RULES_MAP, NetKind, NetRule, NetRuleSet, PPM_ONE,
+};
+
+use crate::{
+    error::{FaultError, RequestError},
+    faults::capabilities::Problem,
+    faults::kernel::rule_sets::{RuleMap, TargetedRule, inherited_sets},
+    faults::kernel::{Kernel, ProgramGroup, SlotRuleFault},
+    faults::{ActiveFault, ApplyContext},
+};
+
+const SKB_PROGRAMS: [(&str, CgroupSkbAttachType); 2] = [
+    (names::NET_EGRESS, CgroupSkbAttachType::Egress),
+    (names::NET_INGRESS, CgroupSkbAttachType::Ingress),
+];
+/// Rule kinds the packet programs enforce.
+const SKB_KINDS: [NetKind; 3] = [NetKind::Drop, NetKind::Delay, NetKind::Bandwidth];
+const SOCK_ADDR_PROGRAMS: [&str; 4] = [
+    names::CONNECT4,
+    names::CONNECT6,
+    names::SENDMSG4,
+    names::SENDMSG6,
+];
+/// The same hooks without `bpf_set_retval`, for kernels before 5.19: EPERM only.
+const SOCK_ADDR_EPERM_PROGRAMS: [&str; 4] = [
+    names::CONNECT4_EPERM,
+    names::CONNECT6_EPERM,
+    names::SENDMSG4_EPERM,
+    names::SENDMSG6_EPERM,
+];
+/// `-EPERM`: the only errno a sock_addr program can give without `bpf_set_retval`.
+const MINUS_EPERM: i32 = -1;
+
+/// Which connect programs this kernel loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ConnectPrograms {
+    /// [`SOCK_ADDR_PROGRAMS`]: any errno (`bpf_set_retval`, 5.19+).
+    AnyErrno,
+    /// [`SOCK_ADDR_EPERM_PROGRAMS`]: EPERM only.
+    EpermOnly,
+}
+
+impl ConnectPrograms {
+    fn names(self) -> [&'static str; 4] {
+        match self {
+            ConnectPrograms::AnyErrno => SOCK_ADDR_PROGRAMS,
+            ConnectPrograms::EpermOnly => SOCK_ADDR_EPERM_PROGRAMS,
+        }
+    }
+}
+
+/// The line of a load error that says why (the verifier's `unknown func ...`), not its whole
+/// log: it goes into API errors and `doctor`.
+fn verifier_gist(error: &str) -> String {
+    let line = error
+        .lines()
+        .find(|l| l.contains("unknown func"))
+        .or_else(|| error.lines().next())
+        .unwrap_or_default()
+        .trim();
+    line.chars().take(200).collect()
+}
+
+/// What connect errors lack on a kernel without `bpf_set_retval`, and the fix.
+pub fn eperm_only_limit(set_retval_error: &str) -> Problem {
+    Problem::new(
+        format!(
+            "this kernel has no bpf_set_retval (Linux 5.19+), so a refused connect or send can only fail with EPERM: errno EPERM works, other errnos are refused (the kernel refused the programs that set one: {set_retval_error})"
+        ),
+        "ask for errno EPERM, or run a kernel 5.19 or newer for any errno",
+    )
+}
+
+/// Rules map and attachment state of the network programs.
+pub struct NetState {
+    rules: RuleMap<NetRuleSet>,
+    /// Bandwidth faults' pacing clocks by counter slot: a reused slot starts from zero.
+    pacing: Array<MapData, u64>,
+    skb_links: Vec<CgroupSkbLink>,
+    sock_addr_links: Vec<CgroupSockAddrLink>,
+    /// The connect programs loaded (None: not yet, or refused).
+    connect: Option<ConnectPrograms>,
+    attached: Arc<AtomicBool>,
+    cgroup2_root: PathBuf,
+    /// Active network faults by counter slot: the source of truth the map is computed from.
+    faults: BTreeMap<u32, TargetedRule<NetRule>>,
+    /// sch_fq on the devices delayed or paced cgroups send through.
+    pub fq: qdisc::FqLeases,
+    /// The TC classifier on the devices corrupted or duplicated cgroups send through.
+    pub tc: tc::TcAttachments,
+}
+
+impl NetState {
+    /// Takes the rules map; no program is loaded yet (see [`crate::faults::kernel::ProgramGroup`]).
+    pub fn new(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
+        let rules = ebpf
+            .take_map(NET_RULES_MAP)
+            .context("eBPF object has no net rules map")?;
+        let rules = HashMap::try_from(rules).context("net rules map has the wrong type")?;
+        let pacing = ebpf
+            .take_map(NET_PACING_MAP)
+            .context("eBPF object has no pacing map")?;
+        let pacing = Array::try_from(pacing).context("pacing map has the wrong type")?;
+        let cgroup2_root = crate::host::cgroup::cgroup2_mount()?;
+        Ok(NetState {
+            rules: RuleMap::new(rules, "writing net rules"),
+            pacing,
+            skb_links: Vec::new(),
+            sock_addr_links: Vec::new(),
+            connect: None,
+            attached: Arc::default(),
+            cgroup2_root,
+            faults: BTreeMap::new(),
+            fq: qdisc::FqLeases::default(),
+            tc: tc::TcAttachments::default(),
+        })
+    }
+
+    /// Loads (verifies) the packet programs.
+    pub fn load_packet_programs(&mut self, ebpf: &mut Ebpf) -> Result<(), Problem> {
+        for (name, _) in SKB_PROGRAMS {
+            skb_program(ebpf, name)
+                .and_then(|p| Ok(p.load()?))
+                .map_err(|e| {
+                    Problem::new(
+                        format!("loading the packet program {name} (cgroup_skb) failed: {e:#}"),
+                        "packet faults need cgroup_skb programs with bpf_link (CONFIG_CGROUP_BPF, kernel 5.7 or newer)",
+                    )
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Loads (verifies) the connect programs: those calling `bpf_set_retval` (5.19+), else the
+    /// EPERM-only ones, recording that limit for the capability table.
+    pub fn load_connect_programs(&mut self, ebpf: &mut Ebpf) -> Result<(), Problem> {
+        let any = match load_sock_addr_programs(ebpf, &SOCK_ADDR_PROGRAMS) {
+            Ok(()) => {
+                self.connect = Some(ConnectPrograms::AnyErrno);
+                return Ok(());
+            }
+            Err(e) => verifier_gist(&format!("{e:#}")),
+        };
+        match load_sock_addr_programs(ebpf, &SOCK_ADDR_EPERM_PROGRAMS) {
+            Ok(()) => {
+                self.connect = Some(ConnectPrograms::EpermOnly);
+                crate::faults::capabilities::record_limit(
+                    crate::faults::capabilities::PROBE_CONNECT_ERROR,
+                    eperm_only_limit(&any),
+                );
+                Ok(())
+            }
+            Err(e) => Err(Problem::new(
+                format!(
+                    "loading the connect programs failed: with bpf_set_retval: {any}; EPERM only: {e:#}"
+                ),
+                "connect errors need cgroup sock_addr programs with bpf_link (CONFIG_CGROUP_BPF, kernel 5.7 or newer)",
+            )),
+        }
+    }
+
+    /// Refuses a connect error this kernel's programs cannot give (an errno other than EPERM
+    /// without `bpf_set_retval`).
+    fn check_connect_retval(&self, retval: i32) -> Result<(), FaultError> {
+        if self.connect != Some(ConnectPrograms::EpermOnly) || retval == MINUS_EPERM {
+            return Ok(());
+        }
+        let limit =
+            crate::faults::capabilities::limit(crate::faults::capabilities::PROBE_CONNECT_ERROR)
+                .unwrap_or_else(|| eperm_only_limit("see chaosctl doctor"));
+        Err(FaultError::Refused(RequestError::Unsupported {
+            kind: "net.connect_error".into(),
+            reason: format!("errno {} cannot be given: {}", -retval, limit.reason),
+            fix: limit.fix,
+        }))
+    }
+
+    /// Set while any network program is attached; read without the kernel lock (status).
+    pub fn attached_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.attached)
+    }
+
+    /// The directory of a cgroup given relative to the cgroup2 mount ("/a/b").
+    pub fn cgroup_dir(&self, rel: &str) -> PathBuf {
+        self.cgroup2_root.join(rel.trim_start_matches('/'))
+    }
+
+    pub fn attached(&self) -> bool {
+        !self.skb_links.is_empty() || !self.sock_addr_links.is_empty()
+    }
+
+    fn publish_attached(&self) {
+        self.attached.store(self.attached(), Ordering::Relaxed);
+    }
+
+    /// Adds a fault's rule on its targets. On error nothing of it stays in the kernel.
+    fn add_fault(
+        &mut self,
+        ebpf: &mut Ebpf,
+        rule: NetRule,
+        targets: Vec<(u64, String)>,
+    ) -> Result<(), FaultError> {
+        let slot = rule.counter_slot;
+        if rule.kind == NetKind::Bandwidth.code() {
+            // A previous fault's clock in this slot may lie far ahead: start afresh.
+            self.pacing
+                .set(slot, 0, 0)
+                .map_err(|e| FaultError::kernel("resetting the pacing clock", e))?;
+        }
+        self.faults.insert(slot, TargetedRule { rule, targets });
+        let result = self.reconcile_links(ebpf).and_then(|()| self.sync());
+        if result.is_err() {
+            self.faults.remove(&slot);
+            if let Err(e) = self.sync() {
+                tracing::error!("restoring net rules after a failed inject: {e}");
+            }
+            let _ = self.reconcile_links(ebpf);
+        }
+        result
+    }
+
+    /// Removes the fault counted in `slot`; detaches programs no fault needs any more.
+    fn remove_fault(&mut self, ebpf: &mut Ebpf, slot: u32) -> Result<(), FaultError> {
+        self.faults.remove(&slot);
+        let result = self.sync();
+        self.reconcile_links(ebpf).and(result)
+    }
+
+    /// Rewrites the map from `faults`, checking capacity before writing anything.
+    fn sync(&mut self) -> Result<(), FaultError> {
+        let sets = inherited_sets::<_, MAX_RULES_PER_CGROUP>(self.faults.values(), "network")?;
+        self.rules.sync(
+            sets.into_iter()
+                .map(|(id, rules)| (id, NetRuleSet { rules }))
+                .collect(),
+        )
+    }
+
+    /// Attaches each program group while some fault needs it, detaches it otherwise.
+    fn reconcile_links(&mut self, ebpf: &mut Ebpf) -> Result<(), FaultError> {
+        let needs = |kinds: &[NetKind]| {
+            self.faults
+                .values()
+                .any(|f| NetKind::from_code(f.rule.kind).is_some_and(|k| kinds.contains(&k)))
+        };
+        let need_skb = needs(&SKB_KINDS);
+        let need_sock = needs(&[NetKind::ConnectError]);
+        if need_skb && self.skb_links.is_empty() {
+            let root = self.open_root()?;
+            for (name, attach_type) in SKB_PROGRAMS {
+                let link = attach_skb(ebpf, name, &root, attach_type)?;
+                self.skb_links.push(link);
+            }
+            tracing::info!(root = %self.cgroup2_root.display(), "packet programs attached");
+        } else if !need_skb && !self.skb_links.is_empty() {
+            self.skb_links.clear();
+            tracing::info!("packet programs detached: no packet fault is active");
+        }
+        if need_sock && self.sock_addr_links.is_empty() {
+            let root = self.open_root()?;
+            let programs = self.connect.unwrap_or(ConnectPrograms::AnyErrno);
+            for name in programs.names() {
+                let link = attach_sock_addr(ebpf, name, &root)?;
+                self.sock_addr_links.push(link);
+            }
+            tracing::info!(root = %self.cgroup2_root.display(), "connect programs attached");
+        } else if !need_sock && !self.sock_addr_links.is_empty() {
+            self.sock_addr_links.clear();
+            tracing::info!("connect programs detached: no connect fault is active");
+        }
+        self.publish_attached();
+        Ok(())
+    }
+
+    fn open_root(&self) -> Result<File, FaultError> {
+        File::open(&self.cgroup2_root)
+            .map_err(|e| FaultError::kernel("opening the cgroup2 root", e))
+    }
+}
+
+fn skb_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut CgroupSkb> {
+    let prog = ebpf
+        .program_mut(name)
+        .with_context(|| format!("eBPF object has no program {name}"))?;
+    prog.try_into()
+        .with_context(|| format!("program {name} is not cgroup_skb"))
+}
+
+fn sock_addr_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut CgroupSockAddr> {
+    let prog = ebpf
+        .program_mut(name)
+        .with_context(|| format!("eBPF object has no program {name}"))?;
+    prog.try_into()
+        .with_context(|| format!("program {name} is not cgroup sock_addr"))
+}
+
+fn load_sock_addr_programs(ebpf: &mut Ebpf, names: &[&str]) -> anyhow::Result<()> {
+    for name in names {
+        sock_addr_program(ebpf, name)?
+            .load()
+            .with_context(|| format!("loading program {name}"))?;
+    }
+    Ok(())
+}
+
+// A bpf_link on a cgroup always coexists with other programs (multi-attach) and the kernel
+// rejects explicit flags for it; `Single` passes none.
+
+fn attach_skb(
+    ebpf: &mut Ebpf,
+    name: &str,
+    root: &File,
+    attach_type: CgroupSkbAttachType,
+) -> Result<CgroupSkbLink, FaultError> {
+    let prog =
+        skb_program(ebpf, name).map_err(|e| FaultError::kernel("finding a packet program", e))?;
+    let id = prog
+        .attach(root, attach_type, CgroupAttachMode::Single)
+        .map_err(|e| FaultError::kernel("attaching a packet program to the cgroup2 root", e))?;
+    prog.take_link(id)
+        .map_err(|e| FaultError::kernel("taking a packet program link", e))
+}
+
+fn attach_sock_addr(
+    ebpf: &mut Ebpf,
+    name: &str,
+    root: &File,
+) -> Result<CgroupSockAddrLink, FaultError> {
+    let prog = sock_addr_program(ebpf, name)
+        .map_err(|e| FaultError::kernel("finding a connect program", e))?;
+    let id = prog
+        .attach(root, CgroupAttachMode::Single)
+        .map_err(|e| FaultError::kernel("attaching a connect program to the cgroup2 root", e))?;
+    prog.take_link(id)
+        .map_err(|e| FaultError::kernel("taking a connect program link", e))
+}
+
+/// The programs that enforce rules of `kind`.
+fn program_group(kind: u32) -> ProgramGroup {
+    match NetKind::from_code(kind) {
+        Some(NetKind::ConnectError) => ProgramGroup::Connect,
+        Some(NetKind::Corrupt | NetKind::Duplicate) => ProgramGroup::Classifier,
+        _ => ProgramGroup::Packet,
+    }
+}
+
+/// Parts per million, at least 1 so a tiny percentage still means "some".
+pub(crate) fn percent_to_ppm(percent: f64) -> u32 {
+    ((percent * 10_000.0).round() as u32).clamp(1, PPM_ONE)
+}
+
+/// Writes `rule` (its deadline and counter slot filled in here) for the targets in `ctx`, or
+/// nothing at all, and returns the fault that owns it.
+pub(crate) fn apply_rule(
+    kernel: &Arc<Mutex<Kernel>>,
+    mut rule: NetRule,
+    ctx: &ApplyContext<'_>,
+) -> Result<Box<dyn ActiveFault>, FaultError> {
+    let mut guard = kernel.lock().unwrap_or_else(|e| e.into_inner());
+    let k = &mut *guard;
+    // Verify the programs first: under emulation that can take seconds, which must not
+    // come out of the fault's time in the kernel.
+    k.require(program_group(rule.kind))?;
+    if rule.kind == NetKind::ConnectError.code() {
+        k.net.check_connect_retval(rule.retval)?;
+    }
+    let slot = k.slots.allocate()?;
+    rule.counter_slot = slot;
+    rule.deadline_ns = ctx.deadline_ns();
+    if let Err(e) = k.net.add_fault(&mut k.ebpf, rule, ctx.cgroup_targets()) {
+        k.slots.release(slot);
+        return Err(e);
+    }
+    let slots = Arc::clone(&k.slots);
+    drop(guard);
+    Ok(Box::new(SlotRuleFault::new(
+        kernel,
+        &slots,
+        slot,
+        "network",
+        |k, slot| k.net.remove_fault(&mut k.ebpf, slot),
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::verifier_gist;
+
+    #[test]
+    fn a_load_error_is_cut_to_the_line_that_says_why() {
+        let log = "loading program chaosd_connect4: the BPF_PROG_LOAD syscall returned Invalid argument\n0: (bf) r7 = r1\n55: (85) call bpf_set_retval#187\nunknown func bpf_set_retval#187\nprocessed 53 insns";
+        assert_eq!(verifier_gist(log), "unknown func bpf_set_retval#187");
+        assert_eq!(verifier_gist("no such program\nmore"), "no such program");
+        assert_eq!(verifier_gist(&"x".repeat(500)).len(), 200);
+    }
+}
