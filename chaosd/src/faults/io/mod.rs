@@ -5,7 +5,10 @@
 //! `CONFIG_BPF_LSM=y` with `bpf` in the active LSM list (`/sys/kernel/security/lsm`), BTF
 //! (`/sys/kernel/btf/vmlinux`: the hooks are found there and the programs get their struct
 //! offsets from it), trampolines (BPF LSM programs are trampoline-based; some kernels and
-//! hypervisor setups refuse them with EPERM), and no `lockdown=confidentiality`.
+//! hypervisor setups refuse them with EPERM), and no `lockdown=confidentiality`. Checked on
+//! 5.10 (Debian 11, booted with `bpf` added to `lsm=`), 6.1 and 6.12. Before 5.14 the programs
+//! read the task's cgroup ancestry through BTF offsets (`chaosd_common::ancestry`); before
+//! 5.19 their links stay attached from the first fault until the daemon exits.
 //!
 //! The programs are loaded once when the daemon starts; that load is the probe the capability
 //! table reports ([`crate::faults::capabilities`]). A host that refuses them still runs the daemon: only
@@ -140,7 +143,7 @@ fn hooks_of(b: &btf::KernelBtf) -> Result<Vec<(&'static str, &'static str)>, Pro
                             "this kernel has no BPF LSM hook {hook} (bpf_lsm_{hook} is not in its BTF; CONFIG_BPF_LSM off?)"
                         ),
                     },
-                    "use a kernel with CONFIG_BPF_LSM=y whose hooks chaosd supports (5.15 to 6.18 are)",
+                    "use a kernel with CONFIG_BPF_LSM=y whose hooks chaosd supports (5.10 to 6.18 are)",
                 ));
             }
         }
