@@ -105,12 +105,6 @@ pub enum RequestError {
     LoadOutOfRange { value: f64 },
     #[error("workers must be between 1 and {max}, got {value}")]
     BadWorkers { value: u32, max: u32 },
-    #[error("{field} {input:?} is not valid: {reason} (examples: 512MiB, 2GiB, 1073741824)")]
-    BadSize {
-        field: &'static str,
-        input: String,
-        reason: String,
-    },
     #[error("{kind} needs exactly one of {a} and {b} (--{a} or --{b})")]
     ExactlyOneOf {
         kind: &'static str,
@@ -150,10 +144,6 @@ pub enum RequestError {
         used_percent: f64,
         asked: f64,
     },
-    #[error(
-        "unknown signal {input:?}; use a name like SIGKILL, SIGTERM or TERM, or a number like 9"
-    )]
-    UnknownSignal { input: String },
     #[error("count must be at least 1, got {value}")]
     BadCount { value: u32 },
     #[error("{kind} takes no targets (--cgroup, --pid, --unit): it works on --path")]

@@ -615,9 +615,9 @@ pub fn net_filter(
     proto: chaosd::api::Proto,
 ) -> chaosd::api::NetFilter {
     chaosd::api::NetFilter {
-        dst: dst.map(Into::into),
+        dst: dst.map(|d| d.parse().expect("a test CIDR")),
         src: None,
-        port: port.map(Into::into),
+        port: port.map(|p| p.parse().expect("a test port")),
         proto,
     }
 }

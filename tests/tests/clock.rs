@@ -249,7 +249,7 @@ fn have(program: &str) -> bool {
 
 fn skew(offset: &str, clocks: &[ClockName]) -> FaultSpec {
     FaultSpec::ClockSkew(ClockSkewParams {
-        offset: offset.into(),
+        offset: offset.parse().unwrap(),
         clocks: clocks.to_vec(),
     })
 }

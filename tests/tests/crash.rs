@@ -112,11 +112,11 @@ impl Scene {
     fn faults(&self, connect_errno: &str) -> Vec<(FaultSpec, Vec<&TestCgroup>)> {
         let any = NetFilter::default;
         let port = NetFilter {
-            port: Some(self.listener_addr().port().to_string()),
+            port: Some(self.listener_addr().port().to_string().parse().unwrap()),
             ..NetFilter::default()
         };
         let peer = NetFilter {
-            dst: Some("127.0.0.9/32".into()),
+            dst: Some("127.0.0.9/32".parse().unwrap()),
             ..NetFilter::default()
         };
         let fill = self.fill.path().display().to_string();
@@ -139,7 +139,7 @@ impl Scene {
             ),
             (
                 FaultSpec::NetDelay(NetDelayParams {
-                    delay: "50ms".into(),
+                    delay: "50ms".parse().unwrap(),
                     jitter: None,
                     filter: any(),
                     netns: None,
@@ -148,7 +148,7 @@ impl Scene {
             ),
             (
                 FaultSpec::NetBandwidth(NetBandwidthParams {
-                    rate: "1mbit".into(),
+                    rate: "1mbit".parse().unwrap(),
                     burst: None,
                     filter: any(),
                     netns: None,
@@ -165,7 +165,7 @@ impl Scene {
             ),
             (
                 FaultSpec::NetConnectError(NetConnectErrorParams {
-                    errno: connect_errno.into(),
+                    errno: connect_errno.parse().unwrap(),
                     percent: 100.0,
                     filter: port,
                 }),
@@ -177,7 +177,7 @@ impl Scene {
             ),
             (
                 FaultSpec::IoErrno(IoErrnoParams {
-                    errno: "EIO".into(),
+                    errno: "EIO".parse().unwrap(),
                     path: Some(self.io_file.path().display().to_string()),
                     ops: vec![IoOp::Read],
                     percent: 100.0,
@@ -193,7 +193,7 @@ impl Scene {
             ),
             (
                 FaultSpec::StressMem(StressMemParams {
-                    size: Some("8MiB".into()),
+                    size: Some("8MiB".parse().unwrap()),
                     percent: None,
                     rate: None,
                 }),
@@ -202,7 +202,7 @@ impl Scene {
             (
                 FaultSpec::DiskFill(DiskFillParams {
                     path: fill,
-                    size: Some("4MiB".into()),
+                    size: Some("4MiB".parse().unwrap()),
                     percent: None,
                     allow_below_floor: false,
                 }),
@@ -212,7 +212,7 @@ impl Scene {
                 FaultSpec::DiskIo(DiskIoParams {
                     path: disk_io,
                     mode: IoMode::Mixed,
-                    rate: Some("1MiB/s".into()),
+                    rate: Some("1MiB/s".parse().unwrap()),
                 }),
                 vec![&self.stressed],
             ),
@@ -222,7 +222,7 @@ impl Scene {
             ),
             (
                 FaultSpec::ClockSkew(ClockSkewParams {
-                    offset: "+2h".into(),
+                    offset: "+2h".parse().unwrap(),
                     clocks: vec![ClockName::Realtime],
                 }),
                 vec![&self.skewed],

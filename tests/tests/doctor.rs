@@ -6,7 +6,7 @@ use chaosd_integration::{Daemon, TestCgroup, block_on, unsupported_reason};
 
 fn io_fault() -> FaultSpec {
     FaultSpec::IoErrno(IoErrnoParams {
-        errno: "EIO".into(),
+        errno: "EIO".parse().unwrap(),
         path: None,
         ops: vec![],
         percent: 100.0,

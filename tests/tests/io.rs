@@ -45,7 +45,7 @@ impl Files {
 
 fn errno_fault(errno: &str, path: &Path, ops: &[IoOp], percent: f64) -> FaultSpec {
     FaultSpec::IoErrno(IoErrnoParams {
-        errno: errno.into(),
+        errno: errno.parse().unwrap(),
         path: Some(path.display().to_string()),
         ops: ops.to_vec(),
         percent,
@@ -184,7 +184,7 @@ fn io_errno_a_fault_without_path_covers_every_file_of_child_cgroups() {
     let parent = TestCgroup::new("io-parent");
     let child = parent.child("worker");
     let fault = FaultSpec::IoErrno(IoErrnoParams {
-        errno: "5".into(),
+        errno: "5".parse().unwrap(),
         path: None,
         ops: vec![IoOp::Read],
         percent: 100.0,

@@ -53,7 +53,7 @@ fn partition(dst: &str) -> FaultSpec {
 
 fn connect_error(errno: &str, percent: f64, filter: NetFilter) -> FaultSpec {
     FaultSpec::NetConnectError(NetConnectErrorParams {
-        errno: errno.into(),
+        errno: errno.parse().unwrap(),
         percent,
         filter,
     })

@@ -122,8 +122,8 @@ fn setup(kind: &str) -> Result<Setup, String> {
 
 fn delay(ms: u64, jitter_ms: Option<u64>) -> FaultSpec {
     FaultSpec::NetDelay(NetDelayParams {
-        delay: format!("{ms}ms"),
-        jitter: jitter_ms.map(|j| format!("{j}ms")),
+        delay: format!("{ms}ms").parse().unwrap(),
+        jitter: jitter_ms.map(|j| format!("{j}ms").parse().unwrap()),
         filter: NetFilter::default(),
         netns: None,
     })
@@ -303,7 +303,7 @@ fn bandwidth_paces_the_target_to_the_asked_rate() {
         &s.daemon,
         &s.cgroup,
         FaultSpec::NetBandwidth(NetBandwidthParams {
-            rate: "1mbit".into(),
+            rate: "1mbit".parse().unwrap(),
             burst: None,
             filter: NetFilter::default(),
             netns: None,
@@ -341,7 +341,7 @@ fn delay_in(ms: u64, netns: Option<&str>) -> FaultSpec {
 
 fn bandwidth_in(netns: Option<&str>) -> FaultSpec {
     FaultSpec::NetBandwidth(NetBandwidthParams {
-        rate: "1mbit".into(),
+        rate: "1mbit".parse().unwrap(),
         burst: None,
         filter: NetFilter::default(),
         netns: netns.map(Into::into),

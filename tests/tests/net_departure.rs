@@ -216,8 +216,8 @@ fn udp4_packet(ip_len: usize, sport: u16) -> Vec<u8> {
 
 fn delay_rule(delay: &str, jitter: Option<&str>) -> NetRule {
     delay::rule(&NetDelayParams {
-        delay: delay.into(),
-        jitter: jitter.map(Into::into),
+        delay: delay.parse().unwrap(),
+        jitter: jitter.map(|v| v.parse().unwrap()),
         filter: NetFilter::default(),
         netns: None,
     })
@@ -226,8 +226,8 @@ fn delay_rule(delay: &str, jitter: Option<&str>) -> NetRule {
 
 fn bandwidth_rule(rate: &str, burst: &str) -> NetRule {
     bandwidth::rule(&NetBandwidthParams {
-        rate: rate.into(),
-        burst: Some(burst.into()),
+        rate: rate.parse().unwrap(),
+        burst: Some(burst.parse().unwrap()),
         filter: NetFilter::default(),
         netns: None,
     })

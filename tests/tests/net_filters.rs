@@ -2,9 +2,8 @@
 
 use std::net::{SocketAddr, TcpListener};
 
-use chaosd::{
-    api::{Direction, FaultSpec, NetConnectErrorParams, NetFilter, NetPartitionParams, Proto},
-    client::ClientError,
+use chaosd::api::{
+    Direction, FaultSpec, NetConnectErrorParams, NetFilter, NetPartitionParams, Proto,
 };
 use chaosd_integration::{
     Daemon, TestCgroup, UdpSink, block_on, connect_errno, inject, loss_spec, net_filter,
@@ -145,7 +144,7 @@ fn connect_error_fails_connects_from_the_target_only() {
 
     let spec = |errno: &str| {
         FaultSpec::NetConnectError(NetConnectErrorParams {
-            errno: errno.into(),
+            errno: errno.parse().unwrap(),
             percent: 100.0,
             filter: filter(None, Some(addr.port()), Proto::Tcp),
         })
@@ -205,7 +204,7 @@ fn connect_error_fails_unconnected_udp_sends() {
     let s = sink("127.0.0.1");
     let (errno, _) = connect_errno(&daemon, ("ENETUNREACH", libc::ENETUNREACH));
     let spec = FaultSpec::NetConnectError(NetConnectErrorParams {
-        errno: errno.into(),
+        errno: errno.parse().unwrap(),
         percent: 100.0,
         filter: filter(None, None, Proto::Udp),
     });
@@ -249,54 +248,39 @@ fn faults_on_one_cgroup_stack() {
 fn bad_filters_are_refused_and_nothing_is_applied() {
     let daemon = Daemon::start();
     let cg = TestCgroup::new("badfilter");
+    // Values that do not parse are refused as the body is decoded; the message names the field.
     let cases = [
         (
-            loss_spec(
-                10.0,
-                Direction::Egress,
-                filter(Some("10.0.0.0/33"), None, Proto::Any),
-            ),
-            "--dst",
+            r#"{"kind": "net.loss", "params": {"percent": 10, "filter": {"dst": "10.0.0.0/33"}}}"#,
+            "dst",
         ),
         (
-            loss_spec(
-                10.0,
-                Direction::Egress,
-                NetFilter {
-                    port: Some("70000".into()),
-                    ..NetFilter::default()
-                },
-            ),
-            "--port",
+            r#"{"kind": "net.loss", "params": {"percent": 10, "filter": {"port": "70000"}}}"#,
+            "port",
         ),
         (
-            FaultSpec::NetPartition(NetPartitionParams {
-                filter: NetFilter::default(),
-            }),
+            r#"{"kind": "net.partition", "params": {"filter": {}}}"#,
             "--dst is required",
         ),
         (
-            FaultSpec::NetConnectError(NetConnectErrorParams {
-                errno: "EBOGUS".into(),
-                percent: 100.0,
-                filter: NetFilter::default(),
-            }),
+            r#"{"kind": "net.connect_error", "params": {"errno": "EBOGUS"}}"#,
             "errno",
         ),
     ];
-    for (spec, needle) in cases {
-        let req = chaosd::api::InjectRequest {
-            fault: spec,
-            targets: vec![chaosd::api::TargetSelector::Cgroup(cg.rel().into())],
-            duration: Some("10s".into()),
-        };
-        match daemon.try_inject(&req) {
-            Err(ClientError::Api(msg, status)) => {
-                assert_eq!(status.as_u16(), 400, "{msg}");
-                assert!(msg.contains(needle), "{msg:?} does not mention {needle:?}");
-            }
-            other => panic!("expected a 400 mentioning {needle}, got {other:?}"),
-        }
+    for (fault, needle) in cases {
+        let body = format!(
+            r#"{{"fault": {fault}, "targets": [{{"cgroup": "{}"}}], "duration": "10s"}}"#,
+            cg.rel()
+        );
+        let (status, answer) = block_on(daemon.client().raw(
+            hyper::Method::POST,
+            "/v1/faults",
+            Some(body.into_bytes()),
+        ))
+        .unwrap();
+        let msg = String::from_utf8_lossy(&answer);
+        assert_eq!(status.as_u16(), 400, "{msg}");
+        assert!(msg.contains(needle), "{msg:?} does not mention {needle:?}");
     }
     assert!(block_on(daemon.client().list(true)).unwrap().is_empty());
     assert!(

@@ -46,7 +46,7 @@ impl Drop for ChildGuard {
 
 fn kill(signal: &str, count: Option<u32>) -> FaultSpec {
     FaultSpec::ProcessKill(ProcessKillParams {
-        signal: signal.into(),
+        signal: signal.parse().unwrap(),
         count,
         percent: None,
         every: None,
@@ -55,10 +55,10 @@ fn kill(signal: &str, count: Option<u32>) -> FaultSpec {
 
 fn kill_every(every: &str) -> FaultSpec {
     FaultSpec::ProcessKill(ProcessKillParams {
-        signal: "KILL".into(),
+        signal: "KILL".parse().unwrap(),
         count: None,
         percent: None,
-        every: Some(every.into()),
+        every: Some(every.parse().unwrap()),
     })
 }
 

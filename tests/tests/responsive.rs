@@ -23,7 +23,7 @@ const PROCESSES: usize = 300;
 
 fn skew() -> FaultSpec {
     FaultSpec::ClockSkew(ClockSkewParams {
-        offset: "-1h".into(),
+        offset: "-1h".parse().unwrap(),
         clocks: vec![ClockName::Realtime],
     })
 }

@@ -27,7 +27,7 @@ fn cpu(load: f64, workers: Option<u32>) -> FaultSpec {
 
 fn mem(size: &str) -> FaultSpec {
     FaultSpec::StressMem(StressMemParams {
-        size: Some(size.into()),
+        size: Some(size.parse().unwrap()),
         percent: None,
         rate: None,
     })
@@ -260,7 +260,7 @@ fn kill_9_of_chaosd_ends_every_stressor_within_a_second() {
 fn fill(path: &Path, size: Option<&str>, percent: Option<f64>) -> FaultSpec {
     FaultSpec::DiskFill(DiskFillParams {
         path: path.display().to_string(),
-        size: size.map(str::to_string),
+        size: size.map(|v| v.parse().unwrap()),
         percent,
         allow_below_floor: false,
     })
@@ -350,7 +350,7 @@ fn disk_io_loads_a_hidden_file_that_goes_at_recover() {
     let spec = FaultSpec::DiskIo(DiskIoParams {
         path: dir.path().display().to_string(),
         mode: IoMode::Mixed,
-        rate: Some("20MiB/s".into()),
+        rate: Some("20MiB/s".parse().unwrap()),
     });
     let fault = inject(&daemon, &request(spec, &[&cg], "60s"));
     let pid = wait_for(Duration::from_secs(5), || {

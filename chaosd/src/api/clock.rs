@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 pub struct ClockSkewParams {
     /// Signed offset added to the clocks: "-2h30m", "+90s", "45m" (no sign: forward).
-    pub offset: String,
+    pub offset: super::Written<super::ClockOffset>,
     /// Clocks that read skewed; `realtime` (which also covers gettimeofday and time) by default.
     #[serde(default = "default_clocks")]
     pub clocks: Vec<ClockName>,

@@ -34,20 +34,6 @@ pub fn errno_name(n: i32) -> String {
     }
 }
 
-/// Accepts `"EIO"`, `"5"` or `5` for the errno field.
-pub fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    #[derive(serde::Deserialize)]
-    #[serde(untagged)]
-    enum Either {
-        S(String),
-        N(i64),
-    }
-    Ok(match <Either as serde::Deserialize>::deserialize(d)? {
-        Either::S(s) => s,
-        Either::N(n) => n.to_string(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,8 +8,7 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 pub struct IoErrnoParams {
     /// The errno the operations fail with: a name ("EIO", "ENOSPC") or a number ("5").
-    #[serde(deserialize_with = "super::errno::string_or_number")]
-    pub errno: String,
+    pub errno: super::Written<super::Errno>,
     /// Only files at or below this absolute path (a directory or a file); every file if absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,

@@ -3,6 +3,8 @@
 //! Routes (all under `/v1`): `GET/POST /faults`, `DELETE /faults` (recover all),
 //! `GET/DELETE /faults/{id}`, `GET /status`. Errors are `{"error": "..."}` with a 4xx/5xx status.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 pub mod capabilities;
@@ -14,6 +16,9 @@ pub mod units;
 
 pub use clock::{ClockName, ClockSkewParams};
 pub use io::{IoErrnoParams, IoOp};
+pub use units::{
+    ByteRate, ByteSize, Cidr, ClockOffset, Errno, LinkRate, PortRange, Signal, Written,
+};
 
 /// Body of `POST /v1/faults`.
 ///
@@ -153,7 +158,7 @@ pub struct NetPartitionParams {
 #[serde(deny_unknown_fields)]
 pub struct NetConnectErrorParams {
     /// errno name ("ECONNREFUSED") or number ("111").
-    pub errno: String,
+    pub errno: Written<Errno>,
     /// Share of matching connects that fail; all of them by default.
     #[serde(default = "hundred")]
     pub percent: f64,
@@ -165,11 +170,11 @@ pub struct NetConnectErrorParams {
 #[serde(deny_unknown_fields)]
 pub struct NetDelayParams {
     /// Added to every matching packet the target sends ("100ms").
-    pub delay: String,
+    pub delay: Written<Duration>,
     /// Spread: each packet gets delay ± up to this, uniformly, without reordering a flow
     /// ("10ms"; at most the delay).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jitter: Option<String>,
+    pub jitter: Option<Written<Duration>>,
     #[serde(default)]
     pub filter: NetFilter,
     /// The network namespace whose devices get sch_fq: see [`NetnsUsed`] for the default.
@@ -181,11 +186,11 @@ pub struct NetDelayParams {
 #[serde(deny_unknown_fields)]
 pub struct NetBandwidthParams {
     /// tc-style rate: "1mbit", "500kbit", "10mbps" (bit = bits/s, bps = bytes/s).
-    pub rate: String,
+    pub rate: Written<LinkRate>,
     /// Bytes that may leave back to back (beyond the packet at hand) after an idle spell
     /// ("32KiB"); a few packets by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub burst: Option<String>,
+    pub burst: Option<Written<ByteSize>>,
     #[serde(default)]
     pub filter: NetFilter,
     /// The network namespace whose devices get sch_fq: see [`NetnsUsed`] for the default.
@@ -242,13 +247,13 @@ fn hundred() -> f64 {
 pub struct NetFilter {
     /// Peer prefix, IPv4 or IPv6 CIDR ("10.0.0.0/8", "::1/128"; a bare address is /32 or /128).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dst: Option<String>,
+    pub dst: Option<Written<Cidr>>,
     /// Local prefix (the target's own address), same family as `dst`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub src: Option<String>,
+    pub src: Option<Written<Cidr>>,
     /// Peer port or inclusive range: "5432", "8000-8080".
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port: Option<String>,
+    pub port: Option<Written<PortRange>>,
     #[serde(default)]
     pub proto: Proto,
 }
@@ -294,13 +299,13 @@ pub struct StressCpuParams {
 pub struct StressMemParams {
     /// Bytes to hold per target, e.g. "256MiB", "2GiB".
     #[serde(default)]
-    pub size: Option<String>,
+    pub size: Option<Written<ByteSize>>,
     /// Share of the host's total memory to hold per target, 0 < percent <= 100.
     #[serde(default)]
     pub percent: Option<f64>,
     /// How fast to allocate, e.g. "100MiB/s"; as fast as possible by default.
     #[serde(default)]
-    pub rate: Option<String>,
+    pub rate: Option<Written<ByteRate>>,
 }
 
 /// `disk.fill`: exactly one of `size` and `percent`; takes no targets.
@@ -311,7 +316,7 @@ pub struct DiskFillParams {
     pub path: String,
     /// Bytes to allocate, e.g. "10GiB".
     #[serde(default)]
-    pub size: Option<String>,
+    pub size: Option<Written<ByteSize>>,
     /// Fill until the filesystem is this share used (as `df` counts), 0 < percent <= 100.
     #[serde(default)]
     pub percent: Option<f64>,
@@ -330,7 +335,7 @@ pub struct DiskIoParams {
     pub mode: IoMode,
     /// Bytes per second, e.g. "50MiB/s"; unthrottled by default.
     #[serde(default)]
-    pub rate: Option<String>,
+    pub rate: Option<Written<ByteRate>>,
 }
 
 /// What a `disk.io` worker does.
@@ -365,7 +370,7 @@ impl IoMode {
 pub struct ProcessKillParams {
     /// Signal name or number: "SIGKILL" (default), "TERM", "15".
     #[serde(default = "sigkill")]
-    pub signal: String,
+    pub signal: Written<Signal>,
     #[serde(default)]
     pub count: Option<u32>,
     #[serde(default)]
@@ -373,11 +378,11 @@ pub struct ProcessKillParams {
     /// Repeat the kill this often ("10s") until the fault's duration ends; at least 100ms and
     /// shorter than the duration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub every: Option<String>,
+    pub every: Option<Written<Duration>>,
 }
 
-fn sigkill() -> String {
-    "SIGKILL".into()
+fn sigkill() -> Written<Signal> {
+    Written::known("SIGKILL", Signal(nix::sys::signal::Signal::SIGKILL))
 }
 
 /// `process.pause` has no parameters: `"params": {}`.

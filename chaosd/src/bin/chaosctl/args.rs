@@ -2,7 +2,12 @@
 
 use std::{net::SocketAddr, path::PathBuf};
 
-use chaosd::api::{Direction, NetFilter, Proto, TargetSelector};
+use std::time::Duration;
+
+use chaosd::api::{
+    ByteSize, Cidr, Direction, Errno, LinkRate, NetFilter, PortRange, Proto, TargetSelector,
+    Written,
+};
 use clap::{Args, Parser, Subcommand};
 
 /// Drive chaosd: inject faults into cgroups, watch them, and recover.
@@ -161,10 +166,10 @@ pub enum NetFault {
     Delay {
         /// Added to every matching packet, e.g. 100ms.
         #[arg(long)]
-        delay: String,
+        delay: Written<Duration>,
         /// Uniform spread around the delay, at most the delay; flows keep their order.
         #[arg(long)]
-        jitter: Option<String>,
+        jitter: Option<Written<Duration>>,
         #[command(flatten)]
         netns: NetnsArg,
         #[command(flatten)]
@@ -176,10 +181,10 @@ pub enum NetFault {
     Bandwidth {
         /// tc-style rate: 1mbit, 500kbit (bits/s) or 10mbps (bytes/s).
         #[arg(long)]
-        rate: String,
+        rate: Written<LinkRate>,
         /// Bytes that may leave back to back after an idle spell, e.g. 32KiB.
         #[arg(long)]
-        burst: Option<String>,
+        burst: Option<Written<ByteSize>>,
         #[command(flatten)]
         netns: NetnsArg,
         #[command(flatten)]
@@ -215,7 +220,7 @@ pub enum NetFault {
     ConnectError {
         /// errno name or number, e.g. ECONNREFUSED, ETIMEDOUT, 113.
         #[arg(long, default_value = "ECONNREFUSED")]
-        errno: String,
+        errno: Written<Errno>,
         /// Share of matching connects that fail.
         #[arg(long, default_value_t = 100.0)]
         percent: f64,
@@ -241,13 +246,13 @@ pub struct NetnsArg {
 pub struct FilterArgs {
     /// Peer prefix (the remote end), IPv4 or IPv6 CIDR or address. Required for partition.
     #[arg(long)]
-    pub dst: Option<String>,
+    pub dst: Option<Written<Cidr>>,
     /// Local prefix (the target's own address).
     #[arg(long)]
-    pub src: Option<String>,
+    pub src: Option<Written<Cidr>>,
     /// Peer port or range, e.g. 5432 or 8000-8080.
     #[arg(long)]
-    pub port: Option<String>,
+    pub port: Option<Written<PortRange>>,
     #[arg(long, value_enum, default_value_t = Proto::Any)]
     pub proto: Proto,
 }

@@ -1,6 +1,6 @@
 //! `chaosctl inject clock skew ...`.
 
-use chaosd::api::{ClockName, ClockSkewParams, FaultSpec};
+use chaosd::api::{ClockName, ClockOffset, ClockSkewParams, FaultSpec, Written};
 use clap::Subcommand;
 
 use crate::args::Common;
@@ -11,7 +11,7 @@ pub enum ClockFault {
     Skew {
         /// Signed offset, e.g. -2h30m, +90s, 45m (no sign: forward).
         #[arg(long, allow_hyphen_values = true)]
-        offset: String,
+        offset: Written<ClockOffset>,
         /// Clocks to shift (comma-separated); realtime also covers gettimeofday and time.
         #[arg(long, value_enum, value_delimiter = ',', default_value = "realtime")]
         clocks: Vec<ClockName>,

@@ -1,6 +1,6 @@
 //! `chaosctl inject io ...`.
 
-use chaosd::api::{FaultSpec, IoErrnoParams, IoOp};
+use chaosd::api::{Errno, FaultSpec, IoErrnoParams, IoOp, Written};
 use clap::Subcommand;
 
 use crate::args::Common;
@@ -11,7 +11,7 @@ pub enum IoFault {
     Errno {
         /// errno name or number, e.g. EIO, ENOSPC, EACCES, EROFS, EDQUOT, ENOMEM, EINTR, 5.
         #[arg(long)]
-        errno: String,
+        errno: Written<Errno>,
         /// Only files at or below this absolute path (as chaosd sees it); every file if absent.
         #[arg(long)]
         path: Option<String>,

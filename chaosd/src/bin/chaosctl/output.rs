@@ -126,7 +126,7 @@ fn params(spec: &FaultSpec) -> String {
             "sent packets {} later{}{}{}",
             p.delay,
             p.jitter
-                .as_deref()
+                .as_ref()
                 .map(|j| format!(" ± {j}"))
                 .unwrap_or_default(),
             filter(&p.filter),
@@ -136,7 +136,7 @@ fn params(spec: &FaultSpec) -> String {
             "sent packets paced to {}{}{}{}",
             p.rate,
             p.burst
-                .as_deref()
+                .as_ref()
                 .map(|b| format!(", burst {b}"))
                 .unwrap_or_default(),
             filter(&p.filter),

@@ -1,9 +1,11 @@
 //! `chaosctl inject stress|disk|process ...`: the clap types of the stress, disk and process
 //! faults, their conversion to wire specs, and their one-line descriptions.
 
+use std::time::Duration;
+
 use chaosd::api::{
-    DiskFillParams, DiskIoParams, FaultSpec, IoMode, ProcessKillParams, ProcessPauseParams,
-    StressCpuParams, StressMemParams,
+    ByteRate, ByteSize, DiskFillParams, DiskIoParams, FaultSpec, IoMode, ProcessKillParams,
+    ProcessPauseParams, Signal, StressCpuParams, StressMemParams, Written,
 };
 use clap::Subcommand;
 
@@ -28,13 +30,13 @@ pub enum StressFault {
     Mem {
         /// Bytes to hold per target, e.g. 256MiB, 2GiB.
         #[arg(long, required_unless_present = "percent", conflicts_with = "percent")]
-        size: Option<String>,
+        size: Option<Written<ByteSize>>,
         /// Share of the host's total memory to hold per target.
         #[arg(long)]
         percent: Option<f64>,
         /// Allocation speed, e.g. 100MiB/s [default: as fast as possible].
         #[arg(long)]
-        rate: Option<String>,
+        rate: Option<Written<ByteRate>>,
         #[command(flatten)]
         common: Common,
     },
@@ -50,7 +52,7 @@ pub enum DiskFault {
         path: String,
         /// Bytes to allocate, e.g. 10GiB.
         #[arg(long, required_unless_present = "percent", conflicts_with = "percent")]
-        size: Option<String>,
+        size: Option<Written<ByteSize>>,
         /// Fill until the filesystem is this share used (as df counts).
         #[arg(long)]
         percent: Option<f64>,
@@ -70,7 +72,7 @@ pub enum DiskFault {
         mode: IoMode,
         /// Bytes per second, e.g. 50MiB/s [default: unthrottled].
         #[arg(long)]
-        rate: Option<String>,
+        rate: Option<Written<ByteRate>>,
         #[command(flatten)]
         common: Common,
     },
@@ -83,7 +85,7 @@ pub enum ProcessFault {
     Kill {
         /// Signal name or number.
         #[arg(long, default_value = "SIGKILL")]
-        signal: String,
+        signal: Written<Signal>,
         /// Signal this many processes, picked at random.
         #[arg(long, conflicts_with = "percent")]
         count: Option<u32>,
@@ -93,7 +95,7 @@ pub enum ProcessFault {
         /// Signal again at this interval (e.g. 10s) until --duration ends; the fault stays
         /// active meanwhile. Without it the kill is one-shot.
         #[arg(long)]
-        every: Option<String>,
+        every: Option<Written<Duration>>,
         #[command(flatten)]
         common: Common,
     },
@@ -186,7 +188,7 @@ pub fn params(spec: &FaultSpec) -> String {
         },
         FaultSpec::StressMem(p) => {
             let amount = match (&p.size, p.percent) {
-                (Some(s), _) => s.clone(),
+                (Some(s), _) => s.to_string(),
                 (None, Some(pct)) => format!("{pct} % of memory"),
                 (None, None) => "?".into(),
             };

@@ -229,7 +229,7 @@ pub fn apply(
     if !cfg!(target_arch = "x86_64") {
         return Err(FaultError::Refused(unsupported_arch()));
     }
-    let offset_ns = params::parse_offset(&p.offset).map_err(FaultError::Refused)?;
+    let offset_ns = p.offset.get().0;
     // Loaded before the deadline is taken: verifying can take seconds under emulation.
     lock(kernel).require(crate::faults::kernel::ProgramGroup::ClockExec)?;
     let targets = ctx.cgroup_targets();

@@ -10,7 +10,6 @@ use chaosd_common::io::{IO_PPM_ONE, IoRule};
 
 use super::{IoErrnoParams, IoOp};
 use crate::{
-    api::errno::parse_errno,
     api::{Counters, OpCounters},
     error::{FaultError, RequestError},
     faults::kernel::{Kernel, SlotRuleFault},
@@ -34,7 +33,6 @@ pub fn resolve_path(path: &str) -> Result<(u64, u64), RequestError> {
 }
 
 pub fn validate(p: &IoErrnoParams) -> Result<(), RequestError> {
-    parse_errno(&p.errno)?;
     if !(p.percent > 0.0 && p.percent <= 100.0) {
         return Err(RequestError::PercentOutOfRange { value: p.percent });
     }
@@ -59,7 +57,7 @@ pub fn apply(
     p: &IoErrnoParams,
     ctx: &ApplyContext<'_>,
 ) -> Result<Box<dyn ActiveFault>, FaultError> {
-    let errno = parse_errno(&p.errno).map_err(|e| FaultError::kernel("parsing errno", e))?;
+    let errno = p.errno.get().0;
     let (path_dev, path_ino) = match &p.path {
         Some(path) => resolve_path(path).map_err(|e| FaultError::kernel("resolving path", e))?,
         None => (0, 0),
@@ -132,7 +130,7 @@ mod tests {
     #[test]
     fn params_accept_numbers_and_default_to_every_op_at_100_percent() {
         let p: IoErrnoParams = serde_json::from_str(r#"{"errno":28}"#).unwrap();
-        assert_eq!(p.errno, "28");
+        assert_eq!((p.errno.text(), p.errno.get().0), ("28", libc::ENOSPC));
         assert_eq!(p.percent, 100.0);
         assert_eq!(ops_mask(&p.ops), (1 << chaosd_common::io::IO_OPS) - 1);
         assert_eq!(

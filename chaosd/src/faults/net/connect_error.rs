@@ -8,19 +8,22 @@ use chaosd_common::net::{NetKind, NetRule};
 use super::{apply_rule, filter::peer_filter, loss::check_percent, percent_to_ppm};
 use crate::{
     api::NetConnectErrorParams,
-    api::errno::parse_errno,
     error::{FaultError, RequestError},
     faults::kernel::Kernel,
     faults::{ActiveFault, ApplyContext},
 };
 
 pub fn validate(p: &NetConnectErrorParams) -> Result<(), RequestError> {
-    parse_errno(&p.errno)?;
     check_percent(p.percent)?;
     if p.filter.src.is_some() {
         return Err(RequestError::BadFilter {
             field: "src",
-            input: p.filter.src.clone().unwrap_or_default(),
+            input: p
+                .filter
+                .src
+                .as_ref()
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
             reason: "a connect has no local address yet; filter by --dst and --port".into(),
         });
     }
@@ -35,7 +38,7 @@ pub fn apply(
     let rule = NetRule {
         kind: NetKind::ConnectError.code(),
         probability_ppm: percent_to_ppm(p.percent),
-        retval: -parse_errno(&p.errno).map_err(FaultError::Refused)?,
+        retval: -p.errno.get().0,
         filter: peer_filter(&p.filter).map_err(FaultError::Refused)?,
         ..NetRule::default()
     };

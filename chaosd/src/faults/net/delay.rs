@@ -20,27 +20,32 @@ use crate::{
 /// Jitter is drawn from 32 random bits scaled to 2 × jitter, which must stay below 2^32 ns.
 const MAX_JITTER_NS: u64 = 2_000_000_000;
 
-/// Delay and jitter in ns, checked.
+/// Delay and jitter in ns, checked against each other and the horizon.
 pub fn delay_and_jitter(p: &NetDelayParams) -> Result<(u64, u64), RequestError> {
-    let delay = duration_ns("delay", &p.delay)?;
+    let ns = |d: Duration| d.as_nanos().min(u128::from(u64::MAX)) as u64;
+    let delay = ns(p.delay.get());
     if delay == 0 || delay > departure::MAX_DELAY_NS {
-        return Err(bad("delay", &p.delay, "must be above 0 and at most 10s"));
+        return Err(bad(
+            "delay",
+            p.delay.text(),
+            "must be above 0 and at most 10s",
+        ));
     }
-    let jitter = match &p.jitter {
-        None => 0,
-        Some(j) => duration_ns("jitter", j)?,
+    let Some(jitter_written) = &p.jitter else {
+        return Ok((delay, 0));
     };
+    let jitter = ns(jitter_written.get());
     if jitter > delay {
         return Err(bad(
             "jitter",
-            p.jitter.as_deref().unwrap_or_default(),
+            jitter_written.text(),
             "must not exceed the delay (a packet cannot leave before it was sent)",
         ));
     }
     if jitter > MAX_JITTER_NS || delay + jitter > departure::MAX_DELAY_NS {
         return Err(bad(
             "jitter",
-            p.jitter.as_deref().unwrap_or_default(),
+            jitter_written.text(),
             "must be at most 2s, and delay + jitter at most 10s",
         ));
     }
@@ -78,12 +83,6 @@ pub fn apply(
     departure::apply(kernel, rule, max_ahead, p.netns.as_deref(), ctx)
 }
 
-pub(crate) fn duration_ns(field: &'static str, input: &str) -> Result<u64, RequestError> {
-    humantime::parse_duration(input.trim())
-        .map_err(|e| bad(field, input, &format!("{e} (examples: 100ms, 1.5s, 250us)")))
-        .map(|d: Duration| d.as_nanos().min(u128::from(u64::MAX)) as u64)
-}
-
 pub(crate) fn bad(field: &'static str, input: &str, reason: &str) -> RequestError {
     RequestError::BadParam {
         field,
@@ -98,8 +97,8 @@ mod tests {
 
     fn params(delay: &str, jitter: Option<&str>) -> NetDelayParams {
         NetDelayParams {
-            delay: delay.into(),
-            jitter: jitter.map(Into::into),
+            delay: delay.parse().unwrap(),
+            jitter: jitter.map(|j| j.parse().unwrap()),
             filter: Default::default(),
             netns: None,
         }
@@ -114,7 +113,6 @@ mod tests {
         for (d, j) in [
             ("0ms", None),
             ("11s", None),
-            ("soon", None),
             ("10ms", Some("20ms")),
             ("9s", Some("2s")),
             ("5s", Some("3s")),
@@ -122,5 +120,6 @@ mod tests {
             let err = delay_and_jitter(&params(d, j)).unwrap_err().to_string();
             assert!(err.contains("is not valid"), "{d} {j:?}: {err}");
         }
+        assert!("soon".parse::<crate::api::Written<Duration>>().is_err());
     }
 }

@@ -1,32 +1,23 @@
 //! Turning a request's [`NetFilter`] into the kernel's [`PeerFilter`], with clear errors.
 
-use std::net::IpAddr;
-
 use chaosd_common::net::{FAMILY_ANY, FAMILY_V4, FAMILY_V6, PROTO_ANY, PeerFilter, Prefix};
 use ipnet::IpNet;
 
 use crate::{
-    api::{NetFilter, Proto},
+    api::{NetFilter, PortRange, Proto, Written},
     error::RequestError,
 };
 
-/// Validates `f` and builds the kernel filter.
+/// Checks what the fields say together (each parsed when the request was decoded) and builds
+/// the kernel filter.
 pub fn peer_filter(f: &NetFilter) -> Result<PeerFilter, RequestError> {
-    let peer = f
-        .dst
-        .as_deref()
-        .map(|s| parse_prefix("dst", s))
-        .transpose()?;
-    let local = f
-        .src
-        .as_deref()
-        .map(|s| parse_prefix("src", s))
-        .transpose()?;
+    let peer = f.dst.as_ref().map(|d| d.get().0);
+    let local = f.src.as_ref().map(|s| s.get().0);
     let family = match (peer, local) {
         (Some(a), Some(b)) if family_of(&a) != family_of(&b) => {
             return Err(bad(
                 "src",
-                f.src.as_deref().unwrap_or(""),
+                f.src.as_ref().map(Written::text).unwrap_or_default(),
                 "dst and src must be the same address family",
             ));
         }
@@ -35,14 +26,16 @@ pub fn peer_filter(f: &NetFilter) -> Result<PeerFilter, RequestError> {
     };
     let (port_lo, port_hi) = f
         .port
-        .as_deref()
-        .map(parse_ports)
-        .transpose()?
+        .as_ref()
+        .map(|p| {
+            let PortRange { first, last } = p.get();
+            (u32::from(first), u32::from(last))
+        })
         .unwrap_or((0, 0));
     if port_hi != 0 && matches!(f.proto, Proto::Icmp) {
         return Err(bad(
             "port",
-            f.port.as_deref().unwrap_or(""),
+            f.port.as_ref().map(Written::text).unwrap_or_default(),
             "ICMP has no ports; drop --port or pick tcp/udp",
         ));
     }
@@ -64,20 +57,6 @@ fn bad(field: &'static str, input: &str, reason: &str) -> RequestError {
         input: input.to_string(),
         reason: reason.to_string(),
     }
-}
-
-fn parse_prefix(field: &'static str, s: &str) -> Result<IpNet, RequestError> {
-    let s = s.trim();
-    if let Ok(net) = s.parse::<IpNet>() {
-        return Ok(net.trunc());
-    }
-    s.parse::<IpAddr>().map(IpNet::from).map_err(|_| {
-        bad(
-            field,
-            s,
-            "expected a CIDR like 10.0.0.0/8 or 2001:db8::/32, or an address",
-        )
-    })
 }
 
 fn family_of(n: &IpNet) -> u32 {
@@ -106,28 +85,6 @@ fn prefix(n: IpNet) -> Prefix {
     }
 }
 
-fn parse_ports(s: &str) -> Result<(u32, u32), RequestError> {
-    let port = |p: &str| {
-        p.trim()
-            .parse::<u16>()
-            .ok()
-            .filter(|&p| p > 0)
-            .map(u32::from)
-    };
-    let (lo, hi) = match s.split_once('-') {
-        Some((a, b)) => (port(a), port(b)),
-        None => (port(s), port(s)),
-    };
-    match (lo, hi) {
-        (Some(lo), Some(hi)) if lo <= hi => Ok((lo, hi)),
-        _ => Err(bad(
-            "port",
-            s,
-            "expected a port 1-65535 or a range like 8000-8080",
-        )),
-    }
-}
-
 fn proto_number(p: Proto) -> u32 {
     match p {
         Proto::Any => PROTO_ANY,
@@ -143,9 +100,9 @@ mod tests {
 
     fn filter(dst: Option<&str>, src: Option<&str>, port: Option<&str>, proto: Proto) -> NetFilter {
         NetFilter {
-            dst: dst.map(Into::into),
-            src: src.map(Into::into),
-            port: port.map(Into::into),
+            dst: dst.map(|s| s.parse().unwrap()),
+            src: src.map(|s| s.parse().unwrap()),
+            port: port.map(|s| s.parse().unwrap()),
             proto,
         }
     }
@@ -163,21 +120,30 @@ mod tests {
     }
 
     #[test]
-    fn bad_filters_are_refused_with_the_field() {
+    fn fields_that_disagree_are_refused_with_the_field() {
         for (f, field) in [
-            (filter(Some("10.0.0.0/33"), None, None, Proto::Any), "dst"),
             (
                 filter(Some("10.0.0.1"), Some("::1"), None, Proto::Any),
                 "src",
             ),
-            (filter(None, None, Some("0"), Proto::Any), "port"),
-            (filter(None, None, Some("90-80"), Proto::Any), "port"),
             (filter(None, None, Some("80"), Proto::Icmp), "port"),
         ] {
             match peer_filter(&f) {
                 Err(RequestError::BadFilter { field: got, .. }) => assert_eq!(got, field, "{f:?}"),
                 other => panic!("{f:?}: {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn bad_fields_do_not_decode() {
+        for body in [
+            r#"{"dst": "10.0.0.0/33"}"#,
+            r#"{"port": "0"}"#,
+            r#"{"port": "90-80"}"#,
+        ] {
+            let e = serde_json::from_str::<NetFilter>(body).unwrap_err();
+            assert!(e.to_string().contains("is not valid"), "{body}: {e}");
         }
     }
 }

@@ -554,10 +554,11 @@ mod tests {
         for bad in [0.0, 101.0, f64::NAN] {
             assert!(egress_rule(NetKind::Corrupt, bad, &NetFilter::default()).is_err());
         }
-        let bad_dst = NetFilter {
-            dst: Some("10.0.0.300/8".into()),
+        let icmp_port = NetFilter {
+            port: Some("80".parse().unwrap()),
+            proto: crate::api::Proto::Icmp,
             ..NetFilter::default()
         };
-        assert!(egress_rule(NetKind::Corrupt, 50.0, &bad_dst).is_err());
+        assert!(egress_rule(NetKind::Corrupt, 50.0, &icmp_port).is_err());
     }
 }

@@ -11,7 +11,6 @@
 //! descendant cgroups), `affected` the processes signalled.
 
 use std::{
-    str::FromStr as _,
     sync::{Arc, Mutex, mpsc},
     thread::JoinHandle,
     time::{Duration, Instant},
@@ -37,45 +36,20 @@ pub fn is_one_shot(p: &ProcessKillParams) -> bool {
 
 /// The `every` interval, checked; None for a one-shot kill.
 pub fn every(p: &ProcessKillParams) -> Result<Option<Duration>, RequestError> {
-    let Some(input) = &p.every else {
+    let Some(every) = &p.every else {
         return Ok(None);
     };
-    let bad = |reason: String| RequestError::BadParam {
-        field: "every",
-        input: input.clone(),
-        reason,
-    };
-    let d = humantime::parse_duration(input.trim())
-        .map_err(|e| bad(format!("{e} (examples: 500ms, 10s, 1m)")))?;
-    if d < MIN_EVERY {
-        return Err(bad(format!(
-            "must be at least {}",
-            humantime::format_duration(MIN_EVERY)
-        )));
+    if every.get() < MIN_EVERY {
+        return Err(RequestError::BadParam {
+            field: "every",
+            input: every.to_string(),
+            reason: format!("must be at least {}", humantime::format_duration(MIN_EVERY)),
+        });
     }
-    Ok(Some(d))
-}
-
-/// A signal by name (`SIGTERM`, `TERM`, `term`) or number (`15`).
-pub fn parse_signal(input: &str) -> Result<Signal, RequestError> {
-    let s = input.trim();
-    let bad = || RequestError::UnknownSignal {
-        input: input.to_string(),
-    };
-    if let Ok(n) = s.parse::<i32>() {
-        return Signal::try_from(n).map_err(|_| bad());
-    }
-    let upper = s.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    Signal::from_str(&name).map_err(|_| bad())
+    Ok(Some(every.get()))
 }
 
 pub fn validate(p: &ProcessKillParams) -> Result<(), RequestError> {
-    parse_signal(&p.signal)?;
     match (p.count, p.percent) {
         (Some(_), Some(_)) => Err(RequestError::AtMostOneOf {
             kind: "process.kill",
@@ -104,14 +78,14 @@ pub fn apply(
     ctx: &ApplyContext<'_>,
 ) -> Result<Box<dyn ActiveFault>, FaultError> {
     validate(p).map_err(FaultError::Refused)?;
-    let signal = parse_signal(&p.signal).map_err(FaultError::Refused)?;
+    let signal = p.signal.get().0;
     let every = every(p).map_err(FaultError::Refused)?;
     if let Some(e) = every
         && e >= ctx.duration
     {
         return Err(FaultError::Refused(RequestError::BadParam {
             field: "every",
-            input: p.every.clone().unwrap_or_default(),
+            input: p.every.as_ref().map(|e| e.to_string()).unwrap_or_default(),
             reason: format!(
                 "must be shorter than the duration ({}), or the kill happens once: leave \
                  every out for a one-shot kill",
@@ -242,23 +216,10 @@ mod tests {
 
     fn p(signal: &str, count: Option<u32>, percent: Option<f64>) -> ProcessKillParams {
         ProcessKillParams {
-            signal: signal.into(),
+            signal: signal.parse().unwrap(),
             count,
             percent,
             every: None,
-        }
-    }
-
-    #[test]
-    fn signals_parse_by_name_and_number() {
-        assert_eq!(parse_signal("SIGKILL").unwrap(), Signal::SIGKILL);
-        assert_eq!(parse_signal("term").unwrap(), Signal::SIGTERM);
-        assert_eq!(parse_signal("9").unwrap(), Signal::SIGKILL);
-        for bad in ["SIGNOPE", "", "999", "KILLME"] {
-            assert!(
-                matches!(parse_signal(bad), Err(RequestError::UnknownSignal { .. })),
-                "{bad}"
-            );
         }
     }
 
@@ -276,15 +237,17 @@ mod tests {
     #[test]
     fn every_makes_it_repeat_and_is_bounded() {
         let with = |every: &str| ProcessKillParams {
-            every: Some(every.into()),
+            every: Some(every.parse().unwrap()),
             ..p("KILL", None, None)
         };
         assert!(is_one_shot(&p("KILL", None, None)));
         assert!(!is_one_shot(&with("10s")));
         assert_eq!(every(&with("10s")).unwrap(), Some(Duration::from_secs(10)));
-        for bad in ["10ms", "soon", "0s"] {
-            let err = validate(&with(bad)).unwrap_err().to_string();
-            assert!(err.contains("every"), "{bad}: {err}");
+        for short in ["10ms", "0s"] {
+            let err = validate(&with(short)).unwrap_err().to_string();
+            assert!(err.contains("every"), "{short}: {err}");
         }
+        let bad = r#"{"signal": "KILL", "every": "soon"}"#;
+        assert!(serde_json::from_str::<ProcessKillParams>(bad).is_err());
     }
 }

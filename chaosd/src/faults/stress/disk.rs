@@ -17,10 +17,7 @@
 
 use std::{ffi::OsString, fs::File, os::unix::fs::MetadataExt as _, path::Path, sync::Mutex};
 
-use super::{
-    Placement, StressConfig, Workers, deadline_ns, human_bytes, refused, request_rate,
-    request_size, worker_name,
-};
+use super::{Placement, StressConfig, Workers, deadline_ns, human_bytes, refused, worker_name};
 use crate::{
     api::{Counters, DiskFillParams, DiskIoParams},
     error::{FaultError, RequestError},
@@ -64,7 +61,7 @@ fn space(dir: &Path) -> Result<Space, FaultError> {
 pub fn validate_fill(p: &DiskFillParams) -> Result<(), RequestError> {
     check_dir(&p.path)?;
     match (&p.size, p.percent) {
-        (Some(s), None) => request_size("size", s).map(|_| ()),
+        (Some(_), None) => Ok(()),
         (None, Some(pct)) if pct > 0.0 && pct <= 100.0 => Ok(()),
         (None, Some(pct)) => Err(RequestError::PercentOutOfRange { value: pct }),
         _ => Err(RequestError::ExactlyOneOf {
@@ -78,7 +75,7 @@ pub fn validate_fill(p: &DiskFillParams) -> Result<(), RequestError> {
 /// Bytes to allocate for `p` on a filesystem with `sp`, refused if it crosses the floor.
 fn fill_bytes(cfg: &StressConfig, p: &DiskFillParams, sp: &Space) -> Result<u64, RequestError> {
     let bytes = match (&p.size, p.percent) {
-        (Some(s), None) => request_size("size", s)?,
+        (Some(s), None) => s.get().0,
         (None, Some(pct)) => {
             let capacity = sp.used + sp.avail;
             let want = (capacity as f64 * pct / 100.0) as u64;
@@ -174,11 +171,7 @@ impl Drop for DiskFill {
 }
 
 pub fn validate_io(p: &DiskIoParams) -> Result<(), RequestError> {
-    check_dir(&p.path)?;
-    if let Some(r) = &p.rate {
-        request_rate(r)?;
-    }
-    Ok(())
+    check_dir(&p.path).map(drop)
 }
 
 pub fn apply_io(
@@ -187,12 +180,7 @@ pub fn apply_io(
     ctx: &ApplyContext<'_>,
 ) -> Result<Box<dyn ActiveFault>, FaultError> {
     validate_io(p).map_err(refused)?;
-    let rate = p
-        .rate
-        .as_deref()
-        .map(request_rate)
-        .transpose()
-        .map_err(refused)?;
+    let rate = p.rate.as_ref().map(|r| r.get().0);
     let sp = space(Path::new(&p.path))?;
     let floor = cfg.floor_bytes(sp.total);
     let room = sp.avail.saturating_sub(floor);
@@ -277,7 +265,7 @@ mod tests {
     fn fill(size: Option<&str>, percent: Option<f64>) -> DiskFillParams {
         DiskFillParams {
             path: "/tmp".into(),
-            size: size.map(str::to_string),
+            size: size.map(|s| s.parse().unwrap()),
             percent,
             allow_below_floor: false,
         }

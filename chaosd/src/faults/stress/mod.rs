@@ -41,34 +41,10 @@ use std::{
 
 pub use crate::config::StressConfig;
 use crate::{
-    api::{ResolvedTarget, units::parse_size},
+    api::ResolvedTarget,
     error::{FaultError, RequestError},
     host::cgroup,
 };
-
-/// A size from a request field, as a typed error naming the field.
-pub(crate) fn request_size(field: &'static str, input: &str) -> Result<u64, RequestError> {
-    match parse_size(input) {
-        Ok(0) => Err(RequestError::BadSize {
-            field,
-            input: input.into(),
-            reason: "it must be above zero".into(),
-        }),
-        Ok(n) => Ok(n),
-        Err(reason) => Err(RequestError::BadSize {
-            field,
-            input: input.into(),
-            reason,
-        }),
-    }
-}
-
-/// A rate such as `100MiB/s` (the `/s` is optional), in bytes per second.
-pub(crate) fn request_rate(input: &str) -> Result<u64, RequestError> {
-    let trimmed = input.trim();
-    let s = trimmed.strip_suffix("/s").unwrap_or(trimmed);
-    request_size("rate", s)
-}
 
 /// Human bytes for messages: "256.0 MiB".
 pub fn human_bytes(n: u64) -> String {
@@ -453,6 +429,7 @@ pub(crate) fn mem_total() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::units::parse_size;
 
     #[test]
     fn sizes_parse_with_binary_and_decimal_units() {
@@ -464,8 +441,6 @@ mod tests {
         assert_eq!(parse_size(" 10 MB ").unwrap(), 10_000_000);
         assert!(parse_size("lots").is_err());
         assert!(parse_size("5XB").is_err());
-        assert!(request_size("size", "0").is_err());
-        assert_eq!(request_rate("100MiB/s").unwrap(), 100 << 20);
     }
 
     #[test]
