@@ -6,7 +6,7 @@
 
 use std::{collections::HashMap, path::Path};
 
-use crate::io::IoOffsets;
+use crate::{ancestry::AncestryOffsets, io::IoOffsets};
 use anyhow::{Context as _, bail};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -232,6 +232,18 @@ impl KernelBtf {
         (proto.kind == KIND_FUNC_PROTO).then_some(proto.vlen)
     }
 
+    /// The offsets of the cgroup ancestry walk, or why they cannot be had (on 6.0 and later
+    /// `cgroup.ancestor_ids` is gone; those kernels allow the helper instead).
+    pub fn ancestry_offsets(&self) -> anyhow::Result<AncestryOffsets> {
+        Ok(AncestryOffsets {
+            task_cgroups: self.member_offset("task_struct", "cgroups")?,
+            css_set_dfl_cgrp: self.member_offset("css_set", "dfl_cgrp")?,
+            cgroup_level: self.member_offset("cgroup", "level")?,
+            cgroup_ancestor_ids: self.member_offset("cgroup", "ancestor_ids")?,
+            walk: 1,
+        })
+    }
+
     /// The offsets the I/O programs read, or why they cannot be had.
     pub fn io_offsets(&self) -> anyhow::Result<IoOffsets> {
         let path_dentry = self.member_offset("path", "dentry")?;
@@ -268,6 +280,10 @@ mod tests {
         assert_eq!(btf.func_arg_count("bpf_lsm_file_open"), Some(1));
         assert_eq!(btf.func_arg_count("bpf_lsm_file_permission"), Some(2));
         assert_eq!(btf.func_arg_count("bpf_lsm_inode_rename"), Some(4));
+        match btf.ancestry_offsets() {
+            Ok(c) => assert!(c.task_cgroups > 0 && c.cgroup_ancestor_ids > c.cgroup_level),
+            Err(e) => assert!(format!("{e:#}").contains("ancestor_ids"), "{e:#}"),
+        }
     }
 
     #[test]

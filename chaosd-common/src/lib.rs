@@ -11,6 +11,7 @@
 #[cfg(feature = "user")]
 pub mod btf;
 
+pub mod ancestry;
 pub mod clock;
 pub mod counters;
 pub mod heartbeat;

@@ -13,6 +13,12 @@ pub const CONNECT4: &str = "chaosd_connect4";
 pub const CONNECT6: &str = "chaosd_connect6";
 pub const SENDMSG4: &str = "chaosd_sendmsg4";
 pub const SENDMSG6: &str = "chaosd_sendmsg6";
+/// The same four hooks for kernels without `bpf_set_retval` (before 5.19): a rejected connect
+/// or send fails with EPERM, the only errno those kernels give.
+pub const CONNECT4_EPERM: &str = "chaosd_connect4_eperm";
+pub const CONNECT6_EPERM: &str = "chaosd_connect6_eperm";
+pub const SENDMSG4_EPERM: &str = "chaosd_sendmsg4_eperm";
+pub const SENDMSG6_EPERM: &str = "chaosd_sendmsg6_eperm";
 /// TC egress classifier: corrupt, duplicate.
 pub const TC_EGRESS: &str = "chaosd_tc_egress";
 /// tp_btf/sched_process_exec: clock skew of processes exec'd later.
@@ -36,6 +42,10 @@ pub const PROGRAMS: &[(&str, &str)] = &[
     (CONNECT6, "cgroup/connect6"),
     (SENDMSG4, "cgroup/sendmsg4"),
     (SENDMSG6, "cgroup/sendmsg6"),
+    (CONNECT4_EPERM, "cgroup/connect4"),
+    (CONNECT6_EPERM, "cgroup/connect6"),
+    (SENDMSG4_EPERM, "cgroup/sendmsg4"),
+    (SENDMSG6_EPERM, "cgroup/sendmsg6"),
     (TC_EGRESS, "classifier"),
     (CLOCK_EXEC, "tp_btf"),
     (IO_FILE_OPEN, "lsm"),

@@ -511,6 +511,30 @@ pub fn unsupported_reason(daemon: &Daemon, kind: &str) -> Option<String> {
     (!k.supported).then(|| k.reason.clone().unwrap_or_default())
 }
 
+/// What the daemon says this kernel cannot do of a supported `kind` (its capability row's
+/// limit), e.g. connect errors other than EPERM without `bpf_set_retval`.
+pub fn kind_limit(daemon: &Daemon, kind: &str) -> Option<chaosd::api::capabilities::KindLimit> {
+    let caps = block_on(daemon.client().capabilities_of(kind))
+        .unwrap_or_else(|e| panic!("GET /v1/capabilities failed: {e}"));
+    caps.kind(kind).and_then(|k| k.limit.clone())
+}
+
+/// The errno a connect-error test asks for: `wanted` (name, value), or EPERM where the kernel
+/// has no `bpf_set_retval` (before 5.19), the only errno chaosd can give there. Such a kernel
+/// must name that limit in the capability row.
+pub fn connect_errno(daemon: &Daemon, wanted: (&'static str, i32)) -> (&'static str, i32) {
+    match kind_limit(daemon, "net.connect_error") {
+        Some(limit) => {
+            assert!(
+                limit.reason.contains("bpf_set_retval") && limit.fix.contains("EPERM"),
+                "the connect error limit does not name bpf_set_retval and EPERM: {limit:?}"
+            );
+            ("EPERM", libc::EPERM)
+        }
+        None => wanted,
+    }
+}
+
 /// Runs `op` `count` times on `path` from a process in `cgroup` (`chaosd-test-helper file-ops`).
 pub fn file_ops_in(
     cgroup: &TestCgroup,

@@ -107,8 +107,9 @@ impl Scene {
         self.listener.local_addr().unwrap()
     }
 
-    /// Every kind, on its target, for ten minutes (the crash must end them, not deadlines).
-    fn faults(&self) -> Vec<(FaultSpec, Vec<&TestCgroup>)> {
+    /// Every kind, on its target, for ten minutes (the crash must end them, not deadlines);
+    /// connect errors fail with `connect_errno` ([`chaosd_integration::connect_errno`]).
+    fn faults(&self, connect_errno: &str) -> Vec<(FaultSpec, Vec<&TestCgroup>)> {
         let any = NetFilter::default;
         let port = NetFilter {
             port: Some(self.listener_addr().port().to_string().parse().unwrap()),
@@ -164,7 +165,7 @@ impl Scene {
             ),
             (
                 FaultSpec::NetConnectError(NetConnectErrorParams {
-                    errno: "ETIMEDOUT".parse().unwrap(),
+                    errno: connect_errno.parse().unwrap(),
                     percent: 100.0,
                     filter: port,
                 }),
@@ -306,7 +307,7 @@ fn kernel_dependent(kind: &str) -> Option<&'static str> {
 
 /// Injects every kind; returns the kinds this kernel refused (none under the VM harness).
 fn inject_every_kind(daemon: &Daemon, scene: &Scene) -> Vec<String> {
-    let faults = scene.faults();
+    let faults = scene.faults(connect_errno(daemon).0);
     // The scene must cover every kind of chaosd's list that stays in force.
     for kind in chaosd::faults::kinds::KINDS
         .iter()
@@ -344,7 +345,12 @@ fn inject_every_kind(daemon: &Daemon, scene: &Scene) -> Vec<String> {
 }
 
 /// The effects the kernel side makes, seen from outside; `active` says which to expect.
-fn check_kernel_effects(scene: &Scene, refused: &[String], active: bool) {
+/// Connect errors fail with ETIMEDOUT, or EPERM where the kernel can give nothing else.
+fn connect_errno(daemon: &Daemon) -> (&'static str, i32) {
+    chaosd_integration::connect_errno(daemon, ("ETIMEDOUT", libc::ETIMEDOUT))
+}
+
+fn check_kernel_effects(scene: &Scene, refused: &[String], active: bool, errno: i32) {
     let copies = if active { 2 } else { 1 };
     let counts = tally(
         &scene.pair.udp_exchange(&scene.duplicated, false, COUNT),
@@ -361,7 +367,7 @@ fn check_kernel_effects(scene: &Scene, refused: &[String], active: bool) {
         "net.loss (active: {active})"
     );
     let connect = tcp_connect_from(&scene.refused, scene.listener_addr());
-    let expected = if active { Err(libc::ETIMEDOUT) } else { Ok(()) };
+    let expected = if active { Err(errno) } else { Ok(()) };
     assert_eq!(connect, expected, "net.connect_error (active: {active})");
     if !refused.iter().any(|k| k == "io.errno") {
         let r = file_ops_in(&scene.io, IoOp::Read, scene.io_file.path(), 3);
@@ -378,7 +384,8 @@ fn kill_9_with_every_kind_active_then_restart_leaves_the_host_as_it_was() {
     let before = scene.host_state(crashing);
 
     let refused = inject_every_kind(&daemon, &scene);
-    check_kernel_effects(&scene, &refused, true);
+    let errno = connect_errno(&daemon).1;
+    check_kernel_effects(&scene, &refused, true, errno);
     let during = scene.host_state(crashing);
     assert_eq!(read_trimmed(&scene.paused.dir().join("cgroup.freeze")), "1");
     assert_ne!(
@@ -401,7 +408,7 @@ fn kill_9_with_every_kind_active_then_restart_leaves_the_host_as_it_was() {
     // Links the daemon owned went with it; what outlives it (netlink TC filters on kernels
     // before 6.6) stops once the heartbeat is stale.
     std::thread::sleep(Duration::from_nanos(HEARTBEAT_STALE_NS).saturating_sub(killed.elapsed()));
-    check_kernel_effects(&scene, &refused, false);
+    check_kernel_effects(&scene, &refused, false, errno);
     let alive: Vec<u32> = workers
         .iter()
         .copied()

@@ -69,3 +69,21 @@ fn doctor_chaosctl_doctor_lists_every_kind_with_reason_and_fix() {
     }
     assert!(caps.host.iter().any(|h| h.name == "btf"));
 }
+
+#[test]
+fn doctor_capabilities_of_one_kind_load_only_its_programs() {
+    let daemon = Daemon::start();
+    let caps = block_on(daemon.client().capabilities_of("net.loss")).unwrap();
+    assert!(
+        caps.kind("net.loss").is_some_and(|k| k.supported),
+        "{caps:?}"
+    );
+    let log = daemon.log_text();
+    assert!(log.contains("group=Packet"), "{log}");
+    for other in ["group=Lsm", "group=Classifier", "group=ClockExec"] {
+        assert!(
+            !log.contains(other),
+            "asking for net.loss loaded {other}:\n{log}"
+        );
+    }
+}

@@ -6,8 +6,8 @@ use chaosd::api::{
     Direction, FaultSpec, NetConnectErrorParams, NetFilter, NetPartitionParams, Proto,
 };
 use chaosd_integration::{
-    Daemon, TestCgroup, UdpSink, block_on, inject, loss_spec, net_filter, tcp_connect_from,
-    udp_from_cgroup_to, udp_into_cgroup_from, unsupported_reason,
+    Daemon, TestCgroup, UdpSink, block_on, connect_errno, inject, loss_spec, net_filter,
+    tcp_connect_from, udp_from_cgroup_to, udp_into_cgroup_from, unsupported_reason,
 };
 
 fn filter(dst: Option<&str>, port: Option<u16>, proto: Proto) -> NetFilter {
@@ -121,6 +121,15 @@ fn partition_cuts_both_directions_to_one_peer_only() {
     assert_eq!(udp_from_cgroup_to(&cg, &[&far], 200), vec![200]);
 }
 
+/// A 60 s inject request of `spec` on `cg`.
+fn request(spec: FaultSpec, cg: &TestCgroup) -> chaosd::api::InjectRequest {
+    chaosd::api::InjectRequest {
+        fault: spec,
+        targets: vec![chaosd::api::TargetSelector::Cgroup(cg.rel().to_string())],
+        duration: Some("60s".into()),
+    }
+}
+
 #[test]
 fn connect_error_fails_connects_from_the_target_only() {
     let daemon = Daemon::start();
@@ -133,15 +142,30 @@ fn connect_error_fails_connects_from_the_target_only() {
     let other = TcpListener::bind("127.0.0.1:0").unwrap();
     let (addr, other_addr) = (listener.local_addr().unwrap(), other.local_addr().unwrap());
 
-    let spec = FaultSpec::NetConnectError(NetConnectErrorParams {
-        errno: "ETIMEDOUT".parse().unwrap(),
-        percent: 100.0,
-        filter: filter(None, Some(addr.port()), Proto::Tcp),
-    });
-    let fault = inject(&daemon, &target, spec, "60s");
+    let spec = |errno: &str| {
+        FaultSpec::NetConnectError(NetConnectErrorParams {
+            errno: errno.parse().unwrap(),
+            percent: 100.0,
+            filter: filter(None, Some(addr.port()), Proto::Tcp),
+        })
+    };
+    let (name, errno) = connect_errno(&daemon, ("ETIMEDOUT", libc::ETIMEDOUT));
+    if name == "EPERM" {
+        // No bpf_set_retval: any other errno is refused, naming the missing helper.
+        let req = request(spec("ETIMEDOUT"), &target);
+        let err = daemon.try_inject(&req).unwrap_err();
+        assert_eq!(err.status().map(|s| s.as_u16()), Some(422), "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("bpf_set_retval") && msg.contains("Fix:") && msg.contains("EPERM"),
+            "{msg}"
+        );
+        assert!(block_on(daemon.client().list(true)).unwrap().is_empty());
+    }
+    let fault = inject(&daemon, &target, spec(name), "60s");
     assert_eq!(
         tcp_connect_from(&target, addr),
-        Err(libc::ETIMEDOUT),
+        Err(errno),
         "connect from the target did not fail as asked"
     );
     assert_eq!(
@@ -178,8 +202,9 @@ fn connect_error_fails_unconnected_udp_sends() {
     }
     let cg = TestCgroup::new("sendmsg");
     let s = sink("127.0.0.1");
+    let (errno, _) = connect_errno(&daemon, ("ENETUNREACH", libc::ENETUNREACH));
     let spec = FaultSpec::NetConnectError(NetConnectErrorParams {
-        errno: "ENETUNREACH".parse().unwrap(),
+        errno: errno.parse().unwrap(),
         percent: 100.0,
         filter: filter(None, None, Proto::Udp),
     });

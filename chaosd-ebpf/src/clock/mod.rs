@@ -8,10 +8,7 @@
 //! would wake it.
 
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_ancestor_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
-        bpf_send_signal,
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_send_signal},
     macros::{btf_tracepoint, map},
     maps::{HashMap, RingBuf},
     programs::BtfTracePointContext,
@@ -58,10 +55,10 @@ fn targeted_ancestor() -> Option<u64> {
     }
     // SAFETY: plain helper call about the current task.
     let now = unsafe { bpf_ktime_get_ns() };
+    let ancestry = crate::ancestry::Ancestry::current();
     let mut level = 1;
     while level <= MAX_CGROUP_LEVEL {
-        // SAFETY: plain helper call about the current task.
-        let id = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
+        let id = ancestry.id_at(level);
         if id == 0 {
             return None;
         }

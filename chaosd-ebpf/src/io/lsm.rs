@@ -12,8 +12,7 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_ancestor_cgroup_id, bpf_get_current_pid_tgid, bpf_get_prandom_u32,
-        bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_get_current_pid_tgid, bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_probe_read_kernel,
     },
     macros::{lsm, map},
     maps::{HashMap, PerCpuHashMap},
@@ -227,11 +226,11 @@ fn deepest_rule_set() -> Option<&'static IoRuleSet> {
     if !crate::heartbeat::daemon_alive() {
         return None;
     }
+    let ancestry = crate::ancestry::Ancestry::current();
     let mut found: Option<&IoRuleSet> = None;
     let mut level = 1;
     while level <= MAX_CGROUP_LEVEL {
-        // SAFETY: the helper only reads the current task's cgroup.
-        let id = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
+        let id = ancestry.id_at(level);
         if id == 0 {
             break;
         }

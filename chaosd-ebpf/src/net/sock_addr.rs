@@ -1,5 +1,9 @@
 //! cgroup sock_addr programs: fail `connect()` (TCP and UDP) and unconnected UDP `sendmsg()`
 //! from a target cgroup with a chosen errno (`bpf_set_retval`, kernel 5.19+).
+//!
+//! Kernels before 5.19 have no `bpf_set_retval`: a sock_addr program that rejects makes the
+//! syscall fail with EPERM, nothing else. The `*_eperm` programs are for them: they reject only
+//! for rules asking for EPERM (the daemon refuses other errnos there).
 
 use aya_ebpf::{
     helpers::{
@@ -19,29 +23,53 @@ use crate::counters;
 /// sock_addr verdicts.
 const ALLOW: i32 = 1;
 const REJECT: i32 = 0;
+/// What a rejection without `bpf_set_retval` returns to the caller.
+const MINUS_EPERM: i32 = -1;
 
 #[cgroup_sock_addr(connect4)]
 pub fn chaosd_connect4(ctx: SockAddrContext) -> i32 {
-    verdict(&ctx, FAMILY_V4)
+    verdict::<true>(&ctx, FAMILY_V4)
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn chaosd_connect6(ctx: SockAddrContext) -> i32 {
-    verdict(&ctx, FAMILY_V6)
+    verdict::<true>(&ctx, FAMILY_V6)
 }
 
 #[cgroup_sock_addr(sendmsg4)]
 pub fn chaosd_sendmsg4(ctx: SockAddrContext) -> i32 {
-    verdict(&ctx, FAMILY_V4)
+    verdict::<true>(&ctx, FAMILY_V4)
 }
 
 #[cgroup_sock_addr(sendmsg6)]
 pub fn chaosd_sendmsg6(ctx: SockAddrContext) -> i32 {
-    verdict(&ctx, FAMILY_V6)
+    verdict::<true>(&ctx, FAMILY_V6)
 }
 
+#[cgroup_sock_addr(connect4)]
+pub fn chaosd_connect4_eperm(ctx: SockAddrContext) -> i32 {
+    verdict::<false>(&ctx, FAMILY_V4)
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn chaosd_connect6_eperm(ctx: SockAddrContext) -> i32 {
+    verdict::<false>(&ctx, FAMILY_V6)
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn chaosd_sendmsg4_eperm(ctx: SockAddrContext) -> i32 {
+    verdict::<false>(&ctx, FAMILY_V4)
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn chaosd_sendmsg6_eperm(ctx: SockAddrContext) -> i32 {
+    verdict::<false>(&ctx, FAMILY_V6)
+}
+
+/// `SET_RETVAL`: the program may call `bpf_set_retval` (5.19+); without it only rules asking
+/// for EPERM reject.
 #[inline(always)]
-fn verdict(ctx: &SockAddrContext, family: u32) -> i32 {
+fn verdict<const SET_RETVAL: bool>(ctx: &SockAddrContext, family: u32) -> i32 {
     // SAFETY: plain helper call about the current task.
     let found = deepest_rule_set(|level| unsafe { bpf_get_current_ancestor_cgroup_id(level) });
     let Some((_, set)) = found else { return ALLOW };
@@ -75,8 +103,14 @@ fn verdict(ctx: &SockAddrContext, family: u32) -> i32 {
         {
             continue;
         }
+        if !SET_RETVAL && rule.retval != MINUS_EPERM {
+            continue;
+        }
         let hit = unsafe { bpf_get_prandom_u32() } % PPM_ONE < rule.probability_ppm;
         counters::count(rule.counter_slot, hit);
+        if hit && !SET_RETVAL {
+            return REJECT;
+        }
         if hit && rule.retval >= -4095 && rule.retval < 0 {
             // SAFETY: sets the syscall's return value; range checked above.
             unsafe { bpf_set_retval(rule.retval) };

@@ -29,6 +29,17 @@ pub struct KindCapability {
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fix: Option<String>,
+    /// Supported, but not every request: what this kernel cannot do of the kind (e.g. connect
+    /// errors other than EPERM before 5.19, which are refused with this reason) and the fix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<KindLimit>,
+}
+
+/// What a supported kind cannot do on this kernel, and how to get all of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KindLimit {
+    pub reason: String,
+    pub fix: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -220,10 +220,19 @@ impl Registry {
         Some(table)
     }
 
-    /// Probes every kind's programs (for `doctor`), on a blocking thread.
-    pub async fn capabilities(&self) -> crate::faults::capabilities::CapabilitiesInfo {
+    /// Probes every kind's programs (for `doctor`), or only `kind`'s, on a blocking thread.
+    pub async fn capabilities(
+        &self,
+        kind: Option<&str>,
+    ) -> crate::faults::capabilities::CapabilitiesInfo {
         let kinds = self.kinds.clone();
-        if let Err(e) = tokio::task::spawn_blocking(move || kinds.probe_all()).await {
+        let kind = kind.map(str::to_owned);
+        let probe = move || match kind {
+            // Only its group: loading all of them takes half a minute under emulation.
+            Some(kind) => kinds.probe_kind(&kind),
+            None => kinds.probe_all(),
+        };
+        if let Err(e) = tokio::task::spawn_blocking(probe).await {
             warn!("probing the program groups: {e}");
         }
         crate::faults::capabilities::current()

@@ -18,7 +18,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::api::capabilities::{CapabilitiesInfo, HostCheck, KindCapability};
+pub use crate::api::capabilities::{CapabilitiesInfo, HostCheck, KindCapability, KindLimit};
 use crate::{error::RequestError, faults::kernel::ProgramGroup};
 
 /// Why something cannot work here, and what to do about it.
@@ -41,7 +41,7 @@ impl Problem {
 pub const PROBE_BPF_LSM: &str = "bpf_lsm";
 /// Loading the cgroup_skb packet programs of loss, partition, delay and bandwidth.
 pub const PROBE_PACKET: &str = "packet";
-/// Loading the cgroup sock_addr programs, which call `bpf_set_retval` (5.19+).
+/// Loading the cgroup sock_addr programs (with `bpf_set_retval`, 5.19+, else EPERM only).
 pub const PROBE_CONNECT_ERROR: &str = "connect_error";
 /// Loading the TC egress classifier of corrupt and duplicate.
 pub const PROBE_TC_CLASSIFIER: &str = "tc_classifier";
@@ -63,9 +63,27 @@ pub struct Facts {
     pub freezer: Result<(), Problem>,
     /// Results of load-time probes recorded by the kinds.
     pub probes: BTreeMap<String, Result<(), Problem>>,
+    /// Limits found by probes that passed (by probe name): see [`record_limit`].
+    pub limits: BTreeMap<String, Problem>,
 }
 
 static PROBES: Mutex<BTreeMap<String, Result<(), Problem>>> = Mutex::new(BTreeMap::new());
+static LIMITS: Mutex<BTreeMap<String, Problem>> = Mutex::new(BTreeMap::new());
+
+fn limits() -> std::sync::MutexGuard<'static, BTreeMap<String, Problem>> {
+    LIMITS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Records that probe `name` loaded programs that do less than the kind's full range (the
+/// kind's row stays supported and shows the limit; requests beyond it are refused).
+pub fn record_limit(name: &str, limit: Problem) {
+    limits().insert(name.to_string(), limit);
+}
+
+/// The limit probe `name` recorded, if any.
+pub fn limit(name: &str) -> Option<Problem> {
+    limits().get(name).cloned()
+}
 static HOST_FACTS: OnceLock<Facts> = OnceLock::new();
 
 fn probes() -> std::sync::MutexGuard<'static, BTreeMap<String, Result<(), Problem>>> {
@@ -91,6 +109,7 @@ pub fn init() -> &'static Facts {
 pub fn current() -> CapabilitiesInfo {
     let mut facts = init().clone();
     facts.probes = probes().clone();
+    facts.limits = limits().clone();
     evaluate(&facts)
 }
 
@@ -115,9 +134,17 @@ pub fn evaluate(facts: &Facts) -> CapabilitiesInfo {
                 Some(group) => recorded_probe(facts, group),
                 None => Ok(()),
             });
+            let limit = match (&result, row.programs) {
+                (Ok(()), Some(group)) => facts.limits.get(group.probe_name()).map(|p| KindLimit {
+                    reason: p.reason.clone(),
+                    fix: p.fix.clone(),
+                }),
+                _ => None,
+            };
             KindCapability {
                 kind: row.name.to_string(),
                 summary: row.summary.to_string(),
+                limit,
                 supported: result.is_ok(),
                 reason: result.as_ref().err().map(|p| p.reason.clone()),
                 fix: result.err().map(|p| p.fix),
@@ -172,6 +199,7 @@ impl Facts {
             lsm,
             lockdown,
             probes: BTreeMap::new(),
+            limits: BTreeMap::new(),
         }
     }
 
@@ -253,9 +281,14 @@ impl Facts {
             Err(p) => push("sch_fq", false, p.reason.clone()),
         }
         for (name, result) in &self.probes {
-            match result {
-                Ok(()) => push(&format!("probe:{name}"), true, "loaded".into()),
-                Err(p) => push(&format!("probe:{name}"), false, p.reason.clone()),
+            match (result, self.limits.get(name)) {
+                (Ok(()), Some(limit)) => push(
+                    &format!("probe:{name}"),
+                    true,
+                    format!("loaded, limited: {}", limit.reason),
+                ),
+                (Ok(()), None) => push(&format!("probe:{name}"), true, "loaded".into()),
+                (Err(p), _) => push(&format!("probe:{name}"), false, p.reason.clone()),
             }
         }
         out
@@ -429,6 +462,7 @@ mod tests {
                 (PROBE_BPF_LSM.to_string(), Ok(())),
                 (PROBE_PACKET.to_string(), Ok(())),
             ]),
+            limits: BTreeMap::new(),
         }
     }
 
@@ -489,6 +523,23 @@ mod tests {
         f.probes.remove(PROBE_PACKET);
         assert!(!evaluate(&f).kind("net.loss").unwrap().supported);
         assert!(evaluate(&f).kind("disk.fill").unwrap().supported);
+    }
+
+    #[test]
+    fn a_limit_keeps_the_kind_supported_and_shows_why_and_the_fix() {
+        let mut f = facts();
+        f.probes.insert(PROBE_CONNECT_ERROR.into(), Ok(()));
+        assert_eq!(evaluate(&f).kind("net.connect_error").unwrap().limit, None);
+        f.limits.insert(
+            PROBE_CONNECT_ERROR.into(),
+            crate::faults::net::eperm_only_limit("unknown func bpf_set_retval#187"),
+        );
+        let k = evaluate(&f).kind("net.connect_error").unwrap().clone();
+        assert!(k.supported);
+        let limit = k.limit.unwrap();
+        assert!(limit.reason.contains("bpf_set_retval"), "{limit:?}");
+        assert!(limit.fix.contains("EPERM"), "{limit:?}");
+        assert_eq!(evaluate(&f).kind("net.loss").unwrap().limit, None);
     }
 
     #[test]

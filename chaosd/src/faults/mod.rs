@@ -121,6 +121,18 @@ impl FaultKinds {
         }
     }
 
+    /// Loads the program group of the kind named `kind`, if it has one; blocking. An unknown
+    /// name loads nothing.
+    pub fn probe_kind(&self, kind: &str) {
+        let group = crate::faults::kinds::KINDS
+            .iter()
+            .find(|k| k.name == kind)
+            .and_then(|k| k.programs);
+        if let Some(group) = group {
+            self.probe(group);
+        }
+    }
+
     /// Loads every program group once (what `doctor` shows); blocking.
     pub fn probe_all(&self) {
         self.lock_kernel().ensure_all();

@@ -46,6 +46,8 @@ pub struct Boot<'a> {
     pub stall_timeout: Duration,
     /// Prefix of this guest's console lines (guests boot side by side).
     pub tag: &'a str,
+    /// Kernel parameters after the console ones (e.g. the LSM list: [`lsm_param`]).
+    pub extra_cmdline: &'a str,
 }
 
 /// vCPUs of one guest and how TCG runs them.
@@ -162,7 +164,10 @@ fn command(b: &Boot<'_>) -> Command {
         .arg(b.kernel)
         .arg("-initrd")
         .arg(b.initrd)
-        .args(["-append", "console=ttyS0 quiet panic=-1"])
+        .args([
+            "-append",
+            format!("console=ttyS0 quiet panic=-1 {}", b.extra_cmdline).trim_end(),
+        ])
         .args([
             "-fsdev",
             root,
@@ -189,6 +194,24 @@ fn command(b: &Boot<'_>) -> Command {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     cmd
+}
+
+/// The `lsm=` parameter that activates BPF LSM on a kernel built with it but without `bpf` in
+/// its default LSM list (`CONFIG_LSM` in `config`, the text of `/boot/config-<release>`): what
+/// `chaosctl doctor` tells a user of such a kernel to do. Debian 11's 5.10 is one; 6.1 and 6.12
+/// list `bpf` already and get nothing.
+pub fn lsm_param(config: &str) -> Option<String> {
+    if !config.lines().any(|l| l == "CONFIG_BPF_LSM=y") {
+        return None;
+    }
+    let list = config
+        .lines()
+        .find_map(|l| l.strip_prefix("CONFIG_LSM="))?
+        .trim_matches('"');
+    if list.split(',').any(|m| m == "bpf") {
+        return None;
+    }
+    Some(format!("lsm={list},bpf"))
 }
 
 /// qemu's option syntax: a comma inside a value is written twice.
@@ -276,5 +299,23 @@ fn classify(status: ExitStatus, console: &str) -> Outcome {
         )),
         Some(0) => Outcome::Abnormal("guest rebooted or powered off without reporting".into()),
         _ => Outcome::Abnormal(format!("qemu ended with {status}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lsm_param;
+
+    #[test]
+    fn bpf_joins_the_lsm_list_only_where_it_is_built_in_and_missing() {
+        let bullseye = "CONFIG_BPF_LSM=y\nCONFIG_LSM=\"lockdown,yama,apparmor\"\n";
+        assert_eq!(
+            lsm_param(bullseye).as_deref(),
+            Some("lsm=lockdown,yama,apparmor,bpf")
+        );
+        let bookworm = "CONFIG_BPF_LSM=y\nCONFIG_LSM=\"landlock,lockdown,bpf\"\n";
+        assert_eq!(lsm_param(bookworm), None);
+        let without = "# CONFIG_BPF_LSM is not set\nCONFIG_LSM=\"lockdown,yama\"\n";
+        assert_eq!(lsm_param(without), None);
     }
 }

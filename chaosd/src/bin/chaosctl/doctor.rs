@@ -18,7 +18,10 @@ fn print(c: &CapabilitiesInfo) {
     println!();
     println!("{:<20} {:<10} DETAILS", "KIND", "SUPPORTED");
     for k in &c.kinds {
-        if k.supported {
+        if let (true, Some(limit)) = (k.supported, &k.limit) {
+            println!("{:<20} {:<10} {}", k.kind, "limited", limit.reason);
+            println!("{:<20} {:<10} fix: {}", "", "", limit.fix);
+        } else if k.supported {
             println!("{:<20} {:<10} {}", k.kind, "yes", k.summary);
         } else {
             println!(

@@ -54,9 +54,10 @@ impl ApiError {
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         let status = match &e {
-            Error::Request(crate::error::RequestError::Unsupported { .. }) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            Error::Request(crate::error::RequestError::Unsupported { .. })
+            | Error::Fault(FaultError::Refused(crate::error::RequestError::Unsupported {
+                ..
+            })) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Request(_) => StatusCode::BAD_REQUEST,
             Error::NotFound { .. } => StatusCode::NOT_FOUND,
             Error::Ending { .. } => StatusCode::CONFLICT,
@@ -321,12 +322,20 @@ async fn recover_all(State(r): State<Arc<Registry>>) -> Json<Vec<FaultInfo>> {
     Json(r.recover_all(FaultState::Recovered).await)
 }
 
-/// What this host supports: every program group is loaded once, on the first ask (see
-/// `capabilities`).
+#[derive(Deserialize)]
+struct CapabilitiesQuery {
+    /// Probe only this kind's programs (`?kind=io.errno`); every group without it.
+    kind: Option<String>,
+}
+
+/// What this host supports: each program group is loaded once, on the first ask that needs it
+/// (see `capabilities`). The table lists every kind; with `?kind=` only that kind's row is
+/// sure to be probed.
 async fn capabilities(
     State(r): State<Arc<Registry>>,
+    Query(q): Query<CapabilitiesQuery>,
 ) -> Json<crate::faults::capabilities::CapabilitiesInfo> {
-    Json(r.capabilities().await)
+    Json(r.capabilities(q.kind.as_deref()).await)
 }
 
 async fn status(State(r): State<Arc<Registry>>) -> Json<StatusInfo> {

@@ -15,7 +15,8 @@
 //! # Kernel requirements
 //! x86_64 only (the detour is x86-64 code). ptrace (`CAP_SYS_PTRACE`, no Yama restriction for
 //! root), BTF and `tp_btf` programs (5.5+), `bpf_send_signal` (5.3+), BPF ring buffers (5.8+),
-//! `MAP_FIXED_NOREPLACE` (4.17+). Programs that read clocks with the raw system call instead of
+//! `MAP_FIXED_NOREPLACE` (4.17+). Before 5.14 the exec hook reads the task's cgroup ancestry
+//! through BTF offsets instead of `bpf_get_current_ancestor_cgroup_id` (checked on 5.10). Programs that read clocks with the raw system call instead of
 //! the vDSO are not skewed: see docs/clock.md.
 
 pub mod detour;

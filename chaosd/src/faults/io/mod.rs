@@ -5,7 +5,10 @@
 //! `CONFIG_BPF_LSM=y` with `bpf` in the active LSM list (`/sys/kernel/security/lsm`), BTF
 //! (`/sys/kernel/btf/vmlinux`: the hooks are found there and the programs get their struct
 //! offsets from it), trampolines (BPF LSM programs are trampoline-based; some kernels and
-//! hypervisor setups refuse them with EPERM), and no `lockdown=confidentiality`.
+//! hypervisor setups refuse them with EPERM), and no `lockdown=confidentiality`. Checked on
+//! 5.10 (Debian 11, booted with `bpf` added to `lsm=`), 6.1 and 6.12. Before 5.14 the programs
+//! read the task's cgroup ancestry through BTF offsets (`chaosd_common::ancestry`); before
+//! 5.19 their links stay attached from the first fault until the daemon exits.
 //!
 //! The programs are loaded once when the daemon starts; that load is the probe the capability
 //! table reports ([`crate::faults::capabilities`]). A host that refuses them still runs the daemon: only
@@ -37,7 +40,10 @@ use chaosd_common::io::{
     IO_DAEMON_TGID_GLOBAL, IO_OFFSETS_GLOBAL, IO_OP_COUNTERS_MAP, IO_OPS, IO_RULES_MAP, IoOffsets,
     IoOpCounters, IoRule, IoRuleSet, MAX_IO_FAULTS, MAX_IO_RULES_PER_CGROUP,
 };
-use chaosd_common::names;
+use chaosd_common::{
+    ancestry::{ANCESTRY_OFFSETS_GLOBAL, AncestryOffsets},
+    names,
+};
 
 pub use crate::api::io::{IoErrnoParams, IoOp};
 use crate::{
@@ -67,6 +73,8 @@ struct KernelIo {
     /// Hooks present in this kernel with the argument count the programs expect; a problem for
     /// a required hook that is missing or changed.
     hooks: Result<Vec<(&'static str, &'static str)>, Problem>,
+    /// How the LSM and exec-hook programs find the current task's cgroup ancestors.
+    ancestry: AncestryOffsets,
 }
 
 fn kernel_io() -> &'static KernelIo {
@@ -80,9 +88,11 @@ fn kernel_io() -> &'static KernelIo {
             KernelIo {
                 offsets: Err(p.clone()),
                 hooks: Err(p),
+                ancestry: AncestryOffsets::HELPER,
             }
         }
         Ok(b) => KernelIo {
+            ancestry: ancestry_of(&b),
             offsets: b.io_offsets().map_err(|e| {
                 Problem::new(
                     format!("the kernel's BTF lacks a struct member the I/O programs read: {e:#}"),
@@ -92,6 +102,29 @@ fn kernel_io() -> &'static KernelIo {
             hooks: hooks_of(&b),
         },
     })
+}
+
+/// Tracing and LSM programs may call `bpf_get_current_ancestor_cgroup_id` since 5.14; before,
+/// they walk the task's structs (kernels before 6.0 have `cgroup.ancestor_ids`). If the walk's
+/// members are missing too, the helper stays and loading says the kernel refused it.
+fn ancestry_of(b: &btf::KernelBtf) -> AncestryOffsets {
+    let old = aya::util::KernelVersion::current()
+        .is_ok_and(|v| v < aya::util::KernelVersion::new(5, 14, 0));
+    if !old {
+        return AncestryOffsets::HELPER;
+    }
+    match b.ancestry_offsets() {
+        Ok(o) => {
+            tracing::info!(
+                "kernel before 5.14: LSM and exec-hook programs read cgroup ancestors from task structs"
+            );
+            o
+        }
+        Err(e) => {
+            tracing::warn!("kernel before 5.14 without the cgroup ancestry members: {e:#}");
+            AncestryOffsets::HELPER
+        }
+    }
 }
 
 fn hooks_of(b: &btf::KernelBtf) -> Result<Vec<(&'static str, &'static str)>, Problem> {
@@ -110,7 +143,7 @@ fn hooks_of(b: &btf::KernelBtf) -> Result<Vec<(&'static str, &'static str)>, Pro
                             "this kernel has no BPF LSM hook {hook} (bpf_lsm_{hook} is not in its BTF; CONFIG_BPF_LSM off?)"
                         ),
                     },
-                    "use a kernel with CONFIG_BPF_LSM=y whose hooks chaosd supports (5.15 to 6.18 are)",
+                    "use a kernel with CONFIG_BPF_LSM=y whose hooks chaosd supports (5.10 to 6.18 are)",
                 ));
             }
         }
@@ -132,6 +165,7 @@ pub fn set_globals(loader: &mut EbpfLoader<'_>) {
     static UNSET: IoOffsets = IoOffsets::UNSET;
     let offsets = kernel_io().offsets.as_ref().unwrap_or(&UNSET);
     loader.override_global(IO_OFFSETS_GLOBAL, offsets, true);
+    loader.override_global(ANCESTRY_OFFSETS_GLOBAL, &kernel_io().ancestry, true);
     loader.override_global(
         IO_DAEMON_TGID_GLOBAL,
         TGID.get_or_init(std::process::id),
@@ -147,6 +181,8 @@ pub struct IoState {
     ready: Result<Vec<(&'static str, &'static str)>, Problem>,
     links: Option<Vec<LsmLink>>,
     faults: BTreeMap<u32, TargetedRule<IoRule>>,
+    /// The links stay once made: see [`can_reattach`].
+    keep_attached: bool,
     cpus: usize,
 }
 
@@ -174,6 +210,7 @@ impl IoState {
             links: None,
             faults: BTreeMap::new(),
             cpus,
+            keep_attached: !can_reattach(),
         })
     }
 
@@ -322,10 +359,27 @@ impl IoState {
     }
 
     fn detach_if_idle(&mut self) {
-        if self.faults.is_empty() && self.links.take().is_some() {
-            tracing::info!("I/O programs detached: no I/O fault is active");
+        if !self.faults.is_empty() || self.links.is_none() {
+            return;
         }
+        if self.keep_attached {
+            tracing::info!(
+                "I/O programs stay attached with no rule (they let everything pass): this kernel cannot attach a trampoline program again once detached (5.19+)"
+            );
+            return;
+        }
+        self.links = None;
+        tracing::info!("I/O programs detached: no I/O fault is active");
     }
+}
+
+/// Whether a loaded LSM program can be attached again after its link closed. Before 5.19 the
+/// kernel forgets a trampoline program's target at its first attach (a second one fails with
+/// ENOENT), so there the links stay until the daemon exits: with no rules the programs only
+/// look up their map and let every operation through.
+fn can_reattach() -> bool {
+    aya::util::KernelVersion::current()
+        .map_or(true, |v| v >= aya::util::KernelVersion::new(5, 19, 0))
 }
 
 fn lsm_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut Lsm> {

@@ -49,7 +49,7 @@ use chaosd_common::net::{
 };
 
 use crate::{
-    error::FaultError,
+    error::{FaultError, RequestError},
     faults::capabilities::Problem,
     faults::kernel::rule_sets::{RuleMap, TargetedRule, inherited_sets},
     faults::kernel::{Kernel, ProgramGroup, SlotRuleFault},
@@ -68,6 +68,55 @@ const SOCK_ADDR_PROGRAMS: [&str; 4] = [
     names::SENDMSG4,
     names::SENDMSG6,
 ];
+/// The same hooks without `bpf_set_retval`, for kernels before 5.19: EPERM only.
+const SOCK_ADDR_EPERM_PROGRAMS: [&str; 4] = [
+    names::CONNECT4_EPERM,
+    names::CONNECT6_EPERM,
+    names::SENDMSG4_EPERM,
+    names::SENDMSG6_EPERM,
+];
+/// `-EPERM`: the only errno a sock_addr program can give without `bpf_set_retval`.
+const MINUS_EPERM: i32 = -1;
+
+/// Which connect programs this kernel loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ConnectPrograms {
+    /// [`SOCK_ADDR_PROGRAMS`]: any errno (`bpf_set_retval`, 5.19+).
+    AnyErrno,
+    /// [`SOCK_ADDR_EPERM_PROGRAMS`]: EPERM only.
+    EpermOnly,
+}
+
+impl ConnectPrograms {
+    fn names(self) -> [&'static str; 4] {
+        match self {
+            ConnectPrograms::AnyErrno => SOCK_ADDR_PROGRAMS,
+            ConnectPrograms::EpermOnly => SOCK_ADDR_EPERM_PROGRAMS,
+        }
+    }
+}
+
+/// The line of a load error that says why (the verifier's `unknown func ...`), not its whole
+/// log: it goes into API errors and `doctor`.
+fn verifier_gist(error: &str) -> String {
+    let line = error
+        .lines()
+        .find(|l| l.contains("unknown func"))
+        .or_else(|| error.lines().next())
+        .unwrap_or_default()
+        .trim();
+    line.chars().take(200).collect()
+}
+
+/// What connect errors lack on a kernel without `bpf_set_retval`, and the fix.
+pub fn eperm_only_limit(set_retval_error: &str) -> Problem {
+    Problem::new(
+        format!(
+            "this kernel has no bpf_set_retval (Linux 5.19+), so a refused connect or send can only fail with EPERM: errno EPERM works, other errnos are refused (the kernel refused the programs that set one: {set_retval_error})"
+        ),
+        "ask for errno EPERM, or run a kernel 5.19 or newer for any errno",
+    )
+}
 
 /// Rules map and attachment state of the network programs.
 pub struct NetState {
@@ -76,6 +125,8 @@ pub struct NetState {
     pacing: Array<MapData, u64>,
     skb_links: Vec<CgroupSkbLink>,
     sock_addr_links: Vec<CgroupSockAddrLink>,
+    /// The connect programs loaded (None: not yet, or refused).
+    connect: Option<ConnectPrograms>,
     attached: Arc<AtomicBool>,
     cgroup2_root: PathBuf,
     /// Active network faults by counter slot: the source of truth the map is computed from.
@@ -103,6 +154,7 @@ impl NetState {
             pacing,
             skb_links: Vec::new(),
             sock_addr_links: Vec::new(),
+            connect: None,
             attached: Arc::default(),
             cgroup2_root,
             faults: BTreeMap::new(),
@@ -126,14 +178,48 @@ impl NetState {
         Ok(())
     }
 
-    /// Loads (verifies) the connect programs, which call `bpf_set_retval` (5.19+).
+    /// Loads (verifies) the connect programs: those calling `bpf_set_retval` (5.19+), else the
+    /// EPERM-only ones, recording that limit for the capability table.
     pub fn load_connect_programs(&mut self, ebpf: &mut Ebpf) -> Result<(), Problem> {
-        load_sock_addr_programs(ebpf).map_err(|e| {
-            Problem::new(
-                format!("loading the connect programs failed: {e:#}"),
-                "connect errors need bpf_set_retval: run a kernel 5.19 or newer",
-            )
-        })
+        let any = match load_sock_addr_programs(ebpf, &SOCK_ADDR_PROGRAMS) {
+            Ok(()) => {
+                self.connect = Some(ConnectPrograms::AnyErrno);
+                return Ok(());
+            }
+            Err(e) => verifier_gist(&format!("{e:#}")),
+        };
+        match load_sock_addr_programs(ebpf, &SOCK_ADDR_EPERM_PROGRAMS) {
+            Ok(()) => {
+                self.connect = Some(ConnectPrograms::EpermOnly);
+                crate::faults::capabilities::record_limit(
+                    crate::faults::capabilities::PROBE_CONNECT_ERROR,
+                    eperm_only_limit(&any),
+                );
+                Ok(())
+            }
+            Err(e) => Err(Problem::new(
+                format!(
+                    "loading the connect programs failed: with bpf_set_retval: {any}; EPERM only: {e:#}"
+                ),
+                "connect errors need cgroup sock_addr programs with bpf_link (CONFIG_CGROUP_BPF, kernel 5.7 or newer)",
+            )),
+        }
+    }
+
+    /// Refuses a connect error this kernel's programs cannot give (an errno other than EPERM
+    /// without `bpf_set_retval`).
+    fn check_connect_retval(&self, retval: i32) -> Result<(), FaultError> {
+        if self.connect != Some(ConnectPrograms::EpermOnly) || retval == MINUS_EPERM {
+            return Ok(());
+        }
+        let limit =
+            crate::faults::capabilities::limit(crate::faults::capabilities::PROBE_CONNECT_ERROR)
+                .unwrap_or_else(|| eperm_only_limit("see chaosctl doctor"));
+        Err(FaultError::Refused(RequestError::Unsupported {
+            kind: "net.connect_error".into(),
+            reason: format!("errno {} cannot be given: {}", -retval, limit.reason),
+            fix: limit.fix,
+        }))
     }
 
     /// Set while any network program is attached; read without the kernel lock (status).
@@ -219,7 +305,8 @@ impl NetState {
         }
         if need_sock && self.sock_addr_links.is_empty() {
             let root = self.open_root()?;
-            for name in SOCK_ADDR_PROGRAMS {
+            let programs = self.connect.unwrap_or(ConnectPrograms::AnyErrno);
+            for name in programs.names() {
                 let link = attach_sock_addr(ebpf, name, &root)?;
                 self.sock_addr_links.push(link);
             }
@@ -254,8 +341,8 @@ fn sock_addr_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a m
         .with_context(|| format!("program {name} is not cgroup sock_addr"))
 }
 
-fn load_sock_addr_programs(ebpf: &mut Ebpf) -> anyhow::Result<()> {
-    for name in SOCK_ADDR_PROGRAMS {
+fn load_sock_addr_programs(ebpf: &mut Ebpf, names: &[&str]) -> anyhow::Result<()> {
+    for name in names {
         sock_addr_program(ebpf, name)?
             .load()
             .with_context(|| format!("loading program {name}"))?;
@@ -321,6 +408,9 @@ pub(crate) fn apply_rule(
     // Verify the programs first: under emulation that can take seconds, which must not
     // come out of the fault's time in the kernel.
     k.require(program_group(rule.kind))?;
+    if rule.kind == NetKind::ConnectError.code() {
+        k.net.check_connect_retval(rule.retval)?;
+    }
     let slot = k.slots.allocate()?;
     rule.counter_slot = slot;
     rule.deadline_ns = ctx.deadline_ns();
@@ -337,4 +427,17 @@ pub(crate) fn apply_rule(
         "network",
         |k, slot| k.net.remove_fault(&mut k.ebpf, slot),
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::verifier_gist;
+
+    #[test]
+    fn a_load_error_is_cut_to_the_line_that_says_why() {
+        let log = "loading program chaosd_connect4: the BPF_PROG_LOAD syscall returned Invalid argument\n0: (bf) r7 = r1\n55: (85) call bpf_set_retval#187\nunknown func bpf_set_retval#187\nprocessed 53 insns";
+        assert_eq!(verifier_gist(log), "unknown func bpf_set_retval#187");
+        assert_eq!(verifier_gist("no such program\nmore"), "no such program");
+        assert_eq!(verifier_gist(&"x".repeat(500)).len(), 200);
+    }
 }
