@@ -98,6 +98,10 @@ fn init_logging(format: LogFormat) {
             EnvFilter::try_from_env("CHAOSD_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr);
+    chaosd::daemon::guardian::supervise::inherit_log_format(match format {
+        LogFormat::Text => "text",
+        LogFormat::Json => "json",
+    });
     match format {
         LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => fmt

@@ -37,6 +37,15 @@ const REPORT_LIMIT: Duration = Duration::from_secs(20);
 /// A guardian that dies sooner than this after its start is restarted only after this.
 const RESTART_GAP: Duration = Duration::from_secs(1);
 
+/// The daemon's `--log-format`: its guardian writes to the same stderr, so it logs in the same
+/// format (a JSON log stream must stay JSON). Set once by `main`; text when unset.
+static LOG_FORMAT: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// Records the daemon's log format for the guardians it starts.
+pub fn inherit_log_format(format: &'static str) {
+    let _ = LOG_FORMAT.set(format);
+}
+
 /// What a guardian needs to know, and where it is started from.
 #[derive(Clone, Debug)]
 pub struct Supervisor {
@@ -53,7 +62,9 @@ impl Supervisor {
             source: io::Error::from_raw_os_error(libc::ESRCH),
         })?;
         let mut cmd = Command::new("/proc/self/exe");
-        cmd.arg("__guardian")
+        cmd.arg("--log-format")
+            .arg(LOG_FORMAT.get().copied().unwrap_or("text"))
+            .arg("__guardian")
             .arg("--state-dir")
             .arg(&self.state_dir)
             .arg("--daemon-pid")
