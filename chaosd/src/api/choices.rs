@@ -13,6 +13,15 @@ pub trait Choice: Copy + 'static {
     fn named(name: &str) -> Option<Self> {
         Self::ALL.iter().copied().find(|v| v.name() == name)
     }
+
+    /// [`Choice::named`] with an error that lists the names: a parser for a hidden verb's
+    /// arguments (`value_parser = IoMode::from_name`).
+    fn from_name(name: &str) -> Result<Self, String> {
+        Self::named(name).ok_or_else(|| {
+            let names: Vec<&str> = Self::ALL.iter().map(|v| v.name()).collect();
+            format!("{name:?} is not one of {}", names.join(", "))
+        })
+    }
 }
 
 impl Choice for Proto {
@@ -79,6 +88,7 @@ mod tests {
             let wire = serde_json::to_value(v).unwrap();
             assert_eq!(wire.as_str(), Some(v.name()), "{v:?}");
             assert_eq!(T::named(v.name()), Some(*v));
+            assert_eq!(T::from_name(v.name()), Ok(*v));
         }
     }
 

@@ -9,10 +9,6 @@ use chaosd::api::{Choice as _, IoOp};
 use chaosd_integration::probe;
 use clap::{Parser, Subcommand};
 
-fn io_op(name: &str) -> Result<IoOp, String> {
-    IoOp::named(name).ok_or_else(|| format!("unknown file operation {name:?}"))
-}
-
 /// Test probes for chaosd's integration tests; each prints what it saw on stdout.
 #[derive(Parser)]
 struct Cli {
@@ -64,7 +60,7 @@ enum Verb {
     },
     /// Perform one file operation N times; print a JSON report.
     FileOps {
-        #[arg(long, value_parser = io_op)]
+        #[arg(long, value_parser = IoOp::from_name)]
         op: IoOp,
         /// A file (open, read, write, truncate) or a directory (create, unlink, rename,
         /// mkdir, rmdir).

@@ -16,11 +16,6 @@ use crate::{
     faults::kernel::monotonic_ns,
 };
 
-/// `--mode`, as the daemon passes it (`IoMode::name`).
-fn io_mode(name: &str) -> Result<IoMode, String> {
-    IoMode::named(name).ok_or_else(|| format!("unknown I/O mode {name:?}"))
-}
-
 /// Arguments of `chaosd __stress-worker`.
 #[derive(Debug, clap::Args)]
 pub struct WorkerArgs {
@@ -49,7 +44,7 @@ pub enum WorkerKind {
     Io {
         #[arg(long)]
         dir: PathBuf,
-        #[arg(long, value_parser = io_mode)]
+        #[arg(long, value_parser = IoMode::from_name)]
         mode: IoMode,
         #[arg(long)]
         rate: Option<u64>,
