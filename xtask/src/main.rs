@@ -6,6 +6,7 @@
 
 mod bench;
 mod fuzz;
+mod test_tools;
 mod package;
 mod setup;
 mod util;
@@ -75,6 +76,7 @@ fn main() -> Result<()> {
             // Each stage prints `stage: <name> <seconds>` (and appends it to
             // $CHAOSD_STAGE_TIMES) for .ci/run's timing table.
             util::stage("setup", setup::run)?;
+            util::stage("test-tools", test_tools::ensure)?;
             util::host_tests()?;
             util::stage("fuzz", || {
                 fuzz::run(&fuzz::FuzzArgs {
