@@ -18,3 +18,4 @@ pub mod heartbeat;
 pub mod io;
 pub mod names;
 pub mod net;
+pub mod proxy;

@@ -19,6 +19,11 @@ pub const CONNECT4_EPERM: &str = "chaosd_connect4_eperm";
 pub const CONNECT6_EPERM: &str = "chaosd_connect6_eperm";
 pub const SENDMSG4_EPERM: &str = "chaosd_sendmsg4_eperm";
 pub const SENDMSG6_EPERM: &str = "chaosd_sendmsg6_eperm";
+/// The transparent proxy (`tcp.*`): cgroup connect4 redirects, sock_ops records the client's
+/// local port, getpeername4 answers with the original destination.
+pub const PROXY_CONNECT4: &str = "chaosd_proxy_connect4";
+pub const PROXY_SOCK_OPS: &str = "chaosd_proxy_sock_ops";
+pub const PROXY_GETPEERNAME4: &str = "chaosd_proxy_getpeername4";
 /// TC egress classifier: corrupt, duplicate.
 pub const TC_EGRESS: &str = "chaosd_tc_egress";
 /// tp_btf/sched_process_exec: clock skew of processes exec'd later.
@@ -46,6 +51,9 @@ pub const PROGRAMS: &[(&str, &str)] = &[
     (CONNECT6_EPERM, "cgroup/connect6"),
     (SENDMSG4_EPERM, "cgroup/sendmsg4"),
     (SENDMSG6_EPERM, "cgroup/sendmsg6"),
+    (PROXY_CONNECT4, "cgroup/connect4"),
+    (PROXY_SOCK_OPS, "sockops"),
+    (PROXY_GETPEERNAME4, "cgroup/getpeername4"),
     (TC_EGRESS, "classifier"),
     (CLOCK_EXEC, "tp_btf"),
     (IO_FILE_OPEN, "lsm"),
@@ -65,6 +73,8 @@ pub const MAPS: &[&str] = &[
     crate::heartbeat::HEARTBEAT_MAP,
     crate::net::NET_RULES_MAP,
     crate::net::NET_PACING_MAP,
+    crate::proxy::PROXY_ORIGINS_MAP,
+    crate::proxy::PROXY_PEERS_MAP,
     crate::io::IO_RULES_MAP,
     crate::io::IO_OP_COUNTERS_MAP,
     crate::clock::CLOCK_TARGETS_MAP,

@@ -37,16 +37,19 @@ pub enum NetKind {
     Corrupt = 5,
     /// Send packets twice (TC egress clone).
     Duplicate = 6,
+    /// Redirect TCP connects to chaosd's proxy (`tcp.*`; see [`crate::proxy`]).
+    Proxy = 7,
 }
 
 impl NetKind {
-    pub const ALL: [NetKind; 6] = [
+    pub const ALL: [NetKind; 7] = [
         NetKind::Drop,
         NetKind::ConnectError,
         NetKind::Delay,
         NetKind::Bandwidth,
         NetKind::Corrupt,
         NetKind::Duplicate,
+        NetKind::Proxy,
     ];
 
     /// The value [`NetRule::kind`] holds.
@@ -151,9 +154,13 @@ pub struct NetRule {
     /// [`NetKind::Bandwidth`]: bytes that may leave back to back before pacing starts.
     pub burst_bytes: u64,
     pub filter: PeerFilter,
+    /// [`NetKind::Proxy`]: the loopback port (host byte order) a matching connect goes to.
+    pub redirect_port: u32,
+    /// Keeps the size a multiple of 8 without implicit padding.
+    pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<NetRule>() == 64 + 88);
+const _: () = assert!(core::mem::size_of::<NetRule>() == 64 + 88 + 8);
 
 /// All rules on one cgroup; the program checks each non-empty slot.
 #[repr(C)]
@@ -162,7 +169,7 @@ pub struct NetRuleSet {
     pub rules: [NetRule; MAX_RULES_PER_CGROUP],
 }
 
-const _: () = assert!(core::mem::size_of::<NetRuleSet>() == 152 * MAX_RULES_PER_CGROUP);
+const _: () = assert!(core::mem::size_of::<NetRuleSet>() == 160 * MAX_RULES_PER_CGROUP);
 
 #[cfg(feature = "user")]
 mod user {
@@ -182,6 +189,6 @@ mod kind_tests {
             assert_eq!(NetKind::from_code(kind.code()), Some(kind));
         }
         assert_eq!(NetKind::from_code(0), None, "a zeroed rule slot is no rule");
-        assert_eq!(NetKind::from_code(7), None);
+        assert_eq!(NetKind::from_code(8), None);
     }
 }

@@ -462,6 +462,33 @@ pub fn tcp_connect_from(cgroup: &TestCgroup, to: SocketAddr) -> Result<(), i32> 
     }
 }
 
+/// One TCP connection from a process in `cgroup`: connect, send `send` bytes, read to the end
+/// (or `read_ms` of silence); what the client saw.
+pub fn tcp_talk_from(
+    cgroup: &TestCgroup,
+    to: SocketAddr,
+    send: usize,
+    read_ms: u64,
+) -> probe::TcpTalk {
+    let mut cmd = Command::new(helper_bin());
+    cmd.args(["tcp-talk", "--to", &to.to_string()])
+        .args([
+            "--send",
+            &send.to_string(),
+            "--read-ms",
+            &read_ms.to_string(),
+        ])
+        .stdout(Stdio::piped());
+    let child = spawn_in_cgroup(&mut cmd, cgroup.dir()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "tcp-talk printed {:?}: {e}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
 /// Starts a receiver inside `cgroup` and sends to it from `from` (an address of this process).
 pub fn udp_into_cgroup_from(cgroup: &TestCgroup, from: SocketAddr, count: u32) -> u32 {
     let mut cmd = Command::new(helper_bin());

@@ -116,6 +116,68 @@ pub fn tcp_connect(to: SocketAddr) -> Result<(), i32> {
         .map_err(|e| e.raw_os_error().unwrap_or(-1))
 }
 
+/// What a TCP client saw of one connection (`chaosd-test-helper tcp-talk`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct TcpTalk {
+    /// The connect's errno, if it failed.
+    pub connect_errno: Option<i32>,
+    /// What getpeername() answered.
+    pub peer: Option<String>,
+    /// Bytes read before the end.
+    pub received: usize,
+    /// "eof", "timeout", or "errno N" (104 is ECONNRESET).
+    pub end: String,
+    /// From the connect to the end.
+    pub elapsed_ms: u64,
+}
+
+/// Connects to `to`, sends `send` bytes, reads until EOF, an error or `read_timeout` of
+/// silence.
+pub fn tcp_talk(to: SocketAddr, send: usize, read_timeout: Duration) -> TcpTalk {
+    let mut talk = TcpTalk {
+        connect_errno: None,
+        peer: None,
+        received: 0,
+        end: String::new(),
+        elapsed_ms: 0,
+    };
+    let mut stream = match std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5)) {
+        Ok(s) => s,
+        Err(e) => {
+            talk.connect_errno = Some(e.raw_os_error().unwrap_or(-1));
+            talk.end = "no connection".into();
+            return talk;
+        }
+    };
+    let started = std::time::Instant::now();
+    talk.peer = stream.peer_addr().ok().map(|a| a.to_string());
+    let _ = stream.set_read_timeout(Some(read_timeout));
+    if send > 0
+        && let Err(e) = std::io::Write::write_all(&mut stream, &vec![b'x'; send])
+    {
+        talk.end = format!("errno {}", e.raw_os_error().unwrap_or(-1));
+        return talk;
+    }
+    let mut buf = [0u8; 4096];
+    talk.end = loop {
+        match std::io::Read::read(&mut stream, &mut buf) {
+            Ok(0) => break "eof".to_string(),
+            Ok(n) => talk.received += n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                break "timeout".to_string();
+            }
+            Err(e) => break format!("errno {}", e.raw_os_error().unwrap_or(-1)),
+        }
+    };
+    talk.elapsed_ms = started.elapsed().as_millis() as u64;
+    talk
+}
+
 /// A UDP socket on loopback that counts distinct datagrams per tag.
 pub struct UdpSink {
     sock: UdpSocket,

@@ -20,7 +20,8 @@ use chaosd::{
         ClockName, ClockSkewParams, DiskFillParams, DiskIoParams, FaultSpec, IoErrnoParams, IoMode,
         IoOp, NetBandwidthParams, NetConnectErrorParams, NetCorruptParams, NetDelayParams,
         NetDuplicateParams, NetFilter, NetLossParams, NetPartitionParams, ProcessPauseParams,
-        StressCpuParams, StressMemParams,
+        Stream, StressCpuParams, StressMemParams, TcpDownParams, TcpLatencyParams,
+        TcpLimitDataParams, TcpResetPeerParams, TcpTimeoutParams,
     },
     host::cgroup::cgroup2_mount,
     host::cgroup::spawn_in_cgroup,
@@ -46,6 +47,8 @@ struct Scene {
     /// pause and a clock skew.
     lossy: TestCgroup,
     refused: TestCgroup,
+    /// Every proxy kind (`tcp.*`); `tcp.down` refuses its connects, which is checked.
+    proxied: TestCgroup,
     io: TestCgroup,
     stressed: TestCgroup,
     paused: TestCgroup,
@@ -90,6 +93,7 @@ impl Scene {
             paced,
             lossy: TestCgroup::new("crash-loss"),
             refused: TestCgroup::new("crash-connect"),
+            proxied: TestCgroup::new("crash-proxy"),
             io: TestCgroup::new("crash-io"),
             stressed: TestCgroup::new("crash-stress"),
             paused,
@@ -167,13 +171,56 @@ impl Scene {
                 FaultSpec::NetConnectError(NetConnectErrorParams {
                     errno: connect_errno.parse().unwrap(),
                     percent: 100.0,
-                    filter: port,
+                    filter: port.clone(),
                 }),
                 vec![&self.refused],
             ),
             (
                 FaultSpec::NetPartition(NetPartitionParams { filter: peer }),
                 vec![&self.refused],
+            ),
+            (
+                FaultSpec::TcpLatency(TcpLatencyParams {
+                    latency: "50ms".parse().unwrap(),
+                    jitter: None,
+                    direction: Stream::Both,
+                    percent: 100.0,
+                    filter: port.clone(),
+                }),
+                vec![&self.proxied],
+            ),
+            (
+                FaultSpec::TcpResetPeer(TcpResetPeerParams {
+                    after: Some("1m".parse().unwrap()),
+                    percent: 100.0,
+                    filter: port.clone(),
+                }),
+                vec![&self.proxied],
+            ),
+            (
+                FaultSpec::TcpLimitData(TcpLimitDataParams {
+                    bytes: "1MiB".parse().unwrap(),
+                    direction: Stream::Both,
+                    percent: 100.0,
+                    filter: port.clone(),
+                }),
+                vec![&self.proxied],
+            ),
+            (
+                FaultSpec::TcpTimeout(TcpTimeoutParams {
+                    after: None,
+                    direction: Stream::Upstream,
+                    percent: 100.0,
+                    filter: port.clone(),
+                }),
+                vec![&self.proxied],
+            ),
+            (
+                FaultSpec::TcpDown(TcpDownParams {
+                    percent: 100.0,
+                    filter: port,
+                }),
+                vec![&self.proxied],
             ),
             (
                 FaultSpec::IoErrno(IoErrnoParams {
@@ -301,8 +348,22 @@ fn kernel_dependent(kind: &str) -> Option<&'static str> {
     match kind {
         "net.delay" | "net.bandwidth" => Some("sch_fq"),
         "io.errno" => Some("LSM"),
+        k if k.starts_with("tcp.") => Some("proxy"),
         _ => None,
     }
+}
+
+/// Whether this kernel may refuse `kind` even under the VM harness: the proxy kinds need
+/// Linux 6.1 (bpf_get_current_pid_tgid in sock_addr programs, SO_NETNS_COOKIE).
+fn may_refuse_in_vm(kind: &str) -> bool {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease");
+    let version: Vec<u32> = release
+        .unwrap_or_default()
+        .split(|c: char| !c.is_ascii_digit())
+        .take(2)
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    kind.starts_with("tcp.") && version < vec![6, 1]
 }
 
 /// Injects every kind; returns the kinds this kernel refused (none under the VM harness).
@@ -327,7 +388,8 @@ fn inject_every_kind(daemon: &Daemon, scene: &Scene) -> Vec<String> {
             Err(e) => {
                 let needs = kernel_dependent(&kind);
                 assert!(
-                    std::env::var_os("CHAOSD_VM").is_none() && needs.is_some(),
+                    (std::env::var_os("CHAOSD_VM").is_none() || may_refuse_in_vm(&kind))
+                        && needs.is_some(),
                     "{kind} was refused: {e}\n{}",
                     daemon.log_text()
                 );
@@ -369,6 +431,15 @@ fn check_kernel_effects(scene: &Scene, refused: &[String], active: bool, errno: 
     let connect = tcp_connect_from(&scene.refused, scene.listener_addr());
     let expected = if active { Err(errno) } else { Ok(()) };
     assert_eq!(connect, expected, "net.connect_error (active: {active})");
+    if !refused.iter().any(|k| k == "tcp.down") {
+        let connect = tcp_connect_from(&scene.proxied, scene.listener_addr());
+        let expected = if active {
+            Err(libc::ECONNREFUSED)
+        } else {
+            Ok(())
+        };
+        assert_eq!(connect, expected, "tcp.down (active: {active})");
+    }
     if !refused.iter().any(|k| k == "io.errno") {
         let r = file_ops_in(&scene.io, IoOp::Read, scene.io_file.path(), 3);
         let ok = if active { 0 } else { 3 };

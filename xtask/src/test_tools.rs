@@ -11,7 +11,11 @@ use anyhow::Result;
 use crate::util::run_cmd;
 
 /// `(program on PATH, Debian package that provides it)`.
-pub const TOOLS: &[(&str, &str)] = &[];
+pub const TOOLS: &[(&str, &str)] = &[
+    ("redis-server", "redis-server"),
+    ("redis-benchmark", "redis-tools"),
+    ("redis-cli", "redis-tools"),
+];
 
 /// Installs the packages of every program in [`TOOLS`] that is not on PATH.
 pub fn ensure() -> Result<()> {

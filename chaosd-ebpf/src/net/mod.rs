@@ -5,6 +5,7 @@
 mod cgroup_skb;
 mod departure;
 mod peer;
+mod proxy;
 mod sock_addr;
 mod tc;
 

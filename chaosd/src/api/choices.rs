@@ -1,7 +1,7 @@
 //! The wire enums a CLI offers as choices: each lists its values and their wire names, so
 //! `chaosctl` builds its value parsers from the API types without the API knowing about clap.
 
-use super::{ClockName, Direction, IoMode, IoOp, Proto};
+use super::{ClockName, Direction, IoMode, IoOp, Proto, Stream};
 
 /// A fieldless wire enum.
 pub trait Choice: Copy + 'static {
@@ -43,6 +43,17 @@ impl Choice for Direction {
             Direction::Egress => "egress",
             Direction::Ingress => "ingress",
             Direction::Both => "both",
+        }
+    }
+}
+
+impl Choice for Stream {
+    const ALL: &'static [Self] = &[Stream::Upstream, Stream::Downstream, Stream::Both];
+    fn name(self) -> &'static str {
+        match self {
+            Stream::Upstream => "upstream",
+            Stream::Downstream => "downstream",
+            Stream::Both => "both",
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod clock;
 pub mod errno;
 pub mod history;
 pub mod io;
+pub mod tcp;
 pub mod units;
 
 mod choices;
@@ -19,6 +20,10 @@ mod choices;
 pub use choices::Choice;
 pub use clock::{ClockName, ClockSkewParams};
 pub use io::{IoErrnoParams, IoOp};
+pub use tcp::{
+    Stream, TcpDownParams, TcpLatencyParams, TcpLimitDataParams, TcpResetPeerParams,
+    TcpTimeoutParams,
+};
 pub use units::{
     ByteCount, ByteRate, ByteSize, Cidr, ClockOffset, Errno, LinkRate, PortRange, Signal, Written,
 };
@@ -90,6 +95,21 @@ pub enum FaultSpec {
     /// Shift the clocks the target cgroups' processes read (vDSO detour, x86_64).
     #[serde(rename = "clock.skew")]
     ClockSkew(ClockSkewParams),
+    /// Hold back the data of the target's proxied TCP connections.
+    #[serde(rename = "tcp.latency")]
+    TcpLatency(TcpLatencyParams),
+    /// Refuse the target's new TCP connects.
+    #[serde(rename = "tcp.down")]
+    TcpDown(TcpDownParams),
+    /// Reset the target's proxied TCP connections.
+    #[serde(rename = "tcp.reset_peer")]
+    TcpResetPeer(TcpResetPeerParams),
+    /// Close the target's proxied TCP connections after so many bytes.
+    #[serde(rename = "tcp.limit_data")]
+    TcpLimitData(TcpLimitDataParams),
+    /// Stop the data of the target's proxied TCP connections.
+    #[serde(rename = "tcp.timeout")]
+    TcpTimeout(TcpTimeoutParams),
 }
 
 impl FaultSpec {
@@ -111,6 +131,11 @@ impl FaultSpec {
             FaultSpec::ProcessKill(_) => "process.kill",
             FaultSpec::ProcessPause(_) => "process.pause",
             FaultSpec::ClockSkew(_) => "clock.skew",
+            FaultSpec::TcpLatency(_) => "tcp.latency",
+            FaultSpec::TcpDown(_) => "tcp.down",
+            FaultSpec::TcpResetPeer(_) => "tcp.reset_peer",
+            FaultSpec::TcpLimitData(_) => "tcp.limit_data",
+            FaultSpec::TcpTimeout(_) => "tcp.timeout",
         }
     }
 }

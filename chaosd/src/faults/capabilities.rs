@@ -45,6 +45,8 @@ pub const PROBE_PACKET: &str = "packet";
 pub const PROBE_CONNECT_ERROR: &str = "connect_error";
 /// Loading the TC egress classifier of corrupt and duplicate.
 pub const PROBE_TC_CLASSIFIER: &str = "tc_classifier";
+/// Loading the proxy's connect4, getpeername4 and sock_ops programs (`tcp.*`).
+pub const PROBE_PROXY: &str = "proxy";
 /// Loading clock.skew's `tp_btf/sched_process_exec` program.
 pub const PROBE_CLOCK_EXEC: &str = "clock_exec";
 

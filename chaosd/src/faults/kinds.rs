@@ -90,6 +90,7 @@ use TargetRule::{Forbidden, Optional, Required};
 
 const PACKETS: Option<&str> = Some("packets");
 const SYSCALLS: Option<&str> = Some("syscalls");
+const CONNECTIONS: Option<&str> = Some("connections");
 
 /// Every fault kind chaosd knows.
 pub static KINDS: &[Kind] = &[
@@ -165,6 +166,35 @@ pub static KINDS: &[Kind] = &[
         Required, Some(Pg::ClockExec), capabilities::check_clock_skew, None, crash_tested: true,
         validate: crate::faults::clock::params::validate,
         apply: |k, p, ctx| crate::faults::clock::apply(&k.kernel, p, ctx)),
+    kind!(TcpLatency, "tcp.latency",
+        "delay the data of a cgroup's TCP connections (transparent proxy)",
+        Required, Some(Pg::Proxy), capabilities::check_cgroup_bpf, CONNECTIONS,
+        crash_tested: true,
+        validate: crate::faults::tcp::latency::validate,
+        apply: |k, p, ctx| crate::faults::tcp::latency::apply(&k.kernel, p, ctx)),
+    kind!(TcpDown, "tcp.down", "refuse a cgroup's new TCP connects (redirect to a closed port)",
+        Required, Some(Pg::Proxy), capabilities::check_cgroup_bpf, CONNECTIONS,
+        crash_tested: true,
+        validate: crate::faults::tcp::down::validate,
+        apply: |k, p, ctx| crate::faults::tcp::down::apply(&k.kernel, p, ctx)),
+    kind!(TcpResetPeer, "tcp.reset_peer",
+        "reset a cgroup's TCP connections, optionally after a time (transparent proxy)",
+        Required, Some(Pg::Proxy), capabilities::check_cgroup_bpf, CONNECTIONS,
+        crash_tested: true,
+        validate: crate::faults::tcp::reset_peer::validate,
+        apply: |k, p, ctx| crate::faults::tcp::reset_peer::apply(&k.kernel, p, ctx)),
+    kind!(TcpLimitData, "tcp.limit_data",
+        "close a cgroup's TCP connections after so many bytes (transparent proxy)",
+        Required, Some(Pg::Proxy), capabilities::check_cgroup_bpf, CONNECTIONS,
+        crash_tested: true,
+        validate: crate::faults::tcp::limit_data::validate,
+        apply: |k, p, ctx| crate::faults::tcp::limit_data::apply(&k.kernel, p, ctx)),
+    kind!(TcpTimeout, "tcp.timeout",
+        "stop the data of a cgroup's TCP connections, close after a time (transparent proxy)",
+        Required, Some(Pg::Proxy), capabilities::check_cgroup_bpf, CONNECTIONS,
+        crash_tested: true,
+        validate: crate::faults::tcp::timeout::validate,
+        apply: |k, p, ctx| crate::faults::tcp::timeout::apply(&k.kernel, p, ctx)),
 ];
 
 /// The entry of `spec`'s kind. `FaultSpec::kind` matches every variant, so a new variant

@@ -9,6 +9,7 @@ pub mod kinds;
 pub mod net;
 pub mod process;
 pub mod stress;
+pub mod tcp;
 
 use std::{
     sync::{Arc, Mutex, atomic::AtomicBool},

@@ -58,6 +58,17 @@ enum Verb {
         #[arg(long)]
         to: SocketAddr,
     },
+    /// Connect, send bytes, read until the end; print a JSON `probe::TcpTalk`.
+    TcpTalk {
+        #[arg(long)]
+        to: SocketAddr,
+        /// Bytes to send after the connect.
+        #[arg(long, default_value_t = 0)]
+        send: usize,
+        /// Give up a read after this long without data.
+        #[arg(long, default_value_t = 10_000)]
+        read_ms: u64,
+    },
     /// Perform one file operation N times; print a JSON report.
     FileOps {
         #[arg(long, value_parser = IoOp::from_name)]
@@ -116,6 +127,10 @@ fn run(verb: Verb) -> Result<()> {
             Ok(()) => println!("ok"),
             Err(errno) => println!("error {errno}"),
         },
+        Verb::TcpTalk { to, send, read_ms } => {
+            let talk = probe::tcp_talk(to, send, Duration::from_millis(read_ms));
+            println!("{}", serde_json::to_string(&talk)?);
+        }
         Verb::FileOps {
             op,
             path,

@@ -15,6 +15,11 @@ use clap::{
 };
 
 /// A parser for one of the API's wire enums: clap offers its wire names.
+/// A direction's wire name, for output.
+pub fn stream_name(s: chaosd::api::Stream) -> &'static str {
+    chaosd::api::Choice::name(s)
+}
+
 pub fn choice<T: Choice + Send + Sync>() -> impl TypedValueParser<Value = T> {
     PossibleValuesParser::new(T::ALL.iter().map(|v| v.name()))
         .try_map(|name| T::named(&name).ok_or("not one of the possible values"))
@@ -147,6 +152,11 @@ pub enum InjectKind {
     Clock {
         #[command(subcommand)]
         fault: crate::clock::ClockFault,
+    },
+    /// TCP connection faults through chaosd's transparent proxy (no client change).
+    Tcp {
+        #[command(subcommand)]
+        fault: crate::tcp::TcpFault,
     },
 }
 

@@ -10,6 +10,7 @@ mod io;
 mod output;
 mod scenario;
 mod stress;
+mod tcp;
 
 use std::process::ExitCode;
 
@@ -105,6 +106,7 @@ async fn inject(client: &Client, kind: InjectKind, json: bool) -> Result<()> {
         InjectKind::Process { fault } => stress::process_spec(fault),
         InjectKind::Io { fault } => fault.into_spec(),
         InjectKind::Clock { fault } => fault.into_spec(),
+        InjectKind::Tcp { fault } => fault.into_spec(),
         InjectKind::Net { fault } => match fault {
             NetFault::Loss {
                 percent,

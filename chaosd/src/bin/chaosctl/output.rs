@@ -84,7 +84,19 @@ pub fn status(s: &StatusInfo) {
 }
 
 fn params(spec: &FaultSpec) -> String {
+    use chaosd::api::{
+        TcpDownParams, TcpLatencyParams, TcpLimitDataParams, TcpResetPeerParams, TcpTimeoutParams,
+    };
     match spec {
+        FaultSpec::TcpLatency(TcpLatencyParams { filter: f, .. })
+        | FaultSpec::TcpDown(TcpDownParams { filter: f, .. })
+        | FaultSpec::TcpResetPeer(TcpResetPeerParams { filter: f, .. })
+        | FaultSpec::TcpLimitData(TcpLimitDataParams { filter: f, .. })
+        | FaultSpec::TcpTimeout(TcpTimeoutParams { filter: f, .. }) => format!(
+            "{}{}",
+            crate::tcp::TcpFault::describe(spec).unwrap_or_default(),
+            filter(f)
+        ),
         FaultSpec::IoErrno(p) => format!(
             "{} % of {} fail with {}{}",
             p.percent,

@@ -36,6 +36,7 @@ pub fn load_object() -> anyhow::Result<Ebpf> {
     // so the kernel's BTF is not parsed here: only the LSM and tp_btf loads need it, later.
     loader.btf(None);
     crate::faults::io::set_globals(&mut loader);
+    crate::faults::net::set_proxy_globals(&mut loader);
     loader
         .load(EBPF_ELF)
         .context("loading chaosd's eBPF object (is this a BPF-capable kernel and are we root?)")
@@ -57,15 +58,18 @@ pub enum ProgramGroup {
     Lsm,
     /// `tp_btf/sched_process_exec`: clock skew for processes exec'd later.
     ClockExec,
+    /// cgroup connect4 + getpeername4 and sock_ops: the transparent proxy (`tcp.*`).
+    Proxy,
 }
 
 impl ProgramGroup {
-    pub const ALL: [ProgramGroup; 5] = [
+    pub const ALL: [ProgramGroup; 6] = [
         ProgramGroup::Packet,
         ProgramGroup::Connect,
         ProgramGroup::Classifier,
         ProgramGroup::Lsm,
         ProgramGroup::ClockExec,
+        ProgramGroup::Proxy,
     ];
 
     /// The faults that need it, for log lines.
@@ -76,6 +80,7 @@ impl ProgramGroup {
             ProgramGroup::Classifier => "corrupt and duplicate",
             ProgramGroup::Lsm => "I/O faults",
             ProgramGroup::ClockExec => "clock skew",
+            ProgramGroup::Proxy => "proxy faults (tcp.*)",
         }
     }
 
@@ -87,6 +92,7 @@ impl ProgramGroup {
             ProgramGroup::Classifier => crate::faults::capabilities::PROBE_TC_CLASSIFIER,
             ProgramGroup::Lsm => crate::faults::capabilities::PROBE_BPF_LSM,
             ProgramGroup::ClockExec => crate::faults::capabilities::PROBE_CLOCK_EXEC,
+            ProgramGroup::Proxy => crate::faults::capabilities::PROBE_PROXY,
         }
     }
 }
@@ -102,6 +108,8 @@ pub struct Kernel {
     pub io: crate::faults::io::IoState,
     /// clock.skew's exec hook and targets; on hosts that refuse the hook it only records why.
     pub clock: crate::faults::clock::ClockState,
+    /// The proxy of the `tcp.*` kinds.
+    pub tcp: crate::faults::tcp::TcpState,
 }
 
 impl Kernel {
@@ -121,6 +129,7 @@ impl Kernel {
         let net = crate::faults::net::NetState::new(&mut ebpf)?;
         let io = crate::faults::io::IoState::new(&mut ebpf)?;
         let clock = crate::faults::clock::ClockState::new(&mut ebpf)?;
+        let tcp = crate::faults::tcp::TcpState::new(&mut ebpf)?;
         crate::faults::capabilities::init();
         Ok((
             Kernel {
@@ -129,6 +138,7 @@ impl Kernel {
                 net,
                 io,
                 clock,
+                tcp,
             },
             logger,
             heartbeat,
@@ -150,6 +160,7 @@ impl Kernel {
             ProgramGroup::Classifier => self.net.tc.load(ebpf),
             ProgramGroup::Lsm => self.io.load(ebpf),
             ProgramGroup::ClockExec => self.clock.load(ebpf),
+            ProgramGroup::Proxy => self.net.load_proxy_programs(ebpf),
         };
         let elapsed_ms = started.elapsed().as_millis() as u64;
         match &result {
@@ -380,7 +391,7 @@ mod tests {
             .map(|(n, _)| *n)
             .collect();
         for (name, section) in &symbols {
-            let is_program = ["cgroup", "tp_btf", "lsm", "classifier"]
+            let is_program = ["cgroup", "tp_btf", "lsm", "classifier", "sockops"]
                 .iter()
                 .any(|p| section.starts_with(p));
             if is_program && name.starts_with("chaosd_") {

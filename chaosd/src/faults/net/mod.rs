@@ -39,8 +39,8 @@ use aya::{
     Ebpf,
     maps::{Array, HashMap, MapData},
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr,
-        cgroup_skb::CgroupSkbLink, cgroup_sock_addr::CgroupSockAddrLink,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, SockOps,
+        cgroup_skb::CgroupSkbLink, cgroup_sock_addr::CgroupSockAddrLink, sock_ops::SockOpsLink,
     },
 };
 use chaosd_common::names;
@@ -75,6 +75,8 @@ const SOCK_ADDR_EPERM_PROGRAMS: [&str; 4] = [
     names::SENDMSG4_EPERM,
     names::SENDMSG6_EPERM,
 ];
+/// The proxy's sock_addr programs (`tcp.*`): redirect, and answer getpeername.
+const PROXY_SOCK_ADDR_PROGRAMS: [&str; 2] = [names::PROXY_CONNECT4, names::PROXY_GETPEERNAME4];
 /// `-EPERM`: the only errno a sock_addr program can give without `bpf_set_retval`.
 const MINUS_EPERM: i32 = -1;
 
@@ -125,6 +127,9 @@ pub struct NetState {
     pacing: Array<MapData, u64>,
     skb_links: Vec<CgroupSkbLink>,
     sock_addr_links: Vec<CgroupSockAddrLink>,
+    /// The proxy's links (`tcp.*`): connect4 and getpeername4, and sock_ops.
+    proxy_links: Vec<CgroupSockAddrLink>,
+    sock_ops_link: Option<SockOpsLink>,
     /// The connect programs loaded (None: not yet, or refused).
     connect: Option<ConnectPrograms>,
     attached: Arc<AtomicBool>,
@@ -154,6 +159,8 @@ impl NetState {
             pacing,
             skb_links: Vec::new(),
             sock_addr_links: Vec::new(),
+            proxy_links: Vec::new(),
+            sock_ops_link: None,
             connect: None,
             attached: Arc::default(),
             cgroup2_root,
@@ -206,6 +213,32 @@ impl NetState {
         }
     }
 
+    /// Loads (verifies) the proxy's programs; refuses where chaosd cannot tell its own network
+    /// namespace from others (no SO_NETNS_COOKIE, before 5.14).
+    pub fn load_proxy_programs(&mut self, ebpf: &mut Ebpf) -> Result<(), Problem> {
+        const FIX: &str = "proxy faults need cgroup sock_addr connect4/getpeername4 and sock_ops programs with bpf_link and bpf_get_current_pid_tgid in sock_addr programs (Linux 6.1 or newer)";
+        if crate::faults::tcp::netns_cookie().is_none() {
+            return Err(Problem::new(
+                "this kernel has no SO_NETNS_COOKIE (Linux 5.14+): chaosd cannot keep the redirect inside its own network namespace",
+                FIX,
+            ));
+        }
+        let loaded = load_sock_addr_programs(ebpf, &PROXY_SOCK_ADDR_PROGRAMS).and_then(|()| {
+            sock_ops_program(ebpf)?
+                .load()
+                .context("loading program chaosd_proxy_sock_ops")
+        });
+        loaded.map_err(|e| {
+            Problem::new(
+                format!(
+                    "loading the proxy programs failed: {}",
+                    verifier_gist(&format!("{e:#}"))
+                ),
+                FIX,
+            )
+        })
+    }
+
     /// Refuses a connect error this kernel's programs cannot give (an errno other than EPERM
     /// without `bpf_set_retval`).
     fn check_connect_retval(&self, retval: i32) -> Result<(), FaultError> {
@@ -233,7 +266,9 @@ impl NetState {
     }
 
     pub fn attached(&self) -> bool {
-        !self.skb_links.is_empty() || !self.sock_addr_links.is_empty()
+        !self.skb_links.is_empty()
+            || !self.sock_addr_links.is_empty()
+            || !self.proxy_links.is_empty()
     }
 
     fn publish_attached(&self) {
@@ -241,7 +276,7 @@ impl NetState {
     }
 
     /// Adds a fault's rule on its targets. On error nothing of it stays in the kernel.
-    fn add_fault(
+    pub(crate) fn add_fault(
         &mut self,
         ebpf: &mut Ebpf,
         rule: NetRule,
@@ -267,7 +302,7 @@ impl NetState {
     }
 
     /// Removes the fault counted in `slot`; detaches programs no fault needs any more.
-    fn remove_fault(&mut self, ebpf: &mut Ebpf, slot: u32) -> Result<(), FaultError> {
+    pub(crate) fn remove_fault(&mut self, ebpf: &mut Ebpf, slot: u32) -> Result<(), FaultError> {
         self.faults.remove(&slot);
         let result = self.sync();
         self.reconcile_links(ebpf).and(result)
@@ -315,7 +350,28 @@ impl NetState {
             self.sock_addr_links.clear();
             tracing::info!("connect programs detached: no connect fault is active");
         }
+        self.reconcile_proxy_links(ebpf, needs(&[NetKind::Proxy]))?;
         self.publish_attached();
+        Ok(())
+    }
+
+    /// Attaches the proxy's programs while a proxy fault needs them.
+    fn reconcile_proxy_links(&mut self, ebpf: &mut Ebpf, need: bool) -> Result<(), FaultError> {
+        if need && self.proxy_links.is_empty() {
+            let root = self.open_root()?;
+            // sock_ops first: a redirected socket must find it when it sends its SYN.
+            self.sock_ops_link = Some(attach_sock_ops(ebpf, &root)?);
+            for name in PROXY_SOCK_ADDR_PROGRAMS {
+                let link = attach_sock_addr(ebpf, name, &root)?;
+                self.proxy_links.push(link);
+            }
+            tracing::info!(root = %self.cgroup2_root.display(), "proxy programs attached");
+        } else if !need && !self.proxy_links.is_empty() {
+            // The redirect first, the records last.
+            self.proxy_links.clear();
+            self.sock_ops_link = None;
+            tracing::info!("proxy programs detached: no proxy fault is active");
+        }
         Ok(())
     }
 
@@ -339,6 +395,42 @@ fn sock_addr_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a m
         .with_context(|| format!("eBPF object has no program {name}"))?;
     prog.try_into()
         .with_context(|| format!("program {name} is not cgroup sock_addr"))
+}
+
+fn sock_ops_program(ebpf: &mut Ebpf) -> anyhow::Result<&mut SockOps> {
+    let name = names::PROXY_SOCK_OPS;
+    let prog = ebpf
+        .program_mut(name)
+        .with_context(|| format!("eBPF object has no program {name}"))?;
+    prog.try_into()
+        .with_context(|| format!("program {name} is not sock_ops"))
+}
+
+fn attach_sock_ops(ebpf: &mut Ebpf, root: &File) -> Result<SockOpsLink, FaultError> {
+    let prog = sock_ops_program(ebpf)
+        .map_err(|e| FaultError::kernel("finding the sock_ops program", e))?;
+    let id = prog
+        .attach(root, CgroupAttachMode::Single)
+        .map_err(|e| FaultError::kernel("attaching the sock_ops program to the cgroup2 root", e))?;
+    prog.take_link(id)
+        .map_err(|e| FaultError::kernel("taking the sock_ops program link", e))
+}
+
+/// Sets the proxy programs' globals: chaosd's tgid (never redirected) and its network
+/// namespace's cookie (the only one its listener is in).
+pub fn set_proxy_globals(loader: &mut aya::EbpfLoader<'_>) {
+    static TGID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    static COOKIE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    loader.override_global(
+        chaosd_common::proxy::PROXY_DAEMON_TGID_GLOBAL,
+        TGID.get_or_init(std::process::id),
+        true,
+    );
+    loader.override_global(
+        chaosd_common::proxy::PROXY_NETNS_COOKIE_GLOBAL,
+        COOKIE.get_or_init(|| crate::faults::tcp::netns_cookie().unwrap_or(0)),
+        true,
+    );
 }
 
 fn load_sock_addr_programs(ebpf: &mut Ebpf, names: &[&str]) -> anyhow::Result<()> {
@@ -387,6 +479,7 @@ fn program_group(kind: u32) -> ProgramGroup {
     match NetKind::from_code(kind) {
         Some(NetKind::ConnectError) => ProgramGroup::Connect,
         Some(NetKind::Corrupt | NetKind::Duplicate) => ProgramGroup::Classifier,
+        Some(NetKind::Proxy) => ProgramGroup::Proxy,
         _ => ProgramGroup::Packet,
     }
 }

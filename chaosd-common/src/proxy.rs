@@ -1,0 +1,68 @@
+//! The transparent TCP proxy (`tcp.*` kinds): what the kernel remembers of a redirected
+//! connection so the daemon's proxy can reach its real destination and the application still
+//! sees the address it asked for.
+//!
+//! 1. `connect4` (chaosd_proxy_connect4) matches a target's TCP connect against its
+//!    [`crate::net::NetKind::Proxy`] rules, records a [`ProxyOrigin`] by socket cookie in
+//!    [`PROXY_ORIGINS_MAP`] and rewrites the destination to the proxy's loopback listener
+//!    ([`crate::net::NetRule::redirect_port`]).
+//! 2. `sock_ops` (chaosd_proxy_sock_ops), when that socket sends its SYN, copies the record to
+//!    [`PROXY_PEERS_MAP`] under the socket's local address and port: what the proxy sees as
+//!    the peer of the connection it accepts.
+//! 3. `getpeername4` (chaosd_proxy_getpeername4) answers with the original destination.
+
+use crate::net::MAX_RULES_PER_CGROUP;
+
+/// `LruHashMap<u64, ProxyOrigin>`: socket cookie of a redirected client socket → origin.
+pub const PROXY_ORIGINS_MAP: &str = "PROXY_ORIGINS";
+/// `LruHashMap<ProxyPeerKey, ProxyOrigin>`: the client socket's local address → origin.
+pub const PROXY_PEERS_MAP: &str = "PROXY_PEERS";
+/// Redirected connections remembered at once (LRU: the oldest are forgotten first).
+pub const MAX_PROXY_CONNECTIONS: u32 = 65_536;
+/// Global: chaosd's tgid; its own (upstream) connections are never redirected.
+pub const PROXY_DAEMON_TGID_GLOBAL: &str = "PROXY_DAEMON_TGID";
+/// Global: the netns cookie of chaosd's network namespace, where its listener is; connects
+/// in other namespaces are left alone.
+pub const PROXY_NETNS_COOKIE_GLOBAL: &str = "PROXY_NETNS_COOKIE";
+/// [`ProxyOrigin::slots`]: no fault in this entry.
+pub const NO_SLOT: u32 = u32::MAX;
+/// [`crate::net::NetRule::flags`] of a proxy rule: refuse the connection (`tcp.down`), i.e.
+/// redirect it to a bound port nobody listens on.
+pub const PROXY_FLAG_REFUSE: u32 = 1;
+
+/// Where a redirected connection was going, and which faults (counter slots) hit it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProxyOrigin {
+    /// `FAMILY_V4` or `FAMILY_V6`.
+    pub family: u32,
+    /// Host byte order.
+    pub port: u32,
+    /// Network byte order words; IPv4 uses word 0.
+    pub addr: [u32; 4],
+    /// Counter slots of the faults whose dice hit this connection; [`NO_SLOT`] pads.
+    pub slots: [u32; MAX_RULES_PER_CGROUP],
+}
+
+const _: () = assert!(core::mem::size_of::<ProxyOrigin>() == 24 + 4 * MAX_RULES_PER_CGROUP);
+
+/// A client socket's local address, as the proxy sees the peer of an accepted connection.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ProxyPeerKey {
+    pub family: u32,
+    /// Host byte order.
+    pub port: u32,
+    /// Network byte order words; IPv4 uses word 0.
+    pub addr: [u32; 4],
+}
+
+const _: () = assert!(core::mem::size_of::<ProxyPeerKey>() == 24);
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: repr(C) plain integers with no implicit padding (sizes asserted above).
+    unsafe impl aya::Pod for super::ProxyOrigin {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ProxyPeerKey {}
+}

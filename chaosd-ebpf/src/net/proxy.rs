@@ -1,0 +1,195 @@
+//! The transparent proxy's kernel side (`tcp.*`): redirect a target's matching TCP connects to
+//! chaosd's loopback listener, remember where they were going, and keep `getpeername()`
+//! answering with that address. See `chaosd_common::proxy` for the three steps.
+
+use aya_ebpf::{
+    EbpfContext as _,
+    helpers::{
+        bpf_get_current_ancestor_cgroup_id, bpf_get_current_pid_tgid, bpf_get_netns_cookie,
+        bpf_get_prandom_u32, bpf_get_socket_cookie, bpf_ktime_get_ns,
+    },
+    macros::{cgroup_sock_addr, map, sock_ops},
+    maps::LruHashMap,
+    programs::{SockAddrContext, SockOpsContext},
+};
+use chaosd_common::{
+    net::{FAMILY_V4, MAX_RULES_PER_CGROUP, NetKind, PPM_ONE},
+    proxy::{MAX_PROXY_CONNECTIONS, NO_SLOT, PROXY_FLAG_REFUSE, ProxyOrigin, ProxyPeerKey},
+};
+
+use super::{
+    deepest_rule_set,
+    peer::{Peer, matches},
+};
+use crate::counters;
+
+#[map]
+static PROXY_ORIGINS: LruHashMap<u64, ProxyOrigin> =
+    LruHashMap::with_max_entries(MAX_PROXY_CONNECTIONS, 0);
+
+#[map]
+static PROXY_PEERS: LruHashMap<ProxyPeerKey, ProxyOrigin> =
+    LruHashMap::with_max_entries(MAX_PROXY_CONNECTIONS, 0);
+
+/// chaosd's tgid, set by the loader: the proxy's own upstream connects go where they asked.
+#[unsafe(no_mangle)]
+static PROXY_DAEMON_TGID: u32 = 0;
+
+/// The netns cookie of chaosd's namespace, set by the loader: its listener is only there.
+#[unsafe(no_mangle)]
+static PROXY_NETNS_COOKIE: u64 = 0;
+
+const ALLOW: i32 = 1;
+/// `BPF_SOCK_OPS_TCP_CONNECT_CB`: an active connect is about to send its SYN; the local
+/// address and port are set by then.
+const SOCK_OPS_TCP_CONNECT_CB: u32 = 3;
+const IPPROTO_TCP: u32 = 6;
+/// 127.0.0.1 as the word `user_ip4` holds (network byte order).
+const LOOPBACK4: u32 = u32::from_ne_bytes([127, 0, 0, 1]);
+
+#[cgroup_sock_addr(connect4)]
+pub fn chaosd_proxy_connect4(ctx: SockAddrContext) -> i32 {
+    redirect4(&ctx);
+    ALLOW
+}
+
+#[sock_ops]
+pub fn chaosd_proxy_sock_ops(ctx: SockOpsContext) -> u32 {
+    if ctx.op() == SOCK_OPS_TCP_CONNECT_CB && ctx.family() == 2 {
+        remember_local_port(&ctx);
+    }
+    1
+}
+
+#[cgroup_sock_addr(getpeername4)]
+pub fn chaosd_proxy_getpeername4(ctx: SockAddrContext) -> i32 {
+    // SAFETY: helper on the program's own context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    // SAFETY: map values are plain data written whole.
+    if let Some(origin) = unsafe { PROXY_ORIGINS.get(&cookie) } {
+        // SAFETY: getpeername4 may rewrite user_ip4 and user_port (4-byte stores).
+        unsafe {
+            (*ctx.sock_addr).user_ip4 = origin.addr[0];
+            (*ctx.sock_addr).user_port = u32::from((origin.port as u16).to_be());
+        }
+    }
+    ALLOW
+}
+
+/// Redirects the connect if a live proxy rule of the caller's cgroup matches and its dice hit.
+#[inline(always)]
+fn redirect4(ctx: &SockAddrContext) {
+    // SAFETY: plain helper calls about the current task and the program's own context.
+    let (tgid, netns) = unsafe {
+        (
+            (bpf_get_current_pid_tgid() >> 32) as u32,
+            bpf_get_netns_cookie(ctx.as_ptr()),
+        )
+    };
+    // SAFETY: globals in .rodata, set by the loader.
+    let (daemon, home) = unsafe {
+        (
+            core::ptr::read_volatile(&PROXY_DAEMON_TGID),
+            core::ptr::read_volatile(&PROXY_NETNS_COOKIE),
+        )
+    };
+    if tgid == daemon || netns != home {
+        return;
+    }
+    // SAFETY: the kernel hands a valid bpf_sock_addr.
+    let (proto, addr, port) = unsafe {
+        let sa = &*ctx.sock_addr;
+        (
+            sa.protocol,
+            sa.user_ip4,
+            u32::from(u16::from_be(sa.user_port as u16)),
+        )
+    };
+    if proto != IPPROTO_TCP {
+        return;
+    }
+    // SAFETY: plain helper call about the current task.
+    let found = deepest_rule_set(|level| unsafe { bpf_get_current_ancestor_cgroup_id(level) });
+    let Some((_, set)) = found else { return };
+    let peer = Peer {
+        family: FAMILY_V4,
+        proto,
+        peer: [addr, 0, 0, 0],
+        local: [0; 4],
+        peer_port: port,
+        local_port: 0,
+    };
+    let mut origin = ProxyOrigin {
+        family: FAMILY_V4,
+        port,
+        addr: [addr, 0, 0, 0],
+        slots: [NO_SLOT; MAX_RULES_PER_CGROUP],
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+    let mut to_port = 0u32;
+    let mut refuse_port = 0u32;
+    let mut i = 0;
+    while i < MAX_RULES_PER_CGROUP {
+        let j = i;
+        i += 1;
+        let rule = &set.rules[j];
+        if rule.kind != NetKind::Proxy.code()
+            || now >= rule.deadline_ns
+            || !matches(&rule.filter, &peer)
+        {
+            continue;
+        }
+        let hit = unsafe { bpf_get_prandom_u32() } % PPM_ONE < rule.probability_ppm;
+        counters::count(rule.counter_slot, hit);
+        if !hit {
+            continue;
+        }
+        if rule.flags & PROXY_FLAG_REFUSE != 0 {
+            refuse_port = rule.redirect_port;
+        } else {
+            to_port = rule.redirect_port;
+            if let Some(s) = origin.slots.get_mut(j) {
+                *s = rule.counter_slot;
+            }
+        }
+    }
+    let target = if refuse_port != 0 {
+        refuse_port
+    } else {
+        to_port
+    };
+    if target == 0 || target > 65_535 {
+        return;
+    }
+    if refuse_port == 0 {
+        // SAFETY: helper on the program's own context.
+        let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+        // No room in the map: leave the connect alone rather than lose where it was going.
+        if PROXY_ORIGINS.insert(&cookie, &origin, 0).is_err() {
+            return;
+        }
+    }
+    // SAFETY: connect4 may rewrite user_ip4 and user_port (4-byte stores).
+    unsafe {
+        (*ctx.sock_addr).user_ip4 = LOOPBACK4;
+        (*ctx.sock_addr).user_port = u32::from((target as u16).to_be());
+    }
+}
+
+/// Files a redirected socket's record under its local address and port, which the proxy
+/// reads as the peer of the connection it accepts.
+#[inline(always)]
+fn remember_local_port(ctx: &SockOpsContext) {
+    // SAFETY: helper on the program's own context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    // SAFETY: map values are plain data written whole.
+    let Some(origin) = (unsafe { PROXY_ORIGINS.get(&cookie) }) else {
+        return;
+    };
+    let key = ProxyPeerKey {
+        family: FAMILY_V4,
+        port: ctx.local_port(),
+        addr: [ctx.local_ip4(), 0, 0, 0],
+    };
+    let _ = PROXY_PEERS.insert(&key, origin, 0);
+}

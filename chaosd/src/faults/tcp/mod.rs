@@ -1,0 +1,301 @@
+//! Proxy faults (`tcp.*`): a target cgroup's matching TCP connects are redirected in the
+//! kernel (cgroup connect4, see `chaosd_common::proxy`) to a loopback listener of chaosd's,
+//! whose proxy (on the async runtime) connects to the original destination and applies the
+//! toxics of the faults that hit the connection. `getpeername()` still answers with the
+//! address the application asked for. `tcp.down` redirects to a bound port nobody listens on,
+//! so the connect fails with ECONNREFUSED without reaching the proxy.
+//!
+//! Connections made before a fault are left alone; after it ends, new connects go direct and
+//! the connections it proxied keep flowing through the proxy without its toxic. When chaosd
+//! dies, the program links close with it: new connects go direct at once.
+//!
+//! # Kernel requirements
+//! cgroup sock_addr connect4 and getpeername4 (5.8+) and sock_ops programs with bpf_link, and
+//! `bpf_get_current_pid_tgid` in sock_addr programs; SO_NETNS_COOKIE (5.14+) to keep the
+//! redirect inside chaosd's network namespace. IPv4 only for now: IPv6 connects go direct.
+
+pub mod down;
+pub mod latency;
+pub mod limit_data;
+mod proxy;
+pub mod reset_peer;
+pub mod timeout;
+mod toxic;
+
+use std::{
+    net::TcpListener as StdListener,
+    sync::{Arc, Mutex, OnceLock},
+};
+
+use anyhow::Context as _;
+use aya::{Ebpf, maps::HashMap};
+use chaosd_common::{
+    net::{NetKind, NetRule},
+    proxy::{PROXY_FLAG_REFUSE, PROXY_PEERS_MAP},
+};
+
+pub use toxic::Toxic;
+
+use crate::{
+    api::{Counters, NetFilter, Proto},
+    error::{FaultError, RequestError},
+    faults::kernel::{CounterSlots, Kernel, ProgramGroup},
+    faults::net::{filter::peer_filter, loss::check_percent, percent_to_ppm},
+    faults::{ActiveFault, ApplyContext},
+};
+
+/// The proxy's state: its listener while a fault needs it, and what the kernel tells it.
+pub struct TcpState {
+    shared: Arc<proxy::Shared>,
+    listener: Option<Listener>,
+    /// A bound, never-listening port: connects redirected there are refused (`tcp.down`).
+    refuser: Option<(tokio::net::TcpSocket, u16)>,
+    /// Proxy faults in force: the listener and the refusing port live while this is above 0.
+    users: usize,
+}
+
+struct Listener {
+    port: u16,
+    task: tokio::task::AbortHandle,
+}
+
+impl TcpState {
+    pub fn new(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
+        let peers = ebpf
+            .take_map(PROXY_PEERS_MAP)
+            .context("eBPF object has no proxy peers map")?;
+        let peers = HashMap::try_from(peers).context("proxy peers map has the wrong type")?;
+        Ok(TcpState {
+            shared: Arc::new(proxy::Shared {
+                peers: Mutex::new(peers),
+                toxics: toxic::Toxics::default(),
+            }),
+            listener: None,
+            refuser: None,
+            users: 0,
+        })
+    }
+
+    /// The loopback port connects hit by `toxic` go to, started if need be.
+    fn port_for(&mut self, toxic: &Toxic) -> Result<u16, FaultError> {
+        if *toxic == Toxic::Down {
+            if self.refuser.is_none() {
+                self.refuser = Some(refusing_port()?);
+            }
+            return Ok(self.refuser.as_ref().map(|(_, p)| *p).unwrap_or_default());
+        }
+        if let Some(l) = &self.listener {
+            return Ok(l.port);
+        }
+        let listener = self.start_listener()?;
+        let port = listener.port;
+        self.listener = Some(listener);
+        Ok(port)
+    }
+
+    fn start_listener(&self) -> Result<Listener, FaultError> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|e| FaultError::kernel("starting the proxy (no async runtime)", e))?;
+        let std = StdListener::bind("127.0.0.1:0")
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|e| FaultError::kernel("binding the proxy's loopback listener", e))?;
+        let port = std
+            .local_addr()
+            .map_err(|e| FaultError::kernel("reading the proxy's port", e))?
+            .port();
+        let _entered = runtime.enter();
+        let listener = tokio::net::TcpListener::from_std(std)
+            .map_err(|e| FaultError::kernel("registering the proxy's listener", e))?;
+        let task = runtime
+            .spawn(proxy::accept_loop(listener, Arc::clone(&self.shared)))
+            .abort_handle();
+        tracing::info!(port, "proxy listening on 127.0.0.1");
+        Ok(Listener { port, task })
+    }
+
+    /// One proxy fault fewer; the last one closes the listener (proxied connections go on).
+    fn release(&mut self) {
+        self.users = self.users.saturating_sub(1);
+        if self.users == 0 {
+            if let Some(l) = self.listener.take() {
+                l.task.abort();
+                tracing::info!(
+                    port = l.port,
+                    "proxy listener closed: no proxy fault is active"
+                );
+            }
+            self.refuser = None;
+        }
+    }
+}
+
+/// A TCP socket bound to a loopback port without listening: a SYN to it is answered by RST.
+fn refusing_port() -> Result<(tokio::net::TcpSocket, u16), FaultError> {
+    let socket = tokio::net::TcpSocket::new_v4()
+        .map_err(|e| FaultError::kernel("creating the refusing socket", e))?;
+    socket
+        .bind(([127, 0, 0, 1], 0).into())
+        .map_err(|e| FaultError::kernel("binding the refusing port", e))?;
+    let port = socket
+        .local_addr()
+        .map_err(|e| FaultError::kernel("reading the refusing port", e))?
+        .port();
+    Ok((socket, port))
+}
+
+/// chaosd's network namespace cookie (SO_NETNS_COOKIE, 5.14+), read once.
+pub fn netns_cookie() -> Option<u64> {
+    static COOKIE: OnceLock<Option<u64>> = OnceLock::new();
+    *COOKIE.get_or_init(|| {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
+        let mut cookie = 0u64;
+        let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `cookie`.
+        let rc = unsafe {
+            libc::getsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&sock),
+                libc::SOL_SOCKET,
+                libc::SO_NETNS_COOKIE,
+                (&raw mut cookie).cast(),
+                &mut len,
+            )
+        };
+        (rc == 0).then_some(cookie)
+    })
+}
+
+/// The filter checks every proxy kind shares: TCP, by destination and port only, IPv4.
+pub fn validate_filter(filter: &NetFilter, percent: f64) -> Result<(), RequestError> {
+    check_percent(percent)?;
+    if let Some(src) = &filter.src {
+        return Err(RequestError::BadFilter {
+            field: "src",
+            input: src.to_string(),
+            reason: "a connect has no local address yet; filter by --dst and --port".into(),
+        });
+    }
+    if !matches!(filter.proto, Proto::Any | Proto::Tcp) {
+        return Err(RequestError::BadFilter {
+            field: "proto",
+            input: format!("{:?}", filter.proto).to_lowercase(),
+            reason: "the proxy kinds act on TCP connections only; drop --proto".into(),
+        });
+    }
+    if let Some(dst) = &filter.dst
+        && matches!(dst.get().0, ipnet::IpNet::V6(_))
+    {
+        return Err(RequestError::BadFilter {
+            field: "dst",
+            input: dst.to_string(),
+            reason: "the proxy redirects IPv4 connects only for now; give an IPv4 prefix".into(),
+        });
+    }
+    peer_filter(filter).map(drop)
+}
+
+/// Applies one proxy fault: the toxic goes into the registry before the kernel rule exists,
+/// so the first redirected connection finds it. On error nothing of it stays.
+pub fn apply_toxic(
+    kernel: &Arc<Mutex<Kernel>>,
+    toxic: Toxic,
+    percent: f64,
+    filter: &NetFilter,
+    ctx: &ApplyContext<'_>,
+) -> Result<Box<dyn ActiveFault>, FaultError> {
+    let mut filter = peer_filter(filter).map_err(FaultError::Refused)?;
+    filter.proto = 6;
+    let mut guard = kernel.lock().unwrap_or_else(|e| e.into_inner());
+    let k = &mut *guard;
+    k.require(ProgramGroup::Proxy)?;
+    k.tcp.users += 1;
+    let added = add_rule(k, toxic, percent, filter, ctx);
+    let slot = match added {
+        Ok(slot) => slot,
+        Err(e) => {
+            k.tcp.release();
+            return Err(e);
+        }
+    };
+    let slots = Arc::clone(&k.slots);
+    drop(guard);
+    Ok(Box::new(TcpFault {
+        kernel: Arc::clone(kernel),
+        slots,
+        slot,
+        reverted: false,
+    }))
+}
+
+fn add_rule(
+    k: &mut Kernel,
+    toxic: Toxic,
+    percent: f64,
+    filter: chaosd_common::net::PeerFilter,
+    ctx: &ApplyContext<'_>,
+) -> Result<u32, FaultError> {
+    let port = k.tcp.port_for(&toxic)?;
+    let slot = k.slots.allocate()?;
+    let rule = NetRule {
+        kind: NetKind::Proxy.code(),
+        counter_slot: slot,
+        deadline_ns: ctx.deadline_ns(),
+        probability_ppm: percent_to_ppm(percent),
+        flags: if toxic == Toxic::Down {
+            PROXY_FLAG_REFUSE
+        } else {
+            0
+        },
+        redirect_port: u32::from(port),
+        filter,
+        ..NetRule::default()
+    };
+    k.tcp
+        .shared
+        .toxics
+        .insert(slot, Arc::new(toxic::ActiveToxic::new(toxic)));
+    if let Err(e) = k.net.add_fault(&mut k.ebpf, rule, ctx.cgroup_targets()) {
+        k.tcp.shared.toxics.end(slot);
+        k.slots.release(slot);
+        return Err(e);
+    }
+    Ok(slot)
+}
+
+/// A proxy fault in force: its kernel rule (new connects), its toxic (proxied connections).
+struct TcpFault {
+    kernel: Arc<Mutex<Kernel>>,
+    slots: Arc<CounterSlots>,
+    slot: u32,
+    reverted: bool,
+}
+
+impl ActiveFault for TcpFault {
+    /// Connects that matched (`seen`) and that the fault redirected (`affected`).
+    fn counters(&self) -> Counters {
+        self.slots.read(self.slot)
+    }
+
+    fn revert(&mut self) -> Result<(), FaultError> {
+        if self.reverted {
+            return Ok(());
+        }
+        self.reverted = true;
+        let mut guard = self.kernel.lock().unwrap_or_else(|e| e.into_inner());
+        let k = &mut *guard;
+        // The rule first, so no new connect is sent to a toxic that is ending.
+        let result = k.net.remove_fault(&mut k.ebpf, self.slot);
+        k.tcp.shared.toxics.end(self.slot);
+        k.tcp.release();
+        drop(guard);
+        self.slots.release(self.slot);
+        result
+    }
+}
+
+impl Drop for TcpFault {
+    fn drop(&mut self) {
+        if let Err(e) = self.revert() {
+            tracing::error!(slot = self.slot, "reverting a proxy fault on drop: {e}");
+        }
+    }
+}

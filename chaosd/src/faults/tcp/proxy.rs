@@ -1,0 +1,270 @@
+//! The proxy on the async runtime: accepts redirected connections, finds where each was
+//! going (the kernel's record by the client's local port), connects there and passes the
+//! data through the connection's toxics.
+
+use std::{
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    os::fd::{AsFd as _, BorrowedFd},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use aya::maps::{HashMap, MapData};
+use chaosd_common::{
+    net::FAMILY_V4,
+    proxy::{NO_SLOT, ProxyOrigin, ProxyPeerKey},
+};
+use rand::Rng as _;
+use tokio::{
+    io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _},
+    net::{TcpListener, TcpStream},
+    sync::{mpsc, watch},
+    task::JoinSet,
+    time::Instant,
+};
+
+use super::toxic::{ActiveToxic, Toxic, Toxics};
+
+/// What the accept loop shares with the connections it starts.
+pub struct Shared {
+    /// The kernel's records by client address (`PROXY_PEERS`); one short syscall per accept.
+    pub peers: Mutex<HashMap<MapData, ProxyPeerKey, ProxyOrigin>>,
+    pub toxics: Toxics,
+}
+
+/// How a connection ends when a toxic ends it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    /// Close both sides (FIN).
+    Close,
+    /// Reset the client's side (RST), close the server's.
+    Reset,
+}
+
+const CHUNK: usize = 32 * 1024;
+
+pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        match listener.accept().await {
+            Ok((client, peer)) => {
+                let shared = Arc::clone(&shared);
+                tokio::spawn(async move { serve(client, peer, &shared).await });
+            }
+            Err(e) => {
+                tracing::warn!("proxy accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// The original destination and the toxics of a connection accepted from `peer`.
+fn lookup(shared: &Shared, peer: SocketAddr) -> Option<(SocketAddr, Vec<Arc<ActiveToxic>>)> {
+    let SocketAddr::V4(peer) = peer else {
+        return None;
+    };
+    let key = ProxyPeerKey {
+        family: FAMILY_V4,
+        port: u32::from(peer.port()),
+        addr: [u32::from_ne_bytes(peer.ip().octets()), 0, 0, 0],
+    };
+    let origin = {
+        let mut peers = shared.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let origin = peers.get(&key, 0).ok()?;
+        let _ = peers.remove(&key);
+        origin
+    };
+    let to = SocketAddrV4::new(
+        Ipv4Addr::from(origin.addr[0].to_ne_bytes()),
+        origin.port as u16,
+    );
+    let slots: Vec<u32> = origin
+        .slots
+        .iter()
+        .copied()
+        .filter(|s| *s != NO_SLOT)
+        .collect();
+    Some((SocketAddr::V4(to), shared.toxics.of_slots(&slots)))
+}
+
+async fn serve(mut client: TcpStream, peer: SocketAddr, shared: &Shared) {
+    let Some((to, toxics)) = lookup(shared, peer) else {
+        tracing::warn!(%peer, "proxy: a connection nobody redirected (no kernel record); closed");
+        return;
+    };
+    let mut upstream = match TcpStream::connect(to).await {
+        Ok(s) => s,
+        Err(e) => {
+            // The client's connect already succeeded: a reset is the nearest to a refusal.
+            tracing::debug!(%to, "proxy: upstream connect failed: {e}");
+            reset_on_close(&client);
+            return;
+        }
+    };
+    let _ = client.set_nodelay(true);
+    let _ = upstream.set_nodelay(true);
+    let end = {
+        let (cr, cw) = client.split();
+        let (ur, uw) = upstream.split();
+        let (stop_tx, mut stop_rx) = watch::channel(None::<End>);
+        let up = pump(cr, uw, true, &toxics, &stop_tx);
+        let down = pump(ur, cw, false, &toxics, &stop_tx);
+        tokio::select! {
+            _ = async { tokio::join!(up, down) } => None,
+            e = connection_end(&toxics) => Some(e),
+            _ = stop_rx.wait_for(Option::is_some) => Some(End::Close),
+        }
+    };
+    if end == Some(End::Reset) {
+        reset_on_close(&client);
+    }
+}
+
+/// SO_LINGER 0: closing the socket sends RST instead of FIN.
+fn reset_on_close(stream: &TcpStream) {
+    let fd: BorrowedFd<'_> = stream.as_fd();
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    let _ = nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::Linger, &linger);
+}
+
+/// The first connection-level end a toxic asks for: reset-peer's and timeout's timers, or a
+/// never-closing timeout's fault ending. Never resolves without such a toxic.
+async fn connection_end(toxics: &[Arc<ActiveToxic>]) -> End {
+    let mut timers = JoinSet::new();
+    for t in toxics {
+        let t = Arc::clone(t);
+        let (wait, end) = match t.toxic {
+            Toxic::ResetPeer { after } => (Some(after), End::Reset),
+            Toxic::Timeout { after, .. } => (after, End::Close),
+            _ => continue,
+        };
+        timers.spawn(async move {
+            match wait {
+                // The fault may end first: then it ends nothing.
+                Some(after) => tokio::select! {
+                    _ = tokio::time::sleep(after) => t.live().then_some(end),
+                    _ = t.wait_ended() => None,
+                },
+                // A timeout without a time closes when its fault ends (the data it swallowed
+                // is gone, so the stream could not go on).
+                None => {
+                    t.wait_ended().await;
+                    Some(end)
+                }
+            }
+        });
+    }
+    while let Some(done) = timers.join_next().await {
+        if let Ok(Some(end)) = done {
+            return end;
+        }
+    }
+    std::future::pending().await
+}
+
+/// Passes one direction's data through its toxics: reads go on while chunks wait out their
+/// latency, so the delay adds once per chunk rather than stalling the stream.
+async fn pump<R, W>(
+    mut r: R,
+    mut w: W,
+    upstream: bool,
+    toxics: &[Arc<ActiveToxic>],
+    stop: &watch::Sender<Option<End>>,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mine: Vec<&ActiveToxic> = toxics
+        .iter()
+        .map(Arc::as_ref)
+        .filter(|t| t.toxic.acts_on(upstream))
+        .collect();
+    if mine.is_empty() {
+        let _ = tokio::io::copy(&mut r, &mut w).await;
+        let _ = w.shutdown().await;
+        return;
+    }
+    let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>(64);
+    let reader = async move {
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            match r.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx.send((Instant::now(), buf[..n].to_vec())).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    };
+    let writer = write_through(&mut w, rx, &mine, stop);
+    tokio::join!(reader, writer);
+}
+
+/// Writes each chunk once its toxics allow; closes the connection at a data limit.
+async fn write_through<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    mut rx: mpsc::Receiver<(Instant, Vec<u8>)>,
+    toxics: &[&ActiveToxic],
+    stop: &watch::Sender<Option<End>>,
+) {
+    let mut budgets: Vec<(&ActiveToxic, u64)> = toxics
+        .iter()
+        .filter_map(|t| match t.toxic {
+            Toxic::LimitData { bytes, .. } => Some((*t, bytes)),
+            _ => None,
+        })
+        .collect();
+    let mut last_due = Instant::now();
+    while let Some((arrived, chunk)) = rx.recv().await {
+        let live = || toxics.iter().filter(|t| t.live());
+        if live().any(|t| matches!(t.toxic, Toxic::Timeout { .. })) {
+            continue;
+        }
+        let delay: Duration = live().map(|t| sampled_latency(&t.toxic)).sum();
+        let due = (arrived + delay).max(last_due);
+        last_due = due;
+        tokio::time::sleep_until(due).await;
+        let allowed = budgets
+            .iter()
+            .filter(|(t, _)| t.live())
+            .map(|(_, left)| *left)
+            .min()
+            .unwrap_or(u64::MAX);
+        let n = chunk
+            .len()
+            .min(usize::try_from(allowed).unwrap_or(usize::MAX));
+        if w.write_all(&chunk[..n]).await.is_err() {
+            return;
+        }
+        for (_, left) in budgets.iter_mut().filter(|(t, _)| t.live()) {
+            *left -= n as u64;
+            if *left == 0 {
+                let _ = w.flush().await;
+                stop.send_replace(Some(End::Close));
+                return;
+            }
+        }
+    }
+    let _ = w.shutdown().await;
+}
+
+/// A latency toxic's delay for one chunk: uniform in latency ± jitter; zero for others.
+fn sampled_latency(toxic: &Toxic) -> Duration {
+    let Toxic::Latency {
+        latency, jitter, ..
+    } = *toxic
+    else {
+        return Duration::ZERO;
+    };
+    if jitter.is_zero() {
+        return latency;
+    }
+    let spread = jitter.as_nanos() as u64;
+    let offset = rand::rng().random_range(0..=2 * spread);
+    (latency + Duration::from_nanos(offset)).saturating_sub(jitter)
+}

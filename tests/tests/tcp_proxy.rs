@@ -1,0 +1,370 @@
+//! The transparent proxy (`tcp.*`), checked with real clients in a target cgroup: redis-benchmark
+//! against redis-server for latency, plain sockets for refusal, reset, data limit and timeout;
+//! a sibling cgroup unchanged, getpeername showing the address asked for, and new connects
+//! going direct after recover and after `kill -9` of chaosd.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpListener},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use chaosd::{
+    api::FaultSpec,
+    api::{
+        NetFilter, Stream, TcpDownParams, TcpLatencyParams, TcpLimitDataParams, TcpResetPeerParams,
+        TcpTimeoutParams,
+    },
+    host::cgroup::spawn_in_cgroup,
+};
+use chaosd_integration::{
+    Daemon, TestCgroup, block_on, inject, netns::KillOnDrop, tcp_talk_from, unsupported_reason,
+    wait_for,
+};
+
+const ECONNREFUSED: i32 = 111;
+
+fn port_filter(port: u16) -> NetFilter {
+    NetFilter {
+        port: Some(port.to_string().parse().unwrap()),
+        ..NetFilter::default()
+    }
+}
+
+/// A redis-server on loopback, outside every target cgroup.
+struct Redis {
+    port: u16,
+    _child: KillOnDrop,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian package redis-server) must be installed");
+        let redis = Redis {
+            port,
+            _child: KillOnDrop(child),
+        };
+        let up = wait_for(Duration::from_secs(10), || {
+            let out = Command::new("redis-cli")
+                .args(["-p", &port.to_string(), "ping"])
+                .output()
+                .ok()?;
+            String::from_utf8_lossy(&out.stdout)
+                .contains("PONG")
+                .then_some(())
+        });
+        assert!(up.is_some(), "redis-server did not answer on port {port}");
+        redis
+    }
+
+    /// p50 in ms of `redis-benchmark` PINGs (one client, one request at a time) run in `cg`.
+    fn p50_ms(&self, cg: &TestCgroup, requests: u32) -> f64 {
+        let mut cmd = Command::new("redis-benchmark");
+        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args([
+                "-t",
+                "ping_inline",
+                "-c",
+                "1",
+                "-n",
+                &requests.to_string(),
+                "--csv",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let out = spawn_in_cgroup(&mut cmd, cg.dir())
+            .unwrap()
+            .wait_with_output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        p50_of_csv(&text).unwrap_or_else(|| {
+            panic!(
+                "redis-benchmark printed no p50: {text:?} {:?}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+}
+
+/// The `p50_latency_ms` column of redis-benchmark's first CSV row.
+fn p50_of_csv(text: &str) -> Option<f64> {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let unquote = |l: &str| -> Vec<String> {
+        l.split(',')
+            .map(|f| f.trim_matches('"').to_string())
+            .collect()
+    };
+    let header = unquote(lines.next()?);
+    let row = unquote(lines.next()?);
+    let col = header.iter().position(|h| h == "p50_latency_ms")?;
+    row.get(col)?.parse().ok()
+}
+
+#[test]
+fn tcp_latency_delays_redis_for_the_target_only_until_recover_and_kill_9() {
+    let mut daemon = Daemon::start();
+    if let Some(reason) = unsupported_reason(&daemon, "tcp.latency") {
+        chaosd_integration::skip!("tcp.latency is unsupported on this kernel: {reason}");
+    }
+    let redis = Redis::start();
+    let (target, sibling) = (
+        TestCgroup::new("proxy-redis"),
+        TestCgroup::new("proxy-sibling"),
+    );
+    let base = redis.p50_ms(&target, 20);
+
+    let latency = FaultSpec::TcpLatency(TcpLatencyParams {
+        latency: "100ms".parse().unwrap(),
+        jitter: None,
+        direction: Stream::Downstream,
+        percent: 100.0,
+        filter: port_filter(redis.port),
+    });
+    let fault = inject(&daemon, &target, latency.clone(), "60s");
+    let slowed = redis.p50_ms(&target, 20);
+    let beside = redis.p50_ms(&sibling, 20);
+    eprintln!(
+        "redis PING p50: {base:.3} ms direct, {slowed:.3} ms under tcp.latency 100ms, sibling {beside:.3} ms"
+    );
+    assert!(
+        (slowed - base - 100.0).abs() <= 5.0,
+        "p50 {slowed:.3} ms under 100 ms latency, {base:.3} ms without: expected +100 ± 5"
+    );
+    assert!(
+        (beside - base).abs() <= 5.0,
+        "the sibling cgroup's p50 changed: {beside:.3} ms vs {base:.3} ms"
+    );
+    // The application still sees the address it connected to, not the proxy's.
+    let asked: SocketAddr = format!("127.0.0.1:{}", redis.port).parse().unwrap();
+    let talk = tcp_talk_from(&target, asked, 0, 200);
+    assert_eq!(
+        talk.peer.as_deref(),
+        Some(asked.to_string().as_str()),
+        "{talk:?}"
+    );
+    let info = block_on(daemon.client().get(&fault.id)).unwrap();
+    assert!(
+        info.counters.affected >= 2 && info.counters.affected == info.counters.seen,
+        "counters: {:?}",
+        info.counters
+    );
+
+    block_on(daemon.client().recover(&fault.id)).unwrap();
+    let after = redis.p50_ms(&target, 20);
+    assert!(
+        (after - base).abs() <= 5.0,
+        "after recover the p50 is {after:.3} ms (direct: {base:.3} ms)"
+    );
+
+    inject(&daemon, &target, latency, "60s");
+    daemon.kill9();
+    // The program links closed with the daemon: the next connect goes direct (a redirect to
+    // the dead listener would be refused and redis-benchmark would print nothing).
+    std::thread::sleep(Duration::from_millis(200));
+    let crashed = redis.p50_ms(&target, 10);
+    assert!(
+        (crashed - base).abs() <= 5.0,
+        "after kill -9 the p50 is {crashed:.3} ms (direct: {base:.3} ms)"
+    );
+}
+
+/// Servers outside the targets: `sender` writes 10,000 bytes and closes; `holder` writes 10
+/// bytes and keeps the connection until the client closes it.
+struct Servers {
+    sender: SocketAddr,
+    holder: SocketAddr,
+}
+
+fn serve(listener: TcpListener, bytes: usize, hold: bool) {
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut conn = conn;
+                let _ = conn.write_all(&vec![b'd'; bytes]);
+                if hold {
+                    let mut sink = Vec::new();
+                    let _ = conn.read_to_end(&mut sink);
+                }
+            });
+        }
+    });
+}
+
+impl Servers {
+    fn start() -> Servers {
+        let (s, h) = (
+            TcpListener::bind("127.0.0.1:0").unwrap(),
+            TcpListener::bind("127.0.0.1:0").unwrap(),
+        );
+        let servers = Servers {
+            sender: s.local_addr().unwrap(),
+            holder: h.local_addr().unwrap(),
+        };
+        serve(s, 10_000, false);
+        serve(h, 10, true);
+        servers
+    }
+}
+
+#[test]
+fn down_reset_limit_and_timeout_seen_from_a_plain_client() {
+    let daemon = Daemon::start();
+    if let Some(reason) = unsupported_reason(&daemon, "tcp.down") {
+        chaosd_integration::skip!("the proxy kinds are unsupported on this kernel: {reason}");
+    }
+    let servers = Servers::start();
+    let (target, sibling) = (
+        TestCgroup::new("proxy-plain"),
+        TestCgroup::new("proxy-plain-sib"),
+    );
+    let direct = tcp_talk_from(&target, servers.sender, 0, 3_000);
+    assert_eq!(
+        (direct.received, direct.end.as_str()),
+        (10_000, "eof"),
+        "{direct:?}"
+    );
+
+    // down: refused in the target, not beside it; after recover the connect goes through.
+    let down = inject(
+        &daemon,
+        &target,
+        FaultSpec::TcpDown(TcpDownParams {
+            percent: 100.0,
+            filter: port_filter(servers.sender.port()),
+        }),
+        "60s",
+    );
+    let refused = tcp_talk_from(&target, servers.sender, 0, 3_000);
+    assert_eq!(refused.connect_errno, Some(ECONNREFUSED), "{refused:?}");
+    let beside = tcp_talk_from(&sibling, servers.sender, 0, 3_000);
+    assert_eq!(
+        beside.received, 10_000,
+        "the sibling was affected: {beside:?}"
+    );
+    let other_port = tcp_talk_from(&target, servers.holder, 0, 300);
+    assert_eq!(
+        other_port.received, 10,
+        "--port did not limit tcp.down: {other_port:?}"
+    );
+    block_on(daemon.client().recover(&down.id)).unwrap();
+    let back = tcp_talk_from(&target, servers.sender, 0, 3_000);
+    assert_eq!(back.received, 10_000, "after recover: {back:?}");
+
+    // limit-data: the client gets exactly 1,000 bytes, then the close; getpeername is the server.
+    let limit = inject(
+        &daemon,
+        &target,
+        FaultSpec::TcpLimitData(TcpLimitDataParams {
+            bytes: "1000".parse().unwrap(),
+            direction: Stream::Downstream,
+            percent: 100.0,
+            filter: port_filter(servers.sender.port()),
+        }),
+        "60s",
+    );
+    let limited = tcp_talk_from(&target, servers.sender, 0, 3_000);
+    assert_eq!(
+        (limited.received, limited.end.as_str()),
+        (1_000, "eof"),
+        "{limited:?}"
+    );
+    assert_eq!(
+        limited.peer,
+        Some(servers.sender.to_string()),
+        "{limited:?}"
+    );
+    block_on(daemon.client().recover(&limit.id)).unwrap();
+
+    // reset-peer after 500 ms: the held connection gets its 10 bytes, then ECONNRESET.
+    let reset = inject(
+        &daemon,
+        &target,
+        FaultSpec::TcpResetPeer(TcpResetPeerParams {
+            after: Some("500ms".parse().unwrap()),
+            percent: 100.0,
+            filter: port_filter(servers.holder.port()),
+        }),
+        "60s",
+    );
+    let was_reset = tcp_talk_from(&target, servers.holder, 0, 5_000);
+    assert_eq!(
+        was_reset.end, "errno 104",
+        "expected ECONNRESET: {was_reset:?}"
+    );
+    assert!(
+        (400..3_000).contains(&was_reset.elapsed_ms) && was_reset.received == 10,
+        "the reset came after {} ms with {} bytes read, expected ~500 ms and 10",
+        was_reset.elapsed_ms,
+        was_reset.received
+    );
+    block_on(daemon.client().recover(&reset.id)).unwrap();
+
+    // timeout without --after: nothing arrives, and the read ends when the fault does (2 s).
+    inject(
+        &daemon,
+        &target,
+        FaultSpec::TcpTimeout(TcpTimeoutParams {
+            after: None,
+            direction: Stream::Downstream,
+            percent: 100.0,
+            filter: port_filter(servers.holder.port()),
+        }),
+        "2s",
+    );
+    let timed_out = tcp_talk_from(&target, servers.holder, 0, 10_000);
+    assert_eq!(
+        (timed_out.received, timed_out.end.as_str()),
+        (0, "eof"),
+        "{timed_out:?}"
+    );
+    assert!(
+        timed_out.elapsed_ms >= 1_200,
+        "the read ended after {} ms, before the 2 s fault did",
+        timed_out.elapsed_ms
+    );
+}
+
+#[test]
+fn bad_proxy_requests_are_refused_with_the_field() {
+    let daemon = Daemon::start();
+    let cg = TestCgroup::new("proxy-bad");
+    let cases = [
+        (
+            r#"{"kind": "tcp.latency", "params": {"latency": "10ms", "jitter": "20ms"}}"#,
+            "jitter",
+        ),
+        (
+            r#"{"kind": "tcp.latency", "params": {"latency": "10ms", "filter": {"src": "10.0.0.1"}}}"#,
+            "src",
+        ),
+        (
+            r#"{"kind": "tcp.down", "params": {"filter": {"proto": "udp"}}}"#,
+            "TCP",
+        ),
+        (
+            r#"{"kind": "tcp.limit_data", "params": {"bytes": "0"}}"#,
+            "bytes",
+        ),
+        (
+            r#"{"kind": "tcp.timeout", "params": {"direction": "sideways"}}"#,
+            "sideways",
+        ),
+    ];
+    for (fault, needle) in cases {
+        let (status, msg) = daemon.post_fault_text(fault, cg.rel(), "10s");
+        assert_eq!(status, 400, "{fault}: {msg}");
+        assert!(msg.contains(needle), "{msg:?} does not mention {needle:?}");
+    }
+    assert!(block_on(daemon.client().list(true)).unwrap().is_empty());
+}
