@@ -125,6 +125,8 @@ pub struct TcpTalk {
     pub peer: Option<String>,
     /// Bytes read before the end.
     pub received: usize,
+    /// Reads that returned data.
+    pub reads: usize,
     /// "eof", "timeout", or "errno N" (104 is ECONNRESET).
     pub end: String,
     /// From the connect to the end.
@@ -138,6 +140,7 @@ pub fn tcp_talk(to: SocketAddr, send: usize, read_timeout: Duration) -> TcpTalk 
         connect_errno: None,
         peer: None,
         received: 0,
+        reads: 0,
         end: String::new(),
         elapsed_ms: 0,
     };
@@ -162,7 +165,10 @@ pub fn tcp_talk(to: SocketAddr, send: usize, read_timeout: Duration) -> TcpTalk 
     talk.end = loop {
         match std::io::Read::read(&mut stream, &mut buf) {
             Ok(0) => break "eof".to_string(),
-            Ok(n) => talk.received += n,
+            Ok(n) => {
+                talk.received += n;
+                talk.reads += 1;
+            }
             Err(e)
                 if matches!(
                     e.kind(),

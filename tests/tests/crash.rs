@@ -20,8 +20,9 @@ use chaosd::{
         ClockName, ClockSkewParams, DiskFillParams, DiskIoParams, FaultSpec, IoErrnoParams, IoMode,
         IoOp, NetBandwidthParams, NetConnectErrorParams, NetCorruptParams, NetDelayParams,
         NetDuplicateParams, NetFilter, NetLossParams, NetPartitionParams, ProcessPauseParams,
-        Stream, StressCpuParams, StressMemParams, TcpDownParams, TcpLatencyParams,
-        TcpLimitDataParams, TcpResetPeerParams, TcpTimeoutParams,
+        Stream, StressCpuParams, StressMemParams, TcpBandwidthParams, TcpDownParams,
+        TcpLatencyParams, TcpLimitDataParams, TcpResetPeerParams, TcpSlicerParams,
+        TcpSlowCloseParams, TcpTimeoutParams,
     },
     host::cgroup::cgroup2_mount,
     host::cgroup::spawn_in_cgroup,
@@ -210,6 +211,35 @@ impl Scene {
                 FaultSpec::TcpTimeout(TcpTimeoutParams {
                     after: None,
                     direction: Stream::Upstream,
+                    percent: 100.0,
+                    filter: port.clone(),
+                }),
+                vec![&self.proxied],
+            ),
+            (
+                FaultSpec::TcpBandwidth(TcpBandwidthParams {
+                    rate: "1mbit".parse().unwrap(),
+                    direction: Stream::Downstream,
+                    percent: 100.0,
+                    filter: port.clone(),
+                }),
+                vec![&self.proxied],
+            ),
+            (
+                FaultSpec::TcpSlowClose(TcpSlowCloseParams {
+                    delay: "1s".parse().unwrap(),
+                    direction: Stream::Both,
+                    percent: 100.0,
+                    filter: port.clone(),
+                }),
+                vec![&self.proxied],
+            ),
+            (
+                FaultSpec::TcpSlicer(TcpSlicerParams {
+                    size: "64".parse().unwrap(),
+                    variation: None,
+                    delay: None,
+                    direction: Stream::Downstream,
                     percent: 100.0,
                     filter: port.clone(),
                 }),

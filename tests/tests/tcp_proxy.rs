@@ -13,8 +13,8 @@ use std::{
 use chaosd::{
     api::FaultSpec,
     api::{
-        NetFilter, Stream, TcpDownParams, TcpLatencyParams, TcpLimitDataParams, TcpResetPeerParams,
-        TcpTimeoutParams,
+        NetFilter, Stream, TcpBandwidthParams, TcpDownParams, TcpLatencyParams, TcpLimitDataParams,
+        TcpResetPeerParams, TcpSlicerParams, TcpSlowCloseParams, TcpTimeoutParams,
     },
     host::cgroup::spawn_in_cgroup,
 };
@@ -180,11 +180,14 @@ fn tcp_latency_delays_redis_for_the_target_only_until_recover_and_kill_9() {
 }
 
 /// Servers outside the targets: `sender` writes 10,000 bytes and closes; `holder` writes 10
-/// bytes and keeps the connection until the client closes it.
+/// bytes and keeps the connection until the client closes it; `bulk` writes 250,000 bytes.
 struct Servers {
     sender: SocketAddr,
     holder: SocketAddr,
+    bulk: SocketAddr,
 }
+
+const BULK: usize = 250_000;
 
 fn serve(listener: TcpListener, bytes: usize, hold: bool) {
     std::thread::spawn(move || {
@@ -203,16 +206,16 @@ fn serve(listener: TcpListener, bytes: usize, hold: bool) {
 
 impl Servers {
     fn start() -> Servers {
-        let (s, h) = (
-            TcpListener::bind("127.0.0.1:0").unwrap(),
-            TcpListener::bind("127.0.0.1:0").unwrap(),
-        );
+        let bind = || TcpListener::bind("127.0.0.1:0").unwrap();
+        let (s, h, b) = (bind(), bind(), bind());
         let servers = Servers {
             sender: s.local_addr().unwrap(),
             holder: h.local_addr().unwrap(),
+            bulk: b.local_addr().unwrap(),
         };
         serve(s, 10_000, false);
         serve(h, 10, true);
+        serve(b, BULK, false);
         servers
     }
 }
@@ -336,6 +339,99 @@ fn down_reset_limit_and_timeout_seen_from_a_plain_client() {
 }
 
 #[test]
+fn bandwidth_slicer_and_slow_close_seen_from_a_plain_client() {
+    let daemon = Daemon::start();
+    if let Some(reason) = unsupported_reason(&daemon, "tcp.bandwidth") {
+        chaosd_integration::skip!("the proxy kinds are unsupported on this kernel: {reason}");
+    }
+    let servers = Servers::start();
+    let (target, sibling) = (
+        TestCgroup::new("proxy-shape"),
+        TestCgroup::new("proxy-shape-sib"),
+    );
+
+    // bandwidth 1mbit downstream: 250,000 bytes take 2 s ± 5 % in the target, not beside it.
+    let cap = inject(
+        &daemon,
+        &target,
+        FaultSpec::TcpBandwidth(TcpBandwidthParams {
+            rate: "1mbit".parse().unwrap(),
+            direction: Stream::Downstream,
+            percent: 100.0,
+            filter: port_filter(servers.bulk.port()),
+        }),
+        "60s",
+    );
+    let capped = tcp_talk_from(&target, servers.bulk, 0, 5_000);
+    assert_eq!(capped.received, BULK, "{capped:?}");
+    let rate = BULK as f64 * 8.0 / (capped.elapsed_ms as f64 / 1000.0);
+    eprintln!(
+        "tcp.bandwidth 1mbit: {BULK} bytes in {} ms = {rate:.0} bit/s",
+        capped.elapsed_ms
+    );
+    assert!(
+        (rate / 1e6 - 1.0).abs() <= 0.05,
+        "downloaded at {rate:.0} bit/s under a 1 mbit/s cap ({} ms)",
+        capped.elapsed_ms
+    );
+    let free = tcp_talk_from(&sibling, servers.bulk, 0, 5_000);
+    assert!(
+        free.received == BULK && free.elapsed_ms < 500,
+        "the sibling was capped: {free:?}"
+    );
+    block_on(daemon.client().recover(&cap.id)).unwrap();
+
+    // slicer: the 10,000 bytes arrive in many small reads instead of a few big ones.
+    let whole = tcp_talk_from(&target, servers.sender, 0, 3_000);
+    let slicer = inject(
+        &daemon,
+        &target,
+        FaultSpec::TcpSlicer(TcpSlicerParams {
+            size: "100".parse().unwrap(),
+            variation: Some("20".parse().unwrap()),
+            delay: Some("2ms".parse().unwrap()),
+            direction: Stream::Downstream,
+            percent: 100.0,
+            filter: port_filter(servers.sender.port()),
+        }),
+        "60s",
+    );
+    let sliced = tcp_talk_from(&target, servers.sender, 0, 3_000);
+    assert_eq!(sliced.received, 10_000, "{sliced:?}");
+    assert!(
+        sliced.reads >= 50 && sliced.reads > 5 * whole.reads,
+        "slices of ~100 bytes came in {} reads (without the slicer: {})",
+        sliced.reads,
+        whole.reads
+    );
+    block_on(daemon.client().recover(&slicer.id)).unwrap();
+
+    // slow-close 1 s downstream: the server's close reaches the client a second late.
+    inject(
+        &daemon,
+        &target,
+        FaultSpec::TcpSlowClose(TcpSlowCloseParams {
+            delay: "1s".parse().unwrap(),
+            direction: Stream::Downstream,
+            percent: 100.0,
+            filter: port_filter(servers.sender.port()),
+        }),
+        "60s",
+    );
+    let slow = tcp_talk_from(&target, servers.sender, 0, 5_000);
+    assert_eq!(
+        (slow.received, slow.end.as_str()),
+        (10_000, "eof"),
+        "{slow:?}"
+    );
+    assert!(
+        (900..2_500).contains(&slow.elapsed_ms),
+        "the close came after {} ms, expected about 1 s",
+        slow.elapsed_ms
+    );
+}
+
+#[test]
 fn bad_proxy_requests_are_refused_with_the_field() {
     let daemon = Daemon::start();
     let cg = TestCgroup::new("proxy-bad");
@@ -359,6 +455,14 @@ fn bad_proxy_requests_are_refused_with_the_field() {
         (
             r#"{"kind": "tcp.timeout", "params": {"direction": "sideways"}}"#,
             "sideways",
+        ),
+        (
+            r#"{"kind": "tcp.slicer", "params": {"size": "10", "variation": "10"}}"#,
+            "variation",
+        ),
+        (
+            r#"{"kind": "tcp.bandwidth", "params": {"rate": "fast"}}"#,
+            "rate",
         ),
     ];
     for (fault, needle) in cases {

@@ -21,8 +21,8 @@ pub use choices::Choice;
 pub use clock::{ClockName, ClockSkewParams};
 pub use io::{IoErrnoParams, IoOp};
 pub use tcp::{
-    Stream, TcpDownParams, TcpLatencyParams, TcpLimitDataParams, TcpResetPeerParams,
-    TcpTimeoutParams,
+    Stream, TcpBandwidthParams, TcpDownParams, TcpLatencyParams, TcpLimitDataParams,
+    TcpResetPeerParams, TcpSlicerParams, TcpSlowCloseParams, TcpTimeoutParams,
 };
 pub use units::{
     ByteCount, ByteRate, ByteSize, Cidr, ClockOffset, Errno, LinkRate, PortRange, Signal, Written,
@@ -64,7 +64,8 @@ pub enum FaultSpec {
     /// Hold back what the target cgroups send (departure time + sch_fq).
     #[serde(rename = "net.delay")]
     NetDelay(NetDelayParams),
-    /// Pace what the target cgroups send to a rate (departure time + sch_fq).
+    /// Pace what the target cgroups send to a rate (departure time + sch_fq). Egress only:
+    /// `tcp.bandwidth` with `direction: downstream` caps what they receive.
     #[serde(rename = "net.bandwidth")]
     NetBandwidth(NetBandwidthParams),
     /// Damage what the target cgroups send (TC egress): dropped by the receiver, or with
@@ -110,6 +111,15 @@ pub enum FaultSpec {
     /// Stop the data of the target's proxied TCP connections.
     #[serde(rename = "tcp.timeout")]
     TcpTimeout(TcpTimeoutParams),
+    /// Cap the data rate of the target's proxied TCP connections.
+    #[serde(rename = "tcp.bandwidth")]
+    TcpBandwidth(TcpBandwidthParams),
+    /// Delay the close of the target's proxied TCP connections.
+    #[serde(rename = "tcp.slow_close")]
+    TcpSlowClose(TcpSlowCloseParams),
+    /// Write the data of the target's proxied TCP connections in small delayed slices.
+    #[serde(rename = "tcp.slicer")]
+    TcpSlicer(TcpSlicerParams),
 }
 
 impl FaultSpec {
@@ -136,6 +146,9 @@ impl FaultSpec {
             FaultSpec::TcpResetPeer(_) => "tcp.reset_peer",
             FaultSpec::TcpLimitData(_) => "tcp.limit_data",
             FaultSpec::TcpTimeout(_) => "tcp.timeout",
+            FaultSpec::TcpBandwidth(_) => "tcp.bandwidth",
+            FaultSpec::TcpSlowClose(_) => "tcp.slow_close",
+            FaultSpec::TcpSlicer(_) => "tcp.slicer",
         }
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ByteCount, NetFilter, Written};
+use super::{ByteCount, LinkRate, NetFilter, Written};
 
 /// Which half of a proxied connection a toxic acts on, named as in Toxiproxy.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -90,6 +90,52 @@ pub struct TcpLimitDataParams {
 pub struct TcpTimeoutParams {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<Written<Duration>>,
+    #[serde(default)]
+    pub direction: Stream,
+    #[serde(default = "hundred")]
+    pub percent: f64,
+    #[serde(default)]
+    pub filter: NetFilter,
+}
+
+/// `tcp.bandwidth`: the direction's data passes at most at `rate` (Toxiproxy's `bandwidth`);
+/// downstream it caps what the target receives, which `net.bandwidth` (egress) cannot.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TcpBandwidthParams {
+    /// tc-style rate: "1mbit", "500kbit" (bits/s), "10mbps" (bytes/s).
+    pub rate: Written<LinkRate>,
+    #[serde(default)]
+    pub direction: Stream,
+    #[serde(default = "hundred")]
+    pub percent: f64,
+    #[serde(default)]
+    pub filter: NetFilter,
+}
+
+/// `tcp.slow_close`: the close of the direction reaches the other side `delay` late.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TcpSlowCloseParams {
+    pub delay: Written<Duration>,
+    #[serde(default)]
+    pub direction: Stream,
+    #[serde(default = "hundred")]
+    pub percent: f64,
+    #[serde(default)]
+    pub filter: NetFilter,
+}
+
+/// `tcp.slicer`: the direction's data is written in slices of about `size` bytes (± up to
+/// `variation`), `delay` apart (Toxiproxy's `slicer`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TcpSlicerParams {
+    pub size: Written<ByteCount>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variation: Option<Written<ByteCount>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<Written<Duration>>,
     #[serde(default)]
     pub direction: Stream,
     #[serde(default = "hundred")]

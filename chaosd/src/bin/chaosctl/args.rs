@@ -197,7 +197,8 @@ pub enum NetFault {
         #[command(flatten)]
         common: Common,
     },
-    /// Pace what the target sends to a rate; needs sch_fq.
+    /// Pace what the target sends to a rate (egress only); needs sch_fq. For what the target
+    /// receives (a download cap), use `tcp bandwidth --direction downstream`.
     Bandwidth {
         /// tc-style rate: 1mbit, 500kbit (bits/s) or 10mbps (bytes/s).
         #[arg(long)]

@@ -85,14 +85,18 @@ pub fn status(s: &StatusInfo) {
 
 fn params(spec: &FaultSpec) -> String {
     use chaosd::api::{
-        TcpDownParams, TcpLatencyParams, TcpLimitDataParams, TcpResetPeerParams, TcpTimeoutParams,
+        TcpBandwidthParams, TcpDownParams, TcpLatencyParams, TcpLimitDataParams,
+        TcpResetPeerParams, TcpSlicerParams, TcpSlowCloseParams, TcpTimeoutParams,
     };
     match spec {
         FaultSpec::TcpLatency(TcpLatencyParams { filter: f, .. })
         | FaultSpec::TcpDown(TcpDownParams { filter: f, .. })
         | FaultSpec::TcpResetPeer(TcpResetPeerParams { filter: f, .. })
         | FaultSpec::TcpLimitData(TcpLimitDataParams { filter: f, .. })
-        | FaultSpec::TcpTimeout(TcpTimeoutParams { filter: f, .. }) => format!(
+        | FaultSpec::TcpTimeout(TcpTimeoutParams { filter: f, .. })
+        | FaultSpec::TcpBandwidth(TcpBandwidthParams { filter: f, .. })
+        | FaultSpec::TcpSlowClose(TcpSlowCloseParams { filter: f, .. })
+        | FaultSpec::TcpSlicer(TcpSlicerParams { filter: f, .. }) => format!(
             "{}{}",
             crate::tcp::TcpFault::describe(spec).unwrap_or_default(),
             filter(f)

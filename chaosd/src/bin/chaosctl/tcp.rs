@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use chaosd::api::{
-    ByteCount, Cidr, FaultSpec, NetFilter, PortRange, Stream, TcpDownParams, TcpLatencyParams,
-    TcpLimitDataParams, TcpResetPeerParams, TcpTimeoutParams, Written,
+    ByteCount, Cidr, FaultSpec, LinkRate, NetFilter, PortRange, Stream, TcpBandwidthParams,
+    TcpDownParams, TcpLatencyParams, TcpLimitDataParams, TcpResetPeerParams, TcpSlicerParams,
+    TcpSlowCloseParams, TcpTimeoutParams, Written,
 };
 use clap::{Args, Subcommand};
 
@@ -55,6 +56,43 @@ pub enum TcpFault {
         /// fault ends).
         #[arg(long)]
         after: Option<Written<Duration>>,
+        #[command(flatten)]
+        direction: DirectionArg,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Cap the data rate of the target's TCP connections; --direction downstream caps what it
+    /// receives (net bandwidth paces only what a cgroup sends).
+    Bandwidth {
+        /// tc-style rate: 1mbit, 500kbit (bits/s) or 10mbps (bytes/s).
+        #[arg(long)]
+        rate: Written<LinkRate>,
+        #[command(flatten)]
+        direction: DirectionArg,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Pass on the close of the target's TCP connections late.
+    SlowClose {
+        /// How late the close arrives, e.g. 2s.
+        #[arg(long)]
+        delay: Written<Duration>,
+        #[command(flatten)]
+        direction: DirectionArg,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Write the data of the target's TCP connections in small slices, optionally delayed.
+    Slicer {
+        /// Average slice, e.g. 64 (bytes).
+        #[arg(long)]
+        size: Written<ByteCount>,
+        /// Slices vary by up to this many bytes around the size; below the size.
+        #[arg(long)]
+        variation: Option<Written<ByteCount>>,
+        /// Pause between slices, e.g. 1ms.
+        #[arg(long)]
+        delay: Option<Written<Duration>>,
         #[command(flatten)]
         direction: DirectionArg,
         #[command(flatten)]
@@ -155,6 +193,49 @@ impl TcpFault {
                 }),
                 conn.common,
             ),
+            TcpFault::Bandwidth {
+                rate,
+                direction,
+                conn,
+            } => (
+                FaultSpec::TcpBandwidth(TcpBandwidthParams {
+                    rate,
+                    direction: direction.direction,
+                    percent: conn.percent,
+                    filter: conn.filter(),
+                }),
+                conn.common,
+            ),
+            TcpFault::SlowClose {
+                delay,
+                direction,
+                conn,
+            } => (
+                FaultSpec::TcpSlowClose(TcpSlowCloseParams {
+                    delay,
+                    direction: direction.direction,
+                    percent: conn.percent,
+                    filter: conn.filter(),
+                }),
+                conn.common,
+            ),
+            TcpFault::Slicer {
+                size,
+                variation,
+                delay,
+                direction,
+                conn,
+            } => (
+                FaultSpec::TcpSlicer(TcpSlicerParams {
+                    size,
+                    variation,
+                    delay,
+                    direction: direction.direction,
+                    percent: conn.percent,
+                    filter: conn.filter(),
+                }),
+                conn.common,
+            ),
         }
     }
 
@@ -195,6 +276,32 @@ impl TcpFault {
                     .as_ref()
                     .map(|a| format!("after {a}"))
                     .unwrap_or_else(|| "when the fault ends".into())
+            ),
+            FaultSpec::TcpBandwidth(p) => format!(
+                "{} % of connections: {} capped at {}",
+                p.percent,
+                dir(p.direction),
+                p.rate
+            ),
+            FaultSpec::TcpSlowClose(p) => format!(
+                "{} % of connections: {} close {} late",
+                p.percent,
+                dir(p.direction),
+                p.delay
+            ),
+            FaultSpec::TcpSlicer(p) => format!(
+                "{} % of connections: {} in slices of {}{}{}",
+                p.percent,
+                dir(p.direction),
+                p.size,
+                p.variation
+                    .as_ref()
+                    .map(|v| format!(" ± {v}"))
+                    .unwrap_or_default(),
+                p.delay
+                    .as_ref()
+                    .map(|d| format!(", {d} apart"))
+                    .unwrap_or_default()
             ),
             _ => return None,
         })

@@ -14,11 +14,14 @@
 //! `bpf_get_current_pid_tgid` in sock_addr programs; SO_NETNS_COOKIE (5.14+) to keep the
 //! redirect inside chaosd's network namespace. IPv4 only for now: IPv6 connects go direct.
 
+pub mod bandwidth;
 pub mod down;
 pub mod latency;
 pub mod limit_data;
 mod proxy;
 pub mod reset_peer;
+pub mod slicer;
+pub mod slow_close;
 pub mod timeout;
 mod toxic;
 

@@ -205,7 +205,8 @@ async fn pump<R, W>(
     tokio::join!(reader, writer);
 }
 
-/// Writes each chunk once its toxics allow; closes the connection at a data limit.
+/// Writes each chunk once its toxics allow: latency, then slices and the bandwidth's pace;
+/// closes the connection at a data limit, and passes the close on (late with slow-close).
 async fn write_through<W: AsyncWrite + Unpin>(
     w: &mut W,
     mut rx: mpsc::Receiver<(Instant, Vec<u8>)>,
@@ -220,37 +221,113 @@ async fn write_through<W: AsyncWrite + Unpin>(
         })
         .collect();
     let mut last_due = Instant::now();
+    let mut pace = Instant::now();
     while let Some((arrived, chunk)) = rx.recv().await {
-        let live = || toxics.iter().filter(|t| t.live());
-        if live().any(|t| matches!(t.toxic, Toxic::Timeout { .. })) {
+        let live: Vec<Toxic> = toxics
+            .iter()
+            .filter(|t| t.live())
+            .map(|t| t.toxic)
+            .collect();
+        if live.iter().any(|t| matches!(t, Toxic::Timeout { .. })) {
             continue;
         }
-        let delay: Duration = live().map(|t| sampled_latency(&t.toxic)).sum();
+        let delay: Duration = live.iter().map(sampled_latency).sum();
         let due = (arrived + delay).max(last_due);
         last_due = due;
         tokio::time::sleep_until(due).await;
-        let allowed = budgets
-            .iter()
-            .filter(|(t, _)| t.live())
-            .map(|(_, left)| *left)
-            .min()
-            .unwrap_or(u64::MAX);
-        let n = chunk
-            .len()
-            .min(usize::try_from(allowed).unwrap_or(usize::MAX));
-        if w.write_all(&chunk[..n]).await.is_err() {
-            return;
-        }
-        for (_, left) in budgets.iter_mut().filter(|(t, _)| t.live()) {
-            *left -= n as u64;
-            if *left == 0 {
-                let _ = w.flush().await;
-                stop.send_replace(Some(End::Close));
+        let shape = Shape::of(&live);
+        let mut rest = &chunk[..];
+        while !rest.is_empty() {
+            let (piece, tail) = rest.split_at(shape.piece_len(rest.len()));
+            rest = tail;
+            let allowed = budgets
+                .iter()
+                .filter(|(t, _)| t.live())
+                .map(|(_, left)| *left)
+                .min()
+                .unwrap_or(u64::MAX);
+            let n = piece
+                .len()
+                .min(usize::try_from(allowed).unwrap_or(usize::MAX));
+            if let Some(rate) = shape.rate {
+                let start = pace.max(Instant::now());
+                tokio::time::sleep_until(start).await;
+                pace = start + Duration::from_secs_f64(n as f64 / rate as f64);
+            }
+            if w.write_all(&piece[..n]).await.is_err() {
                 return;
+            }
+            for (_, left) in budgets.iter_mut().filter(|(t, _)| t.live()) {
+                *left -= n as u64;
+                if *left == 0 {
+                    let _ = w.flush().await;
+                    stop.send_replace(Some(End::Close));
+                    return;
+                }
+            }
+            if !rest.is_empty() && !shape.gap.is_zero() {
+                tokio::time::sleep(shape.gap).await;
             }
         }
     }
+    let linger = toxics
+        .iter()
+        .filter(|t| t.live())
+        .filter_map(|t| match t.toxic {
+            Toxic::SlowClose { delay, .. } => Some(delay),
+            _ => None,
+        })
+        .max();
+    if let Some(delay) = linger {
+        tokio::time::sleep(delay).await;
+    }
     let _ = w.shutdown().await;
+}
+
+/// How a chunk is cut and paced: the slowest bandwidth toxic, the first slicer.
+struct Shape {
+    rate: Option<u64>,
+    slice: Option<(u64, u64)>,
+    gap: Duration,
+}
+
+impl Shape {
+    fn of(live: &[Toxic]) -> Shape {
+        let rate = live
+            .iter()
+            .filter_map(|t| match t {
+                Toxic::Bandwidth { bytes_per_sec, .. } => Some((*bytes_per_sec).max(1)),
+                _ => None,
+            })
+            .min();
+        let slicer = live.iter().find_map(|t| match t {
+            Toxic::Slicer {
+                size,
+                variation,
+                delay,
+                ..
+            } => Some(((*size, *variation), *delay)),
+            _ => None,
+        });
+        Shape {
+            rate,
+            slice: slicer.map(|(s, _)| s),
+            gap: slicer.map(|(_, d)| d).unwrap_or_default(),
+        }
+    }
+
+    /// The next piece's length out of `left` bytes: a slice, or 10 ms worth at the rate so
+    /// the pace stays smooth, or all of it.
+    fn piece_len(&self, left: usize) -> usize {
+        let want = match (self.slice, self.rate) {
+            (Some((size, variation)), _) => {
+                size - variation + rand::rng().random_range(0..=2 * variation)
+            }
+            (None, Some(rate)) => (rate / 100).max(1),
+            (None, None) => return left,
+        };
+        left.min(usize::try_from(want.max(1)).unwrap_or(usize::MAX))
+    }
 }
 
 /// A latency toxic's delay for one chunk: uniform in latency ± jitter; zero for others.

@@ -31,6 +31,17 @@ pub enum Toxic {
     },
     /// Connects are refused in the kernel; the proxy never sees them.
     Down,
+    /// The direction's data passes at most at this rate.
+    Bandwidth { bytes_per_sec: u64, stream: Stream },
+    /// The direction's close (FIN) is passed on `delay` late.
+    SlowClose { delay: Duration, stream: Stream },
+    /// Writes are split into slices of `size` ± `variation` bytes, `delay` apart.
+    Slicer {
+        size: u64,
+        variation: u64,
+        delay: Duration,
+        stream: Stream,
+    },
 }
 
 impl Toxic {
@@ -39,7 +50,10 @@ impl Toxic {
         match self {
             Toxic::Latency { stream, .. }
             | Toxic::LimitData { stream, .. }
-            | Toxic::Timeout { stream, .. } => stream.covers(upstream),
+            | Toxic::Timeout { stream, .. }
+            | Toxic::Bandwidth { stream, .. }
+            | Toxic::SlowClose { stream, .. }
+            | Toxic::Slicer { stream, .. } => stream.covers(upstream),
             Toxic::ResetPeer { .. } | Toxic::Down => false,
         }
     }
