@@ -24,6 +24,8 @@ pub const SENDMSG6_EPERM: &str = "chaosd_sendmsg6_eperm";
 pub const PROXY_CONNECT4: &str = "chaosd_proxy_connect4";
 pub const PROXY_SOCK_OPS: &str = "chaosd_proxy_sock_ops";
 pub const PROXY_GETPEERNAME4: &str = "chaosd_proxy_getpeername4";
+pub const PROXY_CONNECT6: &str = "chaosd_proxy_connect6";
+pub const PROXY_GETPEERNAME6: &str = "chaosd_proxy_getpeername6";
 /// TC egress classifier: corrupt, duplicate.
 pub const TC_EGRESS: &str = "chaosd_tc_egress";
 /// tp_btf/sched_process_exec: clock skew of processes exec'd later.
@@ -54,6 +56,8 @@ pub const PROGRAMS: &[(&str, &str)] = &[
     (PROXY_CONNECT4, "cgroup/connect4"),
     (PROXY_SOCK_OPS, "sockops"),
     (PROXY_GETPEERNAME4, "cgroup/getpeername4"),
+    (PROXY_CONNECT6, "cgroup/connect6"),
+    (PROXY_GETPEERNAME6, "cgroup/getpeername6"),
     (TC_EGRESS, "classifier"),
     (CLOCK_EXEC, "tp_btf"),
     (IO_FILE_OPEN, "lsm"),

@@ -13,7 +13,7 @@ use aya_ebpf::{
     programs::{SockAddrContext, SockOpsContext},
 };
 use chaosd_common::{
-    net::{FAMILY_V4, MAX_RULES_PER_CGROUP, NetKind, PPM_ONE},
+    net::{FAMILY_V4, FAMILY_V6, MAX_RULES_PER_CGROUP, NetKind, PPM_ONE},
     proxy::{MAX_PROXY_CONNECTIONS, NO_SLOT, PROXY_FLAG_REFUSE, ProxyOrigin, ProxyPeerKey},
 };
 
@@ -46,19 +46,97 @@ const SOCK_OPS_TCP_CONNECT_CB: u32 = 3;
 const IPPROTO_TCP: u32 = 6;
 /// 127.0.0.1 as the word `user_ip4` holds (network byte order).
 const LOOPBACK4: u32 = u32::from_ne_bytes([127, 0, 0, 1]);
+/// ::1 as the words `user_ip6` holds.
+const LOOPBACK6: [u32; 4] = [0, 0, 0, u32::from_ne_bytes([0, 0, 0, 1])];
+/// Word 2 of an IPv4-mapped IPv6 address (::ffff:a.b.c.d).
+const V4_MAPPED: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
+const AF_INET: u32 = 2;
+const AF_INET6: u32 = 10;
 
 #[cgroup_sock_addr(connect4)]
 pub fn chaosd_proxy_connect4(ctx: SockAddrContext) -> i32 {
-    redirect4(&ctx);
+    // SAFETY: the kernel hands a valid bpf_sock_addr.
+    let addr = unsafe { (*ctx.sock_addr).user_ip4 };
+    if let Some(port) = redirect(&ctx, FAMILY_V4, [addr, 0, 0, 0]) {
+        // SAFETY: connect4 may rewrite user_ip4 and user_port (4-byte stores).
+        unsafe {
+            (*ctx.sock_addr).user_ip4 = LOOPBACK4;
+            (*ctx.sock_addr).user_port = u32::from((port as u16).to_be());
+        }
+    }
+    ALLOW
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn chaosd_proxy_connect6(ctx: SockAddrContext) -> i32 {
+    // SAFETY: the kernel hands a valid bpf_sock_addr.
+    let addr = unsafe { (*ctx.sock_addr).user_ip6 };
+    // IPv4-mapped destinations of dual-stack sockets are left alone (not redirected yet).
+    if addr[0] == 0 && addr[1] == 0 && addr[2] == V4_MAPPED {
+        return ALLOW;
+    }
+    if let Some(port) = redirect(&ctx, FAMILY_V6, addr) {
+        // SAFETY: connect6 may rewrite user_ip6 (4-byte stores) and user_port.
+        unsafe {
+            let sa = &mut *ctx.sock_addr;
+            sa.user_ip6[0] = LOOPBACK6[0];
+            sa.user_ip6[1] = LOOPBACK6[1];
+            sa.user_ip6[2] = LOOPBACK6[2];
+            sa.user_ip6[3] = LOOPBACK6[3];
+            sa.user_port = u32::from((port as u16).to_be());
+        }
+    }
     ALLOW
 }
 
 #[sock_ops]
 pub fn chaosd_proxy_sock_ops(ctx: SockOpsContext) -> u32 {
-    if ctx.op() == SOCK_OPS_TCP_CONNECT_CB && ctx.family() == 2 {
-        remember_local_port(&ctx);
+    if ctx.op() == SOCK_OPS_TCP_CONNECT_CB {
+        let family = ctx.family();
+        if family == AF_INET {
+            remember_local_port(&ctx, FAMILY_V4, [ctx.local_ip4(), 0, 0, 0]);
+        } else if family == AF_INET6 {
+            remember_local_port(&ctx, FAMILY_V6, local_ip6(&ctx));
+        }
     }
     1
+}
+
+/// The socket's local IPv6 address, read a word at a time: the verifier allows only 4-byte
+/// loads of `local_ip6`, and copying the array whole may compile to 8-byte ones.
+#[inline(always)]
+fn local_ip6(ctx: &SockOpsContext) -> [u32; 4] {
+    // SAFETY: `ops` is the kernel's bpf_sock_ops; each word is a readable 4-byte field.
+    unsafe {
+        let words = core::ptr::addr_of!((*ctx.ops).local_ip6).cast::<u32>();
+        [
+            core::ptr::read_volatile(words),
+            core::ptr::read_volatile(words.add(1)),
+            core::ptr::read_volatile(words.add(2)),
+            core::ptr::read_volatile(words.add(3)),
+        ]
+    }
+}
+
+#[cgroup_sock_addr(getpeername6)]
+pub fn chaosd_proxy_getpeername6(ctx: SockAddrContext) -> i32 {
+    // SAFETY: helper on the program's own context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    // SAFETY: map values are plain data written whole.
+    if let Some(origin) = unsafe { PROXY_ORIGINS.get(&cookie) }
+        && origin.family == FAMILY_V6
+    {
+        // SAFETY: getpeername6 may rewrite user_ip6 (4-byte stores) and user_port.
+        unsafe {
+            let sa = &mut *ctx.sock_addr;
+            sa.user_ip6[0] = origin.addr[0];
+            sa.user_ip6[1] = origin.addr[1];
+            sa.user_ip6[2] = origin.addr[2];
+            sa.user_ip6[3] = origin.addr[3];
+            sa.user_port = u32::from((origin.port as u16).to_be());
+        }
+    }
+    ALLOW
 }
 
 #[cgroup_sock_addr(getpeername4)]
@@ -66,7 +144,9 @@ pub fn chaosd_proxy_getpeername4(ctx: SockAddrContext) -> i32 {
     // SAFETY: helper on the program's own context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     // SAFETY: map values are plain data written whole.
-    if let Some(origin) = unsafe { PROXY_ORIGINS.get(&cookie) } {
+    if let Some(origin) = unsafe { PROXY_ORIGINS.get(&cookie) }
+        && origin.family == FAMILY_V4
+    {
         // SAFETY: getpeername4 may rewrite user_ip4 and user_port (4-byte stores).
         unsafe {
             (*ctx.sock_addr).user_ip4 = origin.addr[0];
@@ -76,9 +156,10 @@ pub fn chaosd_proxy_getpeername4(ctx: SockAddrContext) -> i32 {
     ALLOW
 }
 
-/// Redirects the connect if a live proxy rule of the caller's cgroup matches and its dice hit.
+/// The loopback port to send the connect to, if a live proxy rule of the caller's cgroup
+/// matches and its dice hit; the origin is recorded by then (not for a refusal).
 #[inline(always)]
-fn redirect4(ctx: &SockAddrContext) {
+fn redirect(ctx: &SockAddrContext, family: u32, addr: [u32; 4]) -> Option<u32> {
     // SAFETY: plain helper calls about the current task and the program's own context.
     let (tgid, netns) = unsafe {
         (
@@ -94,37 +175,34 @@ fn redirect4(ctx: &SockAddrContext) {
         )
     };
     if tgid == daemon || netns != home {
-        return;
+        return None;
     }
     // SAFETY: the kernel hands a valid bpf_sock_addr.
-    let (proto, addr, port) = unsafe {
+    let (proto, port) = unsafe {
         let sa = &*ctx.sock_addr;
-        (
-            sa.protocol,
-            sa.user_ip4,
-            u32::from(u16::from_be(sa.user_port as u16)),
-        )
+        (sa.protocol, u32::from(u16::from_be(sa.user_port as u16)))
     };
     if proto != IPPROTO_TCP {
-        return;
+        return None;
     }
     // SAFETY: plain helper call about the current task.
     let found = deepest_rule_set(|level| unsafe { bpf_get_current_ancestor_cgroup_id(level) });
-    let Some((_, set)) = found else { return };
+    let (_, set) = found?;
     let peer = Peer {
-        family: FAMILY_V4,
+        family,
         proto,
-        peer: [addr, 0, 0, 0],
+        peer: addr,
         local: [0; 4],
         peer_port: port,
         local_port: 0,
     };
     let mut origin = ProxyOrigin {
-        family: FAMILY_V4,
+        family,
         port,
-        addr: [addr, 0, 0, 0],
+        addr,
         slots: [NO_SLOT; MAX_RULES_PER_CGROUP],
     };
+    // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
     let mut to_port = 0u32;
     let mut refuse_port = 0u32;
@@ -139,6 +217,7 @@ fn redirect4(ctx: &SockAddrContext) {
         {
             continue;
         }
+        // SAFETY: plain helper call.
         let hit = unsafe { bpf_get_prandom_u32() } % PPM_ONE < rule.probability_ppm;
         counters::count(rule.counter_slot, hit);
         if !hit {
@@ -159,27 +238,21 @@ fn redirect4(ctx: &SockAddrContext) {
         to_port
     };
     if target == 0 || target > 65_535 {
-        return;
+        return None;
     }
     if refuse_port == 0 {
         // SAFETY: helper on the program's own context.
         let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
         // No room in the map: leave the connect alone rather than lose where it was going.
-        if PROXY_ORIGINS.insert(&cookie, &origin, 0).is_err() {
-            return;
-        }
+        PROXY_ORIGINS.insert(&cookie, &origin, 0).ok()?;
     }
-    // SAFETY: connect4 may rewrite user_ip4 and user_port (4-byte stores).
-    unsafe {
-        (*ctx.sock_addr).user_ip4 = LOOPBACK4;
-        (*ctx.sock_addr).user_port = u32::from((target as u16).to_be());
-    }
+    Some(target)
 }
 
 /// Files a redirected socket's record under its local address and port, which the proxy
 /// reads as the peer of the connection it accepts.
 #[inline(always)]
-fn remember_local_port(ctx: &SockOpsContext) {
+fn remember_local_port(ctx: &SockOpsContext, family: u32, local: [u32; 4]) {
     // SAFETY: helper on the program's own context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     // SAFETY: map values are plain data written whole.
@@ -187,9 +260,9 @@ fn remember_local_port(ctx: &SockOpsContext) {
         return;
     };
     let key = ProxyPeerKey {
-        family: FAMILY_V4,
+        family,
         port: ctx.local_port(),
-        addr: [ctx.local_ip4(), 0, 0, 0],
+        addr: local,
     };
     let _ = PROXY_PEERS.insert(&key, origin, 0);
 }

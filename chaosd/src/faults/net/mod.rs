@@ -76,7 +76,12 @@ const SOCK_ADDR_EPERM_PROGRAMS: [&str; 4] = [
     names::SENDMSG6_EPERM,
 ];
 /// The proxy's sock_addr programs (`tcp.*`): redirect, and answer getpeername.
-const PROXY_SOCK_ADDR_PROGRAMS: [&str; 2] = [names::PROXY_CONNECT4, names::PROXY_GETPEERNAME4];
+const PROXY_SOCK_ADDR_PROGRAMS: [&str; 4] = [
+    names::PROXY_CONNECT4,
+    names::PROXY_GETPEERNAME4,
+    names::PROXY_CONNECT6,
+    names::PROXY_GETPEERNAME6,
+];
 /// `-EPERM`: the only errno a sock_addr program can give without `bpf_set_retval`.
 const MINUS_EPERM: i32 = -1;
 

@@ -12,7 +12,8 @@
 //! # Kernel requirements
 //! cgroup sock_addr connect4 and getpeername4 (5.8+) and sock_ops programs with bpf_link, and
 //! `bpf_get_current_pid_tgid` in sock_addr programs; SO_NETNS_COOKIE (5.14+) to keep the
-//! redirect inside chaosd's network namespace. IPv4 only for now: IPv6 connects go direct.
+//! redirect inside chaosd's network namespace. IPv4 and IPv6 (IPv4-mapped destinations of
+//! dual-stack sockets go direct).
 
 pub mod bandwidth;
 pub mod down;
@@ -51,15 +52,18 @@ use crate::{
 pub struct TcpState {
     shared: Arc<proxy::Shared>,
     listener: Option<Listener>,
-    /// A bound, never-listening port: connects redirected there are refused (`tcp.down`).
-    refuser: Option<(tokio::net::TcpSocket, u16)>,
+    /// A bound, never-listening port (on 127.0.0.1 and ::1): connects redirected there are
+    /// refused (`tcp.down`).
+    refuser: Option<(Vec<tokio::net::TcpSocket>, u16)>,
     /// Proxy faults in force: the listener and the refusing port live while this is above 0.
     users: usize,
 }
 
+/// The proxy's listeners: one port on 127.0.0.1 and, where the host has IPv6, on ::1 (the
+/// kernel rewrites a connect to the loopback of its own family, keeping the port).
 struct Listener {
     port: u16,
-    task: tokio::task::AbortHandle,
+    tasks: Vec<tokio::task::AbortHandle>,
 }
 
 impl TcpState {
@@ -99,21 +103,22 @@ impl TcpState {
     fn start_listener(&self) -> Result<Listener, FaultError> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|e| FaultError::kernel("starting the proxy (no async runtime)", e))?;
-        let std = StdListener::bind("127.0.0.1:0")
-            .and_then(|l| l.set_nonblocking(true).map(|()| l))
-            .map_err(|e| FaultError::kernel("binding the proxy's loopback listener", e))?;
-        let port = std
-            .local_addr()
-            .map_err(|e| FaultError::kernel("reading the proxy's port", e))?
-            .port();
+        let (port, listeners) = bind_pair(|addr| {
+            let l = StdListener::bind(addr)?;
+            l.set_nonblocking(true)?;
+            Ok(l)
+        })
+        .map_err(|e| FaultError::kernel("binding the proxy's loopback listeners", e))?;
         let _entered = runtime.enter();
-        let listener = tokio::net::TcpListener::from_std(std)
-            .map_err(|e| FaultError::kernel("registering the proxy's listener", e))?;
-        let task = runtime
-            .spawn(proxy::accept_loop(listener, Arc::clone(&self.shared)))
-            .abort_handle();
-        tracing::info!(port, "proxy listening on 127.0.0.1");
-        Ok(Listener { port, task })
+        let mut tasks = Vec::new();
+        for std in listeners {
+            let listener = tokio::net::TcpListener::from_std(std)
+                .map_err(|e| FaultError::kernel("registering the proxy's listener", e))?;
+            let task = runtime.spawn(proxy::accept_loop(listener, Arc::clone(&self.shared)));
+            tasks.push(task.abort_handle());
+        }
+        tracing::info!(port, listeners = tasks.len(), "proxy listening on loopback");
+        Ok(Listener { port, tasks })
     }
 
     /// One proxy fault fewer; the last one closes the listener (proxied connections go on).
@@ -121,7 +126,7 @@ impl TcpState {
         self.users = self.users.saturating_sub(1);
         if self.users == 0 {
             if let Some(l) = self.listener.take() {
-                l.task.abort();
+                l.tasks.iter().for_each(tokio::task::AbortHandle::abort);
                 tracing::info!(
                     port = l.port,
                     "proxy listener closed: no proxy fault is active"
@@ -132,18 +137,62 @@ impl TcpState {
     }
 }
 
-/// A TCP socket bound to a loopback port without listening: a SYN to it is answered by RST.
-fn refusing_port() -> Result<(tokio::net::TcpSocket, u16), FaultError> {
-    let socket = tokio::net::TcpSocket::new_v4()
-        .map_err(|e| FaultError::kernel("creating the refusing socket", e))?;
-    socket
-        .bind(([127, 0, 0, 1], 0).into())
-        .map_err(|e| FaultError::kernel("binding the refusing port", e))?;
-    let port = socket
-        .local_addr()
-        .map_err(|e| FaultError::kernel("reading the refusing port", e))?
-        .port();
-    Ok((socket, port))
+/// TCP sockets bound to one loopback port without listening: a SYN to it is answered by RST.
+fn refusing_port() -> Result<(Vec<tokio::net::TcpSocket>, u16), FaultError> {
+    let (port, sockets) = bind_pair(|addr| {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.bind(addr)?;
+        Ok(socket)
+    })
+    .map_err(|e| FaultError::kernel("binding the refusing port", e))?;
+    Ok((sockets, port))
+}
+
+/// Binds `bind` on 127.0.0.1 with a free port and on ::1 with the same port (retrying when
+/// that one is taken); a host without IPv6 gets the IPv4 one only.
+fn bind_pair<T: LocalPort>(
+    bind: impl Fn(std::net::SocketAddr) -> std::io::Result<T>,
+) -> std::io::Result<(u16, Vec<T>)> {
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+    let mut last = None;
+    for _ in 0..32 {
+        let v4 = bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+        let port = local_port(&v4)?;
+        match bind(SocketAddr::from((Ipv6Addr::LOCALHOST, port))) {
+            Ok(v6) => return Ok((port, vec![v4, v6])),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => last = Some(e),
+            Err(e) => {
+                tracing::info!("the proxy listens on IPv4 only: ::1 is not available ({e})");
+                return Ok((port, vec![v4]));
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no port free on both loopbacks")))
+}
+
+/// What [`bind_pair`] needs of what it binds: the port it got.
+trait LocalPort {
+    fn port(&self) -> std::io::Result<u16>;
+}
+
+impl LocalPort for StdListener {
+    fn port(&self) -> std::io::Result<u16> {
+        Ok(self.local_addr()?.port())
+    }
+}
+
+impl LocalPort for tokio::net::TcpSocket {
+    fn port(&self) -> std::io::Result<u16> {
+        Ok(self.local_addr()?.port())
+    }
+}
+
+fn local_port(bound: &impl LocalPort) -> std::io::Result<u16> {
+    bound.port()
 }
 
 /// chaosd's network namespace cookie (SO_NETNS_COOKIE, 5.14+), read once.
@@ -167,7 +216,7 @@ pub fn netns_cookie() -> Option<u64> {
     })
 }
 
-/// The filter checks every proxy kind shares: TCP, by destination and port only, IPv4.
+/// The filter checks every proxy kind shares: TCP, by destination and port only.
 pub fn validate_filter(filter: &NetFilter, percent: f64) -> Result<(), RequestError> {
     check_percent(percent)?;
     if let Some(src) = &filter.src {
@@ -182,15 +231,6 @@ pub fn validate_filter(filter: &NetFilter, percent: f64) -> Result<(), RequestEr
             field: "proto",
             input: format!("{:?}", filter.proto).to_lowercase(),
             reason: "the proxy kinds act on TCP connections only; drop --proto".into(),
-        });
-    }
-    if let Some(dst) = &filter.dst
-        && matches!(dst.get().0, ipnet::IpNet::V6(_))
-    {
-        return Err(RequestError::BadFilter {
-            field: "dst",
-            input: dst.to_string(),
-            reason: "the proxy redirects IPv4 connects only for now; give an IPv4 prefix".into(),
         });
     }
     peer_filter(filter).map(drop)

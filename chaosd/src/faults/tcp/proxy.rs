@@ -3,7 +3,7 @@
 //! data through the connection's toxics.
 
 use std::{
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
     os::fd::{AsFd as _, BorrowedFd},
     sync::{Arc, Mutex},
     time::Duration,
@@ -11,7 +11,7 @@ use std::{
 
 use aya::maps::{HashMap, MapData};
 use chaosd_common::{
-    net::FAMILY_V4,
+    net::{FAMILY_V4, FAMILY_V6},
     proxy::{NO_SLOT, ProxyOrigin, ProxyPeerKey},
 };
 use rand::Rng as _;
@@ -60,13 +60,17 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 
 /// The original destination and the toxics of a connection accepted from `peer`.
 fn lookup(shared: &Shared, peer: SocketAddr) -> Option<(SocketAddr, Vec<Arc<ActiveToxic>>)> {
-    let SocketAddr::V4(peer) = peer else {
-        return None;
-    };
-    let key = ProxyPeerKey {
-        family: FAMILY_V4,
-        port: u32::from(peer.port()),
-        addr: [u32::from_ne_bytes(peer.ip().octets()), 0, 0, 0],
+    let key = match peer {
+        SocketAddr::V4(p) => ProxyPeerKey {
+            family: FAMILY_V4,
+            port: u32::from(p.port()),
+            addr: [u32::from_ne_bytes(p.ip().octets()), 0, 0, 0],
+        },
+        SocketAddr::V6(p) => ProxyPeerKey {
+            family: FAMILY_V6,
+            port: u32::from(p.port()),
+            addr: words(p.ip().octets()),
+        },
     };
     let origin = {
         let mut peers = shared.peers.lock().unwrap_or_else(|e| e.into_inner());
@@ -74,17 +78,35 @@ fn lookup(shared: &Shared, peer: SocketAddr) -> Option<(SocketAddr, Vec<Arc<Acti
         let _ = peers.remove(&key);
         origin
     };
-    let to = SocketAddrV4::new(
-        Ipv4Addr::from(origin.addr[0].to_ne_bytes()),
-        origin.port as u16,
-    );
+    let port = origin.port as u16;
+    let to = if origin.family == FAMILY_V6 {
+        let mut octets = [0u8; 16];
+        for (i, w) in origin.addr.iter().enumerate() {
+            octets[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+        SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(octets), port, 0, 0))
+    } else {
+        SocketAddr::V4(SocketAddrV4::new(
+            Ipv4Addr::from(origin.addr[0].to_ne_bytes()),
+            port,
+        ))
+    };
     let slots: Vec<u32> = origin
         .slots
         .iter()
         .copied()
         .filter(|s| *s != NO_SLOT)
         .collect();
-    Some((SocketAddr::V4(to), shared.toxics.of_slots(&slots)))
+    Some((to, shared.toxics.of_slots(&slots)))
+}
+
+/// An IPv6 address as the four network-order words the kernel keeps.
+fn words(octets: [u8; 16]) -> [u32; 4] {
+    let mut w = [0u32; 4];
+    for (i, c) in octets.chunks(4).enumerate() {
+        w[i] = u32::from_ne_bytes([c[0], c[1], c[2], c[3]]);
+    }
+    w
 }
 
 async fn serve(mut client: TcpStream, peer: SocketAddr, shared: &Shared) {
