@@ -12,6 +12,7 @@ pub mod clock;
 pub mod errno;
 pub mod history;
 pub mod io;
+pub mod resource;
 pub mod tcp;
 pub mod units;
 
@@ -20,6 +21,7 @@ mod choices;
 pub use choices::Choice;
 pub use clock::{ClockName, ClockSkewParams};
 pub use io::{IoErrnoParams, IoOp};
+pub use resource::{CpuLimitParams, KnobChange, MemPressureParams, ProcessLimitParams};
 pub use tcp::{
     Stream, TcpBandwidthParams, TcpDownParams, TcpLatencyParams, TcpLimitDataParams,
     TcpResetPeerParams, TcpSlicerParams, TcpSlowCloseParams, TcpTimeoutParams,
@@ -120,6 +122,15 @@ pub enum FaultSpec {
     /// Write the data of the target's proxied TCP connections in small delayed slices.
     #[serde(rename = "tcp.slicer")]
     TcpSlicer(TcpSlicerParams),
+    /// Cap the target cgroups' CPU time (`cpu.max`).
+    #[serde(rename = "cpu.limit")]
+    CpuLimit(CpuLimitParams),
+    /// Throttle and reclaim the target cgroups above a memory size (`memory.high`).
+    #[serde(rename = "mem.pressure")]
+    MemPressure(MemPressureParams),
+    /// Cap how many tasks the target cgroups may hold (`pids.max`).
+    #[serde(rename = "process.limit")]
+    ProcessLimit(ProcessLimitParams),
 }
 
 impl FaultSpec {
@@ -149,6 +160,9 @@ impl FaultSpec {
             FaultSpec::TcpBandwidth(_) => "tcp.bandwidth",
             FaultSpec::TcpSlowClose(_) => "tcp.slow_close",
             FaultSpec::TcpSlicer(_) => "tcp.slicer",
+            FaultSpec::CpuLimit(_) => "cpu.limit",
+            FaultSpec::MemPressure(_) => "mem.pressure",
+            FaultSpec::ProcessLimit(_) => "process.limit",
         }
     }
 }
@@ -533,6 +547,9 @@ pub struct FaultInfo {
     /// `net.bandwidth`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub netns: Vec<NetnsUsed>,
+    /// The cgroup knobs the fault wrote, with what they held before (resource kinds).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub knobs: Vec<KnobChange>,
     /// For a fault that something other than its daemon ended (the guardian, a later start,
     /// `chaosd --cleanup`): who, what it found on the host and what it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]

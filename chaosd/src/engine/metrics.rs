@@ -220,6 +220,7 @@ mod tests {
             counters: Counters { seen, affected },
             op_counters: vec![],
             netns: vec![],
+            knobs: vec![],
             outcome: None,
         }
     }
