@@ -25,6 +25,24 @@ use chaosd_integration::{
 
 const ECONNREFUSED: i32 = 111;
 
+/// Timing tolerances: the on the host; wider under the VM harness, whose CPU is
+/// emulated (measured on 6.12 under TCG: +9..12 ms on a 100 ms latency, -6 % on a rate).
+fn latency_tolerance_ms() -> f64 {
+    if std::env::var_os("CHAOSD_VM").is_some() {
+        25.0
+    } else {
+        5.0
+    }
+}
+
+fn rate_tolerance() -> f64 {
+    if std::env::var_os("CHAOSD_VM").is_some() {
+        0.15
+    } else {
+        0.05
+    }
+}
+
 /// Whether `kind` runs here; skips (with the reason) where the kernel refuses it. On the dev
 /// host (not under the VM harness) the proxy must load: a refusal there is a bug, not a skip.
 fn supported(daemon: &Daemon, kind: &str) -> bool {
@@ -159,11 +177,11 @@ fn tcp_latency_delays_redis_for_the_target_only_until_recover_and_kill_9() {
         "redis PING p50: {base:.3} ms direct, {slowed:.3} ms under tcp.latency 100ms, sibling {beside:.3} ms"
     );
     assert!(
-        (slowed - base - 100.0).abs() <= 5.0,
+        (slowed - base - 100.0).abs() <= latency_tolerance_ms(),
         "p50 {slowed:.3} ms under 100 ms latency, {base:.3} ms without: expected +100 ± 5"
     );
     assert!(
-        (beside - base).abs() <= 5.0,
+        (beside - base).abs() <= latency_tolerance_ms(),
         "the sibling cgroup's p50 changed: {beside:.3} ms vs {base:.3} ms"
     );
     // The application still sees the address it connected to, not the proxy's.
@@ -184,7 +202,7 @@ fn tcp_latency_delays_redis_for_the_target_only_until_recover_and_kill_9() {
     block_on(daemon.client().recover(&fault.id)).unwrap();
     let after = redis.p50_ms(&target, 20);
     assert!(
-        (after - base).abs() <= 5.0,
+        (after - base).abs() <= latency_tolerance_ms(),
         "after recover the p50 is {after:.3} ms (direct: {base:.3} ms)"
     );
 
@@ -195,7 +213,7 @@ fn tcp_latency_delays_redis_for_the_target_only_until_recover_and_kill_9() {
     std::thread::sleep(Duration::from_millis(200));
     let crashed = redis.p50_ms(&target, 10);
     assert!(
-        (crashed - base).abs() <= 5.0,
+        (crashed - base).abs() <= latency_tolerance_ms(),
         "after kill -9 the p50 is {crashed:.3} ms (direct: {base:.3} ms)"
     );
 }
@@ -230,7 +248,7 @@ fn ipv6_connects_are_proxied_too() {
     let slowed = redis.p50_ms(&target, 10);
     eprintln!("redis over ::1 PING p50: {base:.3} ms direct, {slowed:.3} ms under 100ms");
     assert!(
-        (slowed - base - 100.0).abs() <= 5.0,
+        (slowed - base - 100.0).abs() <= latency_tolerance_ms(),
         "IPv6 p50 {slowed:.3} ms under 100 ms latency, {base:.3} ms without"
     );
     let asked: SocketAddr = format!("[::1]:{}", redis.port).parse().unwrap();
@@ -362,6 +380,35 @@ fn down_reset_limit_and_timeout_seen_from_a_plain_client() {
     );
     block_on(daemon.client().recover(&limit.id)).unwrap();
 
+    // A connection made before a fault is left alone: one opened now and held through an
+    // immediate reset-peer ends by its own read timeout, while a new one is reset.
+    let (old, at_once) = std::thread::scope(|scope| {
+        let before = scope.spawn(|| tcp_talk_from(&target, servers.holder, 0, 1_500));
+        std::thread::sleep(Duration::from_millis(300));
+        let at_once = inject(
+            &daemon,
+            &target,
+            FaultSpec::TcpResetPeer(TcpResetPeerParams {
+                after: None,
+                percent: 100.0,
+                filter: port_filter(servers.holder.port()),
+            }),
+            "60s",
+        );
+        let fresh = tcp_talk_from(&target, servers.holder, 0, 1_500);
+        assert_eq!(
+            fresh.end, "errno 104",
+            "a new connect was not reset: {fresh:?}"
+        );
+        (before.join().unwrap(), at_once)
+    });
+    assert_eq!(
+        (old.received, old.end.as_str()),
+        (10, "timeout"),
+        "the connection made before the fault was touched: {old:?}"
+    );
+    block_on(daemon.client().recover(&at_once.id)).unwrap();
+
     // reset-peer after 500 ms: the held connection gets its 10 bytes, then ECONNRESET.
     let reset = inject(
         &daemon,
@@ -443,13 +490,13 @@ fn bandwidth_slicer_and_slow_close_seen_from_a_plain_client() {
         capped.elapsed_ms
     );
     assert!(
-        (rate / 1e6 - 1.0).abs() <= 0.05,
+        (rate / 1e6 - 1.0).abs() <= rate_tolerance(),
         "downloaded at {rate:.0} bit/s under a 1 mbit/s cap ({} ms)",
         capped.elapsed_ms
     );
     let free = tcp_talk_from(&sibling, servers.bulk, 0, 5_000);
     assert!(
-        free.received == BULK && free.elapsed_ms < 500,
+        free.received == BULK && free.elapsed_ms < 1_000,
         "the sibling was capped: {free:?}"
     );
     block_on(daemon.client().recover(&cap.id)).unwrap();
