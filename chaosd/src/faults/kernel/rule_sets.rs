@@ -33,10 +33,23 @@ pub fn inherited_sets<'a, R, const N: usize>(
 where
     R: Copy + Default + 'a,
 {
+    inherited_sets_of(faults, None, what)
+}
+
+/// [`inherited_sets`] for the targeted cgroups in `only` (all with `None`).
+pub fn inherited_sets_of<'a, R, const N: usize>(
+    faults: impl Iterator<Item = &'a TargetedRule<R>> + Clone,
+    only: Option<&BTreeSet<u64>>,
+    what: &str,
+) -> Result<BTreeMap<u64, [R; N]>, FaultError>
+where
+    R: Copy + Default + 'a,
+{
     let index = TargetIndex::new(faults.clone());
     let rules: Vec<R> = faults.map(|f| f.rule).collect();
     let mut sets = BTreeMap::new();
-    for (id, path) in &index.targeted {
+    let wanted = |id: &u64| only.is_none_or(|o| o.contains(id));
+    for (id, path) in index.targeted.iter().filter(|(id, _)| wanted(id)) {
         let mut set = [R::default(); N];
         for (n, fault) in index.covering(path).into_iter().enumerate() {
             *set.get_mut(n).ok_or_else(|| FaultError::Capacity {
@@ -46,6 +59,28 @@ where
         sets.insert(*id, set);
     }
     Ok(sets)
+}
+
+/// The cgroups whose rule sets a fault with targets `changed` (added or just removed) can
+/// alter: those targets and every cgroup `faults` target at or below them.
+pub fn affected_by<'a, R: 'a>(
+    faults: impl Iterator<Item = &'a TargetedRule<R>>,
+    changed: &[(u64, String)],
+) -> BTreeSet<u64> {
+    let mut affected: BTreeSet<u64> = changed.iter().map(|(id, _)| *id).collect();
+    for (id, path) in faults.flat_map(|f| f.targets.iter()) {
+        if changed.iter().any(|(_, c)| covers(c, path)) {
+            affected.insert(*id);
+        }
+    }
+    affected
+}
+
+/// `candidate` is `of` or one of its ancestors: [`crate::host::cgroup::is_same_or_ancestor`]
+/// without its allocation (this runs for every target of every fault at each inject).
+fn covers(candidate: &str, of: &str) -> bool {
+    let c = candidate.trim_end_matches('/');
+    of == candidate || (of.len() > c.len() && of.starts_with(c) && of.as_bytes()[c.len()] == b'/')
 }
 
 /// The faults (by position) of each target path, and every targeted cgroup.
@@ -101,6 +136,36 @@ impl<V: Pod + PartialEq> RuleMap<V> {
             written: BTreeMap::new(),
             what,
         }
+    }
+
+    /// Makes the entries of `ids` what `desired` says (an id missing from it is removed);
+    /// other entries stay. With [`affected_by`] and [`inherited_sets_of`], an inject writes
+    /// its own targets' sets and those below, whatever else is in force.
+    pub fn sync_only(
+        &mut self,
+        ids: &BTreeSet<u64>,
+        desired: BTreeMap<u64, V>,
+    ) -> Result<(), FaultError> {
+        for id in ids {
+            match desired.get(id) {
+                Some(set) if self.written.get(id) == Some(set) => {}
+                Some(set) => {
+                    self.map
+                        .insert(id, set, 0)
+                        .map_err(|e| FaultError::kernel(self.what, e))?;
+                    self.written.insert(*id, *set);
+                }
+                None if self.written.contains_key(id) => {
+                    match self.map.remove(id) {
+                        Ok(()) | Err(MapError::KeyNotFound) => {}
+                        Err(e) => return Err(FaultError::kernel(self.what, e)),
+                    }
+                    self.written.remove(id);
+                }
+                None => {}
+            }
+        }
+        Ok(())
     }
 
     /// Makes the map hold exactly `desired` (computed in full before this writes anything),
@@ -186,6 +251,30 @@ mod tests {
             "/a/b/c/d gets /, /a, /a/b's rules"
         );
         assert_eq!(sets[&14][..2], [2, 5], "/ab is not below /a");
+    }
+
+    #[test]
+    fn a_change_affects_its_targets_and_what_lies_below_them_only() {
+        let faults = [
+            fault(1, &[(10, "/a/b")]),
+            fault(2, &[(11, "/a/b/c"), (12, "/ab")]),
+            fault(3, &[(13, "/x")]),
+        ];
+        let changed = vec![(20, "/a".to_string())];
+        let affected = affected_by(faults.iter(), &changed);
+        assert_eq!(affected, BTreeSet::from([10, 11, 20]));
+        let all = inherited_sets::<_, 4>(faults.iter(), "test").unwrap();
+        let some = inherited_sets_of::<_, 4>(faults.iter(), Some(&affected), "test").unwrap();
+        assert_eq!(some.keys().copied().collect::<Vec<_>>(), [10, 11]);
+        assert!(some.iter().all(|(id, set)| all[id] == *set));
+        for (c, of, want) in [
+            ("/", "/a", true),
+            ("/a", "/ab", false),
+            ("/a/", "/a/b", true),
+        ] {
+            assert_eq!(covers(c, of), is_same_or_ancestor(c, of), "{c} {of}");
+            assert_eq!(covers(c, of), want, "{c} {of}");
+        }
     }
 
     #[test]
