@@ -6,9 +6,9 @@
 
 mod bench;
 mod fuzz;
-mod test_tools;
 mod package;
 mod setup;
+mod test_tools;
 mod util;
 mod vm;
 

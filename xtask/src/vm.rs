@@ -61,6 +61,7 @@ const HOST_ONLY: &[&str] = &[
     "systemd",
     "load",
     "responsive",
+    "prometheus",
 ];
 
 /// Which distro kernel(s) to boot.

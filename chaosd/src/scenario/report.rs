@@ -27,6 +27,9 @@ pub struct Report {
     pub reason: String,
     #[serde(default)]
     pub abort_reason: Option<String>,
+    /// The `[[abort.prometheus]]` rule that aborted the run, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort_rule: Option<AbortFired>,
     /// Whether the steady state held again after rollback; `None` when nothing was injected.
     #[serde(default)]
     pub recovered: Option<bool>,
@@ -43,6 +46,17 @@ pub struct Report {
     pub timeline: Vec<RunEvent>,
     /// The scenario as validated.
     pub scenario: Scenario,
+}
+
+/// A Prometheus abort rule that fired: which, on what value, when.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AbortFired {
+    pub rule: String,
+    pub query: String,
+    pub value: f64,
+    /// When the query that fired was asked, from the run's start.
+    pub at_ms: u64,
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -151,6 +165,16 @@ impl Report {
         let _ = writeln!(md, "| duration | {:.1} s |", self.duration_ms as f64 / 1e3);
         if let Some(a) = &self.abort_reason {
             let _ = writeln!(md, "| aborted | {a} |");
+        }
+        if let Some(f) = &self.abort_rule {
+            let _ = writeln!(
+                md,
+                "| abort rule | `{}` fired at +{:.1} s: `{}` = {} |",
+                f.rule,
+                f.at_ms as f64 / 1e3,
+                f.query,
+                f.value
+            );
         }
         let recovery = match (self.recovered, self.recovery_ms) {
             (Some(true), Some(ms)) => format!("{ms} ms"),
