@@ -62,6 +62,7 @@ const HOST_ONLY: &[&str] = &[
     "load",
     "responsive",
     "prometheus",
+    "schedule",
 ];
 
 /// Which distro kernel(s) to boot.

@@ -12,6 +12,7 @@ pub mod clock;
 pub mod errno;
 pub mod history;
 pub mod io;
+pub mod schedule;
 pub mod units;
 
 mod choices;

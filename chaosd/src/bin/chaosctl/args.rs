@@ -84,6 +84,11 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = ReportFormat::Md)]
         format: ReportFormat,
     },
+    /// Start scenarios or single faults on a cron schedule (kept by the daemon across restarts).
+    Schedule {
+        #[command(subcommand)]
+        command: ScheduleCommand,
+    },
     /// Print a shell completion script, e.g. `source <(chaosctl completions bash)`.
     Completions {
         #[arg(value_enum)]
@@ -107,6 +112,27 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         tag: u8,
     },
+}
+
+#[derive(Subcommand)]
+pub enum ScheduleCommand {
+    /// Add a schedule: FILE is a scenario (TOML) or one fault as `POST /v1/faults` takes it (.json).
+    Add {
+        /// When, in UTC: five fields (`0 2 * * *`: 02:00 daily) or six with seconds first.
+        #[arg(long)]
+        cron: String,
+        file: PathBuf,
+    },
+    /// List schedules with their next due time and last outcome.
+    List,
+    /// Show one schedule and what became of each due time (started, missed, refused).
+    Show { id: String },
+    /// Stop firing until resumed (due times meanwhile are skipped, not missed).
+    Pause { id: String },
+    /// Fire again from the next due time on.
+    Resume { id: String },
+    /// Delete a schedule and its record of fires (runs it started keep their reports).
+    Remove { id: String },
 }
 
 /// How `chaosctl report` prints a report.

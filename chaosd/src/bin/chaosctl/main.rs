@@ -9,6 +9,7 @@ mod history;
 mod io;
 mod output;
 mod scenario;
+mod schedule;
 mod stress;
 
 use std::process::ExitCode;
@@ -82,6 +83,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Run { file, detach } => scenario::run(&client, &file, json, detach).await,
         Command::Runs => scenario::runs(&client, json).await,
         Command::Report { id, format } => scenario::report(&client, &id, format, json).await,
+        Command::Schedule { command } => schedule::run(&client, command, json).await,
         Command::Completions { shell } => generate::completions(shell, &mut std::io::stdout()),
         Command::Man { out_dir } => generate::man_pages(&out_dir),
         Command::Status => {

@@ -30,10 +30,15 @@ fn explain(file: &Path, text: &str, e: &ScenarioError) -> String {
     )
 }
 
+/// The scenario in `text` (read from `file`), or its error with the place shown.
+pub fn check(file: &Path, text: &str) -> Result<format::Scenario> {
+    format::parse(text).map_err(|e| anyhow::anyhow!(explain(file, text, &e)))
+}
+
 /// Checks a file without the daemon: syntax, fields, fault parameters, blast radius.
 pub fn validate(file: &Path) -> Result<()> {
     let text = read(file)?;
-    let s = format::parse(&text).map_err(|e| anyhow::anyhow!(explain(file, &text, &e)))?;
+    let s = check(file, &text)?;
     println!(
         "{}: ok: {:?}, {} probe(s), {} step(s), faults from +0s to +{:.1}s",
         file.display(),
