@@ -16,6 +16,8 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("prometheus", "prometheus"),
     // tests/tests/prometheus.rs: a TLS server with a self-signed certificate for https probes.
     ("openssl", "openssl"),
+    // tests/tests/report.rs: renders the HTML report headless.
+    ("chromium", "chromium"),
 ];
 
 /// Installs the packages of every program in [`TOOLS`] that is not on PATH.

@@ -63,6 +63,7 @@ const HOST_ONLY: &[&str] = &[
     "responsive",
     "prometheus",
     "schedule",
+    "report",
 ];
 
 /// Which distro kernel(s) to boot.

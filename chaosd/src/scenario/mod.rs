@@ -7,11 +7,13 @@
 //! - [`runner`]: one run: preflight, inject per schedule while probing, abort, roll back,
 //!   verify recovery, report.
 //! - [`runs`]: the daemon's runs (in memory, reports also as JSON files) and their routes.
-//! - [`report`]: the report and its Markdown rendering.
+//! - [`report`]: the report and its Markdown rendering; [`html`]: the HTML page with its SVG
+//!   timeline.
 //! - [`service`]: demo services a scenario starts in a cgroup of their own.
 
 pub mod fetch;
 pub mod format;
+pub mod html;
 pub mod probes;
 pub mod prometheus;
 pub mod report;

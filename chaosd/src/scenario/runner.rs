@@ -27,7 +27,10 @@ use crate::{
     scenario::{
         format::Scenario,
         probes::{self, Prepared, ProbeTasks, RuleSample, RunAs, Sample},
-        report::{AbortFired, PhaseSpan, PhaseStats, ProbeReport, Report, StepReport, percent},
+        report::{
+            AbortFired, CheckPoint, MAX_SERIES, PhaseSpan, PhaseStats, ProbeReport, Report,
+            StepReport, percent,
+        },
         runs::{RunHandle, write_report},
         service::{self, RunCgroup, RunningService},
         wire::{Event, Phase, Verdict},
@@ -810,6 +813,7 @@ impl Runner {
                     hypothesis_held: held,
                     availability_percent: availability(&self.checks(i, after_injection)),
                     phases,
+                    series: self.series(i),
                 }
             })
             .collect();
@@ -852,6 +856,18 @@ impl Runner {
             timeline: Report::timeline_of(&self.ctx.handle.events()),
             scenario: self.ctx.scenario.clone(),
         }
+    }
+
+    fn series(&self, probe: usize) -> Vec<CheckPoint> {
+        let points: Vec<CheckPoint> = self.samples[probe]
+            .iter()
+            .map(|r| CheckPoint {
+                at_ms: self.ctx.handle.ms_at(r.started),
+                latency_ms: (r.latency.as_secs_f64() * 1e4).round() / 10.0,
+                ok: r.ok,
+            })
+            .collect();
+        CheckPoint::merged(&points, MAX_SERIES)
     }
 
     fn phase_spans(&self) -> Vec<PhaseSpan> {

@@ -78,11 +78,17 @@ pub enum Command {
     },
     /// List scenario runs, running and finished.
     Runs,
-    /// Show the report of a finished run.
+    /// Show the report of a finished run, or write it as one HTML page (--html).
     Report {
         id: String,
         #[arg(long, value_enum, default_value_t = ReportFormat::Md)]
         format: ReportFormat,
+        /// Write a self-contained HTML page with an SVG timeline (fault windows, probes,
+        /// abort and recovery) to chaosd-report-ID.html, or to --output.
+        #[arg(long)]
+        html: bool,
+        #[arg(long, short, requires = "html")]
+        output: Option<PathBuf>,
     },
     /// Start scenarios or single faults on a cron schedule (kept by the daemon across restarts).
     Schedule {

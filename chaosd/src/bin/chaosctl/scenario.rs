@@ -1,6 +1,9 @@
 //! `chaosctl validate`, `run`, `runs` and `report`: scenario files, run by the daemon.
 
-use std::{path::Path, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::{Context as _, Result, bail};
 use chaosd::{
@@ -180,5 +183,14 @@ pub async fn report(client: &Client, id: &str, format: ReportFormat, json: bool)
         (ReportFormat::Json, _) | (_, true) => crate::print_json(&report),
         (ReportFormat::Md, false) => print!("{}", report.markdown()),
     }
+    Ok(())
+}
+
+/// Writes the report as one HTML page; prints where.
+pub async fn report_html(client: &Client, id: &str, output: Option<PathBuf>) -> Result<()> {
+    let report = client.run_report(id).await?;
+    let path = output.unwrap_or_else(|| PathBuf::from(format!("chaosd-report-{id}.html")));
+    std::fs::write(&path, report.html()).with_context(|| format!("writing {}", path.display()))?;
+    println!("{}", path.display());
     Ok(())
 }
