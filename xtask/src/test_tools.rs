@@ -18,6 +18,8 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("openssl", "openssl"),
     // tests/tests/report.rs: renders the HTML report headless.
     ("chromium", "chromium"),
+    // tests/tests/deploy.rs: checks and unit-tests the shipped alert rules.
+    ("promtool", "prometheus"),
 ];
 
 /// Installs the packages of every program in [`TOOLS`] that is not on PATH.

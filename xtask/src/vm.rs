@@ -64,6 +64,7 @@ const HOST_ONLY: &[&str] = &[
     "prometheus",
     "schedule",
     "report",
+    "deploy",
 ];
 
 /// Which distro kernel(s) to boot.

@@ -51,9 +51,15 @@ pub struct RunContext {
 
 /// Runs the scenario to its end and records the report.
 pub async fn execute(ctx: RunContext) {
+    let registry = Arc::clone(&ctx.registry);
+    registry.metrics().run_started();
     let mut runner = Runner::new(ctx);
     let (verdict, reason) = runner.run().await;
     runner.finish(verdict, reason);
+    // The wire name (snake_case) as the label: `not_recovered`, `preflight_failed`.
+    registry
+        .metrics()
+        .run_finished(&verdict.to_string().replace(' ', "_"));
 }
 
 /// Why a run stopped before injecting: a failed preflight, or an abort.
