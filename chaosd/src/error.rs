@@ -157,6 +157,19 @@ pub enum RequestError {
     )]
     FrozenTarget { cgroup: String, frozen: String },
     #[error(
+        "cgroup {cgroup} has no {file}: the {controller} controller is not enabled for it. Fix: enable it for the parent's children (`echo +{controller} > {subtree_control}`), or target a cgroup that has it"
+    )]
+    ControllerNotEnabled {
+        cgroup: String,
+        file: String,
+        controller: &'static str,
+        subtree_control: String,
+    },
+    #[error(
+        "{file} of cgroup {cgroup} is already set by another fault; recover that fault first (two faults on one knob could not each put back what was there)"
+    )]
+    KnobHeld { cgroup: String, file: String },
+    #[error(
         "cgroup {cgroup} overlaps cgroup {other}, which another clock.skew fault already skews; recover that fault first or pick a cgroup outside it"
     )]
     ClockSkewOverlap { cgroup: String, other: String },

@@ -17,10 +17,11 @@ use std::{
 
 use chaosd::{
     api::{
-        ClockName, ClockSkewParams, DiskFillParams, DiskIoParams, FaultSpec, IoErrnoParams, IoMode,
-        IoOp, NetBandwidthParams, NetConnectErrorParams, NetCorruptParams, NetDelayParams,
-        NetDuplicateParams, NetFilter, NetLossParams, NetPartitionParams, ProcessPauseParams,
-        StressCpuParams, StressMemParams,
+        ClockName, ClockSkewParams, CpuLimitParams, DiskFillParams, DiskIoParams, FaultSpec,
+        IoErrnoParams, IoMode, IoOp, MemPressureParams, NetBandwidthParams, NetConnectErrorParams,
+        NetCorruptParams, NetDelayParams, NetDuplicateParams, NetFilter, NetLossParams,
+        NetPartitionParams, ProcessLimitParams, ProcessPauseParams, StressCpuParams,
+        StressMemParams,
     },
     host::cgroup::cgroup2_mount,
     host::cgroup::spawn_in_cgroup,
@@ -50,6 +51,8 @@ struct Scene {
     stressed: TestCgroup,
     paused: TestCgroup,
     skewed: TestCgroup,
+    /// cpu.limit, mem.pressure and process.limit (where the controllers are in cgroup2).
+    limited: TestCgroup,
     listener: TcpListener,
     io_file: tempfile::NamedTempFile,
     fill: Tmpfs,
@@ -94,6 +97,7 @@ impl Scene {
             stressed: TestCgroup::new("crash-stress"),
             paused,
             skewed,
+            limited: TestCgroup::new("crash-limits"),
             listener: TcpListener::bind("127.0.0.1:0").unwrap(),
             io_file,
             fill: Tmpfs::new("32m"),
@@ -227,6 +231,25 @@ impl Scene {
                 }),
                 vec![&self.skewed],
             ),
+            (
+                FaultSpec::CpuLimit(CpuLimitParams {
+                    quota: 30.0,
+                    period: None,
+                }),
+                vec![&self.limited],
+            ),
+            (
+                FaultSpec::MemPressure(MemPressureParams {
+                    high: "512MiB".parse().unwrap(),
+                    max: None,
+                    allow_oom: false,
+                }),
+                vec![&self.limited],
+            ),
+            (
+                FaultSpec::ProcessLimit(ProcessLimitParams { max: 64 }),
+                vec![&self.limited],
+            ),
         ]
     }
 
@@ -253,6 +276,9 @@ impl Scene {
                 .to_vec(),
             free_bytes: [self.fill.free(), self.disk_io.free()],
             vdso: vdso_bytes(self.skewed_holder),
+            knobs: ["cpu.max", "memory.high", "pids.max"]
+                .map(|k| fs::read_to_string(self.limited.dir().join(k)).unwrap_or_default())
+                .to_vec(),
         }
     }
 }
@@ -271,6 +297,8 @@ struct HostState {
     files: Vec<Vec<PathBuf>>,
     free_bytes: [u64; 2],
     vdso: Vec<u8>,
+    /// The limited cgroup's knobs (empty where its controller is not in cgroup2).
+    knobs: Vec<String>,
 }
 
 fn sleeper() -> Command {
@@ -301,6 +329,7 @@ fn kernel_dependent(kind: &str) -> Option<&'static str> {
     match kind {
         "net.delay" | "net.bandwidth" => Some("sch_fq"),
         "io.errno" => Some("LSM"),
+        "cpu.limit" | "mem.pressure" | "process.limit" => Some("controller"),
         _ => None,
     }
 }
@@ -396,6 +425,12 @@ fn kill_9_with_every_kind_active_then_restart_leaves_the_host_as_it_was() {
         during.free_bytes, before.free_bytes,
         "disk.fill took no space"
     );
+    if !refused.iter().any(|k| k == "cpu.limit") {
+        assert_ne!(
+            during.knobs, before.knobs,
+            "the resource kinds wrote no knob"
+        );
+    }
     assert!(
         during.stress_cgroup,
         "stress.mem made no cgroup of chaosd's own"

@@ -7,6 +7,7 @@
 
 use std::{
     net::{SocketAddr, UdpSocket},
+    os::unix::process::CommandExt as _,
     process::{Child, Command, Stdio},
     sync::{
         Arc,
@@ -229,17 +230,20 @@ fn delay_adds_the_asked_delay_to_p50_rtt_composes_with_loss_and_restores_the_qdi
 }
 
 /// One-way delays and arrival order of a stamped stream sent from the target cgroup.
+///
+/// The sender runs on one CPU: fq releases a flow in departure order, but a veth hands each
+/// released packet to the backlog of the CPU that dequeued it (the sender's, or the one whose
+/// fq timer fired), and two CPUs' backlogs drain independently. With the sender pinned, fq
+/// arms its timer there too (pinned hrtimer), so arrival order is fq's order, what chaosd sets.
 fn stamped_stream(s: &Setup, count: u32, size: usize, gap_us: u64) -> Vec<(u32, u64, u64)> {
     let sink: UdpSocket = s.pair.b.udp_socket(s.pair.b.v4.into());
     sink.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let to = sink.local_addr().unwrap().to_string();
-    let mut sender = spawn_in(
-        Command::new(helper_bin())
-            .args(["udp-stamped", "--to", &to, "--count", &count.to_string()])
-            .args(["--size", &size.to_string(), "--gap-us", &gap_us.to_string()]),
-        &s.pair.a.netns,
-        Some(&s.cgroup),
-    );
+    let mut cmd = Command::new(helper_bin());
+    cmd.args(["udp-stamped", "--to", &to, "--count", &count.to_string()])
+        .args(["--size", &size.to_string(), "--gap-us", &gap_us.to_string()]);
+    pin_to_current_cpu(&mut cmd);
+    let mut sender = spawn_in(&mut cmd, &s.pair.a.netns, Some(&s.cgroup));
     let mut got = Vec::new();
     let mut buf = vec![0u8; 65536];
     while let Ok(n) = sink.recv(&mut buf) {
@@ -255,6 +259,29 @@ fn stamped_stream(s: &Setup, count: u32, size: usize, gap_us: u64) -> Vec<(u32, 
     }
     let _ = sender.wait();
     got
+}
+
+/// Makes the child run only on the CPU this thread is on now.
+fn pin_to_current_cpu(cmd: &mut Command) {
+    // SAFETY: plain syscall wrappers on a zeroed, local cpu_set_t.
+    let cpu = unsafe { libc::sched_getcpu() };
+    assert!(
+        cpu >= 0,
+        "sched_getcpu: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: between fork and exec the closure only calls sched_setaffinity(2) on a set built
+    // before the fork.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu as usize, &mut set);
+        cmd.pre_exec(move || {
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 #[test]

@@ -4,7 +4,13 @@
 //! The targets run without a sanitizer: the fuzzed code is safe Rust, so what the fuzzer looks
 //! for is panics (overflows, slicing, unwraps), and the instrumented build is half as long.
 
-use std::{fs, path::Path, process::Command};
+use std::{
+    fs,
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Instant,
+};
 
 use anyhow::{Context as _, Result};
 
@@ -39,7 +45,9 @@ pub fn run(args: &FuzzArgs) -> Result<()> {
         run_cmd(
             Command::new("cargo")
                 .current_dir(&fuzz_dir)
-                .args(["fuzz", "run", target, "--sanitizer", "none", "--"])
+                // --dev: debug assertions and overflow checks on (what the fuzzer looks for),
+                // and a build well under half as long as the optimised one.
+                .args(["fuzz", "run", target, "--dev", "--sanitizer", "none", "--"])
                 .arg(format!("-max_total_time={}", args.seconds))
                 .arg("-rss_limit_mb=4096"),
         )
@@ -91,4 +99,96 @@ fn ensure_cargo_fuzz() -> Result<()> {
     }
     println!("fuzz: installing cargo-fuzz (about a minute)");
     run_cmd(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
+}
+
+/// A `cargo xtask fuzz` running beside the other test stages at SCHED_IDLE: it only gets the
+/// CPU time they leave (build phases with one busy core, tests that wait, a boot slot that
+/// ended early), so it does not slow them, and its output goes to a log file.
+pub struct Background {
+    child: Child,
+    log: PathBuf,
+    started: Instant,
+}
+
+impl Background {
+    pub fn spawn(seconds: u64) -> Result<Self> {
+        let log = workspace_root().join("target/fuzz.log");
+        fs::create_dir_all(log.parent().expect("target/")).context("creating target/")?;
+        let out = fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let err = out.try_clone()?;
+        let mut cmd = Command::new(std::env::current_exe().context("finding xtask's binary")?);
+        cmd.args(["fuzz", "--seconds", &seconds.to_string()])
+            .current_dir(workspace_root())
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            // Its own process group, so cargo and rustc stop with it (see Drop).
+            .process_group(0);
+        // SAFETY: between fork and exec the closure only calls sched_setscheduler(2), on a
+        // parameter built in the closure (async-signal-safe).
+        unsafe {
+            cmd.pre_exec(|| {
+                let param = libc::sched_param { sched_priority: 0 };
+                if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().context("starting the background fuzz run")?;
+        println!(
+            "fuzz: running in the background at idle priority, log in {}",
+            log.display()
+        );
+        Ok(Self {
+            child,
+            log,
+            started: Instant::now(),
+        })
+    }
+
+    /// Waits for the run; on failure prints the end of its log. Returns its wall time too.
+    pub fn wait(mut self) -> (std::time::Duration, Result<()>) {
+        let status = self.child.wait();
+        let elapsed = self.started.elapsed();
+        let result = match status {
+            Ok(s) if s.success() => Ok(()),
+            Ok(s) => {
+                print_tail(&self.log, 60);
+                Err(anyhow::anyhow!(
+                    "the fuzz run failed ({s}); its log: {}",
+                    self.log.display()
+                ))
+            }
+            Err(e) => Err(e).context("waiting for the fuzz run"),
+        };
+        (elapsed, result)
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        // Only when not waited for (an earlier stage failed): stop it, cargo and rustc with it.
+        if let Ok(None) = self.child.try_wait() {
+            let group = self.child.id() as libc::pid_t;
+            // SAFETY: kill(2) on the process group our child leads; it is not reaped yet, so
+            // the id is still its.
+            unsafe { libc::kill(-group, libc::SIGKILL) };
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn print_tail(log: &Path, lines: usize) {
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    let from = all.len().saturating_sub(lines);
+    println!(
+        "fuzz: last {} lines of {}:",
+        all.len() - from,
+        log.display()
+    );
+    for line in &all[from..] {
+        println!("  {line}");
+    }
 }

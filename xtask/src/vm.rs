@@ -48,6 +48,8 @@ use shares::Shares;
 /// Boots at a time, vCPUs per guest and TCG threading: measured on the 2-core host with three
 /// kernels (docs/testing.md, "Boot scheduling").
 pub const DEFAULT_PARALLEL: usize = 2;
+/// Boots per kernel (see `--parts`).
+pub const DEFAULT_PARTS: usize = 2;
 pub const DEFAULT_SMP: u32 = 2;
 
 /// Test binaries that exercise only chaosd's own userspace (the HTTP API, the scenario runner,
@@ -135,6 +137,11 @@ pub struct VmTestArgs {
     /// Kernels booted at the same time.
     #[arg(long, default_value_t = DEFAULT_PARALLEL)]
     pub parallel: usize,
+    /// Boots per kernel, each running a share of the test binaries: more, shorter boots keep
+    /// both slots busy to the end (three kernels on two slots leave one idle for a third of
+    /// the run otherwise).
+    #[arg(long, default_value_t = DEFAULT_PARTS)]
+    pub parts: usize,
     /// vCPUs of each guest.
     #[arg(long, default_value_t = DEFAULT_SMP)]
     pub smp: u32,
@@ -161,6 +168,7 @@ impl Default for VmTestArgs {
             stage2_timeout: 300,
             stall_timeout: 600,
             parallel: DEFAULT_PARALLEL,
+            parts: DEFAULT_PARTS,
             smp: DEFAULT_SMP,
             tcg_thread: TcgThread::Multi,
             test_manifest: None,
@@ -252,6 +260,10 @@ pub fn run(args: &VmTestArgs) -> Result<()> {
         shares.check_visible(&b.cwd)?;
     }
     let vm_dir = workspace_root().join("target/vm");
+    // Before any boot: two parts of one kernel may boot at once and must not both build it.
+    for kernel in &kernels {
+        initramfs::ensure(&vm_dir, kernel)?;
+    }
     let runs = stage("vm-boots", || {
         boot_all(args, &vm_dir, &kernels, &binaries, &shares)
     })?;
@@ -268,7 +280,46 @@ pub fn run(args: &VmTestArgs) -> Result<()> {
     summary.into_result()
 }
 
-/// Boots every kernel, `args.parallel` at a time in the given order; results in that order.
+/// One boot: a kernel and its share of the test binaries.
+struct Job<'a> {
+    kernel: usize,
+    part: Part,
+    binaries: Vec<&'a TestBinary>,
+}
+
+/// Which share of a kernel's binaries a boot runs (1-based, for names).
+#[derive(Clone, Copy)]
+struct Part {
+    index: usize,
+    of: usize,
+}
+
+impl Part {
+    /// `""` for a whole kernel, `-part1of2` otherwise: work dir and stage names.
+    fn suffix(self) -> String {
+        if self.of == 1 {
+            String::new()
+        } else {
+            format!("-part{}of{}", self.index, self.of)
+        }
+    }
+}
+
+/// Every kernel's binaries dealt into `parts` shares, kernels in the given order.
+fn jobs<'a>(kernels: usize, parts: usize, binaries: &'a [TestBinary]) -> Vec<Job<'a>> {
+    let of = parts.clamp(1, binaries.len().max(1));
+    (0..kernels)
+        .flat_map(|kernel| {
+            (0..of).map(move |p| Job {
+                kernel,
+                part: Part { index: p + 1, of },
+                binaries: binaries.iter().skip(p).step_by(of).collect(),
+            })
+        })
+        .collect()
+}
+
+/// Boots every job, `args.parallel` at a time in order; one merged run per kernel, in order.
 fn boot_all(
     args: &VmTestArgs,
     vm_dir: &Path,
@@ -276,60 +327,75 @@ fn boot_all(
     binaries: &[TestBinary],
     shares: &Shares,
 ) -> Result<Vec<report::KernelRun>> {
+    let jobs = jobs(kernels.len(), args.parts, binaries);
     let next = AtomicUsize::new(0);
     let results: Vec<Mutex<Option<Result<report::KernelRun>>>> =
-        kernels.iter().map(|_| Mutex::new(None)).collect();
-    let workers = args.parallel.clamp(1, kernels.len().max(1));
+        jobs.iter().map(|_| Mutex::new(None)).collect();
+    let workers = args.parallel.clamp(1, jobs.len().max(1));
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(kernel) = kernels.get(i) else {
+                    let Some(job) = jobs.get(i) else {
                         break;
                     };
-                    let run = boot_one(args, vm_dir, kernel, binaries, shares);
+                    let run = boot_one(args, vm_dir, &kernels[job.kernel], job, shares);
                     *results[i].lock().expect("no boot thread panics holding it") = Some(run);
                 }
             });
         }
     });
-    results
+    let mut parts: Vec<Vec<report::KernelRun>> = kernels.iter().map(|_| Vec::new()).collect();
+    for (job, result) in jobs.iter().zip(results) {
+        let run = result
+            .into_inner()
+            .expect("no boot thread panics holding it")
+            .expect("every job was booted")?;
+        parts[job.kernel].push(run);
+    }
+    Ok(parts
         .into_iter()
-        .map(|m| {
-            m.into_inner()
-                .expect("no boot thread panics holding it")
-                .expect("every kernel was booted")
-        })
-        .collect()
+        .map(|p| report::KernelRun::merge(p, binaries))
+        .collect())
 }
 
-/// Boots one kernel, runs every test binary in it and collects the results.
+/// Boots one kernel, runs the job's test binaries in it and collects the results.
 fn boot_one(
     args: &VmTestArgs,
     vm_dir: &Path,
     kernel: &install::Kernel,
-    binaries: &[TestBinary],
+    job: &Job<'_>,
     shares: &Shares,
 ) -> Result<report::KernelRun> {
     let mut libtest_args = vec!["--test-threads=1".to_owned()];
     libtest_args.extend(args.filter.clone());
+    let binaries: Vec<TestBinary> = job.binaries.iter().map(|b| (*b).clone()).collect();
     let stage2 = guest::Stage2 {
         kernel: &kernel.release,
-        binaries,
+        binaries: &binaries,
         args: &libtest_args,
         panic_first: args.self_test_panic,
     };
-    let (work, boot) = boot_stage2(
-        vm_dir,
-        kernel,
-        &stage2,
-        shares,
-        &args.deadlines(),
-        args.keep_workdir,
-    )?;
+    let name = format!("{}{}", kernel.release, job.part.suffix());
+    let boot_once = || {
+        boot_stage2(
+            vm_dir,
+            kernel,
+            &name,
+            &stage2,
+            shares,
+            &args.deadlines(),
+            args.keep_workdir,
+        )
+    };
+    let (mut work, mut boot) = boot_once()?;
+    if let qemu::Outcome::QemuCrashed(why) = &boot.outcome {
+        println!("vm: qemu crashed running {name} ({why}); booting it once more");
+        (work, boot) = boot_once()?;
+    }
     record_stage(
-        &format!("vm-boot-{}", kernel.series),
+        &format!("vm-boot-{}{}", kernel.series, job.part.suffix()),
         boot.elapsed,
         boot.outcome == qemu::Outcome::Success,
     );
@@ -343,6 +409,7 @@ fn boot_one(
     Ok(report::KernelRun {
         series: kernel.series.clone(),
         kernel: kernel.release.clone(),
+        boots: 1,
         boot,
         binaries: results,
     })
@@ -354,6 +421,7 @@ fn boot_one(
 fn boot_stage2(
     vm_dir: &Path,
     kernel: &install::Kernel,
+    name: &str,
     stage2: &guest::Stage2<'_>,
     shares: &Shares,
     limits: &Deadlines,
@@ -369,7 +437,7 @@ fn boot_stage2(
         );
     }
     let work = WorkDir::create(
-        vm_dir.join(format!("work-{}-{}", kernel.release, std::process::id())),
+        vm_dir.join(format!("work-{name}-{}", std::process::id())),
         keep,
     )?;
     fs::write(work.path.join(guest::STAGE2), guest::stage2_script(stage2))
@@ -377,8 +445,7 @@ fn boot_stage2(
     fs::write(work.path.join(shares::SHARES_FILE), shares.list_file())
         .context("writing the share list")?;
     println!(
-        "vm: booting {} (timeout {} s, {} vCPU{}, tcg thread={})",
-        kernel.release,
+        "vm: booting {name} (timeout {} s, {} vCPU{}, tcg thread={})",
         limits.timeout.as_secs(),
         limits.cpus.smp,
         if limits.cpus.smp == 1 { "" } else { "s" },
@@ -387,6 +454,12 @@ fn boot_stage2(
         } else {
             "single"
         }
+    );
+    // `6.12.117`, or `6.12.117-part1of2` when the kernel's binaries are split over boots.
+    let tag = format!(
+        "{}{}",
+        short_tag(&kernel.release),
+        name.strip_prefix(kernel.release.as_str()).unwrap_or("")
     );
     let boot = qemu::boot(&qemu::Boot {
         kernel: &kernel.image,
@@ -397,12 +470,12 @@ fn boot_stage2(
         timeout: limits.timeout,
         stage2_timeout: limits.stage2,
         stall_timeout: limits.stall,
-        tag: short_tag(&kernel.release),
+        tag: &tag,
         extra_cmdline: &lsm,
     })?;
     println!(
-        "vm: {} exited after {:.1?}: {}",
-        kernel.release, boot.elapsed, boot.outcome
+        "vm: {name} exited after {:.1?}: {}",
+        boot.elapsed, boot.outcome
     );
     Ok((work, boot))
 }
@@ -440,7 +513,15 @@ pub fn run_program(
     };
     let vm_dir = workspace_root().join("target/vm");
     let limits = Deadlines::single(timeout);
-    let (work, boot) = boot_stage2(&vm_dir, &kernel, &stage2, &shares, &limits, false)?;
+    let (work, boot) = boot_stage2(
+        &vm_dir,
+        &kernel,
+        &kernel.release,
+        &stage2,
+        &shares,
+        &limits,
+        false,
+    )?;
     Ok(ProgramRun {
         kernel: kernel.release,
         report_dir: work.path.join(&program.name),
@@ -561,4 +642,73 @@ fn parse_test_artifacts(json_lines: &str, package: Option<&str>) -> Result<Vec<T
 
 fn canonical(path: &Path) -> PathBuf {
     path.canonicalize().unwrap_or_else(|_| path.to_path_buf())
+}
+
+#[cfg(test)]
+mod parts_tests {
+    use super::*;
+
+    fn binary(name: &str) -> TestBinary {
+        TestBinary {
+            name: name.to_owned(),
+            executable: PathBuf::from(format!("/x/{name}")),
+            cwd: PathBuf::from("/x"),
+        }
+    }
+
+    #[test]
+    fn each_kernel_gets_every_binary_once_over_its_parts_in_kernel_order() {
+        let bins: Vec<TestBinary> = ["a", "b", "c", "d", "e"].map(binary).to_vec();
+        let jobs = jobs(2, 2, &bins);
+        let names = |j: &Job<'_>| {
+            j.binaries
+                .iter()
+                .map(|b| b.name.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            jobs.iter().map(|j| j.kernel).collect::<Vec<_>>(),
+            [0, 0, 1, 1]
+        );
+        assert_eq!(names(&jobs[0]), ["a", "c", "e"]);
+        assert_eq!(names(&jobs[1]), ["b", "d"]);
+        assert_eq!(jobs[1].part.suffix(), "-part2of2");
+        // More parts than binaries: one binary a boot, no empty boot.
+        assert_eq!(super::jobs(1, 9, &bins[..2]).len(), 2);
+        assert_eq!(super::jobs(1, 1, &bins)[0].part.suffix(), "");
+    }
+
+    #[test]
+    fn merged_parts_read_as_one_kernel_run_that_fails_if_a_part_did() {
+        let bins: Vec<TestBinary> = ["a", "b", "c"].map(binary).to_vec();
+        let part = |names: &[&str], outcome: qemu::Outcome| report::KernelRun {
+            series: "6.1".into(),
+            kernel: "6.1.0-1-amd64".into(),
+            boots: 1,
+            boot: qemu::BootResult {
+                outcome,
+                elapsed: Duration::from_secs(10),
+            },
+            binaries: names
+                .iter()
+                .map(|n| report::BinaryResult {
+                    name: (*n).to_owned(),
+                    exit: Some(0),
+                    tests: Vec::new(),
+                })
+                .collect(),
+        };
+        let run = report::KernelRun::merge(
+            vec![
+                part(&["a", "c"], qemu::Outcome::Success),
+                part(&["b"], qemu::Outcome::TestsFailed),
+            ],
+            &bins,
+        );
+        assert_eq!(run.boots, 2);
+        assert_eq!(run.boot.elapsed, Duration::from_secs(20));
+        assert_eq!(run.boot.outcome, qemu::Outcome::TestsFailed);
+        let order: Vec<&str> = run.binaries.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(order, ["a", "b", "c"]);
+    }
 }

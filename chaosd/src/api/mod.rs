@@ -12,6 +12,7 @@ pub mod clock;
 pub mod errno;
 pub mod history;
 pub mod io;
+pub mod resource;
 pub mod schedule;
 pub mod units;
 
@@ -20,6 +21,7 @@ mod choices;
 pub use choices::Choice;
 pub use clock::{ClockName, ClockSkewParams};
 pub use io::{IoErrnoParams, IoOp};
+pub use resource::{CpuLimitParams, KnobChange, MemPressureParams, ProcessLimitParams};
 pub use units::{
     ByteCount, ByteRate, ByteSize, Cidr, ClockOffset, Errno, LinkRate, PortRange, Signal, Written,
 };
@@ -91,6 +93,15 @@ pub enum FaultSpec {
     /// Shift the clocks the target cgroups' processes read (vDSO detour, x86_64).
     #[serde(rename = "clock.skew")]
     ClockSkew(ClockSkewParams),
+    /// Cap the target cgroups' CPU time (`cpu.max`).
+    #[serde(rename = "cpu.limit")]
+    CpuLimit(CpuLimitParams),
+    /// Throttle and reclaim the target cgroups above a memory size (`memory.high`).
+    #[serde(rename = "mem.pressure")]
+    MemPressure(MemPressureParams),
+    /// Cap how many tasks the target cgroups may hold (`pids.max`).
+    #[serde(rename = "process.limit")]
+    ProcessLimit(ProcessLimitParams),
 }
 
 impl FaultSpec {
@@ -112,6 +123,9 @@ impl FaultSpec {
             FaultSpec::ProcessKill(_) => "process.kill",
             FaultSpec::ProcessPause(_) => "process.pause",
             FaultSpec::ClockSkew(_) => "clock.skew",
+            FaultSpec::CpuLimit(_) => "cpu.limit",
+            FaultSpec::MemPressure(_) => "mem.pressure",
+            FaultSpec::ProcessLimit(_) => "process.limit",
         }
     }
 }
@@ -496,6 +510,9 @@ pub struct FaultInfo {
     /// `net.bandwidth`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub netns: Vec<NetnsUsed>,
+    /// The cgroup knobs the fault wrote, with what they held before (resource kinds).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub knobs: Vec<KnobChange>,
     /// For a fault that something other than its daemon ended (the guardian, a later start,
     /// `chaosd --cleanup`): who, what it found on the host and what it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -256,6 +256,7 @@ mod tests {
             counters: Counters { seen, affected },
             op_counters: vec![],
             netns: vec![],
+            knobs: vec![],
             outcome: None,
         }
     }

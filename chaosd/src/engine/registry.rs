@@ -111,6 +111,7 @@ impl Registry {
             counters: Default::default(),
             op_counters: Vec::new(),
             netns: Vec::new(),
+            knobs: Vec::new(),
             outcome: None,
         };
         let applied = self.apply_off_runtime(&info, duration).await;
@@ -120,6 +121,7 @@ impl Registry {
         info.counters = fault.counters();
         info.op_counters = fault.op_counters();
         info.netns = fault.netns();
+        info.knobs = fault.knobs();
         let timer = (!one_shot).then(|| self.arm_timer(id.clone(), duration));
         info!(fault_id = %id, kind = info.kind, targets = ?info.targets.iter().map(|t| &t.cgroup).collect::<Vec<_>>(),
               duration = info.duration, duration_ms = info.duration_ms, "fault injected");
@@ -163,10 +165,16 @@ impl Registry {
         let task_info = info.clone();
         let mut task = tokio::task::spawn_blocking(move || {
             journal.record(&task_info)?;
+            let journal_knobs = |knobs: &[crate::api::KnobChange]| {
+                let mut with_knobs = task_info.clone();
+                with_knobs.knobs = knobs.to_vec();
+                journal.record(&with_knobs)
+            };
             let ctx = ApplyContext {
                 fault_id: &task_info.id,
                 targets: &task_info.targets,
                 duration,
+                journal_knobs: &journal_knobs,
             };
             let span =
                 tracing::info_span!("fault", fault_id = %task_info.id, kind = task_info.kind);

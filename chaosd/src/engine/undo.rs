@@ -39,6 +39,9 @@ pub fn outlives_the_daemon(spec: &FaultSpec) -> bool {
             | FaultSpec::StressMem(_)
             | FaultSpec::DiskIo(_)
             | FaultSpec::DiskFill(_)
+            | FaultSpec::CpuLimit(_)
+            | FaultSpec::MemPressure(_)
+            | FaultSpec::ProcessLimit(_)
     )
 }
 
@@ -58,6 +61,10 @@ pub fn revert(f: &FaultInfo, daemon: Option<u32>) -> Outcome {
             ),
             Some(pid) => empty_fill_file(pid, &p.path),
         },
+        FaultSpec::CpuLimit(_) | FaultSpec::MemPressure(_) | FaultSpec::ProcessLimit(_) => {
+            let (found, done) = crate::faults::resource::restore_leftover(f);
+            Outcome::new(found, done)
+        }
         FaultSpec::NetDelay(_) | FaultSpec::NetBandwidth(_) => Outcome::new(
             "eBPF rules and a recorded sch_fq lease",
             "rules ended with chaosd; the recorded qdiscs are removed with the state dir's lease records",

@@ -61,6 +61,9 @@ pub struct Facts {
     pub sch_fq: Result<(), Problem>,
     /// The cgroup v2 freezer (cgroup.freeze), for process.pause.
     pub freezer: Result<(), Problem>,
+    /// The controllers of the cgroup2 hierarchy (its root's `cgroup.controllers`): the
+    /// resource kinds need theirs there (on a hybrid host they may be on cgroup v1 instead).
+    pub controllers: Vec<String>,
     /// Results of load-time probes recorded by the kinds.
     pub probes: BTreeMap<String, Result<(), Problem>>,
     /// Limits found by probes that passed (by probe name): see [`record_limit`].
@@ -190,9 +193,15 @@ impl Facts {
                 "mount one (see the cgroup2 row)",
             )),
         };
+        let controllers = crate::host::cgroup::cgroup2_mount()
+            .ok()
+            .and_then(|m| std::fs::read_to_string(m.join("cgroup.controllers")).ok())
+            .map(|s| s.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default();
         Facts {
             sch_fq: qdisc_module_available(&kernel, "sch_fq"),
             freezer,
+            controllers,
             kernel,
             cgroup2,
             btf,
@@ -438,6 +447,35 @@ fn check_clock_skew_on(arch: &str, f: &Facts) -> Result<(), Problem> {
     check_cgroup_bpf(f)
 }
 
+/// The cgroup2 hierarchy offers `controller` (the resource kinds write its knobs).
+fn check_controller(f: &Facts, controller: &str) -> Result<(), Problem> {
+    let mount = f.cgroup2.as_ref().map_err(Clone::clone)?;
+    if f.controllers.iter().any(|c| c == controller) {
+        return Ok(());
+    }
+    Err(Problem::new(
+        format!(
+            "the cgroup2 hierarchy at {mount} has no {controller} controller (its cgroup.controllers: \"{}\"); on a hybrid host it is on cgroup v1",
+            f.controllers.join(" ")
+        ),
+        format!(
+            "boot with systemd.unified_cgroup_hierarchy=1 (cgroup v2 only), or free it from v1 with cgroup_no_v1={controller}"
+        ),
+    ))
+}
+
+pub(crate) fn check_cpu_controller(f: &Facts) -> Result<(), Problem> {
+    check_controller(f, "cpu")
+}
+
+pub(crate) fn check_memory_controller(f: &Facts) -> Result<(), Problem> {
+    check_controller(f, "memory")
+}
+
+pub(crate) fn check_pids_controller(f: &Facts) -> Result<(), Problem> {
+    check_controller(f, "pids")
+}
+
 pub(crate) fn check_bpf_lsm(f: &Facts) -> Result<(), Problem> {
     match f.bpf_lsm_static_problem() {
         Some(p) => Err(p),
@@ -458,6 +496,7 @@ mod tests {
             lockdown: Some("none".into()),
             sch_fq: Ok(()),
             freezer: Ok(()),
+            controllers: vec!["cpu".into(), "pids".into()],
             probes: BTreeMap::from([
                 (PROBE_BPF_LSM.to_string(), Ok(())),
                 (PROBE_PACKET.to_string(), Ok(())),
@@ -549,6 +588,16 @@ mod tests {
         f.freezer = Err(Problem::new("no freezer", "a newer kernel"));
         let k = evaluate(&f).kind("process.pause").unwrap().clone();
         assert_eq!(k.reason.as_deref(), Some("no freezer"));
+    }
+
+    #[test]
+    fn resource_kinds_need_their_controller_in_the_cgroup2_hierarchy() {
+        let f = facts();
+        assert!(check_cpu_controller(&f).is_ok());
+        assert!(check_pids_controller(&f).is_ok());
+        let p = check_memory_controller(&f).unwrap_err();
+        assert!(p.reason.contains("no memory controller"), "{}", p.reason);
+        assert!(p.fix.contains("cgroup_no_v1=memory"), "{}", p.fix);
     }
 
     #[test]

@@ -165,6 +165,19 @@ pub static KINDS: &[Kind] = &[
         Required, Some(Pg::ClockExec), capabilities::check_clock_skew, None, crash_tested: true,
         validate: crate::faults::clock::params::validate,
         apply: |k, p, ctx| crate::faults::clock::apply(&k.kernel, p, ctx)),
+    kind!(CpuLimit, "cpu.limit", "cap a cgroup's CPU time (cpu.max)",
+        Required, None, capabilities::check_cpu_controller, None, crash_tested: true,
+        validate: crate::faults::resource::cpu_limit::validate,
+        apply: |_k, p, ctx| crate::faults::resource::cpu_limit::apply(p, ctx)),
+    kind!(MemPressure, "mem.pressure",
+        "throttle and reclaim a cgroup above a memory size (memory.high; memory.max on request)",
+        Required, None, capabilities::check_memory_controller, None, crash_tested: true,
+        validate: crate::faults::resource::mem_pressure::validate,
+        apply: |_k, p, ctx| crate::faults::resource::mem_pressure::apply(p, ctx)),
+    kind!(ProcessLimit, "process.limit", "cap a cgroup's tasks: fork fails with EAGAIN (pids.max)",
+        Required, None, capabilities::check_pids_controller, None, crash_tested: true,
+        validate: crate::faults::resource::process_limit::validate,
+        apply: |_k, p, ctx| crate::faults::resource::process_limit::apply(p, ctx)),
 ];
 
 /// The entry of `spec`'s kind. `FaultSpec::kind` matches every variant, so a new variant

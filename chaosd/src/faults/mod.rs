@@ -8,6 +8,7 @@ pub mod kernel;
 pub mod kinds;
 pub mod net;
 pub mod process;
+pub mod resource;
 pub mod stress;
 
 use std::{
@@ -33,6 +34,10 @@ pub trait ActiveFault: Send {
     fn netns(&self) -> Vec<crate::api::NetnsUsed> {
         Vec::new()
     }
+    /// The cgroup knobs the fault wrote, for kinds that write some.
+    fn knobs(&self) -> Vec<crate::api::KnobChange> {
+        Vec::new()
+    }
     /// Undoes the fault. Called at most once; `Drop` does it when this was not called.
     fn revert(&mut self) -> Result<(), FaultError>;
     /// Someone else (the guardian, while the daemon was stalled) already reverted the host
@@ -50,6 +55,9 @@ pub struct ApplyContext<'a> {
     pub fault_id: &'a str,
     pub targets: &'a [ResolvedTarget],
     pub duration: Duration,
+    /// Journals the knobs a kind is about to write (all of them so far, each time), before
+    /// it writes them: whoever ends the fault after a crash learns what to put back.
+    pub journal_knobs: &'a dyn Fn(&[crate::api::KnobChange]) -> Result<(), FaultError>,
 }
 
 /// Whether a kind needs targets, may go without, or takes none.

@@ -315,6 +315,7 @@ mod tests {
         KernelRun {
             series: series.to_owned(),
             kernel: format!("{series}.0-1-amd64"),
+            boots: 1,
             boot: BootResult {
                 outcome: Outcome::Success,
                 elapsed: Duration::from_secs(1),

@@ -22,6 +22,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use std::os::unix::process::ExitStatusExt as _;
+
 use anyhow::{Context, Result};
 
 use super::{
@@ -65,6 +67,9 @@ pub enum Outcome {
     Success,
     /// Stage 2 ran every binary; at least one exited non-zero.
     TestsFailed,
+    /// qemu itself died of a signal we did not send (TCG has crashed so, e.g. SIGABRT in
+    /// `iotlb_to_section` at boot): the emulator's failure, not the guest's; worth one retry.
+    QemuCrashed(String),
     /// Anything else: panic, stage 1 failure, qemu error, time-out.
     Abnormal(String),
 }
@@ -74,6 +79,7 @@ impl fmt::Display for Outcome {
         match self {
             Self::Success => write!(f, "all test binaries exited 0"),
             Self::TestsFailed => write!(f, "a test binary exited non-zero"),
+            Self::QemuCrashed(why) => write!(f, "qemu crashed: {why}"),
             Self::Abnormal(why) => write!(f, "abnormal end: {why}"),
         }
     }
@@ -298,13 +304,29 @@ fn classify(status: ExitStatus, console: &str) -> Outcome {
                 .trim()
         )),
         Some(0) => Outcome::Abnormal("guest rebooted or powered off without reporting".into()),
+        None if status.signal().is_some() => Outcome::QemuCrashed(format!("{status}")),
         _ => Outcome::Abnormal(format!("qemu ended with {status}")),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::lsm_param;
+    use std::{os::unix::process::ExitStatusExt as _, process::ExitStatus};
+
+    use super::{Outcome, classify, lsm_param};
+
+    #[test]
+    fn qemu_dying_of_a_signal_is_a_crash_and_a_guest_panic_is_not() {
+        // Raw wait statuses: 6 = killed by SIGABRT; 3 << 8 = exited with 3.
+        let abort = ExitStatus::from_raw(6);
+        assert!(matches!(classify(abort, ""), Outcome::QemuCrashed(_)));
+        let panicked = "[ 1.0] Kernel panic - not syncing: sysrq triggered crash";
+        assert!(matches!(classify(abort, panicked), Outcome::Abnormal(_)));
+        assert!(matches!(
+            classify(ExitStatus::from_raw(3 << 8), ""),
+            Outcome::Abnormal(_)
+        ));
+    }
 
     #[test]
     fn bpf_joins_the_lsm_list_only_where_it_is_built_in_and_missing() {

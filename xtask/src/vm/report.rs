@@ -5,7 +5,10 @@ use std::{collections::BTreeMap, fmt, fs, path::Path};
 
 use anyhow::{Context, Result, bail};
 
-use super::qemu::{BootResult, Outcome};
+use super::{
+    TestBinary,
+    qemu::{BootResult, Outcome},
+};
 
 /// A test's result in one kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,8 +49,30 @@ pub struct KernelRun {
     pub series: String,
     /// The release, `uname -r`.
     pub kernel: String,
+    /// How many boots ran its binaries (`--parts`); `boot` sums their times.
+    pub boots: usize,
     pub boot: BootResult,
     pub binaries: Vec<BinaryResult>,
+}
+
+impl KernelRun {
+    /// One kernel's boots as one run: binaries in `order`'s order, boot times summed, the first
+    /// outcome that is not a success (a part that failed fails the kernel).
+    pub fn merge(parts: Vec<KernelRun>, order: &[TestBinary]) -> KernelRun {
+        let mut parts = parts.into_iter();
+        let mut run = parts.next().expect("every kernel has at least one boot");
+        for part in parts {
+            run.boots += part.boots;
+            run.boot.elapsed += part.boot.elapsed;
+            if run.boot.outcome == Outcome::Success {
+                run.boot.outcome = part.boot.outcome;
+            }
+            run.binaries.extend(part.binaries);
+        }
+        let position = |name: &str| order.iter().position(|b| b.name == name);
+        run.binaries.sort_by_key(|b| position(&b.name));
+        run
+    }
 }
 
 /// Reads `<work>/<name>/{output,exit,skips}`; missing files mean the binary never ran.
@@ -156,8 +181,16 @@ pub fn print(runs: &[KernelRun]) -> Summary {
     for run in runs {
         let c = count(run);
         println!(
-            "{}: ran {}, passed {}, failed {}, skipped {}; boot {:.1?}, {}",
-            run.kernel, c.ran, c.passed, c.failed, c.skipped, run.boot.elapsed, run.boot.outcome
+            "{}: ran {}, passed {}, failed {}, skipped {}; {} boot{} {:.1?}, {}",
+            run.kernel,
+            c.ran,
+            c.passed,
+            c.failed,
+            c.skipped,
+            run.boots,
+            if run.boots == 1 { "" } else { "s" },
+            run.boot.elapsed,
+            run.boot.outcome
         );
         problems.extend(run_problems(run, &c));
     }

@@ -160,7 +160,17 @@ pub enum InjectKind {
         #[command(subcommand)]
         fault: crate::stress::DiskFault,
     },
-    /// Kill or pause the processes of a cgroup.
+    /// Cap a cgroup's CPU time.
+    Cpu {
+        #[command(subcommand)]
+        fault: crate::resource::CpuFault,
+    },
+    /// Put a cgroup under memory pressure.
+    Mem {
+        #[command(subcommand)]
+        fault: crate::resource::MemFault,
+    },
+    /// Kill, pause or cap the processes of a cgroup.
     Process {
         #[command(subcommand)]
         fault: crate::stress::ProcessFault,

@@ -8,6 +8,7 @@ mod generate;
 mod history;
 mod io;
 mod output;
+mod resource;
 mod scenario;
 mod schedule;
 mod stress;
@@ -112,6 +113,8 @@ async fn inject(client: &Client, kind: InjectKind, json: bool) -> Result<()> {
         InjectKind::Disk { fault } => stress::disk_spec(fault),
         InjectKind::Process { fault } => stress::process_spec(fault),
         InjectKind::Io { fault } => fault.into_spec(),
+        InjectKind::Cpu { fault } => fault.into_spec(),
+        InjectKind::Mem { fault } => fault.into_spec(),
         InjectKind::Clock { fault } => fault.into_spec(),
         InjectKind::Net { fault } => match fault {
             NetFault::Loss {

@@ -37,6 +37,12 @@ pub fn fault_detail(f: &FaultInfo) {
     for ns in &f.netns {
         println!("netns:      {ns}");
     }
+    for k in &f.knobs {
+        println!(
+            "knob:       {} {}: {} (was {})",
+            k.cgroup, k.file, k.set, k.before
+        );
+    }
     println!("duration:   {}", duration(f));
     println!("created:    {}", f.created_at);
     println!("expires:    {} ({} left)", f.expires_at, remaining(f));
@@ -151,6 +157,9 @@ fn params(spec: &FaultSpec) -> String {
         | FaultSpec::DiskIo(_)
         | FaultSpec::ProcessKill(_)
         | FaultSpec::ProcessPause(_) => crate::stress::params(spec),
+        FaultSpec::CpuLimit(_) | FaultSpec::MemPressure(_) | FaultSpec::ProcessLimit(_) => {
+            crate::resource::params(spec)
+        }
         FaultSpec::ClockSkew(p) => format!(
             "{} on {}",
             p.offset,

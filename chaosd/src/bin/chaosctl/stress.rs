@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chaosd::api::{
     ByteRate, ByteSize, DiskFillParams, DiskIoParams, FaultSpec, IoMode, ProcessKillParams,
-    ProcessPauseParams, Signal, StressCpuParams, StressMemParams, Written,
+    ProcessLimitParams, ProcessPauseParams, Signal, StressCpuParams, StressMemParams, Written,
 };
 use clap::Subcommand;
 
@@ -104,6 +104,15 @@ pub enum ProcessFault {
         #[command(flatten)]
         common: Common,
     },
+    /// Cap the tasks the target cgroups may hold (pids.max): fork() and clone() beyond
+    /// --max fail with EAGAIN; what runs keeps running.
+    Limit {
+        /// Tasks (processes and threads) each target may hold, at least 1.
+        #[arg(long)]
+        max: u32,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 pub fn stress_spec(f: StressFault) -> (FaultSpec, Common) {
@@ -176,6 +185,9 @@ pub fn process_spec(f: ProcessFault) -> (FaultSpec, Common) {
             common,
         ),
         ProcessFault::Pause { common } => (FaultSpec::ProcessPause(ProcessPauseParams {}), common),
+        ProcessFault::Limit { max, common } => {
+            (FaultSpec::ProcessLimit(ProcessLimitParams { max }), common)
+        }
     }
 }
 

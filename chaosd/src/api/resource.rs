@@ -1,0 +1,62 @@
+//! Wire types of the resource kinds: cgroup v2 knobs that throttle a target exactly
+//! (`cpu.limit`, `mem.pressure`, `process.limit`), and the record of what they changed.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{ByteSize, Written};
+
+/// `cpu.limit`: caps the targets' CPU time with `cpu.max` (CFS bandwidth control).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CpuLimitParams {
+    /// CPU time per period, in percent of one core: 20 = a fifth of a core, 150 = one and a
+    /// half cores. Above 0; at most 100 per online core.
+    pub quota: f64,
+    /// The accounting period, 1ms to 1s ("100ms" by default, the kernel's own default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<Written<Duration>>,
+}
+
+/// `mem.pressure`: throttles and reclaims the targets above `high` (`memory.high`); with
+/// `max` and `allow_oom` also sets `memory.max`, where the kernel's OOM killer acts.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MemPressureParams {
+    /// Above this the target's allocations are slowed and its pages reclaimed, e.g. "256MiB".
+    pub high: Written<ByteSize>,
+    /// A hard limit (`memory.max`): the OOM killer acts on the target beyond it. Refused
+    /// unless `allow_oom` is set too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<Written<ByteSize>>,
+    /// Says that killing the target's processes (an OOM test) is what is asked.
+    #[serde(default)]
+    pub allow_oom: bool,
+}
+
+/// `process.limit`: caps how many tasks the targets may hold (`pids.max`); `fork()` and
+/// `clone()` beyond it fail with EAGAIN. Processes already there are left running.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessLimitParams {
+    /// Tasks (processes and threads) each target may hold, at least 1.
+    pub max: u32,
+}
+
+/// One cgroup knob a fault wrote: what it held before and what the fault set. Journaled
+/// before the write, so whoever ends the fault (chaosd, its guardian, a later start) puts
+/// `before` back, and only while the knob still reads `set`: a value someone wrote since is
+/// theirs and stays.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KnobChange {
+    /// The cgroup's path under the cgroup2 mount.
+    pub cgroup: String,
+    /// Its id (inode): a new cgroup at the same path is not the one changed.
+    pub cgroup_id: u64,
+    /// The knob's file name, e.g. "cpu.max".
+    pub file: String,
+    pub before: String,
+    /// What the knob reads after the write (the kernel's own spelling).
+    pub set: String,
+}
