@@ -7,6 +7,7 @@ mod doctor;
 mod generate;
 mod history;
 mod io;
+mod live;
 mod output;
 mod resource;
 mod scenario;
