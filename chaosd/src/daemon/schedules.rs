@@ -76,6 +76,7 @@ pub fn parse_cron(expr: &str) -> Result<Cron, ScheduleError> {
 }
 
 /// One stored schedule.
+#[derive(Clone)]
 struct Row {
     id: String,
     cron: String,
@@ -223,13 +224,24 @@ impl Schedules {
     }
 
     fn fires(&self, id: &str, limit: u32) -> Result<Vec<Fire>, ScheduleError> {
+        self.fires_where(id, false, limit)
+    }
+
+    /// The newest `limit` fires of `id`, newest first; only those that started something if
+    /// `started_only`.
+    fn fires_where(
+        &self,
+        id: &str,
+        started_only: bool,
+        limit: u32,
+    ) -> Result<Vec<Fire>, ScheduleError> {
         let conn = self.lock();
         let mut stmt = conn.prepare(
             "SELECT due_at, at, outcome, started, detail FROM schedule_fires
-             WHERE schedule = ?1 ORDER BY id DESC LIMIT ?2",
+             WHERE schedule = ?1 AND (?3 = 0 OR outcome = 'started') ORDER BY id DESC LIMIT ?2",
         )?;
         let fires = stmt
-            .query_map(params![id, limit], |r| {
+            .query_map(params![id, limit, started_only], |r| {
                 let outcome: String = r.get(2)?;
                 Ok(Fire {
                     due_at: r.get(0)?,
@@ -312,7 +324,7 @@ impl Schedules {
             match due {
                 Ok(Ok(due)) => {
                     for (row, due_at) in due {
-                        self.fire(&row, due_at).await;
+                        Arc::clone(&self).fire(row, due_at).await;
                     }
                 }
                 Ok(Err(e)) => tracing::warn!("schedules: {e}"),
@@ -386,28 +398,51 @@ impl Schedules {
     }
 
     /// Starts one due time, unless its previous one is still going.
-    async fn fire(&self, row: &Row, due_at: DateTime<Utc>) {
+    /// Database work off the async runtime; `None` if the blocking task failed.
+    async fn blocking<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Schedules) -> T + Send + 'static,
+    ) -> Option<T> {
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || f(&this))
+            .await
+            .inspect_err(|e| tracing::warn!("schedules: a database task failed: {e}"))
+            .ok()
+    }
+
+    async fn fire(self: Arc<Self>, row: Row, due_at: DateTime<Utc>) {
         let now = Utc::now();
-        let (outcome, started, detail) = match self.previous_still_going(row).await {
+        let id = row.id.clone();
+        let last = self
+            .blocking(move |s| s.last_started(&id))
+            .await
+            .and_then(Result::ok)
+            .flatten();
+        let (outcome, started, detail) = match self.previous_still_going(&row, last).await {
             Some(detail) => (FireOutcome::Refused, None, detail),
-            None => match self.start(row).await {
+            None => match self.start(&row).await {
                 Ok((id, detail)) => (FireOutcome::Started, Some(id), detail),
                 Err(e) => (FireOutcome::Refused, None, e),
             },
         };
-        if let Err(e) = self.record(row, due_at, now, outcome, started, detail) {
-            tracing::warn!(schedule = %row.id, "recording a fire: {e}");
+        let id = row.id.clone();
+        let recorded = self
+            .blocking(move |s| s.record(&row, due_at, now, outcome, started, detail))
+            .await;
+        if let Some(Err(e)) = recorded {
+            tracing::warn!(schedule = %id, "recording a fire: {e}");
         }
     }
 
-    /// Why the previous start of `row` is still going, if it is.
-    async fn previous_still_going(&self, row: &Row) -> Option<String> {
-        let last = self
-            .fires(&row.id, FIRES_KEPT as u32)
-            .ok()?
-            .into_iter()
-            .find(|f| f.outcome == FireOutcome::Started)?;
-        let id = last.started?;
+    /// The latest fire of schedule `id` that started something.
+    fn last_started(&self, id: &str) -> Result<Option<Fire>, ScheduleError> {
+        Ok(self.fires_where(id, true, 1)?.pop())
+    }
+
+    /// Why the previous start (`last`) of `row` is still going, if it is.
+    async fn previous_still_going(&self, row: &Row, last: Option<Fire>) -> Option<String> {
+        let last = last?;
+        let id = last.started.clone()?;
         let going = match row.what.as_str() {
             "scenario" => self
                 .runs
