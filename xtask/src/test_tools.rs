@@ -11,7 +11,16 @@ use anyhow::Result;
 use crate::util::run_cmd;
 
 /// `(program on PATH, Debian package that provides it)`.
-pub const TOOLS: &[(&str, &str)] = &[];
+pub const TOOLS: &[(&str, &str)] = &[
+    // tests/tests/prometheus.rs: the server scenario probes and abort rules query.
+    ("prometheus", "prometheus"),
+    // tests/tests/prometheus.rs: a TLS server with a self-signed certificate for https probes.
+    ("openssl", "openssl"),
+    // tests/tests/report.rs: renders the HTML report headless.
+    ("chromium", "chromium"),
+    // tests/tests/deploy.rs: checks and unit-tests the shipped alert rules.
+    ("promtool", "prometheus"),
+];
 
 /// Installs the packages of every program in [`TOOLS`] that is not on PATH.
 pub fn ensure() -> Result<()> {
