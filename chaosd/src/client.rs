@@ -10,8 +10,10 @@ use thiserror::Error;
 use tokio::net::UnixStream;
 
 use crate::api::{
-    ErrorBody, FaultInfo, InjectRequest, StatusInfo, capabilities::CapabilitiesInfo,
+    ErrorBody, FaultInfo, InjectRequest, StatusInfo,
+    capabilities::CapabilitiesInfo,
     history::HistoryEntry,
+    schedule::{ScheduleInfo, ScheduleRequest},
 };
 
 #[derive(Debug, Error)]
@@ -154,6 +156,35 @@ impl Client {
     pub async fn capabilities_of(&self, kind: &str) -> Result<CapabilitiesInfo, ClientError> {
         let path = format!("/v1/capabilities?kind={kind}");
         self.call(Method::GET, &path, None::<&()>).await
+    }
+
+    pub async fn add_schedule(&self, req: &ScheduleRequest) -> Result<ScheduleInfo, ClientError> {
+        self.call(Method::POST, "/v1/schedules", Some(req)).await
+    }
+
+    pub async fn schedules(&self) -> Result<Vec<ScheduleInfo>, ClientError> {
+        self.call(Method::GET, "/v1/schedules", None::<&()>).await
+    }
+
+    /// One schedule with every kept fire.
+    pub async fn schedule(&self, id: &str) -> Result<ScheduleInfo, ClientError> {
+        self.call(Method::GET, &format!("/v1/schedules/{id}"), None::<&()>)
+            .await
+    }
+
+    /// `verb` is `pause` or `resume`.
+    pub async fn schedule_set(&self, id: &str, verb: &str) -> Result<ScheduleInfo, ClientError> {
+        self.call(
+            Method::POST,
+            &format!("/v1/schedules/{id}/{verb}"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    pub async fn remove_schedule(&self, id: &str) -> Result<ScheduleInfo, ClientError> {
+        self.call(Method::DELETE, &format!("/v1/schedules/{id}"), None::<&()>)
+            .await
     }
 
     /// The newest `limit` audit records (`chaosctl history`).

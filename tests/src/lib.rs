@@ -12,6 +12,7 @@ pub mod file_ops;
 pub mod footprint;
 pub mod netns;
 pub mod probe;
+pub mod prometheus;
 
 use std::{
     io::{BufRead as _, BufReader},
@@ -68,6 +69,15 @@ pub fn require_root() {
         nix::unistd::Uid::effective().is_root(),
         "integration tests must run as root (they load eBPF programs)"
     );
+}
+
+/// A loopback port nobody listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A binary of the workspace, next to the test executable's target directory.

@@ -466,3 +466,61 @@ fn services_run_as_the_user_who_started_the_run() {
         "the service outlived its run"
     );
 }
+
+/// `chaosctl run FILE` with its output on a pseudo-terminal (util-linux `script`) or a pipe;
+/// returns what it printed.
+fn chaosctl_run_output(daemon: &Daemon, file: &Path, on_a_terminal: bool) -> String {
+    let chaosctl = workspace_bin("chaosctl");
+    let mut cmd = if on_a_terminal {
+        let mut c = Command::new("script");
+        c.args(["-qfe", "-c"]).arg(format!(
+            "'{}' --socket '{}' run '{}'",
+            chaosctl.display(),
+            daemon.socket().display(),
+            file.display()
+        ));
+        c.arg("/dev/null");
+        c
+    } else {
+        let mut c = Command::new(&chaosctl);
+        c.arg("--socket").arg(daemon.socket()).arg("run").arg(file);
+        c
+    };
+    let out = cmd.stdin(Stdio::null()).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn run_shows_a_live_view_on_a_terminal_and_plain_lines_otherwise() {
+    if chaosd_integration::prometheus::which("script").is_none() {
+        skip!("util-linux script is not installed");
+    }
+    let daemon = match daemon_with_net_loss() {
+        Ok(d) => d,
+        Err(reason) => skip!("net.loss unsupported: {reason}"),
+    };
+    let file = scenario_file(&outage_scenario(free_port(), "2s", ""));
+    let live = chaosctl_run_output(&daemon, file.path(), true);
+    // Lines redrawn in place: cursor-up and erase-line sequences, the phase with its time
+    // left, the probe's state line.
+    assert!(
+        live.contains("\x1b[2K") && live.contains("\x1b[1A"),
+        "{live:?}"
+    );
+    assert!(live.contains("inject: faults in force, "), "{live:?}");
+    assert!(live.contains(" left"), "{live:?}");
+    assert!(
+        live.contains("… home: waiting for a check")
+            && live.contains("✗ home: ")
+            && live.contains(" passed, p99 "),
+        "{live:?}"
+    );
+    assert!(live.contains("verdict: failed"), "{live:?}");
+
+    let plain = chaosctl_run_output(&daemon, file.path(), false);
+    assert!(!plain.contains('\x1b'), "escape codes in a pipe: {plain:?}");
+    assert!(
+        plain.contains("probe home: ") && plain.contains("verdict: failed"),
+        "{plain}"
+    );
+}

@@ -150,6 +150,9 @@ fn host_figures(plan: &Plan, bin_dir: &Path) -> Result<Value> {
     }
 }
 
+/// Faults in force at once for the concurrent-faults figure.
+const CONCURRENT_FAULTS: usize = 1000;
+
 fn default_out() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -167,6 +170,8 @@ fn measure(
     let datapath = datapath_figures(daemon, cgroups, &plan.datapath)?;
     eprintln!("bench: control latency ({} cycles)", plan.cycles);
     let control = control::measure(daemon, cgroups, plan.cycles)?;
+    eprintln!("bench: {CONCURRENT_FAULTS} concurrent faults");
+    let concurrent = control::concurrent(daemon, cgroups, CONCURRENT_FAULTS)?;
     eprintln!("bench: accuracy");
     let loss = accuracy::loss(daemon, cgroups, &[1.0, 10.0, 50.0], 10_000)?;
     let cpu = accuracy::cpu(
@@ -181,6 +186,7 @@ fn measure(
     Ok(json!({
         "datapath": datapath,
         "control_latency": control,
+        "concurrent_faults": concurrent,
         "accuracy": {
             "loss": loss,
             "io_errno": accuracy::io_errno(daemon, cgroups, &[1.0, 10.0, 50.0], 10_000)?,

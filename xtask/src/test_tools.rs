@@ -12,9 +12,18 @@ use crate::util::run_cmd;
 
 /// `(program on PATH, Debian package that provides it)`.
 pub const TOOLS: &[(&str, &str)] = &[
+    // tests/tests/tcp_proxy.rs: tcp.latency measured with redis-benchmark against redis-server.
     ("redis-server", "redis-server"),
     ("redis-benchmark", "redis-tools"),
     ("redis-cli", "redis-tools"),
+    // tests/tests/prometheus.rs: the server scenario probes and abort rules query.
+    ("prometheus", "prometheus"),
+    // tests/tests/prometheus.rs: a TLS server with a self-signed certificate for https probes.
+    ("openssl", "openssl"),
+    // tests/tests/report.rs: renders the HTML report headless.
+    ("chromium", "chromium"),
+    // tests/tests/deploy.rs: checks and unit-tests the shipped alert rules.
+    ("promtool", "prometheus"),
 ];
 
 /// Installs the packages of every program in [`TOOLS`] that is not on PATH.

@@ -115,8 +115,14 @@ impl Drop for DaemonChild {
 pub fn run_demo() -> Result<()> {
     let bin = workspace_root().join("target/debug");
     let socket = "/run/chaosd/chaosd.sock";
+    // The daemon's log goes to a file, so the terminal tells the demo's story only.
+    let log_path = workspace_root().join("target/chaosd-demo.log");
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("creating {}", log_path.display()))?;
     let daemon = Command::new(bin.join("chaosd"))
         .args(["--socket", socket])
+        .stdout(log.try_clone().context("duplicating the log file")?)
+        .stderr(log)
         .spawn()
         .context("starting chaosd")?;
     let daemon = DaemonChild(daemon);
@@ -136,7 +142,10 @@ pub fn run_demo() -> Result<()> {
     };
     if !ready {
         drop(daemon);
-        bail!("chaosd did not answer on {socket} within 20 s");
+        bail!(
+            "chaosd did not answer on {socket} within 20 s; its log: {}",
+            log_path.display()
+        );
     }
     let chaosctl = || {
         let mut c = Command::new(bin.join("chaosctl"));
@@ -149,5 +158,6 @@ pub fn run_demo() -> Result<()> {
     let result = run_cmd(chaosctl().arg("demo"))
         .and_then(|()| run_cmd(chaosctl().arg("run").arg(&scenario)));
     drop(daemon);
+    println!("\nthe daemon's log of this demo: {}", log_path.display());
     result
 }

@@ -63,6 +63,10 @@ const HOST_ONLY: &[&str] = &[
     "systemd",
     "load",
     "responsive",
+    "prometheus",
+    "schedule",
+    "report",
+    "deploy",
 ];
 
 /// Which distro kernel(s) to boot.

@@ -13,6 +13,7 @@ pub mod errno;
 pub mod history;
 pub mod io;
 pub mod resource;
+pub mod schedule;
 pub mod tcp;
 pub mod units;
 

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod guardian;
 pub mod http;
 pub mod leftovers;
+pub mod schedules;
 pub mod systemd;
 
 use std::{path::PathBuf, sync::Arc};
@@ -87,12 +88,21 @@ pub async fn run(config: Config, systemd: Activation) -> anyhow::Result<()> {
         start_guardian(&config).await?;
     }
     let runs = Runs::new(Arc::clone(&registry), mount, &config.daemon.state_dir);
+    // Next to the audit trail: both outlive reboots (state_dir is under /run by default).
+    let schedules = schedules::Schedules::open(
+        &config.daemon.history_db(),
+        Arc::clone(&runs),
+        Arc::clone(&registry),
+        Arc::clone(&history),
+    )
+    .context("opening the schedules")?;
 
     let (listener, access, _socket) = listen(&config, systemd.listener)?;
     let metrics_task = match metrics_listen {
         Some(addr) => Some(http::serve_metrics_tcp(addr, Arc::clone(&registry)).await?),
         None => None,
     };
+    let ticker = tokio::spawn(Arc::clone(&schedules).tick_forever());
     info!(pid = std::process::id(), "chaosd ready");
     let heartbeat =
         crate::daemon::systemd::ready_then_heartbeat(Arc::clone(&registry), systemd.watchdog).await;
@@ -102,9 +112,12 @@ pub async fn run(config: Config, systemd: Activation) -> anyhow::Result<()> {
         Arc::clone(&registry),
         Arc::clone(&runs),
         history,
+        schedules,
         shutdown_signal(),
     )
     .await;
+    // No new scheduled run once stopping; due times from here on are missed.
+    ticker.abort();
     // systemd stops watching the watchdog once the service stops; STATUS= says why we linger.
     if let Some(task) = heartbeat {
         task.abort();

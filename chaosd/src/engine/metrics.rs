@@ -12,6 +12,8 @@
 //! | `chaosd_fault_syscalls_total` | `fault`, `kind`, `outcome` | calls an I/O or connect fault saw / failed |
 //! | `chaosd_inject_duration_seconds` | `kind` | time to validate, journal and apply a fault |
 //! | `chaosd_recover_duration_seconds` | `kind`, `reason` | time to revert a fault |
+//! | `chaosd_scenario_runs_active` | | scenario runs going now (0 or 1) |
+//! | `chaosd_scenario_runs_total` | `verdict` | scenario runs finished since the daemon started |
 //! | `chaosd_build_info` | `version` | always 1 |
 //!
 //! Counters of recently ended faults stay (frozen) while the registry keeps them for `show`.
@@ -57,6 +59,11 @@ struct FaultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerdictLabel {
+    verdict: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
     version: &'static str,
 }
@@ -66,6 +73,8 @@ struct VersionLabel {
 pub struct Metrics {
     inject: Family<KindLabel, Histogram, fn() -> Histogram>,
     recover: Family<RecoverLabels, Histogram, fn() -> Histogram>,
+    runs_active: Gauge,
+    runs: Family<VerdictLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -73,6 +82,8 @@ impl Default for Metrics {
         Metrics {
             inject: Family::new_with_constructor(latency_histogram),
             recover: Family::new_with_constructor(latency_histogram),
+            runs_active: Gauge::default(),
+            runs: Family::default(),
         }
     }
 }
@@ -106,6 +117,21 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
+    /// A scenario run started; [`Metrics::run_finished`] follows.
+    pub fn run_started(&self) {
+        self.runs_active.inc();
+    }
+
+    /// A scenario run ended with `verdict` (its wire name).
+    pub fn run_finished(&self, verdict: &str) {
+        self.runs_active.dec();
+        self.runs
+            .get_or_create(&VerdictLabel {
+                verdict: verdict.to_string(),
+            })
+            .inc();
+    }
+
     /// The exposition text for `faults` (active and recently ended ones).
     pub fn render(&self, faults: &[FaultInfo]) -> String {
         let mut reg = PromRegistry::with_prefix("chaosd");
@@ -132,6 +158,16 @@ impl Metrics {
             "recover_duration_seconds",
             "Time to revert a fault, by how it ended",
             self.recover.clone(),
+        );
+        reg.register(
+            "scenario_runs_active",
+            "Scenario runs going now",
+            self.runs_active.clone(),
+        );
+        reg.register(
+            "scenario_runs",
+            "Scenario runs finished since the daemon started, by verdict",
+            self.runs.clone(),
         );
         reg.register(
             "build",

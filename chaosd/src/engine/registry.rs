@@ -431,6 +431,11 @@ impl Registry {
         out
     }
 
+    /// The daemon's metrics, for what other layers count (scenario runs).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// The `/metrics` exposition: live counters of active faults, frozen ones of ended faults.
     pub async fn metrics_text(&self) -> String {
         let faults = self.list(true).await;

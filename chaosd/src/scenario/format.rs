@@ -8,6 +8,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     net::SocketAddr,
     ops::Range,
+    path::PathBuf,
     time::Duration,
 };
 
@@ -17,7 +18,7 @@ use toml::Spanned;
 use crate::{
     api::{FaultSpec, TargetSelector},
     faults::{FaultKinds, TargetRule},
-    scenario::millis,
+    scenario::{fetch::HttpUrl, millis},
 };
 
 /// A scenario file that does not parse or does not make sense, with the place of the problem.
@@ -117,14 +118,17 @@ pub struct ProbeSpec {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "snake_case")]
 pub enum ProbeCheck {
-    /// `GET` on a plain-HTTP URL; passes on the expected status.
+    /// `GET` on an `http://` or `https://` URL; passes on the expected status.
     Http {
         url: String,
-        /// host:port to connect to.
-        authority: String,
-        path: String,
+        target: HttpUrl,
         expect_status: u16,
+        /// PEM certificates to trust for https instead of the system's trust store.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ca_file: Option<PathBuf>,
     },
+    /// An instant PromQL query; passes when it yields one value within the range.
+    Prometheus { query: PromQuery, range: ValueRange },
     /// A TCP connect to host:port.
     Tcp { addr: String },
     /// A program run to completion; passes on the expected exit code.
@@ -138,9 +142,79 @@ impl ProbeCheck {
                 url, expect_status, ..
             } => format!("GET {url} → {expect_status}"),
             ProbeCheck::Tcp { addr } => format!("tcp connect {addr}"),
+            ProbeCheck::Prometheus { query, range } => {
+                format!("{} {} on {}", query.query, range.describe(), query.url)
+            }
             ProbeCheck::Command { argv, expect_exit } => {
                 format!("{} → exit {expect_exit}", argv.join(" "))
             }
+        }
+    }
+}
+
+/// An instant query against a Prometheus HTTP API (`GET /api/v1/query`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PromQuery {
+    /// The server's base URL as written (`http://127.0.0.1:9090`).
+    pub url: String,
+    pub server: HttpUrl,
+    /// PromQL; it must yield a scalar or a vector of exactly one sample.
+    pub query: String,
+    /// A file holding the bearer token sent as `Authorization: Bearer ..`, read at every query
+    /// (so a rotated token is picked up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Bounds for a query's value, both inclusive.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ValueRange {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+}
+
+impl ValueRange {
+    pub fn contains(&self, v: f64) -> bool {
+        self.min.is_none_or(|m| v >= m) && self.max.is_none_or(|m| v <= m)
+    }
+
+    pub fn describe(&self) -> String {
+        match (self.min, self.max) {
+            (Some(lo), Some(hi)) => format!("in [{lo}, {hi}]"),
+            (Some(lo), None) => format!(">= {lo}"),
+            (None, Some(hi)) => format!("<= {hi}"),
+            (None, None) => "any value".into(),
+        }
+    }
+}
+
+/// An abort rule on a Prometheus query: while injecting, the run aborts and rolls back as soon
+/// as the value is above `above` or below `below`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AbortQuery {
+    pub name: String,
+    pub query: PromQuery,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub above: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub below: Option<f64>,
+    #[serde(with = "millis", rename = "interval_ms")]
+    pub interval: Duration,
+    #[serde(with = "millis", rename = "timeout_ms")]
+    pub timeout: Duration,
+}
+
+impl AbortQuery {
+    /// Why `value` fires the rule, if it does.
+    pub fn fires(&self, value: f64) -> Option<String> {
+        match (self.above, self.below) {
+            (Some(a), _) if value > a => Some(format!("{value} is above {a}")),
+            (_, Some(b)) if value < b => Some(format!("{value} is below {b}")),
+            _ => None,
         }
     }
 }
@@ -187,6 +261,9 @@ pub struct AbortRules {
         skip_serializing_if = "Option::is_none"
     )]
     pub max_duration: Option<Duration>,
+    /// `[[abort.prometheus]]` rules.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queries: Vec<AbortQuery>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -283,6 +360,18 @@ struct RawProbe {
     #[serde(default)]
     command: Option<Spanned<Vec<String>>>,
     #[serde(default)]
+    prometheus: Option<Spanned<String>>,
+    #[serde(default)]
+    query: Option<Spanned<String>>,
+    #[serde(default)]
+    min: Option<Spanned<f64>>,
+    #[serde(default)]
+    max: Option<Spanned<f64>>,
+    #[serde(default)]
+    bearer_token_file: Option<Spanned<String>>,
+    #[serde(default)]
+    ca_file: Option<Spanned<String>>,
+    #[serde(default)]
     expect_status: Option<Spanned<u16>>,
     #[serde(default)]
     expect_exit: Option<Spanned<i32>>,
@@ -324,6 +413,28 @@ struct RawAbort {
     window: Option<Spanned<String>>,
     #[serde(default)]
     max_duration: Option<Spanned<String>>,
+    #[serde(default)]
+    prometheus: Vec<Spanned<RawAbortQuery>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAbortQuery {
+    name: Spanned<String>,
+    prometheus: Spanned<String>,
+    query: Spanned<String>,
+    #[serde(default)]
+    above: Option<Spanned<f64>>,
+    #[serde(default)]
+    below: Option<Spanned<f64>>,
+    #[serde(default)]
+    interval: Option<Spanned<String>>,
+    #[serde(default)]
+    timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    bearer_token_file: Option<Spanned<String>>,
+    #[serde(default)]
+    ca_file: Option<Spanned<String>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -344,6 +455,8 @@ const DEFAULT_BASELINE: Duration = Duration::from_secs(2);
 const DEFAULT_RECOVERY_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_RECOVERY_CONFIRM: u32 = 3;
 const DEFAULT_WINDOW: Duration = Duration::from_secs(2);
+/// Prometheus evaluates rules and scrapes every few seconds; a query a second is plenty.
+const DEFAULT_RULE_INTERVAL: Duration = Duration::from_secs(1);
 /// Probes faster than this would mostly measure themselves.
 const MIN_INTERVAL: Duration = Duration::from_millis(50);
 
@@ -566,22 +679,26 @@ impl Validator<'_> {
         if r.name.get_ref().trim().is_empty() {
             return self.err(r.name.span(), "probe name must not be empty");
         }
-        let check = match (&r.http, &r.tcp, &r.command) {
-            (Some(url), None, None) => self.http_check(url, r.expect_status.as_ref())?,
-            (None, Some(addr), None) => ProbeCheck::Tcp {
+        let check = match (&r.http, &r.tcp, &r.command, &r.prometheus) {
+            (Some(url), None, None, None) => {
+                self.http_check(url, r.expect_status.as_ref(), r.ca_file.as_ref())?
+            }
+            (None, Some(addr), None, None) => ProbeCheck::Tcp {
                 addr: self.host_port(addr, "tcp")?,
             },
-            (None, None, Some(cmd)) => ProbeCheck::Command {
+            (None, None, Some(cmd), None) => ProbeCheck::Command {
                 argv: self.argv(cmd)?,
                 expect_exit: r.expect_exit.as_ref().map_or(0, |e| *e.get_ref()),
             },
+            (None, None, None, Some(server)) => self.prometheus_check(p, server)?,
             _ => {
                 return self.err(
                     p.span(),
-                    format!("probe {:?} needs exactly one of http = \"http://..\", tcp = \"HOST:PORT\" and command = [..]", r.name.get_ref()),
+                    format!("probe {:?} needs exactly one of http = \"http://..\", tcp = \"HOST:PORT\", command = [..] and prometheus = \"http://..\" (with query)", r.name.get_ref()),
                 );
             }
         };
+        self.only_for_prometheus(r, &check)?;
         if let (Some(s), false) = (&r.expect_status, matches!(check, ProbeCheck::Http { .. })) {
             return self.err(s.span(), "expect_status applies to http probes only");
         }
@@ -615,26 +732,130 @@ impl Validator<'_> {
         })
     }
 
+    fn url(&self, url: &Spanned<String>) -> Checked<HttpUrl> {
+        HttpUrl::parse(url.get_ref()).or_else(|e| self.err(url.span(), e))
+    }
+
+    fn path(&self, p: Option<&Spanned<String>>, field: &str) -> Checked<Option<PathBuf>> {
+        match p {
+            Some(p) if !p.get_ref().starts_with('/') => self.err(
+                p.span(),
+                format!(
+                    "{field} = {:?} must be an absolute path (the daemon reads it)",
+                    p.get_ref()
+                ),
+            ),
+            p => Ok(p.map(|p| PathBuf::from(p.get_ref()))),
+        }
+    }
+
+    fn ca_file(&self, ca: Option<&Spanned<String>>, url: &HttpUrl) -> Checked<Option<PathBuf>> {
+        match ca {
+            Some(ca) if !url.https => self.err(ca.span(), "ca_file applies to https URLs only"),
+            ca => self.path(ca, "ca_file"),
+        }
+    }
+
+    /// `query` and its server, bearer token and CA file, shared by probes and abort rules.
+    fn prom_query(
+        &self,
+        server: &Spanned<String>,
+        query: Option<&Spanned<String>>,
+        token: Option<&Spanned<String>>,
+        ca: Option<&Spanned<String>>,
+        owner: Range<usize>,
+    ) -> Checked<PromQuery> {
+        let Some(query) = query else {
+            return self.err(
+                owner,
+                "a prometheus check needs query = \"PROMQL\" (an instant query yielding one value)",
+            );
+        };
+        if query.get_ref().trim().is_empty() {
+            return self.err(query.span(), "query must not be empty");
+        }
+        let url = self.url(server)?;
+        if url.path != "/" {
+            return self.err(
+                server.span(),
+                "prometheus = is the server's base URL (http://HOST:PORT); chaosd adds /api/v1/query",
+            );
+        }
+        Ok(PromQuery {
+            url: server.get_ref().clone(),
+            ca_file: self.ca_file(ca, &url)?,
+            server: url,
+            query: query.get_ref().clone(),
+            bearer_token_file: self.path(token, "bearer_token_file")?,
+        })
+    }
+
+    fn prometheus_check(
+        &self,
+        p: &Spanned<RawProbe>,
+        server: &Spanned<String>,
+    ) -> Checked<ProbeCheck> {
+        let r = p.get_ref();
+        let query = self.prom_query(
+            server,
+            r.query.as_ref(),
+            r.bearer_token_file.as_ref(),
+            r.ca_file.as_ref(),
+            p.span(),
+        )?;
+        let range = ValueRange {
+            min: r.min.as_ref().map(|m| *m.get_ref()),
+            max: r.max.as_ref().map(|m| *m.get_ref()),
+        };
+        match (range.min, range.max, &r.max) {
+            (None, None, _) => self.err(
+                p.span(),
+                "a prometheus probe needs min = or max = (or both): the range its value must stay in",
+            ),
+            (Some(lo), Some(hi), Some(m)) if lo > hi => {
+                self.err(m.span(), format!("max {hi} is below min {lo}"))
+            }
+            _ => Ok(ProbeCheck::Prometheus { query, range }),
+        }
+    }
+
+    /// `query`, `min`, `max` and `bearer_token_file` belong to prometheus probes.
+    fn only_for_prometheus(&self, r: &RawProbe, check: &ProbeCheck) -> Checked<()> {
+        if matches!(check, ProbeCheck::Prometheus { .. }) {
+            return Ok(());
+        }
+        if let (Some(ca), ProbeCheck::Tcp { .. } | ProbeCheck::Command { .. }) = (&r.ca_file, check)
+        {
+            return self.err(
+                ca.span(),
+                "ca_file applies to https and prometheus probes only",
+            );
+        }
+        let stray = [
+            ("query", r.query.as_ref().map(Spanned::span)),
+            ("min", r.min.as_ref().map(Spanned::span)),
+            ("max", r.max.as_ref().map(Spanned::span)),
+            (
+                "bearer_token_file",
+                r.bearer_token_file.as_ref().map(Spanned::span),
+            ),
+        ];
+        match stray.into_iter().find_map(|(f, s)| s.map(|s| (f, s))) {
+            Some((field, span)) => self.err(
+                span,
+                format!("{field} applies to prometheus probes only (prometheus = \"http://..\")"),
+            ),
+            None => Ok(()),
+        }
+    }
+
     fn http_check(
         &self,
         url: &Spanned<String>,
         status: Option<&Spanned<u16>>,
+        ca: Option<&Spanned<String>>,
     ) -> Checked<ProbeCheck> {
-        let Some(rest) = url.get_ref().strip_prefix("http://") else {
-            return self.err(url.span(), format!("{:?} is not a plain-HTTP URL: write http://HOST:PORT/PATH (https is not supported)", url.get_ref()));
-        };
-        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-        let authority = if authority
-            .rsplit_once(':')
-            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        {
-            authority.to_string()
-        } else {
-            format!("{authority}:80")
-        };
-        if authority.starts_with(':') {
-            return self.err(url.span(), "the URL has no host");
-        }
+        let target = self.url(url)?;
         let expect_status = match status {
             Some(s) if !(100..=599).contains(s.get_ref()) => {
                 return self.err(
@@ -650,12 +871,8 @@ impl Validator<'_> {
         };
         Ok(ProbeCheck::Http {
             url: url.get_ref().clone(),
-            authority,
-            path: if path.is_empty() {
-                "/".into()
-            } else {
-                path.into()
-            },
+            ca_file: self.ca_file(ca, &target)?,
+            target,
             expect_status,
         })
     }
@@ -813,7 +1030,62 @@ impl Validator<'_> {
                 .as_ref()
                 .map(|d| self.duration(d, "max_duration"))
                 .transpose()?,
+            queries: self.abort_queries(&raw.prometheus)?,
         })
+    }
+
+    fn abort_queries(&self, raw: &[Spanned<RawAbortQuery>]) -> Checked<Vec<AbortQuery>> {
+        let mut out: Vec<AbortQuery> = Vec::new();
+        for q in raw {
+            let r = q.get_ref();
+            let name = r.name.get_ref();
+            if name.trim().is_empty() {
+                return self.err(r.name.span(), "abort rule name must not be empty");
+            }
+            if out.iter().any(|o| &o.name == name) {
+                return self.err(
+                    r.name.span(),
+                    format!("abort rule name {name:?} is used twice"),
+                );
+            }
+            let (above, below) = (
+                r.above.as_ref().map(|v| *v.get_ref()),
+                r.below.as_ref().map(|v| *v.get_ref()),
+            );
+            if above.is_none() && below.is_none() {
+                return self.err(
+                    q.span(),
+                    format!("abort rule {name:?} needs above = or below = (or both): the value that fires it"),
+                );
+            }
+            let interval =
+                self.duration_or(r.interval.as_ref(), "interval", DEFAULT_RULE_INTERVAL)?;
+            if interval < MIN_INTERVAL {
+                let span = r.interval.as_ref().map_or(q.span(), Spanned::span);
+                return self.err(
+                    span,
+                    format!(
+                        "interval must be at least {}",
+                        humantime::format_duration(MIN_INTERVAL)
+                    ),
+                );
+            }
+            out.push(AbortQuery {
+                name: name.clone(),
+                query: self.prom_query(
+                    &r.prometheus,
+                    Some(&r.query),
+                    r.bearer_token_file.as_ref(),
+                    r.ca_file.as_ref(),
+                    q.span(),
+                )?,
+                above,
+                below,
+                interval,
+                timeout: self.duration_or(r.timeout.as_ref(), "timeout", DEFAULT_TIMEOUT)?,
+            });
+        }
+        Ok(out)
     }
 
     fn blast_radius(
@@ -1046,13 +1318,106 @@ max_concurrent_faults = 2
     }
 
     #[test]
-    fn https_url() {
+    fn ftp_url() {
         refused(
             "http = \"http://",
-            "http = \"https://",
-            "\"https://",
-            "plain-HTTP",
+            "http = \"ftp://",
+            "\"ftp://",
+            "not an HTTP URL",
         );
+    }
+
+    #[test]
+    fn https_url_with_a_ca_file() {
+        let text = GOOD.replacen(
+            "http = \"http://127.0.0.1:18080/\"",
+            "http = \"https://localhost:8443/health\"\nca_file = \"/etc/ca.pem\"",
+            1,
+        );
+        let s = parse(&text).unwrap();
+        let ProbeCheck::Http {
+            target, ca_file, ..
+        } = &s.steady_state.probes[0].check
+        else {
+            panic!("not an http probe");
+        };
+        assert_eq!((target.https, target.port), (true, 8443));
+        assert_eq!(
+            ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/ca.pem"))
+        );
+    }
+
+    #[test]
+    fn ca_file_on_plain_http() {
+        refused(
+            "expect_status = 200",
+            "expect_status = 200\nca_file = \"/ca.pem\"",
+            "\"/ca.pem\"",
+            "https URLs only",
+        );
+    }
+
+    const PROM_PROBE: &str = "[[steady_state.probe]]\nname = \"errors\"\nprometheus = \"http://127.0.0.1:9090\"\nquery = \"sum(rate(errors[30s]))\"\nmax = 0.05\n\n[[step]]";
+
+    #[test]
+    fn prometheus_probe_and_abort_rule() {
+        let text = GOOD.replacen("[[step]]", PROM_PROBE, 1).replacen(
+            "window = \"1s\"",
+            "window = \"1s\"\n\n[[abort.prometheus]]\nname = \"error ratio\"\nprometheus = \"http://127.0.0.1:9090\"\nquery = \"x\"\nabove = 0.05\nbearer_token_file = \"/run/token\"",
+            1,
+        );
+        let s = parse(&text).unwrap();
+        let ProbeCheck::Prometheus { query, range } = &s.steady_state.probes[2].check else {
+            panic!("not a prometheus probe");
+        };
+        assert_eq!(query.server.port, 9090);
+        assert!(range.contains(0.05) && !range.contains(0.06));
+        let rule = &s.abort.queries[0];
+        assert_eq!(rule.interval, DEFAULT_RULE_INTERVAL);
+        assert!(rule.fires(0.2).unwrap().contains("above 0.05"));
+        assert_eq!(rule.fires(0.01), None);
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<Scenario>(&json).unwrap(), s);
+    }
+
+    #[test]
+    fn prometheus_probe_without_range() {
+        let text = GOOD.replacen("[[step]]", &PROM_PROBE.replace("max = 0.05\n", ""), 1);
+        let e = parse(&text).unwrap_err();
+        assert!(e.message.contains("min = or max ="), "{e}");
+    }
+
+    #[test]
+    fn prometheus_url_with_a_path() {
+        let text = GOOD.replacen(
+            "[[step]]",
+            &PROM_PROBE.replace(":9090\"", ":9090/api/v1/query\""),
+            1,
+        );
+        let e = parse(&text).unwrap_err();
+        assert!(e.message.contains("base URL"), "{e}");
+    }
+
+    #[test]
+    fn query_on_an_http_probe() {
+        refused(
+            "expect_status = 200",
+            "expect_status = 200\nquery = \"up\"",
+            "\"up\"",
+            "prometheus probes only",
+        );
+    }
+
+    #[test]
+    fn abort_rule_without_threshold() {
+        let text = GOOD.replacen(
+            "window = \"1s\"",
+            "window = \"1s\"\n\n[[abort.prometheus]]\nname = \"r\"\nprometheus = \"http://127.0.0.1:9090\"\nquery = \"x\"",
+            1,
+        );
+        let e = parse(&text).unwrap_err();
+        assert!(e.message.contains("above = or below ="), "{e}");
     }
 
     #[test]

@@ -2,15 +2,20 @@
 //! blast-radius limits in one TOML file, run by the daemon (see `docs/scenarios.md`).
 //!
 //! - [`format`]: the file format, parsed and validated with line and column in every error.
-//! - [`probes`]: the HTTP, TCP and command checks of the steady state.
+//! - [`probes`]: the HTTP(S), TCP, command and Prometheus checks of the steady state, and the
+//!   queries of Prometheus abort rules ([`prometheus`], over [`fetch`]).
 //! - [`runner`]: one run: preflight, inject per schedule while probing, abort, roll back,
 //!   verify recovery, report.
 //! - [`runs`]: the daemon's runs (in memory, reports also as JSON files) and their routes.
-//! - [`report`]: the report and its Markdown rendering.
+//! - [`report`]: the report and its Markdown rendering; [`html`]: the HTML page with its SVG
+//!   timeline.
 //! - [`service`]: demo services a scenario starts in a cgroup of their own.
 
+pub mod fetch;
 pub mod format;
+pub mod html;
 pub mod probes;
+pub mod prometheus;
 pub mod report;
 pub mod runner;
 pub mod runs;

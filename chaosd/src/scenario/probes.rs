@@ -1,16 +1,16 @@
-//! The steady-state checks: an HTTP `GET`, a TCP connect, a command's exit code. Each runs in
-//! the daemon, outside the target cgroups, so a fault on a target shows as failed checks.
+//! The steady-state checks: an HTTP(S) `GET`, a TCP connect, a command's exit code, a PromQL
+//! query's value; and the abort rules' queries. Each runs in the daemon, outside the target
+//! cgroups, so a fault on a target shows as failed checks.
 
 use std::time::{Duration, Instant};
 
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::TcpStream,
-    sync::mpsc,
-    task::JoinHandle,
-};
+use tokio::{net::TcpStream, sync::mpsc, task::JoinHandle};
 
-use crate::scenario::format::{ProbeCheck, ProbeSpec};
+use crate::scenario::{
+    fetch::{self, Tls},
+    format::{AbortQuery, ProbeCheck, ProbeSpec, PromQuery},
+    prometheus,
+};
 
 /// Whom commands (probes and services) run as: the user who started the run, so the API
 /// grants no more than that user already has.
@@ -49,13 +49,43 @@ pub struct Sample {
     pub error: Option<String>,
 }
 
-/// Response bytes read at most; probes check a status, not a download.
-const MAX_RESPONSE: u64 = 1 << 20;
+/// A probe ready to run: its spec and, for https, its TLS settings (read once, not per check).
+#[derive(Clone)]
+pub struct Prepared {
+    spec: ProbeSpec,
+    tls: Option<Tls>,
+}
 
-/// Runs `spec` once: its check under its timeout, then its latency limit.
-pub async fn check_once(spec: &ProbeSpec, run_as: RunAs) -> (Duration, Option<String>) {
+impl Prepared {
+    /// Loads the trust store or CA file a probe needs; the error names the probe.
+    pub fn new(spec: &ProbeSpec) -> Result<Prepared, String> {
+        let tls = match &spec.check {
+            ProbeCheck::Http {
+                target, ca_file, ..
+            } if target.https => Some(Tls::new(ca_file.as_deref())),
+            ProbeCheck::Prometheus { query, .. } => tls_for(query),
+            _ => None,
+        }
+        .transpose()
+        .map_err(|e| format!("probe {}: {e}", spec.name))?;
+        Ok(Prepared {
+            spec: spec.clone(),
+            tls,
+        })
+    }
+}
+
+/// The TLS settings of a query's server, if it speaks https.
+pub fn tls_for(q: &PromQuery) -> Option<Result<Tls, String>> {
+    q.server.https.then(|| Tls::new(q.ca_file.as_deref()))
+}
+
+/// Runs the probe once: its check under its timeout, then its latency limit.
+pub async fn check_once(p: &Prepared, run_as: RunAs) -> (Duration, Option<String>) {
+    let spec = &p.spec;
     let started = Instant::now();
-    let outcome = tokio::time::timeout(spec.timeout, check(&spec.check, run_as)).await;
+    let outcome =
+        tokio::time::timeout(spec.timeout, check(&spec.check, p.tls.as_ref(), run_as)).await;
     let latency = started.elapsed();
     let error = match outcome {
         Err(_) => Some(format!("no answer within {} ms", spec.timeout.as_millis())),
@@ -72,99 +102,127 @@ pub async fn check_once(spec: &ProbeSpec, run_as: RunAs) -> (Duration, Option<St
     (latency, error)
 }
 
-async fn check(check: &ProbeCheck, run_as: RunAs) -> Result<(), String> {
+async fn check(check: &ProbeCheck, tls: Option<&Tls>, run_as: RunAs) -> Result<(), String> {
     match check {
         ProbeCheck::Http {
-            authority,
-            path,
+            target,
             expect_status,
             ..
         } => {
-            let status = http_get(authority, path).await?;
+            let status = fetch::get(target, &[], tls).await?.status;
             if status == *expect_status {
                 Ok(())
             } else {
                 Err(format!("status {status}, expected {expect_status}"))
             }
         }
+        ProbeCheck::Prometheus { query, range } => {
+            let value = prometheus::instant(query, tls).await?;
+            if range.contains(value) {
+                Ok(())
+            } else {
+                Err(format!("value {value}, expected {}", range.describe()))
+            }
+        }
         ProbeCheck::Tcp { addr } => TcpStream::connect(addr.as_str())
             .await
             .map(drop)
             .map_err(|e| format!("connect {addr}: {e}")),
-        ProbeCheck::Command { argv, expect_exit } => {
-            let mut cmd = std::process::Command::new(&argv[0]);
-            cmd.args(&argv[1..])
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null());
-            run_as.apply(&mut cmd);
-            let mut cmd = tokio::process::Command::from(cmd);
-            cmd.kill_on_drop(true);
-            let status = cmd
-                .status()
-                .await
-                .map_err(|e| format!("starting {}: {e}", argv[0]))?;
-            match status.code() {
-                Some(c) if c == *expect_exit => Ok(()),
-                Some(c) => Err(format!("exit code {c}, expected {expect_exit}")),
-                None => Err(format!("ended by a signal ({status})")),
-            }
-        }
+        ProbeCheck::Command { argv, expect_exit } => command(argv, *expect_exit, run_as).await,
     }
 }
 
-/// A plain HTTP/1.1 `GET` on a fresh connection; returns the response status.
-async fn http_get(authority: &str, path: &str) -> Result<u16, String> {
-    let mut stream = TcpStream::connect(authority)
+async fn command(argv: &[String], expect_exit: i32, run_as: RunAs) -> Result<(), String> {
+    let mut cmd = std::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    run_as.apply(&mut cmd);
+    let mut cmd = tokio::process::Command::from(cmd);
+    cmd.kill_on_drop(true);
+    let status = cmd
+        .status()
         .await
-        .map_err(|e| format!("connect {authority}: {e}"))?;
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: chaosd-probe\r\nConnection: close\r\n\r\n"
-    );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|e| format!("sending the request: {e}"))?;
-    let mut response = Vec::new();
-    stream
-        .take(MAX_RESPONSE)
-        .read_to_end(&mut response)
-        .await
-        .map_err(|e| format!("reading the response: {e}"))?;
-    parse_status(&response)
-}
-
-fn parse_status(response: &[u8]) -> Result<u16, String> {
-    let line = response.split(|&b| b == b'\n').next().unwrap_or_default();
-    let line = String::from_utf8_lossy(line);
-    let mut words = line.split_whitespace();
-    match (words.next(), words.next().map(str::parse::<u16>)) {
-        (Some(v), Some(Ok(code))) if v.starts_with("HTTP/") => Ok(code),
-        _ if response.is_empty() => Err("the connection closed without a response".into()),
-        _ => Err(format!("not an HTTP response: {:?}", line.trim())),
+        .map_err(|e| format!("starting {}: {e}", argv[0]))?;
+    match status.code() {
+        Some(c) if c == expect_exit => Ok(()),
+        Some(c) => Err(format!("exit code {c}, expected {expect_exit}")),
+        None => Err(format!("ended by a signal ({status})")),
     }
 }
 
 /// Starts one task per probe, each checking at its interval and sending every outcome to `tx`.
 /// The tasks end when `tx`'s receiver is gone or when aborted (see [`ProbeTasks`]).
-pub fn start(probes: &[ProbeSpec], run_as: RunAs, tx: mpsc::Sender<Sample>) -> ProbeTasks {
+pub fn start(probes: &[Prepared], run_as: RunAs, tx: mpsc::Sender<Sample>) -> ProbeTasks {
     let tasks = probes
         .iter()
         .enumerate()
-        .map(|(index, spec)| {
-            let (spec, tx) = (spec.clone(), tx.clone());
+        .map(|(index, p)| {
+            let (p, tx) = (p.clone(), tx.clone());
             tokio::spawn(async move {
-                let mut ticks = tokio::time::interval(spec.interval);
+                let mut ticks = tokio::time::interval(p.spec.interval);
                 ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     ticks.tick().await;
                     let started = Instant::now();
-                    let (latency, error) = check_once(&spec, run_as).await;
+                    let (latency, error) = check_once(&p, run_as).await;
                     let sample = Sample {
                         probe: index,
                         started,
                         latency,
                         error,
+                    };
+                    if tx.send(sample).await.is_err() {
+                        return;
+                    }
+                }
+            })
+        })
+        .collect();
+    ProbeTasks(tasks)
+}
+
+/// One evaluation of an abort rule's query.
+#[derive(Debug)]
+pub struct RuleSample {
+    /// Index of the rule in `[[abort.prometheus]]`.
+    pub rule: usize,
+    pub started: Instant,
+    pub value: Result<f64, String>,
+}
+
+/// Starts one task per abort rule, each querying at its interval. Their TLS settings were
+/// loaded by the caller (preflight), in the rules' order.
+pub fn start_rules(
+    rules: &[AbortQuery],
+    tls: &[Option<Tls>],
+    tx: mpsc::Sender<RuleSample>,
+) -> ProbeTasks {
+    let tasks = rules
+        .iter()
+        .zip(tls)
+        .enumerate()
+        .map(|(index, (rule, tls))| {
+            let (rule, tls, tx) = (rule.clone(), tls.clone(), tx.clone());
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(rule.interval);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticks.tick().await;
+                    let started = Instant::now();
+                    let value = tokio::time::timeout(
+                        rule.timeout,
+                        prometheus::instant(&rule.query, tls.as_ref()),
+                    )
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(format!("no answer within {} ms", rule.timeout.as_millis()))
+                    });
+                    let sample = RuleSample {
+                        rule: index,
+                        started,
+                        value,
                     };
                     if tx.send(sample).await.is_err() {
                         return;
@@ -184,26 +242,5 @@ impl Drop for ProbeTasks {
         for t in &self.0 {
             t.abort();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn status_lines_parse() {
-        assert_eq!(parse_status(b"HTTP/1.1 204 No Content\r\n\r\n"), Ok(204));
-        assert_eq!(parse_status(b"HTTP/1.0 500 x\r\n"), Ok(500));
-        assert!(
-            parse_status(b"")
-                .unwrap_err()
-                .contains("without a response")
-        );
-        assert!(
-            parse_status(b"SSH-2.0-OpenSSH\r\n")
-                .unwrap_err()
-                .contains("not an HTTP")
-        );
     }
 }

@@ -27,6 +27,9 @@ pub struct Report {
     pub reason: String,
     #[serde(default)]
     pub abort_reason: Option<String>,
+    /// The `[[abort.prometheus]]` rule that aborted the run, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort_rule: Option<AbortFired>,
     /// Whether the steady state held again after rollback; `None` when nothing was injected.
     #[serde(default)]
     pub recovered: Option<bool>,
@@ -43,6 +46,17 @@ pub struct Report {
     pub timeline: Vec<RunEvent>,
     /// The scenario as validated.
     pub scenario: Scenario,
+}
+
+/// A Prometheus abort rule that fired: which, on what value, when.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AbortFired {
+    pub rule: String,
+    pub query: String,
+    pub value: f64,
+    /// When the query that fired was asked, from the run's start.
+    pub at_ms: u64,
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -81,6 +95,42 @@ pub struct ProbeReport {
     #[serde(default)]
     pub availability_percent: Option<f64>,
     pub phases: Vec<PhaseStats>,
+    /// Its checks over time (merged into at most [`MAX_SERIES`] points on long runs), for
+    /// the HTML report's timeline.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub series: Vec<CheckPoint>,
+}
+
+/// Points kept per probe in a report; a long run's checks are merged, a failure winning.
+pub const MAX_SERIES: usize = 2_000;
+
+/// One check (or merged checks) of a probe.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CheckPoint {
+    /// When it started, from the run's start.
+    pub at_ms: u64,
+    /// The slowest of the merged checks.
+    pub latency_ms: f64,
+    /// Every merged check passed.
+    pub ok: bool,
+}
+
+impl CheckPoint {
+    /// `points` merged into at most `max` (consecutive buckets of equal size).
+    pub fn merged(points: &[CheckPoint], max: usize) -> Vec<CheckPoint> {
+        if points.len() <= max || max == 0 {
+            return points.to_vec();
+        }
+        let per = points.len().div_ceil(max);
+        points
+            .chunks(per)
+            .map(|c| CheckPoint {
+                at_ms: c[0].at_ms,
+                latency_ms: c.iter().map(|p| p.latency_ms).fold(0.0, f64::max),
+                ok: c.iter().all(|p| p.ok),
+            })
+            .collect()
+    }
 }
 
 /// One probe's checks started in one phase. Latencies count failed checks too (a timeout
@@ -151,6 +201,16 @@ impl Report {
         let _ = writeln!(md, "| duration | {:.1} s |", self.duration_ms as f64 / 1e3);
         if let Some(a) = &self.abort_reason {
             let _ = writeln!(md, "| aborted | {a} |");
+        }
+        if let Some(f) = &self.abort_rule {
+            let _ = writeln!(
+                md,
+                "| abort rule | `{}` fired at +{:.1} s: `{}` = {} |",
+                f.rule,
+                f.at_ms as f64 / 1e3,
+                f.query,
+                f.value
+            );
         }
         let recovery = match (self.recovered, self.recovery_ms) {
             (Some(true), Some(ms)) => format!("{ms} ms"),

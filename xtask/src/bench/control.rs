@@ -137,3 +137,38 @@ pub fn wait_for_traffic(rx: &Receiver, limit: Duration) -> Result<u64> {
         thread::sleep(Duration::from_micros(20));
     }
 }
+
+/// `n` faults in force at once, each on a cgroup of its own (net.loss 1 %, one rule per set):
+/// the time of each inject, so the first and the `n`th can be compared (each updates only
+/// its own cgroup's rule set), and how long until all `n` are in force.
+pub fn concurrent(daemon: &Daemon, cgroups: &mut BenchCgroups, n: usize) -> Result<Value> {
+    let targets = (0..n)
+        .map(|i| cgroups.child(&format!("concurrent-{i}")))
+        .collect::<Result<Vec<_>>>()?;
+    let loss = json!({"kind": "net.loss", "params": {"percent": 1, "direction": "egress"}});
+    let started = Instant::now();
+    let mut inject_ms = Vec::with_capacity(n);
+    for t in &targets {
+        let t0 = Instant::now();
+        daemon.inject(loss.clone(), std::slice::from_ref(t), "10m")?;
+        inject_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    let all_in_force_s = started.elapsed().as_secs_f64();
+    let t0 = Instant::now();
+    daemon.delete("/v1/faults")?;
+    let recover_all_s = t0.elapsed().as_secs_f64();
+    let window = 20.min(n);
+    let first = median(&inject_ms[..window]);
+    let last = median(&inject_ms[n - window..]);
+    Ok(json!({
+        "faults": n,
+        "kind": "net.loss 1 % egress, one cgroup each",
+        "first_injects_ms_median": round3(first),
+        "last_injects_ms_median": round3(last),
+        "last_over_first": round3(last / first),
+        "inject_ms_p99": round3(percentile(&inject_ms, 99.0)),
+        "all_in_force_s": round3(all_in_force_s),
+        "recover_all_s": round3(recover_all_s),
+        "note": format!("medians of the first and the last {window} injects, one client, one at a time"),
+    }))
+}

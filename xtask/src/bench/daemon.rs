@@ -53,7 +53,9 @@ impl Daemon {
             .tempdir()
             .context("creating the daemon's temp dir")?;
         let config = dir.path().join("chaosd.toml");
-        std::fs::write(&config, "").context("writing the daemon's config")?;
+        // Room for the concurrent-faults figure (1,000 faults at once; the default is 64).
+        std::fs::write(&config, "[policy]\nmax_concurrent_faults = 1100\n")
+            .context("writing the daemon's config")?;
         let log = std::fs::File::create(dir.path().join("chaosd.log"))?;
         let child = Command::new(bin_dir.join("chaosd"))
             .arg("--config")

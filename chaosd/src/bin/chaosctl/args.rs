@@ -83,11 +83,22 @@ pub enum Command {
     },
     /// List scenario runs, running and finished.
     Runs,
-    /// Show the report of a finished run.
+    /// Show the report of a finished run, or write it as one HTML page (--html).
     Report {
         id: String,
         #[arg(long, value_enum, default_value_t = ReportFormat::Md)]
         format: ReportFormat,
+        /// Write a self-contained HTML page with an SVG timeline (fault windows, probes,
+        /// abort and recovery) to chaosd-report-ID.html, or to --output.
+        #[arg(long)]
+        html: bool,
+        #[arg(long, short, requires = "html")]
+        output: Option<PathBuf>,
+    },
+    /// Start scenarios or single faults on a cron schedule (kept by the daemon across restarts).
+    Schedule {
+        #[command(subcommand)]
+        command: ScheduleCommand,
     },
     /// Print a shell completion script, e.g. `source <(chaosctl completions bash)`.
     Completions {
@@ -112,6 +123,27 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         tag: u8,
     },
+}
+
+#[derive(Subcommand)]
+pub enum ScheduleCommand {
+    /// Add a schedule: FILE is a scenario (TOML) or one fault as `POST /v1/faults` takes it (.json).
+    Add {
+        /// When, in UTC: five fields (`0 2 * * *`: 02:00 daily) or six with seconds first.
+        #[arg(long)]
+        cron: String,
+        file: PathBuf,
+    },
+    /// List schedules with their next due time and last outcome.
+    List,
+    /// Show one schedule and what became of each due time (started, missed, refused).
+    Show { id: String },
+    /// Stop firing until resumed (due times meanwhile are skipped, not missed).
+    Pause { id: String },
+    /// Fire again from the next due time on.
+    Resume { id: String },
+    /// Delete a schedule and its record of fires (runs it started keep their reports).
+    Remove { id: String },
 }
 
 /// How `chaosctl report` prints a report.

@@ -7,9 +7,11 @@ mod doctor;
 mod generate;
 mod history;
 mod io;
+mod live;
 mod output;
 mod resource;
 mod scenario;
+mod schedule;
 mod stress;
 mod tcp;
 
@@ -83,7 +85,14 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Validate { file } => scenario::validate(&file),
         Command::Run { file, detach } => scenario::run(&client, &file, json, detach).await,
         Command::Runs => scenario::runs(&client, json).await,
-        Command::Report { id, format } => scenario::report(&client, &id, format, json).await,
+        Command::Report {
+            id,
+            html: true,
+            output,
+            ..
+        } => scenario::report_html(&client, &id, output).await,
+        Command::Report { id, format, .. } => scenario::report(&client, &id, format, json).await,
+        Command::Schedule { command } => schedule::run(&client, command, json).await,
         Command::Completions { shell } => generate::completions(shell, &mut std::io::stdout()),
         Command::Man { out_dir } => generate::man_pages(&out_dir),
         Command::Status => {

@@ -1,6 +1,10 @@
 //! `chaosctl validate`, `run`, `runs` and `report`: scenario files, run by the daemon.
 
-use std::{path::Path, time::Duration};
+use std::{
+    io::IsTerminal as _,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::{Context as _, Result, bail};
 use chaosd::{
@@ -11,7 +15,7 @@ use chaosd::{
     },
 };
 
-use crate::args::ReportFormat;
+use crate::{args::ReportFormat, live::Live};
 
 fn read(file: &Path) -> Result<String> {
     std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))
@@ -30,10 +34,15 @@ fn explain(file: &Path, text: &str, e: &ScenarioError) -> String {
     )
 }
 
+/// The scenario in `text` (read from `file`), or its error with the place shown.
+pub fn check(file: &Path, text: &str) -> Result<format::Scenario> {
+    format::parse(text).map_err(|e| anyhow::anyhow!(explain(file, text, &e)))
+}
+
 /// Checks a file without the daemon: syntax, fields, fault parameters, blast radius.
 pub fn validate(file: &Path) -> Result<()> {
     let text = read(file)?;
-    let s = format::parse(&text).map_err(|e| anyhow::anyhow!(explain(file, &text, &e)))?;
+    let s = check(file, &text)?;
     println!(
         "{}: ok: {:?}, {} probe(s), {} step(s), faults from +0s to +{:.1}s",
         file.display(),
@@ -48,7 +57,7 @@ pub fn validate(file: &Path) -> Result<()> {
 /// Starts a run and follows it; Ctrl-C asks the daemon to abort (it rolls back either way).
 pub async fn run(client: &Client, file: &Path, json: bool, detach: bool) -> Result<()> {
     let text = read(file)?;
-    format::parse(&text).map_err(|e| anyhow::anyhow!(explain(file, &text, &e)))?;
+    let scenario = check(file, &text)?;
     let info = client
         .start_run(&RunRequest {
             scenario: text,
@@ -65,7 +74,9 @@ pub async fn run(client: &Client, file: &Path, json: bool, detach: bool) -> Resu
             info.id, info.title
         );
     }
-    follow(client, &info.id, json).await?;
+    // In place on a terminal; one line per event otherwise (logs, pipes, --json).
+    let live = (!json && std::io::stdout().is_terminal()).then(|| Live::new(scenario));
+    follow(client, &info.id, json, live).await?;
     let report = client.run_report(&info.id).await?;
     if json {
         return verdict_result(&info.id, report.verdict, &report.reason);
@@ -102,20 +113,31 @@ fn print_event(e: &RunEvent, json: bool) -> Result<()> {
         .context("writing to stdout; the run goes on in the daemon")
 }
 
-async fn follow(client: &Client, id: &str, json: bool) -> Result<()> {
+async fn follow(client: &Client, id: &str, json: bool, mut live: Option<Live>) -> Result<()> {
+    // A live view redraws its time left between events.
+    let wait = Duration::from_millis(if live.is_some() { 250 } else { 2000 });
     let mut after = 0;
     let mut aborting = false;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
         tokio::select! {
-            page = client.run_events(id, after, Duration::from_secs(2)) => {
+            page = client.run_events(id, after, wait) => {
                 let page = page?;
                 for e in &page.events {
-                    print_event(e, json)?;
+                    match &mut live {
+                        Some(l) => l.event(e),
+                        None => print_event(e, json)?,
+                    }
+                }
+                if let Some(l) = &live {
+                    l.tick();
                 }
                 after = page.next;
                 if page.finished {
+                    if let Some(l) = live.take() {
+                        l.finish();
+                    }
                     return Ok(());
                 }
             }
@@ -175,5 +197,14 @@ pub async fn report(client: &Client, id: &str, format: ReportFormat, json: bool)
         (ReportFormat::Json, _) | (_, true) => crate::print_json(&report),
         (ReportFormat::Md, false) => print!("{}", report.markdown()),
     }
+    Ok(())
+}
+
+/// Writes the report as one HTML page; prints where.
+pub async fn report_html(client: &Client, id: &str, output: Option<PathBuf>) -> Result<()> {
+    let report = client.run_report(id).await?;
+    let path = output.unwrap_or_else(|| PathBuf::from(format!("chaosd-report-{id}.html")));
+    std::fs::write(&path, report.html()).with_context(|| format!("writing {}", path.display()))?;
+    println!("{}", path.display());
     Ok(())
 }

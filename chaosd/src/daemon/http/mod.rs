@@ -5,6 +5,7 @@
 
 pub mod body;
 pub mod runs;
+pub mod schedules;
 
 use std::{
     fs,
@@ -383,11 +384,13 @@ pub async fn serve(
     registry: Arc<Registry>,
     runs: Arc<crate::scenario::runs::Runs>,
     history: Arc<crate::daemon::audit::History>,
+    schedules: Arc<crate::daemon::schedules::Schedules>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     // The audit layer is outside the peer check, so refused peers are recorded too.
     let app = router(registry)
         .merge(runs::routes(runs))
+        .merge(schedules::routes(schedules))
         .merge(crate::daemon::audit::routes(Arc::clone(&history)))
         .layer(middleware::from_fn_with_state(access, check_peer))
         .layer(middleware::from_fn_with_state(

@@ -51,7 +51,7 @@ use chaosd_common::net::{
 use crate::{
     error::{FaultError, RequestError},
     faults::capabilities::Problem,
-    faults::kernel::rule_sets::{RuleMap, TargetedRule, inherited_sets},
+    faults::kernel::rule_sets::{RuleMap, TargetedRule, affected_by, inherited_sets_of},
     faults::kernel::{Kernel, ProgramGroup, SlotRuleFault},
     faults::{ActiveFault, ApplyContext},
 };
@@ -294,11 +294,14 @@ impl NetState {
                 .set(slot, 0, 0)
                 .map_err(|e| FaultError::kernel("resetting the pacing clock", e))?;
         }
+        let changed = targets.clone();
         self.faults.insert(slot, TargetedRule { rule, targets });
-        let result = self.reconcile_links(ebpf).and_then(|()| self.sync());
+        let result = self
+            .reconcile_links(ebpf)
+            .and_then(|()| self.sync(&changed));
         if result.is_err() {
             self.faults.remove(&slot);
-            if let Err(e) = self.sync() {
+            if let Err(e) = self.sync(&changed) {
                 tracing::error!("restoring net rules after a failed inject: {e}");
             }
             let _ = self.reconcile_links(ebpf);
@@ -308,15 +311,24 @@ impl NetState {
 
     /// Removes the fault counted in `slot`; detaches programs no fault needs any more.
     pub(crate) fn remove_fault(&mut self, ebpf: &mut Ebpf, slot: u32) -> Result<(), FaultError> {
-        self.faults.remove(&slot);
-        let result = self.sync();
+        let result = match self.faults.remove(&slot) {
+            Some(gone) => self.sync(&gone.targets),
+            None => Ok(()),
+        };
         self.reconcile_links(ebpf).and(result)
     }
 
-    /// Rewrites the map from `faults`, checking capacity before writing anything.
-    fn sync(&mut self) -> Result<(), FaultError> {
-        let sets = inherited_sets::<_, MAX_RULES_PER_CGROUP>(self.faults.values(), "network")?;
-        self.rules.sync(
+    /// Rewrites the sets a change of a fault on `changed` can alter (its targets and the
+    /// targeted cgroups below them), checking capacity before writing anything.
+    fn sync(&mut self, changed: &[(u64, String)]) -> Result<(), FaultError> {
+        let affected = affected_by(self.faults.values(), changed);
+        let sets = inherited_sets_of::<_, MAX_RULES_PER_CGROUP>(
+            self.faults.values(),
+            Some(&affected),
+            "network",
+        )?;
+        self.rules.sync_only(
+            &affected,
             sets.into_iter()
                 .map(|(id, rules)| (id, NetRuleSet { rules }))
                 .collect(),
