@@ -41,9 +41,9 @@ use chaosd_common::{
 pub use toxic::Toxic;
 
 use crate::{
-    api::{Counters, NetFilter, Proto},
+    api::{NetFilter, Proto},
     error::{FaultError, RequestError},
-    faults::kernel::{CounterSlots, Kernel, ProgramGroup},
+    faults::kernel::{Kernel, ProgramGroup, SlotRuleFault},
     faults::net::{filter::peer_filter, loss::check_percent, percent_to_ppm},
     faults::{ActiveFault, ApplyContext},
 };
@@ -261,12 +261,22 @@ pub fn apply_toxic(
     };
     let slots = Arc::clone(&k.slots);
     drop(guard);
-    Ok(Box::new(TcpFault {
-        kernel: Arc::clone(kernel),
-        slots,
+    Ok(Box::new(SlotRuleFault::new(
+        kernel,
+        &slots,
         slot,
-        reverted: false,
-    }))
+        "tcp",
+        remove_rule,
+    )))
+}
+
+/// Ends a proxy fault: the rule first, so no new connect is sent to a toxic that is ending,
+/// then the toxic (proxied connections) and the fault's hold on the listeners.
+fn remove_rule(k: &mut Kernel, slot: u32) -> Result<(), FaultError> {
+    let result = k.net.remove_fault(&mut k.ebpf, slot);
+    k.tcp.shared.toxics.end(slot);
+    k.tcp.release();
+    result
 }
 
 fn add_rule(
@@ -302,43 +312,4 @@ fn add_rule(
         return Err(e);
     }
     Ok(slot)
-}
-
-/// A proxy fault in force: its kernel rule (new connects), its toxic (proxied connections).
-struct TcpFault {
-    kernel: Arc<Mutex<Kernel>>,
-    slots: Arc<CounterSlots>,
-    slot: u32,
-    reverted: bool,
-}
-
-impl ActiveFault for TcpFault {
-    /// Connects that matched (`seen`) and that the fault redirected (`affected`).
-    fn counters(&self) -> Counters {
-        self.slots.read(self.slot)
-    }
-
-    fn revert(&mut self) -> Result<(), FaultError> {
-        if self.reverted {
-            return Ok(());
-        }
-        self.reverted = true;
-        let mut guard = self.kernel.lock().unwrap_or_else(|e| e.into_inner());
-        let k = &mut *guard;
-        // The rule first, so no new connect is sent to a toxic that is ending.
-        let result = k.net.remove_fault(&mut k.ebpf, self.slot);
-        k.tcp.shared.toxics.end(self.slot);
-        k.tcp.release();
-        drop(guard);
-        self.slots.release(self.slot);
-        result
-    }
-}
-
-impl Drop for TcpFault {
-    fn drop(&mut self) {
-        if let Err(e) = self.revert() {
-            tracing::error!(slot = self.slot, "reverting a proxy fault on drop: {e}");
-        }
-    }
 }
