@@ -281,10 +281,10 @@ pub fn run(args: &VmTestArgs) -> Result<()> {
 }
 
 /// One boot: a kernel and its share of the test binaries.
-struct Job<'a> {
+struct Job {
     kernel: usize,
     part: Part,
-    binaries: Vec<&'a TestBinary>,
+    binaries: Vec<TestBinary>,
 }
 
 /// Which share of a kernel's binaries a boot runs (1-based, for names).
@@ -306,14 +306,14 @@ impl Part {
 }
 
 /// Every kernel's binaries dealt into `parts` shares, kernels in the given order.
-fn jobs<'a>(kernels: usize, parts: usize, binaries: &'a [TestBinary]) -> Vec<Job<'a>> {
+fn jobs(kernels: usize, parts: usize, binaries: &[TestBinary]) -> Vec<Job> {
     let of = parts.clamp(1, binaries.len().max(1));
     (0..kernels)
         .flat_map(|kernel| {
             (0..of).map(move |p| Job {
                 kernel,
                 part: Part { index: p + 1, of },
-                binaries: binaries.iter().skip(p).step_by(of).collect(),
+                binaries: binaries.iter().skip(p).step_by(of).cloned().collect(),
             })
         })
         .collect()
@@ -365,15 +365,15 @@ fn boot_one(
     args: &VmTestArgs,
     vm_dir: &Path,
     kernel: &install::Kernel,
-    job: &Job<'_>,
+    job: &Job,
     shares: &Shares,
 ) -> Result<report::KernelRun> {
     let mut libtest_args = vec!["--test-threads=1".to_owned()];
     libtest_args.extend(args.filter.clone());
-    let binaries: Vec<TestBinary> = job.binaries.iter().map(|b| (*b).clone()).collect();
+    let binaries = &job.binaries;
     let stage2 = guest::Stage2 {
         kernel: &kernel.release,
-        binaries: &binaries,
+        binaries,
         args: &libtest_args,
         panic_first: args.self_test_panic,
     };
@@ -660,7 +660,7 @@ mod parts_tests {
     fn each_kernel_gets_every_binary_once_over_its_parts_in_kernel_order() {
         let bins: Vec<TestBinary> = ["a", "b", "c", "d", "e"].map(binary).to_vec();
         let jobs = jobs(2, 2, &bins);
-        let names = |j: &Job<'_>| {
+        let names = |j: &Job| {
             j.binaries
                 .iter()
                 .map(|b| b.name.clone())
