@@ -17,7 +17,7 @@ pub mod mem_pressure;
 pub mod process_limit;
 
 use std::{
-    collections::HashSet,
+    collections::{BTreeSet, HashSet},
     fs,
     path::{Path, PathBuf},
     sync::Mutex,
@@ -31,11 +31,11 @@ use crate::{
 };
 
 /// `(cgroup id, knob file)` of every knob an active fault of this daemon holds.
-static HELD: Mutex<Option<HashSet<(u64, String)>>> = Mutex::new(None);
+static HELD: Mutex<BTreeSet<(u64, String)>> = Mutex::new(BTreeSet::new());
 
-fn with_held<T>(f: impl FnOnce(&mut HashSet<(u64, String)>) -> T) -> T {
+fn with_held<T>(f: impl FnOnce(&mut BTreeSet<(u64, String)>) -> T) -> T {
     let mut guard = HELD.lock().unwrap_or_else(|e| e.into_inner());
-    f(guard.get_or_insert_with(HashSet::new))
+    f(&mut guard)
 }
 
 /// One knob write a kind asks for: the file and the value to write.
