@@ -24,6 +24,9 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("chromium", "chromium"),
     // tests/tests/deploy.rs: checks and unit-tests the shipped alert rules.
     ("promtool", "prometheus"),
+    // tests/tests/systemd.rs: boots /lib/systemd/systemd as a container's PID 1 to run the
+    // shipped units (the package's program on PATH is systemctl).
+    ("systemctl", "systemd"),
 ];
 
 /// Installs the packages of every program in [`TOOLS`] that is not on PATH.
