@@ -1,7 +1,8 @@
 //! Crash safety with every fault kind active at once: inject each kind, `kill -9` chaosd, and
-//! check from outside that the kernel-side faults stop within a second; restart, and check
-//! that the host is exactly as before (qdiscs, TC filters and programs, bpffs, stress
-//! processes and cgroups, files, freeze state, vDSO bytes) and the fault list empty.
+//! check from outside that the kernel-side faults stop within a second and that, still before
+//! any restart, the guardian has made the host exactly as before (qdiscs, TC filters and
+//! programs, bpffs, stress processes and cgroups, files, freeze state, vDSO bytes, cgroup
+//! knobs) within a second too; restart, and check the host is still so and the fault list empty.
 //!
 //! Kinds this kernel cannot run (net.delay and net.bandwidth without sch_fq, io.errno without
 //! BPF LSM) must be refused with a reason; under the VM harness (`CHAOSD_VM` set, Debian
@@ -540,6 +541,30 @@ fn kill_9_with_every_kind_active_then_restart_leaves_the_host_as_it_was() {
 
     daemon.kill9();
     let killed = Instant::now();
+    // Before any restart, and before the kernel-side checks below (which take their time):
+    // the guardian has put back what outlived the process (qdiscs, TC leases, freeze, vDSO,
+    // files, knobs) within a second of the kill.
+    let limit = if std::env::var_os("CHAOSD_VM").is_some() {
+        Duration::from_millis(2500)
+    } else {
+        Duration::from_millis(1300)
+    };
+    let by_guardian = wait_for(limit + Duration::from_secs(5), || {
+        (scene.host_state(crashing) == before).then(|| killed.elapsed())
+    });
+    let Some(took) = by_guardian else {
+        panic!(
+            "6 s after the kill, with no restart, the host still differs:\nbefore: {before:#?}\nnow: {:#?}\nchaosd log:\n{}",
+            scene.host_state(crashing),
+            daemon.log_text()
+        );
+    };
+    eprintln!("measured: the guardian restored the host {took:?} after the kill");
+    assert!(
+        took <= limit,
+        "restored only {took:?} after the kill, above {limit:?}"
+    );
+
     // Links the daemon owned went with it; what outlives it (netlink TC filters on kernels
     // before 6.6) stops once the heartbeat is stale.
     std::thread::sleep(Duration::from_nanos(HEARTBEAT_STALE_NS).saturating_sub(killed.elapsed()));

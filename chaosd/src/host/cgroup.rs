@@ -14,7 +14,7 @@ use std::{
 };
 
 use crate::{
-    api::{ResolvedTarget, TargetSelector},
+    api::{ProcessEntry, ResolvedTarget, TargetSelector},
     error::TargetError,
 };
 
@@ -181,6 +181,8 @@ pub fn resolve(
         TargetSelector::Cgroup(path) => Cgroup::open(mount, path)?,
         TargetSelector::Pid(pid) => Cgroup::open(mount, &cgroup_of_pid(*pid)?)?,
         TargetSelector::Unit(unit) => Cgroup::open(mount, &find_unit(mount, unit)?)?,
+        // Many cgroups, not one: the registry expands it (`host_cover`).
+        TargetSelector::Host => return Err(TargetError::HostIsNotOneCgroup),
     };
     if cgroup.level() == 0 {
         return Err(TargetError::Root);
@@ -205,6 +207,156 @@ pub fn resolve(
         cgroup: cgroup.rel,
         cgroup_id: cgroup.id,
     })
+}
+
+/// Name prefixes of the cgroups chaosd makes for itself (its guardian, its stress workers'
+/// parent): never part of a host-wide target.
+pub const OWN_CGROUP_PREFIXES: &[&str] = &["chaosd-guardian-", "chaosd-stress-"];
+
+/// How a host-wide expansion ([`host_cover`]) treats one cgroup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostPart {
+    /// Left out, with everything below it.
+    Excluded,
+    /// Never a target itself (it holds chaosd, PID 1 or a protected cgroup): its children
+    /// are looked at one by one.
+    Split,
+    /// A target, unless something below it is excluded.
+    Whole,
+}
+
+/// The cgroups a host-wide target acts on: the largest subtrees that hold nothing excluded.
+#[derive(Debug, Default)]
+pub struct HostCover {
+    /// Cgroup paths ("/a/b").
+    pub targets: Vec<String>,
+    /// The cgroups left out (their descendants are left out with them).
+    pub excluded: Vec<String>,
+    /// Cgroups not targeted themselves whose own processes therefore stay untouched (the root,
+    /// a parent of an excluded cgroup), and subtrees deeper than the programs walk.
+    pub uncovered: Vec<String>,
+}
+
+/// Expands "the host" into the cgroups to target under `mount`: walking down from the root,
+/// a cgroup is taken whole when `part` says so for it and nothing below it is excluded; a
+/// cgroup that holds an exclusion is split into its children. Cgroups deeper than
+/// `max_level` cannot be targeted and count as uncovered.
+pub fn host_cover(mount: &Path, max_level: usize, part: &dyn Fn(&str) -> HostPart) -> HostCover {
+    let below = cover_below(mount, "", 0, max_level, part);
+    let mut uncovered = below.uncovered;
+    if !below.clean || has_processes(mount) {
+        uncovered.insert(0, "/".to_string());
+    }
+    HostCover {
+        targets: below.targets,
+        excluded: below.excluded,
+        uncovered,
+    }
+}
+
+/// How the children of one cgroup are covered.
+struct Below {
+    /// Every descendant can be taken with the cgroup itself.
+    clean: bool,
+    targets: Vec<String>,
+    excluded: Vec<String>,
+    uncovered: Vec<String>,
+}
+
+/// Covers the children of `dir` (cgroup path `rel`, at `level`).
+fn cover_below(
+    dir: &Path,
+    rel: &str,
+    level: usize,
+    max_level: usize,
+    part: &dyn Fn(&str) -> HostPart,
+) -> Below {
+    let mut out = Below {
+        clean: true,
+        targets: Vec::new(),
+        excluded: Vec::new(),
+        uncovered: Vec::new(),
+    };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return out;
+    };
+    let mut children: Vec<(PathBuf, String)> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| (e.path(), e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    children.sort();
+    for (child, name) in children {
+        let child_rel = format!("{rel}/{name}");
+        let child_part = part(&child_rel);
+        if child_part == HostPart::Excluded {
+            out.excluded.push(child_rel);
+            out.clean = false;
+            continue;
+        }
+        let below = cover_below(&child, &child_rel, level + 1, max_level, part);
+        out.excluded.extend(below.excluded);
+        if child_part == HostPart::Whole && below.clean {
+            // Taken whole; too deep to be a target only if its parent is split too.
+            if level < max_level {
+                out.targets.push(child_rel);
+            } else {
+                out.uncovered.push(child_rel);
+            }
+            continue;
+        }
+        out.clean = false;
+        if has_processes(&child) {
+            out.uncovered.push(child_rel);
+        }
+        out.targets.extend(below.targets);
+        out.uncovered.extend(below.uncovered);
+    }
+    out
+}
+
+/// The user-space processes (kernel threads left out) in cgroup `rel` and, with `below`, in
+/// every cgroup under it, as `ps` names them.
+pub fn processes_in(mount: &Path, rel: &str, below: bool) -> Vec<ProcessEntry> {
+    let mut out = Vec::new();
+    let dir = mount.join(rel.trim_start_matches('/'));
+    collect_processes(&dir, rel, below, &mut out);
+    out.sort_by_key(|p| p.pid);
+    out
+}
+
+fn collect_processes(dir: &Path, rel: &str, below: bool, out: &mut Vec<ProcessEntry>) {
+    let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+    for pid in procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
+        // Kernel threads have an empty command line.
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if cmdline.is_empty() {
+            continue;
+        }
+        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        out.push(ProcessEntry {
+            pid,
+            comm: comm.trim().to_string(),
+            cgroup: rel.to_string(),
+        });
+    }
+    if !below {
+        return;
+    }
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let child_rel = format!("{}/{name}", rel.trim_end_matches('/'));
+            collect_processes(&e.path(), &child_rel, true, out);
+        }
+    }
+}
+
+fn has_processes(dir: &Path) -> bool {
+    fs::read_to_string(dir.join("cgroup.procs")).is_ok_and(|p| !p.trim().is_empty())
 }
 
 /// Whether cgroup path `candidate` is `of` or one of its ancestors (by path component).
@@ -360,6 +512,49 @@ fn kill_members(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A directory tree shaped like a cgroup hierarchy; `procs` cgroups hold a process.
+    fn tree(dirs: &[&str], procs: &[&str]) -> tempfile::TempDir {
+        let root = tempfile::tempdir().unwrap();
+        for d in dirs {
+            fs::create_dir_all(root.path().join(d)).unwrap();
+        }
+        for d in procs {
+            let dir = root.path().join(d.trim_start_matches('/'));
+            fs::write(dir.join("cgroup.procs"), "4242\n").unwrap();
+        }
+        root
+    }
+
+    #[test]
+    fn host_cover_takes_the_largest_subtrees_without_exclusions() {
+        let root = tree(
+            &[
+                "a/x",
+                "sys/sshd.service",
+                "sys/app",
+                "sys/db/inner",
+                "deep/l2/l3/sshd.service",
+                "deep/l2/l3/other",
+            ],
+            &["/", "/sys"],
+        );
+        let part = |c: &str| {
+            if c.ends_with("/sshd.service") {
+                HostPart::Excluded
+            } else {
+                HostPart::Whole
+            }
+        };
+        let cover = host_cover(root.path(), 2, &part);
+        // l3/other is at level 4, below what a target may be (2): uncovered.
+        assert_eq!(cover.targets, ["/a", "/sys/app", "/sys/db"]);
+        assert_eq!(
+            cover.excluded,
+            ["/deep/l2/l3/sshd.service", "/sys/sshd.service"]
+        );
+        assert_eq!(cover.uncovered, ["/", "/deep/l2/l3/other", "/sys"]);
+    }
 
     #[test]
     fn finds_cgroup2_mount_on_hybrid_and_pure_hosts() {
