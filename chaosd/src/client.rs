@@ -121,7 +121,8 @@ impl Client {
 
     /// What `inject` would act on; nothing changes.
     pub async fn dry_run(&self, req: &InjectRequest) -> Result<DryRunInfo, ClientError> {
-        self.call(Method::POST, "/v1/faults/dry-run", Some(req)).await
+        self.call(Method::POST, "/v1/faults/dry-run", Some(req))
+            .await
     }
 
     pub async fn list(&self, include_ended: bool) -> Result<Vec<FaultInfo>, ClientError> {

@@ -9,7 +9,9 @@
 use std::{net::SocketAddr, process::Command};
 
 use chaosd::{
-    api::{FaultSpec, InjectRequest, NetPartitionParams, ProcessPauseParams, Proto, TargetSelector},
+    api::{
+        FaultSpec, InjectRequest, NetPartitionParams, ProcessPauseParams, Proto, TargetSelector,
+    },
     client::ClientError,
 };
 use chaosd_integration::{
@@ -61,7 +63,8 @@ impl Scene {
 
     /// Datagrams that reach the peer from each of app, other and ssh.
     fn reached(&self) -> [u32; 3] {
-        [&self.app, &self.other, &self.ssh].map(|cg| udp_from_cgroup_to(cg, &[&self.sink], COUNT)[0])
+        [&self.app, &self.other, &self.ssh]
+            .map(|cg| udp_from_cgroup_to(cg, &[&self.sink], COUNT)[0])
     }
 }
 
@@ -79,14 +82,22 @@ fn partition(targets: Vec<TargetSelector>) -> InjectRequest {
 fn a_host_wide_partition_spares_sshd_service_and_reaches_every_other_cgroup() {
     let scene = Scene::new();
     let daemon = Daemon::start();
-    assert_eq!(scene.reached(), [COUNT; 3], "the peer is not reachable before");
+    assert_eq!(
+        scene.reached(),
+        [COUNT; 3],
+        "the peer is not reachable before"
+    );
 
     let info = daemon
         .try_inject(&partition(vec![TargetSelector::Host]))
         .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log_text()));
     let targeted: Vec<&str> = info.targets.iter().map(|t| t.cgroup.as_str()).collect();
     for cg in [&scene.app, &scene.other] {
-        assert!(targeted.contains(&cg.rel()), "{} not in {targeted:?}", cg.rel());
+        assert!(
+            targeted.contains(&cg.rel()),
+            "{} not in {targeted:?}",
+            cg.rel()
+        );
     }
     assert!(
         !targeted
@@ -95,8 +106,15 @@ fn a_host_wide_partition_spares_sshd_service_and_reaches_every_other_cgroup() {
         "sshd.service (or its parent, taken whole) is targeted: {targeted:?}"
     );
     let [app, other, ssh] = scene.reached();
-    assert_eq!((app, other), (0, 0), "the host-wide partition let datagrams through");
-    assert_eq!(ssh, COUNT, "sshd.service lost datagrams to a host-wide partition");
+    assert_eq!(
+        (app, other),
+        (0, 0),
+        "the host-wide partition let datagrams through"
+    );
+    assert_eq!(
+        ssh, COUNT,
+        "sshd.service lost datagrams to a host-wide partition"
+    );
     assert!(
         block_on(daemon.client().status()).is_ok(),
         "chaosd's own API stopped answering"
@@ -110,8 +128,12 @@ fn a_host_wide_partition_spares_sshd_service_and_reaches_every_other_cgroup() {
 fn a_dry_run_names_cgroups_and_processes_and_changes_nothing() {
     let scene = Scene::new();
     let daemon = Daemon::start();
-    let plan = block_on(daemon.client().dry_run(&partition(vec![TargetSelector::Host])))
-        .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log_text()));
+    let plan = block_on(
+        daemon
+            .client()
+            .dry_run(&partition(vec![TargetSelector::Host])),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log_text()));
     assert_eq!(plan.kind, "net.partition");
     let app = plan
         .targets
@@ -127,13 +149,19 @@ fn a_dry_run_names_cgroups_and_processes_and_changes_nothing() {
         (sleeper.comm.as_str(), sleeper.cgroup.as_str()),
         ("sleep", scene.app.rel())
     );
-    assert!(plan.excluded.iter().any(|e| e == scene.ssh.rel()), "{plan:?}");
+    assert!(
+        plan.excluded.iter().any(|e| e == scene.ssh.rel()),
+        "{plan:?}"
+    );
     let every_pid: Vec<u32> = plan
         .targets
         .iter()
         .flat_map(|t| t.processes.iter().map(|p| p.pid))
         .collect();
-    assert!(!every_pid.contains(&scene.ssh_sleeper), "sshd.service's process is listed");
+    assert!(
+        !every_pid.contains(&scene.ssh_sleeper),
+        "sshd.service's process is listed"
+    );
     assert!(
         !every_pid.contains(&daemon.pid().as_raw().cast_unsigned()),
         "chaosd itself is listed"
@@ -146,15 +174,28 @@ fn a_dry_run_names_cgroups_and_processes_and_changes_nothing() {
     let named = block_on(
         daemon
             .client()
-            .dry_run(&partition(vec![TargetSelector::Cgroup(scene.app.rel().into())])),
+            .dry_run(&partition(vec![TargetSelector::Cgroup(
+                scene.app.rel().into(),
+            )])),
     )
     .unwrap();
     assert_eq!(named.targets.len(), 1);
     assert_eq!(named.targets[0].processes.len(), 1);
     assert!(block_on(daemon.client().list(true)).unwrap().is_empty());
-    assert_eq!(scene.reached(), [COUNT; 3], "a dry run changed the datapath");
+    assert_eq!(
+        scene.reached(),
+        [COUNT; 3],
+        "a dry run changed the datapath"
+    );
     let text = daemon.chaosctl_ok(&[
-        "inject", "net", "partition", "--host", "--dst", "127.77.0.1/32", "--duration", "1m",
+        "inject",
+        "net",
+        "partition",
+        "--host",
+        "--dst",
+        "127.77.0.1/32",
+        "--duration",
+        "1m",
         "--dry-run",
     ]);
     assert!(

@@ -52,7 +52,11 @@ impl PolicyConfig {
         // A daemon or init in the root keeps nothing apart: the root is never a target.
         let inside = |outer: &str| outer != "/" && is_same_or_ancestor(outer, cgroup);
         let holds = |inner: &str| inner != "/" && is_same_or_ancestor(cgroup, inner);
-        let protected: Vec<String> = self.protected_cgroups.iter().map(|p| normalise(p)).collect();
+        let protected: Vec<String> = self
+            .protected_cgroups
+            .iter()
+            .map(|p| normalise(p))
+            .collect();
         let excluded_paths: Vec<String> = self
             .host_exclude
             .iter()
@@ -139,7 +143,11 @@ mod tests {
         for split in ["/system.slice", "/srv", "/user.slice"] {
             assert_eq!(part(split), HostPart::Split, "{split}");
         }
-        for whole in ["/system.slice/nginx.service", "/srv/other", "/sshd.service2"] {
+        for whole in [
+            "/system.slice/nginx.service",
+            "/srv/other",
+            "/sshd.service2",
+        ] {
             assert_eq!(part(whole), HostPart::Whole, "{whole}");
         }
         // A daemon and init in the root keep nothing apart.

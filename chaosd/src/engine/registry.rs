@@ -13,8 +13,8 @@ use tracing::{info, warn};
 
 use crate::{
     api::{
-        DryRunInfo, DryRunTarget, FaultInfo, FaultState, InjectRequest, ResolvedTarget,
-        StatusInfo, TargetSelector,
+        DryRunInfo, DryRunTarget, FaultInfo, FaultState, InjectRequest, ResolvedTarget, StatusInfo,
+        TargetSelector,
     },
     config::{FaultsConfig, PolicyConfig},
     engine::journal::Journal,
@@ -280,7 +280,8 @@ impl Registry {
     }
 
     fn resolve_targets(&self, req: &InjectRequest) -> Result<Vec<ResolvedTarget>, RequestError> {
-        self.resolve_targets_and_cover(req).map(|(targets, _)| targets)
+        self.resolve_targets_and_cover(req)
+            .map(|(targets, _)| targets)
     }
 
     fn resolve_targets_and_cover(
