@@ -31,6 +31,26 @@ pub enum TargetError {
     #[error("the host is not one cgroup: name a cgroup, pid or unit here")]
     HostIsNotOneCgroup,
     #[error(
+        "container id {id:?} is not valid: give the id (or a unique prefix of at least 12 hex digits) as `crictl ps` or `docker ps` shows it"
+    )]
+    BadContainerId { id: String },
+    #[error(
+        "no cgroup of container {id} under {mount}: looked for cri-containerd-ID.scope, crio-ID.scope, docker-ID.scope and ID (cgroupfs); is it running on this node?"
+    )]
+    ContainerNotFound { id: String, mount: PathBuf },
+    #[error("container id {id} is ambiguous: it starts {matches}; give more of it")]
+    ContainerAmbiguous { id: String, matches: String },
+    #[error(
+        "pod uid {uid:?} is not valid: give metadata.uid, e.g. 7c0e2a52-1d43-4a8b-9f1e-0a6b2f3c4d5e"
+    )]
+    BadPodUid { uid: String },
+    #[error(
+        "no cgroup of pod {uid} under {mount}: looked for pod<uid> (cgroupfs) and kubepods-…-pod<uid>.slice (systemd); is it running on this node?"
+    )]
+    PodNotFound { uid: String, mount: PathBuf },
+    #[error("pod {uid} matches several cgroups ({matches}); use --cgroup with the full path")]
+    PodAmbiguous { uid: String, matches: String },
+    #[error(
         "refusing cgroup {path}: it is, holds or lies inside the protected cgroup {protected} (policy.protected_cgroups in the daemon's config); target another cgroup or change that list"
     )]
     Protected { path: String, protected: String },

@@ -456,6 +456,11 @@ pub enum TargetSelector {
     Pid(u32),
     /// The cgroup systemd made for this unit, e.g. "nginx.service".
     Unit(String),
+    /// The cgroup of a container (containerd, CRI-O, Docker; systemd or cgroupfs driver): its
+    /// id in full or a unique prefix of at least 12 hex digits.
+    Container(String),
+    /// The cgroup of a Kubernetes pod (all its containers), by `metadata.uid`.
+    Pod(String),
     /// Every cgroup but the protected ones (`policy.protected_cgroups`, `policy.host_exclude`,
     /// init's, chaosd's own and its guardian's), expanded into cgroups when the fault is
     /// injected. Alone; for the network, TCP, DNS, clock and stress kinds.
@@ -468,6 +473,8 @@ impl std::fmt::Display for TargetSelector {
             TargetSelector::Cgroup(p) => write!(f, "cgroup {p}"),
             TargetSelector::Pid(p) => write!(f, "pid {p}"),
             TargetSelector::Unit(u) => write!(f, "unit {u}"),
+            TargetSelector::Container(c) => write!(f, "container {c}"),
+            TargetSelector::Pod(p) => write!(f, "pod {p}"),
             TargetSelector::Host => f.write_str("the host"),
         }
     }

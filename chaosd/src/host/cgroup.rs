@@ -155,6 +155,115 @@ fn find_unit(mount: &Path, unit: &str) -> Result<String, TargetError> {
     }
 }
 
+/// How deep container and pod cgroups are looked for (kubepods.slice/…/pod/container is 4-5).
+const RUNTIME_DEPTH: usize = 10;
+
+/// Container runtimes' cgroup name prefixes (systemd driver, `<prefix><id>.scope`; CRI-O also
+/// under cgroupfs). The id alone is containerd's and Docker's cgroupfs name.
+const CONTAINER_PREFIXES: &[&str] = &["cri-containerd-", "crio-", "docker-"];
+
+/// The container id a cgroup directory name stands for, if it names a container.
+fn container_id_of(name: &str) -> Option<&str> {
+    let name = name.strip_suffix(".scope").unwrap_or(name);
+    if name.starts_with("crio-conmon-") {
+        return None;
+    }
+    let id = CONTAINER_PREFIXES
+        .iter()
+        .find_map(|p| name.strip_prefix(p))
+        .unwrap_or(name);
+    (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
+}
+
+/// Finds the cgroup of container `id` (full, or a unique prefix of 12+ hex digits; a
+/// `containerd://`-style prefix is dropped).
+fn find_container(mount: &Path, id: &str) -> Result<String, TargetError> {
+    let wanted = id.rsplit("://").next().unwrap_or(id).to_ascii_lowercase();
+    if wanted.len() < 12 || wanted.len() > 64 || !wanted.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(TargetError::BadContainerId { id: id.to_string() });
+    }
+    let mut found = Vec::new();
+    walk_dirs(mount, RUNTIME_DEPTH, &mut |dir| {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
+        if container_id_of(&name).is_some_and(|c| c.starts_with(&wanted)) {
+            found.push(dir.to_path_buf());
+        }
+    });
+    one_match(
+        found,
+        || TargetError::ContainerNotFound {
+            id: id.to_string(),
+            mount: mount.to_path_buf(),
+        },
+        |matches| TargetError::ContainerAmbiguous {
+            id: id.to_string(),
+            matches,
+        },
+    )
+}
+
+/// Finds the cgroup of pod `uid`: `pod<uid>` (cgroupfs) or `…-pod<uid, _ for ->.slice`.
+fn find_pod(mount: &Path, uid: &str) -> Result<String, TargetError> {
+    let wanted = uid.to_ascii_lowercase().replace('_', "-");
+    let valid = wanted.len() == 36
+        && wanted.bytes().enumerate().all(|(i, b)| {
+            if [8, 13, 18, 23].contains(&i) {
+                b == b'-'
+            } else {
+                b.is_ascii_hexdigit()
+            }
+        });
+    if !valid {
+        return Err(TargetError::BadPodUid {
+            uid: uid.to_string(),
+        });
+    }
+    let cgroupfs = format!("pod{wanted}");
+    let systemd = format!("-pod{}.slice", wanted.replace('-', "_"));
+    let mut found = Vec::new();
+    walk_dirs(mount, RUNTIME_DEPTH, &mut |dir| {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
+        if name == cgroupfs || name.ends_with(&systemd) {
+            found.push(dir.to_path_buf());
+        }
+    });
+    one_match(
+        found,
+        || TargetError::PodNotFound {
+            uid: uid.to_string(),
+            mount: mount.to_path_buf(),
+        },
+        |matches| TargetError::PodAmbiguous {
+            uid: uid.to_string(),
+            matches,
+        },
+    )
+}
+
+/// The one directory found, or `none()`, or `ambiguous(the paths found)`.
+fn one_match(
+    found: Vec<PathBuf>,
+    none: impl FnOnce() -> TargetError,
+    ambiguous: impl FnOnce(String) -> TargetError,
+) -> Result<String, TargetError> {
+    match found.as_slice() {
+        [] => Err(none()),
+        [one] => Ok(one.to_string_lossy().into_owned()),
+        many => Err(ambiguous(
+            many.iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        )),
+    }
+}
+
 fn walk_dirs(dir: &Path, depth: usize, visit: &mut dyn FnMut(&Path)) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
@@ -181,6 +290,8 @@ pub fn resolve(
         TargetSelector::Cgroup(path) => Cgroup::open(mount, path)?,
         TargetSelector::Pid(pid) => Cgroup::open(mount, &cgroup_of_pid(*pid)?)?,
         TargetSelector::Unit(unit) => Cgroup::open(mount, &find_unit(mount, unit)?)?,
+        TargetSelector::Container(id) => Cgroup::open(mount, &find_container(mount, id)?)?,
+        TargetSelector::Pod(uid) => Cgroup::open(mount, &find_pod(mount, uid)?)?,
         // Many cgroups, not one: the registry expands it (`host_cover`).
         TargetSelector::Host => return Err(TargetError::HostIsNotOneCgroup),
     };
@@ -524,6 +635,85 @@ mod tests {
             fs::write(dir.join("cgroup.procs"), "4242\n").unwrap();
         }
         root
+    }
+
+    const C1: &str = "3f4c9a1b2d7e11112222333344445555666677778888999900001111aaaabbbb";
+    const C2: &str = "3f4c9a1b2d7e99992222333344445555666677778888999900001111aaaabbbb";
+    const POD: &str = "7c0e2a52-1d43-4a8b-9f1e-0a6b2f3c4d5e";
+
+    /// Containers and pods named as each runtime names them, under both drivers.
+    fn runtime_tree() -> tempfile::TempDir {
+        let pod_systemd = "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod7c0e2a52_1d43_4a8b_9f1e_0a6b2f3c4d5e.slice";
+        tree(
+            &[
+                &format!("{pod_systemd}/cri-containerd-{C1}.scope"),
+                &format!("{pod_systemd}/crio-conmon-{C2}.scope"),
+                &format!("kubepods/besteffort/pod0b0e2a52-1d43-4a8b-9f1e-0a6b2f3c4d5e/crio-{C2}"),
+                "system.slice/docker-aaaabbbbccccddddeeeeffff0000111122223333444455556666777788889999.scope",
+                "docker/bbbbbbbbccccddddeeeeffff0000111122223333444455556666777788889999",
+            ],
+            &[],
+        )
+    }
+
+    #[test]
+    fn containers_are_found_by_each_runtime_s_cgroup_name() {
+        let root = runtime_tree();
+        let m = root.path();
+        let rel = |p: String| {
+            p.strip_prefix(&m.display().to_string())
+                .unwrap()
+                .to_string()
+        };
+        assert!(
+            rel(find_container(m, C1).unwrap()).ends_with(&format!("cri-containerd-{C1}.scope"))
+        );
+        // A `containerd://`-style prefix is dropped; crio-conmon-ID is the monitor, not ID.
+        assert_eq!(
+            find_container(m, &format!("containerd://{C1}")).unwrap(),
+            find_container(m, C1).unwrap()
+        );
+        assert!(
+            rel(find_container(m, &format!("cri-o://{C2}")).unwrap())
+                .ends_with(&format!("crio-{C2}"))
+        );
+        // A unique 12-digit prefix is enough.
+        assert!(
+            rel(find_container(m, "aaaabbbbcccc").unwrap()).starts_with("/system.slice/docker-")
+        );
+        assert!(rel(find_container(m, "bbbbbbbbcccc").unwrap()).starts_with("/docker/"));
+        // The shared 12-digit prefix of C1 and C2 is ambiguous; more digits are not.
+        let e = find_container(m, &C1[..12]).unwrap_err();
+        assert!(matches!(e, TargetError::ContainerAmbiguous { .. }), "{e}");
+        assert!(find_container(m, &C1[..13]).is_ok());
+        let e = find_container(m, "0123456789ab").unwrap_err();
+        assert!(matches!(e, TargetError::ContainerNotFound { .. }), "{e}");
+        for bad in ["abc", "zzzzzzzzzzzz", ""] {
+            let e = find_container(m, bad).unwrap_err();
+            assert!(
+                matches!(e, TargetError::BadContainerId { .. }),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn pods_are_found_under_both_drivers() {
+        let root = runtime_tree();
+        let m = root.path();
+        let found = find_pod(m, POD).unwrap();
+        assert!(
+            found.ends_with("kubepods-burstable-pod7c0e2a52_1d43_4a8b_9f1e_0a6b2f3c4d5e.slice"),
+            "{found}"
+        );
+        // The uid as the systemd driver writes it finds the same cgroup.
+        assert_eq!(find_pod(m, &POD.replace('-', "_")).unwrap(), found);
+        let cgroupfs = find_pod(m, "0b0e2a52-1d43-4a8b-9f1e-0a6b2f3c4d5e").unwrap();
+        assert!(cgroupfs.ends_with("/kubepods/besteffort/pod0b0e2a52-1d43-4a8b-9f1e-0a6b2f3c4d5e"));
+        let e = find_pod(m, "11111111-1d43-4a8b-9f1e-0a6b2f3c4d5e").unwrap_err();
+        assert!(matches!(e, TargetError::PodNotFound { .. }), "{e}");
+        let e = find_pod(m, "not-a-uid").unwrap_err();
+        assert!(matches!(e, TargetError::BadPodUid { .. }), "{e}");
     }
 
     #[test]

@@ -1,7 +1,9 @@
-//! Host-wide targets (`--host`) and dry runs, checked from outside with real datagrams: a
-//! host-wide partition cuts every cgroup off from the peer but a cgroup named like
+//! Targets beyond one named cgroup, checked from outside with real datagrams: a host-wide
+//! partition (`--host`) cuts every cgroup off from the peer but a cgroup named like
 //! `sshd.service` (policy.host_exclude) and leaves chaosd's own alone; a dry run names the
-//! cgroups and processes an inject would touch and changes nothing.
+//! cgroups and processes an inject would touch and changes nothing; `--container` and `--pod`
+//! find the cgroups container runtimes make (named as containerd names them under the
+//! systemd driver, inside a test cgroup).
 //!
 //! The peer is 127.77.0.1, a loopback address nothing else on the host uses, so a partition
 //! on every cgroup of the host touches no other traffic.
@@ -10,13 +12,14 @@ use std::{net::SocketAddr, process::Command};
 
 use chaosd::{
     api::{
-        FaultSpec, InjectRequest, NetPartitionParams, ProcessPauseParams, Proto, TargetSelector,
+        Direction, FaultSpec, InjectRequest, NetPartitionParams, ProcessPauseParams, Proto,
+        TargetSelector,
     },
     client::ClientError,
 };
 use chaosd_integration::{
-    Daemon, TestCgroup, UdpSink, block_on, net_filter, netns::KillOnDrop, spawn_in_cgroup,
-    udp_from_cgroup_to,
+    Daemon, TestCgroup, UdpSink, block_on, loss_spec, net_filter, netns::KillOnDrop,
+    spawn_in_cgroup, udp_from_cgroup_to,
 };
 
 const PEER: &str = "127.77.0.1";
@@ -233,4 +236,53 @@ fn host_wide_targets_are_refused_where_they_make_no_sense() {
     );
     assert!(block_on(daemon.client().list(true)).unwrap().is_empty());
     assert_eq!(scene.reached(), [COUNT; 3]);
+}
+
+#[test]
+fn containers_and_pods_are_targeted_by_the_cgroups_their_runtime_names() {
+    const ID: &str = "5e1f0c2a9b8d11112222333344445555666677778888999900001111aaaabbbb";
+    const UID: &str = "7c0e2a52-1d43-4a8b-9f1e-0a6b2f3c4d5e";
+    let base = TestCgroup::new("k8s");
+    // Each level stays alive to the end (a dropped TestCgroup removes its tree).
+    let kubepods = base.child("kubepods.slice");
+    let besteffort = kubepods.child("kubepods-besteffort.slice");
+    let pod = besteffort.child(&format!(
+        "kubepods-besteffort-pod{}.slice",
+        UID.replace('-', "_")
+    ));
+    let container = pod.child(&format!("cri-containerd-{ID}.scope"));
+    let sink = UdpSink::bind(SocketAddr::new(PEER.parse().unwrap(), 0)).unwrap();
+    let daemon = Daemon::start();
+    let lose_all = |target: TargetSelector| InjectRequest {
+        fault: loss_spec(
+            100.0,
+            Direction::Egress,
+            net_filter(Some(&format!("{PEER}/32")), None, Proto::Any),
+        ),
+        targets: vec![target],
+        duration: Some("1m".into()),
+    };
+    for (target, cgroup) in [
+        (TargetSelector::Container(ID[..12].to_string()), &container),
+        (TargetSelector::Pod(UID.to_string()), &pod),
+    ] {
+        let info = daemon
+            .try_inject(&lose_all(target.clone()))
+            .unwrap_or_else(|e| panic!("{target}: {e}"));
+        assert_eq!(info.targets[0].cgroup, cgroup.rel(), "{target}");
+        assert_eq!(
+            udp_from_cgroup_to(&container, &[&sink], COUNT),
+            [0],
+            "{target}: the container's datagrams got through"
+        );
+        block_on(daemon.client().recover(&info.id)).unwrap();
+        assert_eq!(udp_from_cgroup_to(&container, &[&sink], COUNT), [COUNT]);
+    }
+    match daemon.try_inject(&lose_all(TargetSelector::Container("0123456789ab".into()))) {
+        Err(ClientError::Api(msg, status)) => {
+            assert_eq!(status.as_u16(), 400);
+            assert!(msg.contains("cri-containerd-ID.scope"), "{msg}");
+        }
+        other => panic!("an unknown container was accepted: {other:?}"),
+    }
 }
