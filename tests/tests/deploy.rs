@@ -204,7 +204,10 @@ fn the_daemonset_asks_for_what_the_unit_does_and_mounts_only_chaosd_s_paths() {
         .split_whitespace()
         .map(String::from)
         .collect();
-    assert_eq!(added, bounding, "the DaemonSet's capabilities differ from the unit's");
+    assert_eq!(
+        added, bounding,
+        "the DaemonSet's capabilities differ from the unit's"
+    );
 
     use chaosd::host::directories as dirs;
     let parent = |p: &str| {
@@ -243,7 +246,10 @@ fn the_daemonset_asks_for_what_the_unit_does_and_mounts_only_chaosd_s_paths() {
             .unwrap_or_else(|| panic!("volume {name} is not mounted"))
             .1;
         if let Some(path) = v["hostPath"]["path"].as_str() {
-            assert!(used.contains(path), "hostPath {path} is no path chaosd uses");
+            assert!(
+                used.contains(path),
+                "hostPath {path} is no path chaosd uses"
+            );
             assert_eq!(at, path, "{name} is mounted elsewhere than on the host");
             host_paths.insert(path.to_string());
         } else {
