@@ -286,3 +286,68 @@ fn containers_and_pods_are_targeted_by_the_cgroups_their_runtime_names() {
         other => panic!("an unknown container was accepted: {other:?}"),
     }
 }
+
+/// chaosd started inside a private cgroup namespace (as container runtimes start it, rooted at
+/// its own cgroup) with the host's PID namespace: it joins PID 1's cgroup namespace, so a
+/// `--pid` target outside its own cgroup resolves to the host path and takes the fault.
+#[test]
+fn a_daemon_in_a_private_cgroup_namespace_resolves_targets_as_the_host_sees_them() {
+    use std::os::unix::process::CommandExt as _;
+    let home = TestCgroup::new("cgns-daemon");
+    let target = TestCgroup::new("cgns-target");
+    let mut sleep = Command::new("sleep");
+    sleep.arg("600");
+    let sleeper = KillOnDrop(spawn_in_cgroup(&mut sleep, target.dir()).unwrap());
+    let procs = home.dir().join("cgroup.procs");
+    let daemon = Daemon::start_customized("", |_, mut cmd| {
+        // SAFETY: only a write to an open file and unshare run between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                std::fs::write(&procs, std::process::id().to_string())?;
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        cmd
+    });
+    let said = |what: &str| {
+        chaosd_integration::wait_for(std::time::Duration::from_secs(5), || {
+            daemon.log_text().contains(what).then_some(())
+        })
+        .is_some()
+    };
+    // This sandboxed dev host hides /proc/1/ns from root: nothing can enter PID 1's
+    // namespace here. The VM suite (PID 1 reachable) runs the whole check.
+    if std::fs::File::open("/proc/1/ns/cgroup").is_err() {
+        chaosd_integration::skip!("PID 1's cgroup namespace is not reachable on this host");
+    }
+    assert!(
+        said("left this container's cgroup namespace"),
+        "{}",
+        daemon.log_text()
+    );
+    let sink = UdpSink::bind(SocketAddr::new(PEER.parse().unwrap(), 0)).unwrap();
+    let info = daemon
+        .try_inject(&InjectRequest {
+            fault: loss_spec(
+                100.0,
+                Direction::Egress,
+                net_filter(Some(&format!("{PEER}/32")), None, Proto::Any),
+            ),
+            targets: vec![TargetSelector::Pid(sleeper.0.id())],
+            duration: Some("1m".into()),
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log_text()));
+    assert_eq!(info.targets[0].cgroup, target.rel());
+    assert_eq!(udp_from_cgroup_to(&target, &[&sink], COUNT), [0]);
+    // Its own cgroup is still its own: a target holding it is refused.
+    let own = daemon.try_inject(&InjectRequest {
+        fault: FaultSpec::ProcessPause(ProcessPauseParams {}),
+        targets: vec![TargetSelector::Cgroup(home.rel().into())],
+        duration: Some("1m".into()),
+    });
+    assert!(
+        matches!(&own, Err(ClientError::Api(m, _)) if m.contains("contains chaosd itself")),
+        "{own:?}"
+    );
+}

@@ -103,6 +103,15 @@ pub async fn run(config: Config, systemd: Activation) -> anyhow::Result<()> {
         None => None,
     };
     let ticker = tokio::spawn(Arc::clone(&schedules).tick_forever());
+    match crate::host::cgroup::cgroup_namespace() {
+        Some(crate::host::cgroup::CgroupNamespace::Joined) => info!(
+            "left this container's cgroup namespace for PID 1's: cgroup paths read as the host's"
+        ),
+        Some(crate::host::cgroup::CgroupNamespace::Private(why)) => warn!(
+            "chaosd runs in a cgroup namespace other than PID 1's and cannot enter PID 1's ({why}): --pid targets outside its own namespace do not resolve; run it with the host's cgroup namespace"
+        ),
+        _ => {}
+    }
     info!(pid = std::process::id(), "chaosd ready");
     let heartbeat =
         crate::daemon::systemd::ready_then_heartbeat(Arc::clone(&registry), systemd.watchdog).await;

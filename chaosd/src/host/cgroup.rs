@@ -18,6 +18,52 @@ use crate::{
     error::TargetError,
 };
 
+/// What [`join_init_cgroup_namespace`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CgroupNamespace {
+    /// Already PID 1's (or namespaces are not in use).
+    Init,
+    /// Was another; now PID 1's.
+    Joined,
+    /// Another one, and PID 1's cannot be entered (the reason): cgroup paths of processes
+    /// outside this namespace do not resolve.
+    Private(String),
+}
+
+static CGROUP_NAMESPACE: std::sync::Mutex<Option<CgroupNamespace>> = std::sync::Mutex::new(None);
+
+/// Moves this process into PID 1's cgroup namespace when it runs in another one (a container
+/// with the host's PID namespace, such as the Kubernetes DaemonSet: runtimes give containers a
+/// private cgroup namespace). There, `/proc/PID/cgroup` of every process reads as a path under
+/// the cgroup2 mount, as target resolution needs; in a private namespace it reads relative to
+/// the container's own cgroup. Must run before any thread starts; children (the guardian,
+/// workers) inherit it. Never fails: what it found is kept for the start-up log.
+pub fn join_init_cgroup_namespace() -> CgroupNamespace {
+    let link = |p: &str| fs::read_link(p).ok();
+    let found = match (link("/proc/self/ns/cgroup"), link("/proc/1/ns/cgroup")) {
+        (Some(own), Some(init)) if own != init => match fs::File::open("/proc/1/ns/cgroup")
+            .map_err(|e| e.to_string())
+            .and_then(|ns| {
+                nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWCGROUP)
+                    .map_err(|e| e.to_string())
+            }) {
+            Ok(()) => CgroupNamespace::Joined,
+            Err(e) => CgroupNamespace::Private(e),
+        },
+        _ => CgroupNamespace::Init,
+    };
+    *CGROUP_NAMESPACE.lock().unwrap_or_else(|e| e.into_inner()) = Some(found.clone());
+    found
+}
+
+/// What [`join_init_cgroup_namespace`] found, if it ran.
+pub fn cgroup_namespace() -> Option<CgroupNamespace> {
+    CGROUP_NAMESPACE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+}
+
 /// The first cgroup2 mount point in /proc/self/mountinfo.
 pub fn cgroup2_mount() -> Result<PathBuf, TargetError> {
     let info = fs::read_to_string("/proc/self/mountinfo").map_err(|source| TargetError::Io {

@@ -80,6 +80,8 @@ fn main() -> anyhow::Result<()> {
         page.generate_to(&out_dir)?;
         return Ok(());
     }
+    // Before any thread: cleanup and the daemon resolve cgroups as PID 1 sees them.
+    chaosd::host::cgroup::join_init_cgroup_namespace();
     if args.cleanup {
         init_logging(args.log_format);
         return chaosd::daemon::cleanup(&config(args)?);
