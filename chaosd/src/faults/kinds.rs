@@ -226,6 +226,11 @@ pub static KINDS: &[Kind] = &[
         Required, None, capabilities::check_pids_controller, None, crash_tested: true,
         validate: crate::faults::resource::process_limit::validate,
         apply: |_k, p, ctx| crate::faults::resource::process_limit::apply(p, ctx)),
+    kind!(FdLimit, "fd.limit",
+        "lower processes' soft RLIMIT_NOFILE: the next open fails with EMFILE (prlimit)",
+        Required, None, capabilities::check_cgroup_bpf, None, crash_tested: true,
+        validate: crate::faults::resource::fd_limit::validate,
+        apply: |_k, p, ctx| crate::faults::resource::fd_limit::apply(p, ctx)),
 ];
 
 /// The entry of `spec`'s kind. `FaultSpec::kind` matches every variant, so a new variant
