@@ -313,7 +313,9 @@ impl Scene {
             ),
             (
                 FaultSpec::ClockSkew(ClockSkewParams {
-                    offset: "+2h".parse().unwrap(),
+                    offset: Some("+2h".parse().unwrap()),
+                    drift: None,
+                    rate: None,
                     clocks: vec![ClockName::Realtime],
                 }),
                 vec![&self.skewed],

@@ -24,6 +24,10 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("chromium", "chromium"),
     // tests/tests/deploy.rs: checks and unit-tests the shipped alert rules.
     ("promtool", "prometheus"),
+    // tests/tests/clock.rs: clock drift measured in a Go program (time.Now).
+    ("go", "golang-go"),
+    // tests/tests/clock.rs: the certificate-expiry example's client.
+    ("curl", "curl"),
 ];
 
 /// Installs the packages of every program in [`TOOLS`] that is not on PATH.

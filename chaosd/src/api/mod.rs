@@ -30,7 +30,8 @@ pub use tcp::{
     TcpResetPeerParams, TcpSlicerParams, TcpSlowCloseParams, TcpTimeoutParams,
 };
 pub use units::{
-    ByteCount, ByteRate, ByteSize, Cidr, ClockOffset, Errno, LinkRate, PortRange, Signal, Written,
+    ByteCount, ByteRate, ByteSize, Cidr, ClockDrift, ClockOffset, Errno, LinkRate, PortRange,
+    Signal, Written,
 };
 
 /// Body of `POST /v1/faults`.

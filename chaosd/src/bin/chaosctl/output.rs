@@ -190,7 +190,7 @@ fn params(spec: &FaultSpec) -> String {
         | FaultSpec::FdLimit(_) => crate::resource::params(spec),
         FaultSpec::ClockSkew(p) => format!(
             "{} on {}",
-            p.offset,
+            crate::clock::what(p),
             p.clocks
                 .iter()
                 .map(|c| c.name())
