@@ -26,8 +26,11 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("promtool", "prometheus"),
     // tests/tests/clock.rs: clock drift measured in a Go program (time.Now).
     ("go", "golang-go"),
-    // tests/tests/clock.rs: the certificate-expiry example's client.
+    // tests/tests/scenario.rs: the certificate-expiry example's client.
     ("curl", "curl"),
+    // tests/tests/systemd.rs: boots /lib/systemd/systemd as a container's PID 1 to run the
+    // shipped units (the package's program on PATH is systemctl).
+    ("systemctl", "systemd"),
 ];
 
 /// Installs the packages of every program in [`TOOLS`] that is not on PATH.
