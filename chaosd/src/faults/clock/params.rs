@@ -27,16 +27,16 @@ pub fn validate(p: &ClockSkewParams) -> Result<(), RequestError> {
                 .into(),
         });
     }
-    if let Some(rate) = p.rate {
-        if !(MIN_RATE..=MAX_RATE).contains(&rate) || rate == 1.0 {
-            return Err(RequestError::BadParam {
-                field: "rate",
-                input: rate.to_string(),
-                reason: format!(
-                    "give skewed seconds per true second from {MIN_RATE} to {MAX_RATE}, not 1 (e.g. 1.0005 runs 500ppm fast)"
-                ),
-            });
-        }
+    if let Some(rate) = p.rate
+        && (!(MIN_RATE..=MAX_RATE).contains(&rate) || rate == 1.0)
+    {
+        return Err(RequestError::BadParam {
+            field: "rate",
+            input: rate.to_string(),
+            reason: format!(
+                "give skewed seconds per true second from {MIN_RATE} to {MAX_RATE}, not 1 (e.g. 1.0005 runs 500ppm fast)"
+            ),
+        });
     }
     Ok(())
 }
