@@ -202,6 +202,14 @@ pub enum RequestError {
     )]
     KnobHeld { cgroup: String, file: String },
     #[error(
+        "the RLIMIT_NOFILE of process {pid} is already lowered by another fd.limit fault; recover that fault first"
+    )]
+    LimitHeld { pid: u32 },
+    #[error(
+        "no process in {targets} has a soft RLIMIT_NOFILE above {nofile}: nothing to lower (ask for a smaller nofile, or target a cgroup with processes)"
+    )]
+    NothingToLower { targets: String, nofile: u64 },
+    #[error(
         "cgroup {cgroup} overlaps cgroup {other}, which another clock.skew fault already skews; recover that fault first or pick a cgroup outside it"
     )]
     ClockSkewOverlap { cgroup: String, other: String },

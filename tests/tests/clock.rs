@@ -248,7 +248,9 @@ fn have(program: &str) -> bool {
 
 fn skew(offset: &str, clocks: &[ClockName]) -> FaultSpec {
     FaultSpec::ClockSkew(ClockSkewParams {
-        offset: offset.parse().unwrap(),
+        offset: Some(offset.parse().unwrap()),
+        drift: None,
+        rate: None,
         clocks: clocks.to_vec(),
     })
 }
@@ -483,4 +485,377 @@ fn the_benchmark_measures_a_working_detour() {
     for field in ["native_ns", "patched_ns", "ratio"] {
         assert!(report[field].as_f64().is_some_and(|v| v > 0.0), "{report}");
     }
+}
+
+/// A runtime's program that answers each line on stdin with "realtime_ns monotonic_ns" as
+/// that runtime reads them (its usual clock calls, through the vDSO), killed on drop.
+struct Runtime {
+    name: &'static str,
+    /// Whether its realtime reading has the resolution to measure ±50 ppm over 10 s (Node's
+    /// Date.now() has milliseconds only: its monotonic hrtime is measured).
+    fine_realtime: bool,
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const PYTHON_CLOCKS: &str = "import sys, time\n\
+    for _ in sys.stdin:\n\
+    \x20   print(time.time_ns(), time.monotonic_ns(), flush=True)\n";
+
+const NODE_CLOCKS: &str = "const rl = require('readline').createInterface({ input: process.stdin });\n\
+    rl.on('line', () => process.stdout.write(`${BigInt(Date.now()) * 1000000n} ${process.hrtime.bigint()}\\n`));\n";
+
+const JAVA_CLOCKS: &str = r#"
+import java.io.BufferedReader;
+import java.io.InputStreamReader;
+import java.time.Instant;
+
+public class Clocks {
+    public static void main(String[] args) throws Exception {
+        BufferedReader in = new BufferedReader(new InputStreamReader(System.in));
+        while (in.readLine() != null) {
+            Instant now = Instant.now();
+            long mono = System.nanoTime();
+            System.out.println((now.getEpochSecond() * 1000000000L + now.getNano()) + " " + mono);
+            System.out.flush();
+        }
+    }
+}
+"#;
+
+const GO_CLOCKS: &str = r#"
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"time"
+)
+
+func main() {
+	start := time.Now()
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		now := time.Now()
+		fmt.Printf("%d %d\n", now.UnixNano(), now.Sub(start).Nanoseconds())
+	}
+}
+"#;
+
+impl Runtime {
+    fn start(
+        name: &'static str,
+        cgroup: &TestCgroup,
+        program: &std::path::Path,
+        args: &[&str],
+    ) -> Runtime {
+        let mut cmd = Command::new(program);
+        cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped());
+        let mut child = spawn_in_cgroup(&mut cmd, cgroup.dir()).unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut r = Runtime {
+            name,
+            fine_realtime: name != "node",
+            child,
+            stdin,
+            stdout,
+        };
+        // Started (a JVM takes a while) and past its first clock reads.
+        for _ in 0..20 {
+            r.ask();
+        }
+        r
+    }
+
+    fn ask(&mut self) -> (i128, i128) {
+        writeln!(self.stdin, "?").unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        let f: Vec<i128> = line
+            .split_whitespace()
+            .map(|x| {
+                x.parse()
+                    .unwrap_or_else(|_| panic!("{}: {line:?}", self.name))
+            })
+            .collect();
+        assert_eq!(f.len(), 2, "{}: {line:?}", self.name);
+        (f[0], f[1])
+    }
+
+    /// The readings and the true clocks at the moment of the answer: of 30 tries, the one
+    /// with the narrowest window between the true reads before and after.
+    fn sample(&mut self) -> Sample {
+        let mut best: Option<(i128, Sample)> = None;
+        for _ in 0..30 {
+            let (rt0, mono0) = (
+                true_ns(libc::CLOCK_REALTIME),
+                true_ns(libc::CLOCK_MONOTONIC),
+            );
+            let (rt, mono) = self.ask();
+            let (rt1, mono1) = (
+                true_ns(libc::CLOCK_REALTIME),
+                true_ns(libc::CLOCK_MONOTONIC),
+            );
+            let window = mono1 - mono0;
+            let s = Sample {
+                rt,
+                mono,
+                true_rt: (rt0 + rt1) / 2,
+                true_mono: (mono0 + mono1) / 2,
+                window,
+            };
+            if best.as_ref().is_none_or(|(w, _)| window < *w) {
+                best = Some((window, s));
+            }
+        }
+        best.unwrap().1
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    rt: i128,
+    mono: i128,
+    true_rt: i128,
+    true_mono: i128,
+    /// ns between the true reads around the answer: the reading was taken within it.
+    window: i128,
+}
+
+/// How far, in ppm, the measurement between `a` and `b` may be off by itself: each reading
+/// lies within half its window of the midpoint it is compared with (microseconds on this
+/// host, around a millisecond for a runtime under the VM harness's emulation).
+fn measurement_bound_ppm(a: Sample, b: Sample) -> f64 {
+    (a.window + b.window) as f64 / 2.0 / (b.true_mono - a.true_mono) as f64 * 1e6
+}
+
+/// (realtime, monotonic) drift in ppm between two samples, against the true clocks.
+fn drift_ppm(a: Sample, b: Sample) -> (f64, f64) {
+    let ppm = |read: i128, truth: i128| (read - truth) as f64 / truth as f64 * 1e6;
+    (
+        ppm(b.rt - a.rt, b.true_rt - a.true_rt),
+        ppm(b.mono - a.mono, b.true_mono - a.true_mono),
+    )
+}
+
+/// Builds the Java and Go programs (when those runtimes are here) into `dir`; the runtimes to
+/// start as (name, program, args).
+fn runtimes(dir: &std::path::Path) -> Vec<(&'static str, PathBuf, Vec<String>)> {
+    let mut found = vec![(
+        "python",
+        PathBuf::from("python3"),
+        vec!["-c".to_string(), PYTHON_CLOCKS.to_string()],
+    )];
+    if have("node") {
+        found.push((
+            "node",
+            PathBuf::from("node"),
+            vec!["-e".into(), NODE_CLOCKS.into()],
+        ));
+    } else {
+        eprintln!("node not found: its check is left out");
+    }
+    let java = dir.join("Clocks.java");
+    std::fs::write(&java, JAVA_CLOCKS).unwrap();
+    if have("java") {
+        found.push((
+            "java",
+            PathBuf::from("java"),
+            vec![java.display().to_string()],
+        ));
+    } else {
+        eprintln!("java not found: its check is left out");
+    }
+    let go_src = dir.join("clocks.go");
+    let go_exe = dir.join("clocks");
+    std::fs::write(&go_src, GO_CLOCKS).unwrap();
+    let built = Command::new("go")
+        .arg("build")
+        .arg("-o")
+        .arg(&go_exe)
+        .arg(&go_src)
+        .status();
+    if built.is_ok_and(|s| s.success()) {
+        found.push(("go", go_exe, vec![]));
+    } else {
+        eprintln!("go not found or its build failed: its check is left out");
+    }
+    found
+}
+
+fn drift(offset: Option<&str>, drift: &str, clocks: &[ClockName]) -> FaultSpec {
+    FaultSpec::ClockSkew(ClockSkewParams {
+        offset: offset.map(|o| o.parse().unwrap()),
+        drift: Some(drift.parse().unwrap()),
+        rate: None,
+        clocks: clocks.to_vec(),
+    })
+}
+
+#[test]
+fn drift_runs_the_clocks_of_python_node_java_and_go_fast_at_the_asked_rate() {
+    let daemon = match daemon_or_skip() {
+        Ok(d) => d,
+        Err(reason) => skip!("{reason}"),
+    };
+    if !have("python3") {
+        skip!("python3 not found");
+    }
+    const ASKED_PPM: f64 = 500.0;
+    const TOLERANCE_PPM: f64 = 50.0;
+    let dir = tempfile::tempdir().unwrap();
+    let (target, sibling) = (
+        TestCgroup::new("clock-drift"),
+        TestCgroup::new("clock-still"),
+    );
+    let mut running: Vec<Runtime> = runtimes(dir.path())
+        .into_iter()
+        .map(|(name, program, args)| {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            Runtime::start(name, &target, &program, &args)
+        })
+        .collect();
+    let mut still = Runtime::start(
+        "python (sibling)",
+        &sibling,
+        std::path::Path::new("python3"),
+        &["-c", PYTHON_CLOCKS],
+    );
+    let clocks = [ClockName::Realtime, ClockName::Monotonic];
+    let fault = inject(
+        &daemon,
+        &target,
+        drift(Some("+1h"), "+500ppm", &clocks),
+        "60s",
+    );
+
+    let first: Vec<Sample> = running.iter_mut().map(Runtime::sample).collect();
+    let still_first = still.sample();
+    // The offset holds from the start (the drift adds microseconds so far).
+    for (r, s) in running.iter().zip(&first) {
+        let off = (s.rt - s.true_rt) as f64 / 1e9;
+        assert!(
+            (off - 3600.0).abs() < 0.05,
+            "{}: realtime off by {off} s",
+            r.name
+        );
+        let off = (s.mono - s.true_mono) as f64 / 1e9;
+        if r.name != "go" {
+            // Go's monotonic reading is relative to its own start: only its rate is checked.
+            assert!(
+                (off - 3600.0).abs() < 0.05,
+                "{}: monotonic off by {off} s",
+                r.name
+            );
+        }
+    }
+    std::thread::sleep(Duration::from_secs(10));
+    let mut failures = Vec::new();
+    for (r, a) in running.iter_mut().zip(&first) {
+        let b = r.sample();
+        assert!(b.mono > a.mono, "{}: the monotonic clock went back", r.name);
+        let (rt, mono) = drift_ppm(*a, b);
+        let bound = measurement_bound_ppm(*a, b);
+        eprintln!(
+            "measured: {} drift over {:.1} s: realtime {rt:+.1} ppm, monotonic {mono:+.1} ppm (asked {ASKED_PPM:+} ppm; measurement bound ±{bound:.1} ppm)",
+            r.name,
+            (b.true_mono - a.true_mono) as f64 / 1e9
+        );
+        let tolerance = TOLERANCE_PPM + bound;
+        if r.fine_realtime && (rt - ASKED_PPM).abs() > tolerance {
+            failures.push(format!("{} realtime {rt:+.1} ppm", r.name));
+        }
+        if (mono - ASKED_PPM).abs() > tolerance {
+            failures.push(format!("{} monotonic {mono:+.1} ppm", r.name));
+        }
+    }
+    let still_last = still.sample();
+    let (rt, mono) = drift_ppm(still_first, still_last);
+    eprintln!("measured: sibling python: realtime {rt:+.1} ppm, monotonic {mono:+.1} ppm");
+    let tolerance = TOLERANCE_PPM + measurement_bound_ppm(still_first, still_last);
+    if rt.abs() > tolerance || mono.abs() > tolerance {
+        failures.push(format!("the sibling drifted: {rt:+.1} / {mono:+.1} ppm"));
+    }
+    assert!(
+        failures.is_empty(),
+        "not within ±{TOLERANCE_PPM} ppm (plus the measurement bound) of {ASKED_PPM:+} ppm: {failures:?}"
+    );
+
+    // Recovered, the clocks read true again (the drift so far and the offset both gone).
+    block_on(daemon.client().recover(&fault.id)).unwrap();
+    for r in running.iter_mut().filter(|r| r.name != "go") {
+        let s = r.sample();
+        let off = (s.rt - s.true_rt).abs();
+        assert!(
+            off < SLACK_NS,
+            "{}: realtime {off} ns off after recover",
+            r.name
+        );
+    }
+}
+
+#[test]
+fn a_slow_drift_alone_never_takes_monotonic_back_and_ends_at_the_deadline() {
+    let daemon = match daemon_or_skip() {
+        Ok(d) => d,
+        Err(reason) => skip!("{reason}"),
+    };
+    let Some(probe) = ProbeProgram::build() else {
+        skip!("no C compiler for the probe");
+    };
+    let target = TestCgroup::new("clock-slow");
+    let mut p = probe.start(&target, 2);
+    let spec = FaultSpec::ClockSkew(ClockSkewParams {
+        offset: None,
+        drift: None,
+        rate: Some(0.5),
+        clocks: vec![ClockName::Realtime, ClockName::Monotonic],
+    });
+    let fault = inject(&daemon, &target, spec, "3s");
+    // From the moment of injection: no step, then half speed.
+    let a = p.ask();
+    let t0 = true_ns(libc::CLOCK_MONOTONIC);
+    within(
+        "CLOCK_MONOTONIC at injection",
+        a.monotonic,
+        t0 - 200_000_000,
+        t0,
+    );
+    let mut last = a.monotonic;
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(50));
+        let r = p.ask();
+        assert!(r.monotonic >= last, "CLOCK_MONOTONIC went back under drift");
+        last = r.monotonic;
+    }
+    let (read, truth) = (last - a.monotonic, true_ns(libc::CLOCK_MONOTONIC) - t0);
+    let rate = read as f64 / truth as f64;
+    assert!(
+        (0.45..0.55).contains(&rate),
+        "monotonic ran at {rate:.3}, asked 0.5"
+    );
+    // gettimeofday and time() drift with CLOCK_REALTIME.
+    let r = p.ask();
+    assert!((r.gettimeofday - r.realtime).abs() < 1_000_000, "{r:?}");
+    assert!(
+        (r.time_s * 1_000_000_000 - r.realtime).abs() <= 1_000_000_000,
+        "{r:?}"
+    );
+
+    let ended = wait_for(Duration::from_secs(10), || {
+        let f = block_on(daemon.client().get(&fault.id)).ok()?;
+        (f.state != chaosd::api::FaultState::Active).then_some(f)
+    });
+    assert!(ended.is_some(), "the drift outlived its deadline");
+    p.expect(0, 0);
 }

@@ -19,11 +19,12 @@ use std::{
 use chaosd::{
     api::{
         ClockName, ClockSkewParams, CpuLimitParams, DiskFillParams, DiskIoParams, FaultSpec,
-        IoErrnoParams, IoMode, IoOp, MemPressureParams, NetBandwidthParams, NetConnectErrorParams,
-        NetCorruptParams, NetDelayParams, NetDuplicateParams, NetFilter, NetLossParams,
-        NetPartitionParams, ProcessLimitParams, ProcessPauseParams, Stream, StressCpuParams,
-        StressMemParams, TcpBandwidthParams, TcpDownParams, TcpLatencyParams, TcpLimitDataParams,
-        TcpResetPeerParams, TcpSlicerParams, TcpSlowCloseParams, TcpTimeoutParams,
+        FdLimitParams, IoErrnoParams, IoMode, IoOp, MemPressureParams, NetBandwidthParams,
+        NetConnectErrorParams, NetCorruptParams, NetDelayParams, NetDuplicateParams, NetFilter,
+        NetLossParams, NetPartitionParams, ProcessLimitParams, ProcessPauseParams, Stream,
+        StressCpuParams, StressMemParams, TcpBandwidthParams, TcpDownParams, TcpLatencyParams,
+        TcpLimitDataParams, TcpResetPeerParams, TcpSlicerParams, TcpSlowCloseParams,
+        TcpTimeoutParams,
     },
     host::cgroup::cgroup2_mount,
     host::cgroup::spawn_in_cgroup,
@@ -57,6 +58,9 @@ struct Scene {
     skewed: TestCgroup,
     /// cpu.limit, mem.pressure and process.limit (where the controllers are in cgroup2).
     limited: TestCgroup,
+    /// fd.limit, on the sleeper in it.
+    fd_limited: TestCgroup,
+    fd_holder: u32,
     listener: TcpListener,
     io_file: tempfile::NamedTempFile,
     fill: Tmpfs,
@@ -88,6 +92,11 @@ impl Scene {
             ));
         }
         let skewed_holder = holders.last().unwrap().0.id();
+        let fd_limited = TestCgroup::new("crash-fd");
+        holders.push(KillOnDrop(
+            spawn_in_cgroup(&mut sleeper(), fd_limited.dir()).unwrap(),
+        ));
+        let fd_holder = holders.last().unwrap().0.id();
         let mut io_file = tempfile::NamedTempFile::new().unwrap();
         std::io::Write::write_all(&mut io_file, b"chaosd").unwrap();
         Scene {
@@ -103,6 +112,8 @@ impl Scene {
             paused,
             skewed,
             limited: TestCgroup::new("crash-limits"),
+            fd_limited,
+            fd_holder,
             listener: TcpListener::bind("127.0.0.1:0").unwrap(),
             io_file,
             fill: Tmpfs::new("32m"),
@@ -303,7 +314,9 @@ impl Scene {
             ),
             (
                 FaultSpec::ClockSkew(ClockSkewParams {
-                    offset: "+2h".parse().unwrap(),
+                    offset: Some("+2h".parse().unwrap()),
+                    drift: None,
+                    rate: None,
                     clocks: vec![ClockName::Realtime],
                 }),
                 vec![&self.skewed],
@@ -326,6 +339,10 @@ impl Scene {
             (
                 FaultSpec::ProcessLimit(ProcessLimitParams { max: 64 }),
                 vec![&self.limited],
+            ),
+            (
+                FaultSpec::FdLimit(FdLimitParams { nofile: 16 }),
+                vec![&self.fd_limited],
             ),
         ]
     }
@@ -356,6 +373,7 @@ impl Scene {
             knobs: ["cpu.max", "memory.high", "pids.max"]
                 .map(|k| fs::read_to_string(self.limited.dir().join(k)).unwrap_or_default())
                 .to_vec(),
+            nofile: max_open_files(self.fd_holder),
         }
     }
 }
@@ -376,6 +394,17 @@ struct HostState {
     vdso: Vec<u8>,
     /// The limited cgroup's knobs (empty where its controller is not in cgroup2).
     knobs: Vec<String>,
+    /// The fd-limited sleeper's "Max open files" line.
+    nofile: String,
+}
+
+fn max_open_files(pid: u32) -> String {
+    fs::read_to_string(format!("/proc/{pid}/limits"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .to_string()
 }
 
 impl HostState {
@@ -561,6 +590,7 @@ fn kill_9_with_every_kind_active_then_restart_leaves_the_host_as_it_was() {
             "the resource kinds wrote no knob"
         );
     }
+    assert_ne!(during.nofile, before.nofile, "fd.limit lowered nothing");
     assert!(
         during.stress_cgroup,
         "stress.mem made no cgroup of chaosd's own"

@@ -1,5 +1,5 @@
 //! The guardian (`chaosd::daemon::guardian`): what outlives chaosd (a frozen cgroup, a patched vDSO,
-//! stress workers, a fill file) ends within a second of a `kill -9`, and at its deadline while
+//! stress workers, a fill file, a lowered RLIMIT_NOFILE) ends within a second of a `kill -9`, and at its deadline while
 //! the daemon is stopped; a killed guardian is replaced; a torn journal entry spoils nothing
 //! else. Checked from outside (freeze files, vDSO bytes, /proc, free space).
 
@@ -11,8 +11,8 @@ use std::{
 
 use chaosd::{
     api::{
-        ClockName, ClockSkewParams, DiskFillParams, FaultSpec, FaultState, ProcessPauseParams,
-        StressCpuParams,
+        ClockName, ClockSkewParams, DiskFillParams, FaultSpec, FaultState, FdLimitParams,
+        ProcessPauseParams, StressCpuParams,
     },
     host::cgroup::spawn_in_cgroup,
 };
@@ -39,9 +39,12 @@ struct Scene {
     paused: TestCgroup,
     skewed: TestCgroup,
     stressed: TestCgroup,
+    /// fd.limit lowers its sleeper's RLIMIT_NOFILE.
+    fd_limited: TestCgroup,
     fill: Tmpfs,
     _holders: Vec<KillOnDrop>,
     skewed_holder: u32,
+    fd_holder: u32,
 }
 
 impl Scene {
@@ -49,18 +52,22 @@ impl Scene {
         let paused = TestCgroup::new(&format!("{label}-pause"));
         let skewed = TestCgroup::new(&format!("{label}-skew"));
         let stressed = TestCgroup::new(&format!("{label}-stress"));
-        let holders: Vec<KillOnDrop> = [&paused, &skewed]
+        let fd_limited = TestCgroup::new(&format!("{label}-fd"));
+        let holders: Vec<KillOnDrop> = [&paused, &skewed, &fd_limited]
             .map(|cg| KillOnDrop(spawn_in_cgroup(&mut sleeper(), cg.dir()).unwrap()))
             .into_iter()
             .collect();
         let skewed_holder = holders[1].0.id();
+        let fd_holder = holders[2].0.id();
         Scene {
             paused,
             skewed,
             stressed,
+            fd_limited,
             fill: Tmpfs::new("16m"),
             _holders: holders,
             skewed_holder,
+            fd_holder,
         }
     }
 
@@ -72,7 +79,9 @@ impl Scene {
             ),
             (
                 FaultSpec::ClockSkew(ClockSkewParams {
-                    offset: "+2h".parse().unwrap(),
+                    offset: Some("+2h".parse().unwrap()),
+                    drift: None,
+                    rate: None,
                     clocks: vec![ClockName::Realtime],
                 }),
                 vec![&self.skewed],
@@ -92,6 +101,10 @@ impl Scene {
                     allow_below_floor: false,
                 }),
                 vec![],
+            ),
+            (
+                FaultSpec::FdLimit(FdLimitParams { nofile: 16 }),
+                vec![&self.fd_limited],
             ),
         ]
     }
@@ -128,6 +141,17 @@ fn sleeper() -> Command {
 struct Baseline {
     vdso: Vec<u8>,
     free: u64,
+    nofile: String,
+}
+
+/// `pid`'s "Max open files" line of `/proc/PID/limits`.
+fn max_open_files(pid: u32) -> String {
+    fs::read_to_string(format!("/proc/{pid}/limits"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .to_string()
 }
 
 impl Baseline {
@@ -135,6 +159,7 @@ impl Baseline {
         Baseline {
             vdso: vdso_bytes(scene.skewed_holder),
             free: scene.fill.free(),
+            nofile: max_open_files(scene.fd_holder),
         }
     }
 
@@ -152,6 +177,9 @@ impl Baseline {
         }
         if scene.fill.free() < self.free {
             left.push("fill file");
+        }
+        if max_open_files(scene.fd_holder) != self.nofile {
+            left.push("lowered RLIMIT_NOFILE");
         }
         left
     }
@@ -204,6 +232,7 @@ fn kill_and_check(daemon: &mut Daemon, scene: &Scene, what: &str) -> Vec<String>
     let ids = scene.inject_all(daemon, "10m");
     assert!(scene.frozen(), "process.pause froze nothing");
     assert_ne!(vdso_bytes(scene.skewed_holder), base.vdso, "no vDSO patch");
+    assert_ne!(max_open_files(scene.fd_holder), base.nofile, "no fd.limit");
     let workers = children_of(daemon.pid().as_raw() as u32);
     assert!(!workers.is_empty(), "no stress workers");
     let guardian = guardian_of(daemon);

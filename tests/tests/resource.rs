@@ -2,6 +2,9 @@
 //! `cpu.limit` gets its quota of a core (the cgroup's own CPU accounting), a process touching
 //! more than `mem.pressure`'s high is throttled and not killed, `process.limit` makes `fork()`
 //! fail with EAGAIN; every knob reads as before after recover and after the deadline.
+//! `fd.limit` (prlimit, no controller needed: it runs on this host too) makes the target's
+//! next `open()` fail with EMFILE while a sibling's opens succeed, and the limit reads as
+//! before after recover and after the deadline.
 //!
 //! They need the controllers in the cgroup2 hierarchy: the VM guests have them (pure cgroup2),
 //! this host has them on cgroup v1, where each kind must be refused with that reason and a fix.
@@ -15,11 +18,14 @@ use std::{
 };
 
 use chaosd::{
-    api::{CpuLimitParams, FaultSpec, FaultState, MemPressureParams, ProcessLimitParams},
+    api::{
+        CpuLimitParams, FaultSpec, FaultState, FdLimitParams, InjectRequest, MemPressureParams,
+        ProcessLimitParams, TargetSelector,
+    },
     host::cgroup::spawn_in_cgroup,
 };
 use chaosd_integration::{
-    Daemon, TestCgroup, block_on, inject, skip, unsupported_reason, wait_for,
+    Daemon, TestCgroup, block_on, inject, inject_request, skip, unsupported_reason, wait_for,
 };
 
 /// A process in a test cgroup, killed and reaped on drop.
@@ -263,4 +269,133 @@ fn bad_values_are_refused_with_the_reason_and_hosts_without_the_controller_say_w
         assert_eq!(status, 422, "{kind}: {body}");
         assert!(body.contains("cgroup_no_v1"), "{kind} names no fix: {body}");
     }
+}
+
+/// `pid`'s "Max open files" (soft, hard) as `/proc/PID/limits` shows them.
+fn nofile(pid: u32) -> (String, String) {
+    let limits = fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let mut words = line["Max open files".len()..].split_whitespace();
+    let soft = words.next().unwrap().to_string();
+    (soft, words.next().unwrap().to_string())
+}
+
+/// A process that opens /dev/null (and keeps it open) for each line it reads and says how
+/// that went: "ok" or the errno's name and number.
+struct Opener {
+    p: Guard,
+    stdin: std::process::ChildStdin,
+    out: BufReader<std::process::ChildStdout>,
+}
+
+impl Opener {
+    fn new(cg: &TestCgroup) -> Opener {
+        let script = "import os, sys, errno\n\
+            held = []\n\
+            for _ in sys.stdin:\n\
+            \x20   try: held.append(open('/dev/null')); print('ok', flush=True)\n\
+            \x20   except OSError as e: print(errno.errorcode[e.errno], e.errno, flush=True)\n";
+        let mut p = spawn(cg, "python3", &["-c", script]);
+        let stdin = p.0.stdin.take().unwrap();
+        let out = BufReader::new(p.0.stdout.take().unwrap());
+        let mut opener = Opener { p, stdin, out };
+        // Once it answered, the interpreter has started and imported what open() needs.
+        assert_eq!(opener.open(), "ok");
+        opener
+    }
+
+    fn pid(&self) -> u32 {
+        self.p.0.id()
+    }
+
+    fn open(&mut self) -> String {
+        writeln!(self.stdin, "open").unwrap();
+        let mut line = String::new();
+        self.out.read_line(&mut line).unwrap();
+        line.trim().to_string()
+    }
+}
+
+fn fd_limit(nofile: u64) -> FaultSpec {
+    FaultSpec::FdLimit(FdLimitParams { nofile })
+}
+
+#[test]
+fn fd_limit_makes_the_next_open_fail_with_emfile_in_the_target_only_until_recover() {
+    let daemon = Daemon::start();
+    let (cg, sibling) = (TestCgroup::new("fd-limit"), TestCgroup::new("fd-sibling"));
+    let (mut target, mut other) = (Opener::new(&cg), Opener::new(&sibling));
+    let before = nofile(target.pid());
+    let sibling_before = nofile(other.pid());
+
+    // 0, 1 and 2 are open: with a soft limit of 3 no new descriptor fits.
+    let fault = inject(&daemon, &cg, fd_limit(3), "60s");
+    assert_eq!(nofile(target.pid()), ("3".to_string(), before.1.clone()));
+    assert_eq!(target.open(), format!("EMFILE {}", libc::EMFILE));
+    for _ in 0..5 {
+        assert_eq!(other.open(), "ok", "the sibling was limited too");
+    }
+    assert_eq!(nofile(other.pid()), sibling_before);
+    assert_eq!(fault.limits.len(), 1, "{:?}", fault.limits);
+    let l = &fault.limits[0];
+    assert_eq!(
+        (l.pid, l.set, l.before.to_string()),
+        (target.pid(), 3, before.0.clone())
+    );
+    assert_eq!(fault.counters.affected, 1);
+
+    block_on(daemon.client().recover(&fault.id)).unwrap();
+    assert_eq!(nofile(target.pid()), before, "RLIMIT_NOFILE not put back");
+    assert_eq!(target.open(), "ok");
+}
+
+#[test]
+fn fd_limit_on_a_pid_ends_at_its_deadline_and_refuses_what_it_cannot_lower() {
+    let daemon = Daemon::start();
+    let cg = TestCgroup::new("fd-pid");
+    let (mut target, mut neighbour) = (Opener::new(&cg), Opener::new(&cg));
+    let before = nofile(target.pid());
+    let req = InjectRequest {
+        fault: fd_limit(3),
+        targets: vec![TargetSelector::Pid(target.pid())],
+        duration: Some("2s".into()),
+    };
+    let fault = inject_request(&daemon, &req);
+    assert_eq!(target.open(), format!("EMFILE {}", libc::EMFILE));
+    assert_eq!(neighbour.open(), "ok", "--pid limited its whole cgroup");
+    // A second fault on the same process is refused: it could not put back the first's value.
+    let again = InjectRequest {
+        fault: fd_limit(2),
+        ..req.clone()
+    };
+    let second = daemon
+        .try_inject(&again)
+        .expect_err("a second fd.limit on one process");
+    assert!(second.to_string().contains("already lowered"), "{second}");
+
+    let ended = wait_for(Duration::from_secs(10), || {
+        let f = block_on(daemon.client().get(&fault.id)).ok()?;
+        (f.state != FaultState::Active).then_some(f)
+    });
+    assert!(ended.is_some(), "fd.limit outlived its deadline");
+    assert_eq!(nofile(target.pid()), before, "RLIMIT_NOFILE not put back");
+    assert_eq!(target.open(), "ok");
+
+    let huge = format!(
+        r#"{{"kind":"fd.limit","params":{{"nofile":{}}}}}"#,
+        u64::MAX - 1
+    );
+    let (status, body) = daemon.post_fault_text(&huge, cg.rel(), "30s");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("nothing to lower"), "{body}");
+    let (status, body) = daemon.post_fault_text(
+        r#"{"kind":"fd.limit","params":{"nofile":0}}"#,
+        cg.rel(),
+        "30s",
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("at least 1"), "{body}");
 }

@@ -23,7 +23,9 @@ const PROCESSES: usize = 300;
 
 fn skew() -> FaultSpec {
     FaultSpec::ClockSkew(ClockSkewParams {
-        offset: "-1h".parse().unwrap(),
+        offset: Some("-1h".parse().unwrap()),
+        drift: None,
+        rate: None,
         clocks: vec![ClockName::Realtime],
     })
 }

@@ -524,3 +524,70 @@ fn run_shows_a_live_view_on_a_terminal_and_plain_lines_otherwise() {
         "{plain}"
     );
 }
+
+/// `examples/cert-expiry.toml` as shipped, with its port and directory made this test's own.
+fn cert_expiry_example(port: u16, dir: &Path) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/cert-expiry.toml");
+    std::fs::read_to_string(path)
+        .unwrap()
+        .replace("/tmp/chaosd-cert-expiry", dir.to_str().unwrap())
+        .replace("18443", &port.to_string())
+}
+
+#[test]
+fn the_certificate_expiry_example_runs_to_its_verdict() {
+    let daemon = Daemon::start();
+    if let Some(reason) = unsupported_reason(&daemon, "clock.skew") {
+        skip!("clock.skew unsupported: {reason}");
+    }
+    for tool in ["openssl", "curl"] {
+        if chaosd_integration::prometheus::which(tool).is_none() {
+            skip!("{tool} is not installed (cargo xtask test installs it)");
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let id = start(&daemon, &cert_expiry_example(free_port(), dir.path()));
+    let (_, report) = follow(&daemon, &id);
+
+    // The client's calls fail under the skew only; the same call from outside never does.
+    assert_eq!(report.verdict, Verdict::Failed, "{}", report.markdown());
+    assert_eq!(report.recovered, Some(true), "{}", report.markdown());
+    let phase = |probe: usize, phase: Phase| {
+        report.probes[probe]
+            .phases
+            .iter()
+            .find(|s| s.phase == phase)
+            .map(|s| (s.passed, s.checks))
+            .unwrap_or_else(|| panic!("no {phase} stats:\n{}", report.markdown()))
+    };
+    let (passed, checks) = phase(0, Phase::Baseline);
+    assert_eq!(passed, checks, "the client failed before the skew");
+    let (passed, checks) = phase(0, Phase::Inject);
+    let under_skew = format!("{passed}/{checks}");
+    assert!(
+        passed < checks / 2,
+        "the client mostly passed under the skew: {passed}/{checks}"
+    );
+    assert!(report.probes[1].hypothesis_held, "{}", report.markdown());
+    for p in [Phase::Baseline, Phase::Inject] {
+        let (passed, checks) = phase(1, p);
+        assert_eq!(
+            passed, checks,
+            "the certificate was not valid outside the client ({p})"
+        );
+    }
+    let err = std::fs::read_to_string(dir.path().join("curl.err")).unwrap();
+    assert!(
+        err.contains("certificate has expired"),
+        "curl said: {err:?}"
+    );
+    eprintln!(
+        "measured: the client passed {under_skew} checks under the skew; curl: {}",
+        err.trim()
+    );
+    assert_rolled_back(
+        &daemon,
+        &report,
+        &[FaultState::Recovered, FaultState::Expired],
+    );
+}

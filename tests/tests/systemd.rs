@@ -280,7 +280,9 @@ fn under_systemd_a_killed_daemon_is_restarted_and_each_fault_reverted_exactly_on
         inject(FaultSpec::ProcessPause(ProcessPauseParams {}), paused),
         inject(
             FaultSpec::ClockSkew(ClockSkewParams {
-                offset: "+2h".parse().unwrap(),
+                offset: Some("+2h".parse().unwrap()),
+                drift: None,
+                rate: None,
                 clocks: vec![ClockName::Realtime],
             }),
             skewed,

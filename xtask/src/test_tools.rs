@@ -24,6 +24,10 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("chromium", "chromium"),
     // tests/tests/deploy.rs: checks and unit-tests the shipped alert rules.
     ("promtool", "prometheus"),
+    // tests/tests/clock.rs: clock drift measured in a Go program (time.Now).
+    ("go", "golang-go"),
+    // tests/tests/scenario.rs: the certificate-expiry example's client.
+    ("curl", "curl"),
     // tests/tests/systemd.rs: boots /lib/systemd/systemd as a container's PID 1 to run the
     // shipped units (the package's program on PATH is systemctl).
     ("systemctl", "systemd"),

@@ -2,12 +2,20 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Parameters of `clock.skew`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+/// Parameters of `clock.skew`: an offset, a drift (or rate), or both.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ClockSkewParams {
     /// Signed offset added to the clocks: "-2h30m", "+90s", "45m" (no sign: forward).
-    pub offset: super::Written<super::ClockOffset>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<super::Written<super::ClockOffset>>,
+    /// How much faster (+) or slower (-) the clocks run from the moment of injection, e.g.
+    /// "+500ppm", "-20ppm".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<super::Written<super::ClockDrift>>,
+    /// The same as a rate: skewed seconds per true second, e.g. 1.0005 (= +500ppm).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
     /// Clocks that read skewed; `realtime` (which also covers gettimeofday and time) by default.
     #[serde(default = "default_clocks")]
     pub clocks: Vec<ClockName>,
@@ -62,6 +70,22 @@ impl ClockName {
             ClockName::RealtimeAlarm => 8,
             ClockName::BoottimeAlarm => 9,
             ClockName::Tai => 11,
+        }
+    }
+}
+
+impl ClockSkewParams {
+    /// The offset in ns (0 when only a drift was asked).
+    pub fn offset_ns(&self) -> i64 {
+        self.offset.as_ref().map_or(0, |o| o.get().0)
+    }
+
+    /// Skewed seconds per true second (1.0: no drift), from `drift` or `rate`.
+    pub fn rate(&self) -> f64 {
+        match (&self.drift, self.rate) {
+            (Some(d), _) => 1.0 + d.get().0 / 1e6,
+            (None, Some(r)) => r,
+            (None, None) => 1.0,
         }
     }
 }

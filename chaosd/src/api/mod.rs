@@ -22,13 +22,16 @@ mod choices;
 pub use choices::Choice;
 pub use clock::{ClockName, ClockSkewParams};
 pub use io::{IoErrnoParams, IoOp};
-pub use resource::{CpuLimitParams, KnobChange, MemPressureParams, ProcessLimitParams};
+pub use resource::{
+    CpuLimitParams, FdLimitParams, KnobChange, LimitChange, MemPressureParams, ProcessLimitParams,
+};
 pub use tcp::{
     Stream, TcpBandwidthParams, TcpDownParams, TcpLatencyParams, TcpLimitDataParams,
     TcpResetPeerParams, TcpSlicerParams, TcpSlowCloseParams, TcpTimeoutParams,
 };
 pub use units::{
-    ByteCount, ByteRate, ByteSize, Cidr, ClockOffset, Errno, LinkRate, PortRange, Signal, Written,
+    ByteCount, ByteRate, ByteSize, Cidr, ClockDrift, ClockOffset, Errno, LinkRate, PortRange,
+    Signal, Written,
 };
 
 /// Body of `POST /v1/faults`.
@@ -132,6 +135,9 @@ pub enum FaultSpec {
     /// Cap how many tasks the target cgroups may hold (`pids.max`).
     #[serde(rename = "process.limit")]
     ProcessLimit(ProcessLimitParams),
+    /// Lower the soft `RLIMIT_NOFILE` of the target processes (`prlimit(2)`).
+    #[serde(rename = "fd.limit")]
+    FdLimit(FdLimitParams),
 }
 
 impl FaultSpec {
@@ -164,6 +170,7 @@ impl FaultSpec {
             FaultSpec::CpuLimit(_) => "cpu.limit",
             FaultSpec::MemPressure(_) => "mem.pressure",
             FaultSpec::ProcessLimit(_) => "process.limit",
+            FaultSpec::FdLimit(_) => "fd.limit",
         }
     }
 }
@@ -593,6 +600,9 @@ pub struct FaultInfo {
     /// The cgroup knobs the fault wrote, with what they held before (resource kinds).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub knobs: Vec<KnobChange>,
+    /// The process limits the fault lowered, with what they held before (`fd.limit`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub limits: Vec<LimitChange>,
     /// For a fault that something other than its daemon ended (the guardian, a later start,
     /// `chaosd --cleanup`): who, what it found on the host and what it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]

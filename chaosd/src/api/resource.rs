@@ -1,5 +1,6 @@
 //! Wire types of the resource kinds: cgroup v2 knobs that throttle a target exactly
-//! (`cpu.limit`, `mem.pressure`, `process.limit`), and the record of what they changed.
+//! (`cpu.limit`, `mem.pressure`, `process.limit`), the per-process `fd.limit`, and the
+//! records of what they changed.
 
 use std::time::Duration;
 
@@ -59,4 +60,34 @@ pub struct KnobChange {
     pub before: String,
     /// What the knob reads after the write (the kernel's own spelling).
     pub set: String,
+}
+
+/// `fd.limit`: lowers the soft `RLIMIT_NOFILE` of the target processes (`prlimit(2)`): once
+/// a process holds `nofile` descriptors, its next `open()`, `socket()`, `accept()` or `pipe()`
+/// fails with EMFILE. The hard limit is not touched.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FdLimitParams {
+    /// The soft limit to set: descriptors 0 to `nofile - 1` stay usable. A process whose
+    /// soft limit is already at or below it is left alone.
+    pub nofile: u64,
+}
+
+/// One process limit a fault lowered. Journaled before the change, so whoever ends the fault
+/// (chaosd, its guardian, a later start) raises the soft limit back to `before`, and only for
+/// the same process (`start_time`, a reused pid is another process) while the limit still
+/// reads `set`: a value the process or someone else set since is theirs and stays.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LimitChange {
+    pub pid: u32,
+    /// Field 22 of `/proc/PID/stat` (clock ticks since boot) when the limit was lowered.
+    pub start_time: u64,
+    /// The resource, as `prlimit(1)` names it: "NOFILE".
+    pub resource: String,
+    /// The soft limit before (`u64::MAX` is unlimited).
+    pub before: u64,
+    /// The soft limit the fault set.
+    pub set: u64,
+    /// The hard limit, left as it was.
+    pub hard: u64,
 }

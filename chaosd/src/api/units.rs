@@ -315,6 +315,39 @@ impl Quantity for ClockOffset {
     }
 }
 
+/// A clock drift in parts per million: "+500ppm" runs 500 µs fast per second, "-20ppm" slow.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ClockDrift(pub f64);
+
+impl ClockDrift {
+    /// The drift either way a clock may get: from half speed to double speed.
+    pub const MIN_PPM: f64 = -500_000.0;
+    pub const MAX_PPM: f64 = 1_000_000.0;
+}
+
+impl Quantity for ClockDrift {
+    fn parse(text: &str) -> Result<Self, String> {
+        let number = text
+            .strip_suffix("ppm")
+            .ok_or("give it in ppm (examples: +500ppm, -20ppm)")?
+            .trim();
+        let ppm: f64 = number
+            .strip_prefix('+')
+            .unwrap_or(number)
+            .parse()
+            .map_err(|_| format!("{number:?} is not a number (examples: +500ppm, -20ppm)"))?;
+        if ppm == 0.0 || !ppm.is_finite() {
+            return Err("a zero drift changes nothing".into());
+        }
+        if !(Self::MIN_PPM..=Self::MAX_PPM).contains(&ppm) {
+            return Err(
+                "it must be from -500000ppm (half speed) to +1000000ppm (double speed)".into(),
+            );
+        }
+        Ok(ClockDrift(ppm))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,6 +416,11 @@ mod tests {
         );
         for bad in ["", "-", "soon", "0s", "-0s", "200years", "--1s"] {
             assert!(parse::<ClockOffset>(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse::<ClockDrift>("+500ppm").unwrap(), ClockDrift(500.0));
+        assert_eq!(parse::<ClockDrift>("-20.5 ppm").unwrap(), ClockDrift(-20.5));
+        for bad in ["500", "0ppm", "-600000ppm", "fastppm", "+2000000ppm"] {
+            assert!(parse::<ClockDrift>(bad).is_err(), "{bad:?}");
         }
     }
 }

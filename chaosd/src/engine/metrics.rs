@@ -257,6 +257,7 @@ mod tests {
             op_counters: vec![],
             netns: vec![],
             knobs: vec![],
+            limits: vec![],
             outcome: None,
         }
     }

@@ -115,6 +115,7 @@ impl Registry {
             op_counters: Vec::new(),
             netns: Vec::new(),
             knobs: Vec::new(),
+            limits: Vec::new(),
             outcome: None,
         };
         let applied = self.apply_off_runtime(&info, duration).await;
@@ -125,6 +126,7 @@ impl Registry {
         info.op_counters = fault.op_counters();
         info.netns = fault.netns();
         info.knobs = fault.knobs();
+        info.limits = fault.limits();
         let timer = (!one_shot).then(|| self.arm_timer(id.clone(), duration));
         info!(fault_id = %id, kind = info.kind, targets = ?info.targets.iter().map(|t| &t.cgroup).collect::<Vec<_>>(),
               duration = info.duration, duration_ms = info.duration_ms, "fault injected");
@@ -173,11 +175,17 @@ impl Registry {
                 with_knobs.knobs = knobs.to_vec();
                 journal.record(&with_knobs)
             };
+            let journal_limits = |limits: &[crate::api::LimitChange]| {
+                let mut with_limits = task_info.clone();
+                with_limits.limits = limits.to_vec();
+                journal.record(&with_limits)
+            };
             let ctx = ApplyContext {
                 fault_id: &task_info.id,
                 targets: &task_info.targets,
                 duration,
                 journal_knobs: &journal_knobs,
+                journal_limits: &journal_limits,
             };
             let span =
                 tracing::info_span!("fault", fault_id = %task_info.id, kind = task_info.kind);

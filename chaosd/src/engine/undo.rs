@@ -3,7 +3,8 @@
 //!
 //! Only what the journal says is touched, and only if it is still the same object: a cgroup by
 //! its recorded id (a new cgroup at the same path is left alone), a stress worker by its
-//! argv (`chaosd-stress: ... fault <id>`, so a reused pid is never killed).
+//! argv (`chaosd-stress: ... fault <id>`, so a reused pid is never killed), a process whose
+//! limit was lowered by its start time.
 
 use std::{fs, path::Path};
 
@@ -42,6 +43,7 @@ pub fn outlives_the_daemon(spec: &FaultSpec) -> bool {
             | FaultSpec::CpuLimit(_)
             | FaultSpec::MemPressure(_)
             | FaultSpec::ProcessLimit(_)
+            | FaultSpec::FdLimit(_)
     )
 }
 
@@ -63,6 +65,10 @@ pub fn revert(f: &FaultInfo, daemon: Option<u32>) -> Outcome {
         },
         FaultSpec::CpuLimit(_) | FaultSpec::MemPressure(_) | FaultSpec::ProcessLimit(_) => {
             let (found, done) = crate::faults::resource::restore_leftover(f);
+            Outcome::new(found, done)
+        }
+        FaultSpec::FdLimit(_) => {
+            let (found, done) = crate::faults::resource::fd_limit::restore_leftover(f);
             Outcome::new(found, done)
         }
         FaultSpec::NetDelay(_) | FaultSpec::NetBandwidth(_) => Outcome::new(

@@ -162,7 +162,7 @@ pub static KINDS: &[Kind] = &[
         validate: |_: &crate::api::ProcessPauseParams| Ok(()),
         apply: |_k, _p, ctx| crate::faults::process::pause::apply(ctx)),
     kind!(ClockSkew, "clock.skew",
-        "shift a cgroup's clocks (ptrace vDSO detour, tp_btf exec hook; x86_64)",
+        "shift a cgroup's clocks or make them drift (ptrace vDSO detour, tp_btf exec hook; x86_64)",
         Required, Some(Pg::ClockExec), capabilities::check_clock_skew, None, crash_tested: true,
         validate: crate::faults::clock::params::validate,
         apply: |k, p, ctx| crate::faults::clock::apply(&k.kernel, p, ctx)),
@@ -226,6 +226,11 @@ pub static KINDS: &[Kind] = &[
         Required, None, capabilities::check_pids_controller, None, crash_tested: true,
         validate: crate::faults::resource::process_limit::validate,
         apply: |_k, p, ctx| crate::faults::resource::process_limit::apply(p, ctx)),
+    kind!(FdLimit, "fd.limit",
+        "lower processes' soft RLIMIT_NOFILE: the next open fails with EMFILE (prlimit)",
+        Required, None, capabilities::check_cgroup_bpf, None, crash_tested: true,
+        validate: crate::faults::resource::fd_limit::validate,
+        apply: |_k, p, ctx| crate::faults::resource::fd_limit::apply(p, ctx)),
 ];
 
 /// The entry of `spec`'s kind. `FaultSpec::kind` matches every variant, so a new variant

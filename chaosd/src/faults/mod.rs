@@ -39,6 +39,10 @@ pub trait ActiveFault: Send {
     fn knobs(&self) -> Vec<crate::api::KnobChange> {
         Vec::new()
     }
+    /// The process limits the fault lowered, for kinds that lower some.
+    fn limits(&self) -> Vec<crate::api::LimitChange> {
+        Vec::new()
+    }
     /// Undoes the fault. Called at most once; `Drop` does it when this was not called.
     fn revert(&mut self) -> Result<(), FaultError>;
     /// Someone else (the guardian, while the daemon was stalled) already reverted the host
@@ -59,6 +63,8 @@ pub struct ApplyContext<'a> {
     /// Journals the knobs a kind is about to write (all of them so far, each time), before
     /// it writes them: whoever ends the fault after a crash learns what to put back.
     pub journal_knobs: &'a dyn Fn(&[crate::api::KnobChange]) -> Result<(), FaultError>,
+    /// The same for the process limits a kind is about to lower (`fd.limit`).
+    pub journal_limits: &'a dyn Fn(&[crate::api::LimitChange]) -> Result<(), FaultError>,
 }
 
 /// Whether a kind needs targets, may go without, or takes none.

@@ -175,6 +175,11 @@ pub enum InjectKind {
         #[command(subcommand)]
         fault: crate::resource::MemFault,
     },
+    /// Cap the open files of processes.
+    Fd {
+        #[command(subcommand)]
+        fault: crate::resource::FdFault,
+    },
     /// Kill, pause or cap the processes of a cgroup.
     Process {
         #[command(subcommand)]

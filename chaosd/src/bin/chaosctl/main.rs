@@ -117,6 +117,7 @@ async fn inject(client: &Client, kind: InjectKind, json: bool) -> Result<()> {
         InjectKind::Io { fault } => fault.into_spec(),
         InjectKind::Cpu { fault } => fault.into_spec(),
         InjectKind::Mem { fault } => fault.into_spec(),
+        InjectKind::Fd { fault } => fault.into_spec(),
         InjectKind::Clock { fault } => fault.into_spec(),
         InjectKind::Tcp { fault } => fault.into_spec(),
         InjectKind::Net { fault } => match fault {

@@ -43,6 +43,17 @@ pub fn fault_detail(f: &FaultInfo) {
             k.cgroup, k.file, k.set, k.before
         );
     }
+    for l in &f.limits {
+        let was = if l.before == u64::MAX {
+            "unlimited".to_string()
+        } else {
+            l.before.to_string()
+        };
+        println!(
+            "limit:      process {} {}: {} (was {was}, hard {})",
+            l.pid, l.resource, l.set, l.hard
+        );
+    }
     println!("duration:   {}", duration(f));
     println!("created:    {}", f.created_at);
     println!("expires:    {} ({} left)", f.expires_at, remaining(f));
@@ -207,12 +218,13 @@ fn params(spec: &FaultSpec) -> String {
         | FaultSpec::DiskIo(_)
         | FaultSpec::ProcessKill(_)
         | FaultSpec::ProcessPause(_) => crate::stress::params(spec),
-        FaultSpec::CpuLimit(_) | FaultSpec::MemPressure(_) | FaultSpec::ProcessLimit(_) => {
-            crate::resource::params(spec)
-        }
+        FaultSpec::CpuLimit(_)
+        | FaultSpec::MemPressure(_)
+        | FaultSpec::ProcessLimit(_)
+        | FaultSpec::FdLimit(_) => crate::resource::params(spec),
         FaultSpec::ClockSkew(p) => format!(
             "{} on {}",
-            p.offset,
+            crate::clock::what(p),
             p.clocks
                 .iter()
                 .map(|c| c.name())

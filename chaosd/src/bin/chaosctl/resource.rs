@@ -1,9 +1,9 @@
-//! `chaosctl inject cpu limit | mem pressure` (and the text of `process limit`): the clap
+//! `chaosctl inject cpu limit | mem pressure | fd limit` (and the text of `process limit`): the clap
 //! types of the cgroup-knob faults, their wire specs and their one-line descriptions.
 
 use std::time::Duration;
 
-use chaosd::api::{ByteSize, CpuLimitParams, FaultSpec, MemPressureParams, Written};
+use chaosd::api::{ByteSize, CpuLimitParams, FaultSpec, FdLimitParams, MemPressureParams, Written};
 use clap::Subcommand;
 
 use crate::args::Common;
@@ -41,6 +41,30 @@ pub enum MemFault {
         #[command(flatten)]
         common: Common,
     },
+}
+
+#[derive(Subcommand)]
+pub enum FdFault {
+    /// Lower the soft RLIMIT_NOFILE of the target processes (prlimit): once one holds --nofile
+    /// descriptors, its next open() fails with EMFILE. --pid targets that process only,
+    /// --cgroup/--unit every process in the cgroup when the fault starts.
+    Limit {
+        /// The soft limit to set, e.g. 64 (processes already at or below it are left alone).
+        #[arg(long)]
+        nofile: u64,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+impl FdFault {
+    pub fn into_spec(self) -> (FaultSpec, Common) {
+        match self {
+            FdFault::Limit { nofile, common } => {
+                (FaultSpec::FdLimit(FdLimitParams { nofile }), common)
+            }
+        }
+    }
 }
 
 /// "20", "20%" or "20 %" as 20.0.
@@ -104,6 +128,10 @@ pub fn params(spec: &FaultSpec) -> String {
         FaultSpec::ProcessLimit(p) => {
             format!("at most {} tasks, fork fails with EAGAIN (pids.max)", p.max)
         }
+        FaultSpec::FdLimit(p) => format!(
+            "at most {} open files per process, then EMFILE (soft RLIMIT_NOFILE)",
+            p.nofile
+        ),
         _ => String::new(),
     }
 }

@@ -1,31 +1,49 @@
-//! The detour page: data (magic, deadline, offset, clock mask, the original entry bytes), the
-//! relocated prologues of the vDSO clock functions, and one wrapper stub per function.
+//! The detour page: data (magic, deadline, offset, clock mask, the original entry bytes, the
+//! drift rate and per-clock anchors), the relocated prologues of the vDSO clock functions, and
+//! one wrapper stub per function.
 //!
 //! The vDSO entry becomes `jmp stub`. A stub calls the relocated original (its prologue copy,
 //! then a `jmp` back behind the overwritten bytes), so the clock is still read in user space,
-//! then adds the offset to the result (timespec, timeval or time_t) when the clock is in the
-//! mask and CLOCK_MONOTONIC_COARSE (read through the same vDSO, a few ns) is still before the
-//! deadline. Past the deadline the stubs pass results through unchanged: a process stays
-//! correct even if chaosd dies and never restores it.
+//! then, when the clock is in the mask and CLOCK_MONOTONIC_COARSE (read through the same vDSO,
+//! a few ns) is still before the deadline, skews the result (timespec, timeval or time_t):
+//!
+//! - without drift it adds the offset (whole seconds plus a sub-second part);
+//! - with drift it returns `t + offset + (t - anchor[clock]) * rate_delta`, in nanoseconds:
+//!   `rate_delta` is fixed point with [`RATE_SHIFT`] fraction bits (a 64x64 -> 128-bit multiply,
+//!   so no overflow for any offset or fault length), `anchor[clock]` that clock's reading when
+//!   the fault began. `rate_delta > -1`, so a clock that never went backwards still does not.
+//!
+//! Past the deadline the stubs pass results through unchanged: a process stays correct even
+//! if chaosd dies and never restores it.
 
 use iced_x86::{
     BlockEncoderOptions, Decoder, DecoderOptions, FlowControl, Instruction,
     code_asm::{
-        AsmRegister64, CodeAssembler, CodeLabel, al, eax, ecx, edi, ptr, qword_ptr, rax, rcx, rdi,
-        rsi, rsp,
+        AsmRegister64, CodeAssembler, CodeLabel, al, eax, ecx, edi, edx, ptr, qword_ptr, r8, rax,
+        rcx, rdi, rdx, rsi, rsp,
     },
 };
 
 use super::ClockPatchError;
 
-/// First word of a detour page ("CHAOSCK" + layout version 1).
-pub const MAGIC: u64 = u64::from_le_bytes(*b"CHAOSCK1");
+/// First word of a detour page ("CHAOSCK" + layout version 2: with drift).
+pub const MAGIC: u64 = u64::from_le_bytes(*b"CHAOSCK2");
+/// The first layout's magic (no drift words): still recognised, to restore such a page.
+pub const MAGIC_V1: u64 = u64::from_le_bytes(*b"CHAOSCK1");
 /// Byte offsets of the data fields in the page.
 pub const DEADLINE_AT: u64 = 8;
 pub const VALUES_AT: u64 = 8;
 /// Records of the hooked entries: (entry address, its original first 8 bytes) × 3.
 pub const RECORDS_AT: u64 = 48;
 pub const RECORDS: usize = 3;
+/// The drift words: rate delta, offset in ns, then one anchor per clock id.
+pub const DRIFT_AT: u64 = RECORDS_AT + 16 * RECORDS as u64;
+/// Clock ids 0..CLOCK_IDS have an anchor (CLOCK_TAI is 11).
+pub const CLOCK_IDS: usize = 12;
+/// Where the code begins, behind the data.
+pub const CODE_AT: u64 = DRIFT_AT + 16 + 8 * CLOCK_IDS as u64;
+/// Fraction bits of the fixed-point rate delta.
+pub const RATE_SHIFT: u32 = 32;
 /// Bytes the hook overwrites at an entry: `jmp rel32`.
 pub const HOOK_LEN: usize = 5;
 
@@ -44,6 +62,10 @@ pub struct SkewValues {
     pub offset_nsec: u64,
     /// Bit per clock id.
     pub clock_mask: u64,
+    /// `rate - 1` in units of 2^-[`RATE_SHIFT`]; 0: no drift (the offset alone).
+    pub rate_delta: i64,
+    /// Each clock's reading (ns) when the drift began, as the patched process reads it.
+    pub anchors: [i64; CLOCK_IDS],
 }
 
 impl SkewValues {
@@ -53,7 +75,23 @@ impl SkewValues {
             offset_sec: offset_ns.div_euclid(1_000_000_000),
             offset_nsec: offset_ns.rem_euclid(1_000_000_000) as u64,
             clock_mask,
+            rate_delta: 0,
+            anchors: [0; CLOCK_IDS],
         }
+    }
+
+    /// The same with a drift of `rate_delta` from `anchors`.
+    pub fn with_drift(self, rate_delta: i64, anchors: [i64; CLOCK_IDS]) -> Self {
+        SkewValues {
+            rate_delta,
+            anchors,
+            ..self
+        }
+    }
+
+    /// The offset in ns.
+    pub fn offset_ns(&self) -> i64 {
+        self.offset_sec * 1_000_000_000 + self.offset_nsec as i64
     }
 
     /// Deadline, seconds, nanoseconds, microseconds, mask: the page's words at [`VALUES_AT`].
@@ -69,6 +107,31 @@ impl SkewValues {
         .flat_map(|w| w.to_le_bytes())
         .collect()
     }
+
+    /// Rate delta, offset in ns, anchors: the page's words at [`DRIFT_AT`].
+    pub fn drift_bytes(self) -> Vec<u8> {
+        [self.rate_delta, self.offset_ns()]
+            .iter()
+            .chain(self.anchors.iter())
+            .flat_map(|w| w.to_le_bytes())
+            .collect()
+    }
+
+    /// What the stubs compute for a reading `t_ns` of clock `id` (while active, in the mask),
+    /// for tests and the docs: the same arithmetic in Rust.
+    pub fn skewed_ns(&self, id: usize, t_ns: i64) -> i64 {
+        if self.rate_delta == 0 {
+            return t_ns + self.offset_ns();
+        }
+        let d = i128::from(t_ns - self.anchors[id]);
+        let adj = (d * i128::from(self.rate_delta)) >> RATE_SHIFT;
+        t_ns + adj as i64 + self.offset_ns()
+    }
+}
+
+/// `rate - 1` as the page stores it.
+pub fn rate_delta(rate: f64) -> i64 {
+    ((rate - 1.0) * (1u64 << RATE_SHIFT) as f64).round() as i64
 }
 
 /// Which vDSO function a prologue belongs to: decides the stub.
@@ -183,6 +246,9 @@ struct Data {
     offset_nsec: CodeLabel,
     offset_usec: CodeLabel,
     mask: CodeLabel,
+    rate: CodeLabel,
+    offset_ns: CodeLabel,
+    anchors: CodeLabel,
 }
 
 /// Assembles the page for address `page`. `prologues` must hold the clock_gettime prologue
@@ -250,20 +316,35 @@ fn emit_data(
         Ok(l)
     };
     word(a, MAGIC)?;
-    let data = Data {
-        deadline: word(a, v.deadline_ns)?,
-        offset_sec: word(a, v.offset_sec as u64)?,
-        offset_nsec: word(a, v.offset_nsec)?,
-        offset_usec: word(a, v.offset_nsec / 1000)?,
-        mask: word(a, v.clock_mask)?,
-    };
+    let (deadline, offset_sec, offset_nsec, offset_usec, mask) = (
+        word(a, v.deadline_ns)?,
+        word(a, v.offset_sec as u64)?,
+        word(a, v.offset_nsec)?,
+        word(a, v.offset_nsec / 1000)?,
+        word(a, v.clock_mask)?,
+    );
     for i in 0..RECORDS {
         let (entry, original) = prologues
             .get(i)
             .map_or((0, 0), |p| (p.entry, u64::from_le_bytes(p.original)));
         a.dq(&[entry, original])?;
     }
-    Ok(data)
+    let rate = word(a, v.rate_delta as u64)?;
+    let offset_ns = word(a, v.offset_ns() as u64)?;
+    let anchors = word(a, v.anchors[0] as u64)?;
+    for anchor in &v.anchors[1..] {
+        a.dq(&[*anchor as u64])?;
+    }
+    Ok(Data {
+        deadline,
+        offset_sec,
+        offset_nsec,
+        offset_usec,
+        mask,
+        rate,
+        offset_ns,
+        anchors,
+    })
 }
 
 /// The relocated prologue followed by a jump back behind it: calling it runs the original.
@@ -325,6 +406,64 @@ fn emit_add_offset(a: &mut CodeAssembler, d: &Data, sub_offset: CodeLabel, unit:
     Ok(())
 }
 
+/// Skews the {sec, sub} pair at [rsi] (`sub` in units of `unit` per second) for the clock id
+/// at [rsp+8]: the offset alone without drift, else offset plus drift since the anchor. Ends
+/// at `then`, which the caller places right behind. Clobbers rax, rcx, rdx, r8.
+fn emit_skew(
+    a: &mut CodeAssembler,
+    d: &Data,
+    sub_offset: CodeLabel,
+    unit: i32,
+    then: CodeLabel,
+) -> Asm {
+    let mut drift = a.create_label();
+    a.cmp(qword_ptr(d.rate), 0)?;
+    a.jne(drift)?;
+    emit_add_offset(a, d, sub_offset, unit)?;
+    a.jmp(then)?;
+    a.set_label(&mut drift)?;
+    emit_drift(a, d, unit)
+}
+
+/// `t' = t + offset + ((t - anchor[id]) * rate) >> RATE_SHIFT` on the pair at [rsi], in ns.
+fn emit_drift(a: &mut CodeAssembler, d: &Data, unit: i32) -> Asm {
+    let per_sub = NS_PER_S / unit;
+    let mut positive = a.create_label();
+    a.imul_3(rax, qword_ptr(rsi), NS_PER_S)?;
+    a.mov(rcx, qword_ptr(rsi + 8))?;
+    if per_sub != 1 {
+        a.imul_3(rcx, rcx, per_sub)?;
+    }
+    a.add(rax, rcx)?;
+    a.mov(r8, rax)?;
+    a.mov(rcx, qword_ptr(rsp + 8))?;
+    a.lea(rdx, ptr(d.anchors))?;
+    a.sub(rax, qword_ptr(rdx + rcx * 8))?;
+    a.imul(qword_ptr(d.rate))?;
+    a.shrd(rax, rdx, RATE_SHIFT)?;
+    a.add(rax, r8)?;
+    a.add(rax, qword_ptr(d.offset_ns))?;
+    // Back to seconds and a remainder in 0..1e9 (floored: times before 1970 too).
+    a.cqo()?;
+    a.mov(rcx, i64::from(NS_PER_S))?;
+    a.idiv(rcx)?;
+    a.test(rdx, rdx)?;
+    a.jns(positive)?;
+    a.add(rdx, rcx)?;
+    a.dec(rax)?;
+    a.set_label(&mut positive)?;
+    a.mov(qword_ptr(rsi), rax)?;
+    if per_sub != 1 {
+        a.mov(rax, rdx)?;
+        a.xor(edx, edx)?;
+        a.mov(ecx, per_sub)?;
+        a.div(rcx)?;
+        a.mov(rdx, rax)?;
+    }
+    a.mov(qword_ptr(rsi + 8), rdx)?;
+    Ok(())
+}
+
 /// `int clock_gettime(clockid_t id, struct timespec *ts)`.
 fn emit_clock_gettime(
     a: &mut CodeAssembler,
@@ -345,7 +484,8 @@ fn emit_clock_gettime(
     Ok(entry)
 }
 
-/// The common tail of the timespec/timeval stubs: keeps the result pointer `result_ptr`, calls
+/// The common tail of the timespec/timeval stubs (rcx: the clock id, zero-extended): keeps
+/// the result pointer `result_ptr` and the id, calls
 /// the original, and on success (while the fault is active) adds the offset to
 /// `{sec, sub}` at that pointer (`sub` in units of `unit` per second); returns 0 or the
 /// original's error.
@@ -362,6 +502,7 @@ fn emit_call_then_skew(
     let mut success = a.create_label();
     a.sub(rsp, 24)?;
     a.mov(qword_ptr(rsp), result_ptr)?;
+    a.mov(qword_ptr(rsp + 8), rcx)?;
     a.call(orig)?;
     a.test(eax, eax)?;
     a.jnz(done)?;
@@ -369,7 +510,7 @@ fn emit_call_then_skew(
     a.test(eax, eax)?;
     a.jz(success)?;
     a.mov(rsi, qword_ptr(rsp))?;
-    emit_add_offset(a, d, sub_offset, unit)?;
+    emit_skew(a, d, sub_offset, unit, success)?;
     a.set_label(&mut success)?;
     a.xor(eax, eax)?;
     a.set_label(&mut done)?;
@@ -391,6 +532,7 @@ fn emit_gettimeofday(
     a.mov(rax, qword_ptr(d.mask))?;
     a.test(al, 1 << CLOCK_REALTIME)?;
     a.jz(orig)?;
+    a.mov(ecx, CLOCK_REALTIME)?;
     emit_call_then_skew(a, d, orig, active, rdi, d.offset_usec, US_PER_S)?;
     Ok(entry)
 }
@@ -410,9 +552,11 @@ fn emit_time(
     a.mov(rax, qword_ptr(d.mask))?;
     a.test(al, 1 << CLOCK_REALTIME)?;
     a.jz(orig)?;
-    // [rsp]: the caller's pointer; [rsp+16]: a timespec. 40 bytes realign rsp.
+    // [rsp]: the caller's pointer; [rsp+8]: the clock id; [rsp+16]: a timespec. 40 bytes
+    // realign rsp.
     a.sub(rsp, 40)?;
     a.mov(qword_ptr(rsp), rdi)?;
+    a.mov(qword_ptr(rsp + 8), CLOCK_REALTIME)?;
     a.call(active)?;
     a.test(eax, eax)?;
     a.jz(original)?;
@@ -422,7 +566,9 @@ fn emit_time(
     a.test(eax, eax)?;
     a.jnz(original)?;
     a.lea(rsi, ptr(rsp + 16))?;
-    emit_add_offset(a, d, d.offset_nsec, NS_PER_S)?;
+    let mut skewed = a.create_label();
+    emit_skew(a, d, d.offset_nsec, NS_PER_S, skewed)?;
+    a.set_label(&mut skewed)?;
     a.mov(rax, qword_ptr(rsp + 16))?;
     a.mov(rdi, qword_ptr(rsp))?;
     a.add(rsp, 40)?;
@@ -449,6 +595,32 @@ mod tests {
         let v = SkewValues::new(90_000_000_001, 7, 1);
         assert_eq!((v.offset_sec, v.offset_nsec), (90, 1));
         assert_eq!(v.to_bytes().len(), 40);
+        assert_eq!(v.drift_bytes().len() as u64, CODE_AT - DRIFT_AT);
+    }
+
+    #[test]
+    fn drift_is_fixed_point_and_never_takes_a_clock_back() {
+        assert_eq!(rate_delta(1.0005), 2_147_484);
+        let mut anchors = [0; CLOCK_IDS];
+        anchors[1] = 1_000_000_000_000;
+        let v = SkewValues::new(0, 7, 2).with_drift(rate_delta(1.0005), anchors);
+        // No step at the anchor; 500 µs gained per second after it.
+        assert_eq!(v.skewed_ns(1, anchors[1]), anchors[1]);
+        let gained = v.skewed_ns(1, anchors[1] + 1_000_000_000) - anchors[1] - 1_000_000_000;
+        assert!((gained - 500_000).abs() <= 1, "{gained}");
+        // Half speed, read nanosecond by nanosecond: never backwards.
+        let slow = SkewValues::new(-5, 7, 2).with_drift(rate_delta(0.5), anchors);
+        let reads: Vec<i64> = (0..1000)
+            .map(|t| slow.skewed_ns(1, anchors[1] + t))
+            .collect();
+        assert!(reads.windows(2).all(|w| w[1] >= w[0]));
+        // A 100-day fault at double speed does not overflow.
+        let fast = SkewValues::new(0, 7, 2).with_drift(rate_delta(2.0), anchors);
+        let day100 = 100 * 86_400 * 1_000_000_000;
+        assert_eq!(
+            fast.skewed_ns(1, anchors[1] + day100),
+            anchors[1] + 2 * day100
+        );
     }
 
     #[test]
@@ -476,7 +648,7 @@ mod tests {
         assert_eq!(&img.bytes[..8], &MAGIC.to_le_bytes());
         assert_eq!(img.jumps.len(), 2);
         // The relocated compare still points at the same absolute address.
-        let code_start = (RECORDS_AT + 16 * RECORDS as u64) as usize;
+        let code_start = CODE_AT as usize;
         let relocated = Decoder::with_ip(
             64,
             &img.bytes[code_start..],

@@ -128,6 +128,11 @@ pub struct ActiveSkew {
     pub offset_ns: i64,
     pub clock_mask: u64,
     pub deadline_ns: u64,
+    /// `rate - 1`, fixed point ([`detour::RATE_SHIFT`]); 0 without drift.
+    pub rate_delta: i64,
+    /// Each clock's reading when the fault began, in chaosd's time namespace: where the drift
+    /// starts from, the same for every process (also those exec'd later).
+    pub anchors: [i64; detour::CLOCK_IDS],
     seen: AtomicU64,
     affected: AtomicU64,
     /// Pids patched, so revert also finds those that left the targets.
@@ -139,6 +144,7 @@ pub struct ActiveSkew {
 impl ActiveSkew {
     fn values(&self) -> detour::SkewValues {
         detour::SkewValues::new(self.offset_ns, self.deadline_ns, self.clock_mask)
+            .with_drift(self.rate_delta, self.anchors)
     }
 
     /// Patches one process, counting it; per-process failures are logged and skipped.
@@ -229,7 +235,8 @@ pub fn apply(
     if !cfg!(target_arch = "x86_64") {
         return Err(FaultError::Refused(unsupported_arch()));
     }
-    let offset_ns = p.offset.get().0;
+    let offset_ns = p.offset_ns();
+    let rate_delta = detour::rate_delta(p.rate());
     // Loaded before the deadline is taken: verifying can take seconds under emulation.
     lock(kernel).require(crate::faults::kernel::ProgramGroup::ClockExec)?;
     let targets = ctx.cgroup_targets();
@@ -240,6 +247,8 @@ pub fn apply(
         offset_ns,
         clock_mask: params::clock_mask(&p.clocks),
         deadline_ns: ctx.deadline_ns(),
+        rate_delta,
+        anchors: anchors(),
         seen: AtomicU64::new(0),
         affected: AtomicU64::new(0),
         patched: Mutex::new(BTreeSet::new()),
@@ -266,6 +275,22 @@ pub fn apply(
     // On error, dropping `fault` (outside the patching lock) restores what was patched.
     patched.map_err(|e| FaultError::kernel("patching a process's vDSO", e))?;
     Ok(Box::new(fault))
+}
+
+/// Every clock's reading now (ns; 0 for ids that are no clock or cannot be read).
+fn anchors() -> [i64; detour::CLOCK_IDS] {
+    let mut out = [0; detour::CLOCK_IDS];
+    for (id, slot) in out.iter_mut().enumerate() {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime(2) writes one timespec to a live local.
+        if unsafe { libc::clock_gettime(id as libc::clockid_t, &mut ts) } == 0 {
+            *slot = ts.tv_sec * 1_000_000_000 + ts.tv_nsec;
+        }
+    }
+    out
 }
 
 fn lock(kernel: &Arc<Mutex<Kernel>>) -> std::sync::MutexGuard<'_, Kernel> {

@@ -1,4 +1,4 @@
-//! `clock.skew` parameters: the signed offset and the clocks it applies to.
+//! `clock.skew` parameters: the signed offset, the drift (or rate) and the clocks they apply to.
 
 pub use crate::api::clock::{ClockName, ClockSkewParams};
 use crate::error::RequestError;
@@ -12,8 +12,38 @@ pub fn validate(p: &ClockSkewParams) -> Result<(), RequestError> {
             reason: "name at least one clock, e.g. realtime,monotonic".into(),
         });
     }
+    if p.drift.is_some() && p.rate.is_some() {
+        return Err(RequestError::AtMostOneOf {
+            kind: "clock.skew",
+            a: "drift",
+            b: "rate",
+        });
+    }
+    if p.offset.is_none() && p.drift.is_none() && p.rate.is_none() {
+        return Err(RequestError::BadParam {
+            field: "offset",
+            input: String::new(),
+            reason: "give an offset, a drift or a rate (e.g. offset \"-2h\", drift \"+500ppm\")"
+                .into(),
+        });
+    }
+    if let Some(rate) = p.rate
+        && (!(MIN_RATE..=MAX_RATE).contains(&rate) || rate == 1.0)
+    {
+        return Err(RequestError::BadParam {
+            field: "rate",
+            input: rate.to_string(),
+            reason: format!(
+                "give skewed seconds per true second from {MIN_RATE} to {MAX_RATE}, not 1 (e.g. 1.0005 runs 500ppm fast)"
+            ),
+        });
+    }
     Ok(())
 }
+
+/// The rates a clock may run at: from half to double speed (never backwards, never stopped).
+pub const MIN_RATE: f64 = 0.5;
+pub const MAX_RATE: f64 = 2.0;
 
 /// Bit `id` set for each clock, as the detour tests it.
 pub fn clock_mask(clocks: &[ClockName]) -> u64 {
@@ -39,9 +69,33 @@ mod tests {
             serde_json::from_str::<ClockSkewParams>(r#"{"offset":"1h","clocks":["cpu"]}"#).is_err()
         );
         let empty = ClockSkewParams {
-            offset: "1s".parse().unwrap(),
+            offset: Some("1s".parse().unwrap()),
+            drift: None,
+            rate: None,
             clocks: vec![],
         };
         assert!(validate(&empty).is_err());
+    }
+
+    #[test]
+    fn drift_or_rate_alone_or_with_an_offset() {
+        let p: ClockSkewParams = serde_json::from_str(r#"{"drift":"+500ppm"}"#).unwrap();
+        assert!(validate(&p).is_ok());
+        assert!((p.rate() - 1.0005).abs() < 1e-12);
+        assert_eq!(p.offset_ns(), 0);
+        let p: ClockSkewParams =
+            serde_json::from_str(r#"{"offset":"+400d","rate":0.999}"#).unwrap();
+        assert!(validate(&p).is_ok());
+        assert_eq!(p.rate(), 0.999);
+        for bad in [
+            r#"{}"#,
+            r#"{"drift":"+1ppm","rate":1.1}"#,
+            r#"{"rate":1}"#,
+            r#"{"rate":3}"#,
+            r#"{"rate":0}"#,
+        ] {
+            let p: ClockSkewParams = serde_json::from_str(bad).unwrap();
+            assert!(validate(&p).is_err(), "{bad}");
+        }
     }
 }

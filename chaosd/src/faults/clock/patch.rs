@@ -6,8 +6,8 @@ use iced_x86::{Code, Decoder, DecoderOptions};
 use super::{
     ClockPatchError,
     detour::{
-        self, ClockFunction, DEADLINE_AT, HOOK_LEN, MAGIC, Prologue, RECORDS, RECORDS_AT,
-        SkewValues, VALUES_AT,
+        self, ClockFunction, DEADLINE_AT, DRIFT_AT, HOOK_LEN, MAGIC, MAGIC_V1, Prologue, RECORDS,
+        RECORDS_AT, SkewValues, VALUES_AT,
     },
     tracee::StoppedProcess,
     vdso::{self, ProcMem, Vdso},
@@ -27,18 +27,42 @@ pub enum Patched {
 
 /// Skews `pid`'s clocks with `values`.
 pub fn patch_process(pid: u32, mut values: SkewValues) -> Result<Patched, ClockPatchError> {
-    // The process reads CLOCK_MONOTONIC through its time namespace: move the deadline with it.
-    values.deadline_ns = values
-        .deadline_ns
-        .saturating_add_signed(timens_monotonic_offset(pid));
+    // The process reads CLOCK_MONOTONIC and CLOCK_BOOTTIME through its time namespace: move
+    // the deadline and those clocks' anchors with it.
+    let offsets =
+        std::fs::read_to_string(format!("/proc/{pid}/timens_offsets")).unwrap_or_default();
+    let (monotonic, boottime) = (
+        parse_timens(&offsets, "monotonic", "1"),
+        parse_timens(&offsets, "boottime", "7"),
+    );
+    values.deadline_ns = values.deadline_ns.saturating_add_signed(monotonic);
+    for (id, shift) in [
+        (1, monotonic),
+        (4, monotonic),
+        (6, monotonic),
+        (7, boottime),
+        (9, boottime),
+    ] {
+        values.anchors[id] = values.anchors[id].saturating_add(shift);
+    }
     let mut p = StoppedProcess::seize(pid)?;
     let maps = p.maps()?;
     let vdso = Vdso::read(&p.mem, &maps)?;
-    if let Some(page) = existing_page(&p.mem, &vdso) {
-        p.mem
-            .write(page + VALUES_AT, &values.to_bytes())
-            .map_err(|e| ClockPatchError::io("updating the detour page", e))?;
-        return Ok(Patched::Updated(page));
+    match existing_page(&p.mem, &vdso) {
+        Some((page, MAGIC)) => {
+            let io = |e| ClockPatchError::io("updating the detour page", e);
+            // Drift words first: a reader between the two writes sees the old deadline.
+            p.mem
+                .write(page + DRIFT_AT, &values.drift_bytes())
+                .map_err(io)?;
+            p.mem
+                .write(page + VALUES_AT, &values.to_bytes())
+                .map_err(io)?;
+            return Ok(Patched::Updated(page));
+        }
+        // A page of the first layout (an older chaosd): put its entries back, then hook anew.
+        Some((page, _)) => restore_entries(&p.mem, page)?,
+        None => {}
     }
     let prologues = prologues(&vdso)?;
     let page = vdso::free_page_near_vdso(&maps).ok_or(ClockPatchError::NoRoom)?;
@@ -53,20 +77,14 @@ pub fn patch_process(pid: u32, mut values: SkewValues) -> Result<Patched, ClockP
     Ok(Patched::NewPage(page))
 }
 
-/// The CLOCK_MONOTONIC offset of `pid`'s time namespace, ns (0 without one).
-fn timens_monotonic_offset(pid: u32) -> i64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/timens_offsets")).unwrap_or_default();
-    parse_timens_monotonic(&text)
-}
-
-/// The `monotonic <s> <ns>` line of /proc/PID/timens_offsets (the clock may also be given by
-/// its id, 1).
-fn parse_timens_monotonic(text: &str) -> i64 {
+/// The `<clock> <s> <ns>` line of /proc/PID/timens_offsets for `name` (the clock may also be
+/// given by its id), ns; 0 without one.
+fn parse_timens(text: &str, name: &str, id: &str) -> i64 {
     text.lines()
         .find_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             match f.as_slice() {
-                [clock, s, ns] if *clock == "monotonic" || *clock == "1" => {
+                [clock, s, ns] if *clock == name || *clock == id => {
                     Some(s.parse::<i64>().ok()? * 1_000_000_000 + ns.parse::<i64>().ok()?)
                 }
                 _ => None,
@@ -141,12 +159,14 @@ fn syscall_instruction(vdso: &Vdso) -> Option<u64> {
         })
 }
 
-/// The chaosd detour page the clock_gettime entry jumps to, if it is hooked.
-pub fn existing_page(mem: &ProcMem, vdso: &Vdso) -> Option<u64> {
+/// The chaosd detour page the clock_gettime entry jumps to, if it is hooked, and its magic
+/// ([`MAGIC`], or [`MAGIC_V1`] for the first layout).
+pub fn existing_page(mem: &ProcMem, vdso: &Vdso) -> Option<(u64, u64)> {
     let entry = vdso.clock_gettime.addr;
     let head = mem.read(entry, HOOK_LEN).ok()?;
     let page = detour::jmp_target(entry, &head)? & !(vdso::PAGE - 1);
-    (mem.read_u64(page).ok()? == MAGIC).then_some(page)
+    let magic = mem.read_u64(page).ok()?;
+    [MAGIC, MAGIC_V1].contains(&magic).then_some((page, magic))
 }
 
 /// Restores the original vDSO entries of `pid` if chaosd hooked them; true if it did. The
@@ -155,7 +175,7 @@ pub fn unpatch_process(pid: u32) -> Result<bool, ClockPatchError> {
     let p = StoppedProcess::seize(pid)?;
     let maps = p.maps()?;
     let vdso = Vdso::read(&p.mem, &maps)?;
-    let Some(page) = existing_page(&p.mem, &vdso) else {
+    let Some((page, _)) = existing_page(&p.mem, &vdso) else {
         return Ok(false);
     };
     restore_entries(&p.mem, page)?;
@@ -185,11 +205,13 @@ mod tests {
 
     #[test]
     fn time_namespace_offsets_move_the_deadline() {
-        assert_eq!(parse_timens_monotonic("monotonic 0 0\nboottime 0 0\n"), 0);
+        let m = |t: &str| parse_timens(t, "monotonic", "1");
+        assert_eq!(m("monotonic 0 0\nboottime 0 0\n"), 0);
+        assert_eq!(m("boottime 5 0\nmonotonic -3 500\n"), -2_999_999_500);
+        assert_eq!(m(""), 0);
         assert_eq!(
-            parse_timens_monotonic("boottime 5 0\nmonotonic -3 500\n"),
-            -2_999_999_500
+            parse_timens("7 5 0\n1 0 0\n", "boottime", "7"),
+            5_000_000_000
         );
-        assert_eq!(parse_timens_monotonic(""), 0);
     }
 }

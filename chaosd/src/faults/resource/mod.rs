@@ -1,6 +1,7 @@
 //! Resource faults: cgroup v2 knobs that make one cgroup slow or short exactly, where the
 //! peers burn the whole host: [`cpu_limit`] (`cpu.max`), [`mem_pressure`] (`memory.high`,
-//! `memory.max`), [`process_limit`] (`pids.max`).
+//! `memory.max`), [`process_limit`] (`pids.max`); and per process, [`fd_limit`] (the soft
+//! `RLIMIT_NOFILE`, with the same write-ahead journal and "only while still ours" undo).
 //!
 //! Each write goes through [`KnobFault`]: the value before is journaled first (through
 //! [`ApplyContext::journal_knobs`]), and whoever ends the fault (chaosd at recover or the
@@ -13,6 +14,7 @@
 //! subtree and can fail on cgroups with processes of their own. The refusal says how.
 
 pub mod cpu_limit;
+pub mod fd_limit;
 pub mod mem_pressure;
 pub mod process_limit;
 
