@@ -24,6 +24,11 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("chromium", "chromium"),
     // tests/tests/deploy.rs: checks and unit-tests the shipped alert rules.
     ("promtool", "prometheus"),
+    // tests/tests/dns.rs: the authoritative server (dnsmasq-base: the binary without the
+    // system service), dig, and Go's pure resolver (a test program built with go).
+    ("dnsmasq", "dnsmasq-base"),
+    ("dig", "bind9-dnsutils"),
+    ("go", "golang-go"),
 ];
 
 /// Installs the packages of every program in [`TOOLS`] that is not on PATH.

@@ -14,6 +14,7 @@ mod scenario;
 mod schedule;
 mod stress;
 mod tcp;
+mod dns;
 
 use std::process::ExitCode;
 
@@ -119,6 +120,7 @@ async fn inject(client: &Client, kind: InjectKind, json: bool) -> Result<()> {
         InjectKind::Mem { fault } => fault.into_spec(),
         InjectKind::Clock { fault } => fault.into_spec(),
         InjectKind::Tcp { fault } => fault.into_spec(),
+        InjectKind::Dns { fault } => fault.into_spec(),
         InjectKind::Net { fault } => match fault {
             NetFault::Loss {
                 percent,

@@ -176,6 +176,10 @@ fn params(spec: &FaultSpec) -> String {
         FaultSpec::CpuLimit(_) | FaultSpec::MemPressure(_) | FaultSpec::ProcessLimit(_) => {
             crate::resource::params(spec)
         }
+        FaultSpec::DnsError(_)
+        | FaultSpec::DnsTimeout(_)
+        | FaultSpec::DnsAnswer(_)
+        | FaultSpec::DnsDelay(_) => crate::dns::DnsFault::describe(spec).unwrap_or_default(),
         FaultSpec::ClockSkew(p) => format!(
             "{} on {}",
             p.offset,
