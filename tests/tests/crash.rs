@@ -17,12 +17,12 @@ use std::{
 
 use chaosd::{
     api::{
-        ClockName, ClockSkewParams, CpuLimitParams, DiskFillParams, DiskIoParams,
-        DnsAnswerParams, DnsDelayParams, DnsErrorParams, DnsTimeoutParams, FaultSpec,
-        IoErrnoParams, IoMode, IoOp, MemPressureParams, NetBandwidthParams, NetConnectErrorParams,
-        NetCorruptParams, NetDelayParams, NetDuplicateParams, NetFilter, NetLossParams,
-        NetPartitionParams, ProcessLimitParams, ProcessPauseParams, Stream, StressCpuParams,
-        StressMemParams, TcpBandwidthParams, TcpDownParams, TcpLatencyParams, TcpLimitDataParams,
+        ClockName, ClockSkewParams, CpuLimitParams, DiskFillParams, DiskIoParams, DnsAnswerParams,
+        DnsDelayParams, DnsErrorParams, DnsTimeoutParams, FaultSpec, IoErrnoParams, IoMode, IoOp,
+        MemPressureParams, NetBandwidthParams, NetConnectErrorParams, NetCorruptParams,
+        NetDelayParams, NetDuplicateParams, NetFilter, NetLossParams, NetPartitionParams,
+        ProcessLimitParams, ProcessPauseParams, Stream, StressCpuParams, StressMemParams,
+        TcpBandwidthParams, TcpDownParams, TcpLatencyParams, TcpLimitDataParams,
         TcpResetPeerParams, TcpSlicerParams, TcpSlowCloseParams, TcpTimeoutParams,
     },
     host::cgroup::cgroup2_mount,

@@ -91,7 +91,9 @@ pub fn chaosd_dns_recvmsg4(ctx: SockAddrContext) -> i32 {
         unsafe {
             let sa = &mut *ctx.sock_addr;
             let from_port = u32::from(u16::from_be(sa.user_port as u16));
-            if origin.family == FAMILY_V4 && sa.user_ip4 == LOOPBACK4 && from_port == origin.via_port
+            if origin.family == FAMILY_V4
+                && sa.user_ip4 == LOOPBACK4
+                && from_port == origin.via_port
             {
                 sa.user_ip4 = origin.addr[0];
                 sa.user_port = u32::from((origin.port as u16).to_be());
@@ -111,7 +113,12 @@ pub fn chaosd_dns_recvmsg6(ctx: SockAddrContext) -> i32 {
         unsafe {
             let sa = &mut *ctx.sock_addr;
             let from_port = u32::from(u16::from_be(sa.user_port as u16));
-            let ip = [sa.user_ip6[0], sa.user_ip6[1], sa.user_ip6[2], sa.user_ip6[3]];
+            let ip = [
+                sa.user_ip6[0],
+                sa.user_ip6[1],
+                sa.user_ip6[2],
+                sa.user_ip6[3],
+            ];
             if origin.family == FAMILY_V6 && ip == LOOPBACK6 && from_port == origin.via_port {
                 sa.user_ip6[0] = origin.addr[0];
                 sa.user_ip6[1] = origin.addr[1];

@@ -188,7 +188,9 @@ impl Quantity for DomainPattern {
                 return Err(format!("every label is 1 to 63 characters; {HINT}"));
             }
             if label == "*" || label.contains('*') {
-                return Err(format!("`*` is only allowed as the first label (`*.`); {HINT}"));
+                return Err(format!(
+                    "`*` is only allowed as the first label (`*.`); {HINT}"
+                ));
             }
             if !label
                 .bytes()
@@ -257,7 +259,9 @@ impl Quantity for AnswerAddr {
         }
         text.parse::<std::net::IpAddr>()
             .map(AnswerAddr::Fixed)
-            .map_err(|_| "expected an IPv4 or IPv6 address (10.9.9.9, 2001:db8::9) or `random`".into())
+            .map_err(|_| {
+                "expected an IPv4 or IPv6 address (10.9.9.9, 2001:db8::9) or `random`".into()
+            })
     }
 }
 

@@ -116,18 +116,29 @@ impl DnsFault {
             }
         };
         let (what, domains, types, percent) = match spec {
-            FaultSpec::DnsError(p) => (format!("answered {}", p.rcode), &p.domains, &p.types, p.percent),
+            FaultSpec::DnsError(p) => (
+                format!("answered {}", p.rcode),
+                &p.domains,
+                &p.types,
+                p.percent,
+            ),
             FaultSpec::DnsTimeout(p) => ("unanswered".to_string(), &p.domains, &p.types, p.percent),
             FaultSpec::DnsAnswer(p) => (
                 format!(
                     "answered {}",
-                    p.ips.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+                    p.ips
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
                 ),
                 &p.domains,
                 &p.types,
                 p.percent,
             ),
-            FaultSpec::DnsDelay(p) => (format!("{} late", p.delay), &p.domains, &p.types, p.percent),
+            FaultSpec::DnsDelay(p) => {
+                (format!("{} late", p.delay), &p.domains, &p.types, p.percent)
+            }
             _ => return None,
         };
         let names: Vec<String> = domains.iter().map(ToString::to_string).collect();

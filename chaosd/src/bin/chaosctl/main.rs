@@ -3,6 +3,7 @@
 mod args;
 mod clock;
 mod demo;
+mod dns;
 mod doctor;
 mod generate;
 mod history;
@@ -14,7 +15,6 @@ mod scenario;
 mod schedule;
 mod stress;
 mod tcp;
-mod dns;
 
 use std::process::ExitCode;
 

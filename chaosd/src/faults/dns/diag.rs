@@ -152,14 +152,8 @@ impl SockDiag {
         let mut buf = [0u8; 512];
         loop {
             // SAFETY: recv writes at most buf.len() bytes into buf.
-            let n = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    0,
-                )
-            };
+            let n =
+                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
             if n < 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -167,7 +161,8 @@ impl SockDiag {
             if n < 16 {
                 return Err(io::Error::other("short sock_diag reply"));
             }
-            let u32_at = |o: usize| u32::from_ne_bytes([buf[o], buf[o + 1], buf[o + 2], buf[o + 3]]);
+            let u32_at =
+                |o: usize| u32::from_ne_bytes([buf[o], buf[o + 1], buf[o + 2], buf[o + 3]]);
             let kind = u16::from_ne_bytes([buf[4], buf[5]]);
             if u32_at(8) != self.seq {
                 continue; // a late answer to an earlier (timed-out) request

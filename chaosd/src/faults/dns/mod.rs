@@ -33,11 +33,11 @@ pub use resolver::Action;
 use resolver::{DnsFault, Select};
 
 use crate::{
+    api::Counters,
     api::DnsSelect,
     error::{FaultError, RequestError},
     faults::kernel::{Kernel, ProgramGroup, SlotRuleFault},
     faults::net::{loss::check_percent, percent_to_ppm},
-    api::Counters,
     faults::{ActiveFault, ApplyContext},
 };
 
@@ -169,7 +169,11 @@ pub fn apply_dns(
     }))
 }
 
-fn add_rule(k: &mut Kernel, fault: &Arc<DnsFault>, ctx: &ApplyContext<'_>) -> Result<u32, FaultError> {
+fn add_rule(
+    k: &mut Kernel,
+    fault: &Arc<DnsFault>,
+    ctx: &ApplyContext<'_>,
+) -> Result<u32, FaultError> {
     let port = k.dns.port()?;
     let slot = k.slots.allocate()?;
     let rule = NetRule {
@@ -249,6 +253,8 @@ pub fn probe_udp_diag() -> std::io::Result<()> {
     let remote = sock.peer_addr()?;
     match diag::SockDiag::open()?.cookie(17, local, remote)? {
         Some(_) => Ok(()),
-        None => Err(std::io::Error::other("a bound UDP socket of chaosd's was not found")),
+        None => Err(std::io::Error::other(
+            "a bound UDP socket of chaosd's was not found",
+        )),
     }
 }

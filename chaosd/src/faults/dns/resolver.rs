@@ -172,14 +172,26 @@ pub fn start(shared: &Arc<Shared>) -> std::io::Result<Server> {
     for s in udp {
         s.set_nonblocking(true)?;
         let s = Arc::new(UdpSocket::from_std(s)?);
-        tasks.push(runtime.spawn(udp_loop(s, Arc::clone(shared))).abort_handle());
+        tasks.push(
+            runtime
+                .spawn(udp_loop(s, Arc::clone(shared)))
+                .abort_handle(),
+        );
     }
     for l in tcp {
         l.set_nonblocking(true)?;
         let l = TcpListener::from_std(l)?;
-        tasks.push(runtime.spawn(tcp_loop(l, Arc::clone(shared))).abort_handle());
+        tasks.push(
+            runtime
+                .spawn(tcp_loop(l, Arc::clone(shared)))
+                .abort_handle(),
+        );
     }
-    tracing::info!(port, sockets = tasks.len(), "dns resolver listening on loopback");
+    tracing::info!(
+        port,
+        sockets = tasks.len(),
+        "dns resolver listening on loopback"
+    );
     Ok(Server { port, tasks })
 }
 
@@ -199,9 +211,8 @@ fn bind_all() -> std::io::Result<Bound> {
                 continue;
             }
         };
-        let v6 = std::net::UdpSocket::bind((Ipv6Addr::LOCALHOST, port)).and_then(|u| {
-            std::net::TcpListener::bind((Ipv6Addr::LOCALHOST, port)).map(|t| (u, t))
-        });
+        let v6 = std::net::UdpSocket::bind((Ipv6Addr::LOCALHOST, port))
+            .and_then(|u| std::net::TcpListener::bind((Ipv6Addr::LOCALHOST, port)).map(|t| (u, t)));
         match v6 {
             Ok((udp6, tcp6)) => return Ok((port, vec![udp4, udp6], vec![tcp4, tcp6])),
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => last = Some(e),
@@ -276,7 +287,9 @@ async fn forward_udp(to: SocketAddr, query: &[u8]) -> std::io::Result<Vec<u8>> {
 }
 
 async fn tcp_loop(listener: TcpListener, shared: Arc<Shared>) {
-    let Ok(local) = listener.local_addr() else { return };
+    let Ok(local) = listener.local_addr() else {
+        return;
+    };
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
@@ -365,7 +378,11 @@ async fn decide(shared: &Shared, origin: &ProxyOrigin, query: &[u8]) -> Outcome 
     let Some(q) = msg.queries().first() else {
         return Outcome::Forward;
     };
-    let qname = q.name().to_ascii().trim_end_matches('.').to_ascii_lowercase();
+    let qname = q
+        .name()
+        .to_ascii()
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
     let qtype = q.query_type();
     let mut delay = Duration::ZERO;
     let mut act: Option<&Action> = None;
