@@ -13,6 +13,7 @@ pub mod footprint;
 pub mod netns;
 pub mod probe;
 pub mod prometheus;
+pub mod systemd_container;
 
 use std::{
     io::{BufRead as _, BufReader},

@@ -26,7 +26,10 @@ use chaosd::{
     client::Client,
 };
 use chaosd_integration::{Daemon, TestCgroup, block_on, inject, wait_for};
-use nix::sys::signal::{Signal, kill};
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
 
 /// What the daemon wrote to a test-owned NOTIFY_SOCKET, one string per datagram. When a
 /// datagram with READY=1 arrives, the API is asked for its status at once and the answer is
@@ -231,4 +234,145 @@ fn socket_activated(cmd: Command, fd: i32) -> Command {
         });
     }
     sh
+}
+
+/// The shipped units under a real systemd (PID 1 of a test container): `kill -9` of the main
+/// process. Within a second the frozen unit thaws and the vDSO is whole again (the guardian,
+/// outside the unit's cgroup, or ExecStopPost=, whichever takes the state lock first);
+/// systemd restarts chaosd (Restart=on-failure); a request sent while it is down queues on
+/// the socket systemd keeps and is answered by the new daemon; every fault is listed as ended
+/// with what was done and reverted exactly once in the history; the new daemon works.
+#[test]
+fn under_systemd_a_killed_daemon_is_restarted_and_each_fault_reverted_exactly_once() {
+    use chaosd::api::{ClockName, ClockSkewParams, FaultState, InjectRequest, TargetSelector};
+    use chaosd_integration::{systemd_container::SystemdContainer, vdso_bytes, workspace_bin};
+    use std::time::Instant;
+
+    let (paused, skewed) = ("chaosd-test-paused.service", "chaosd-test-skewed.service");
+    let container = SystemdContainer::start(
+        "systemd-kill",
+        &workspace_bin("chaosd"),
+        &[(paused, "/bin/sleep 600"), (skewed, "/bin/sleep 600")],
+    );
+    let socket = container.path("/run/chaosd/chaosd.sock");
+    let client = Client::new(&socket);
+    // The first connection starts chaosd.service (socket activation).
+    block_on(client.status()).unwrap_or_else(|e| panic!("{e}\n{}", container.log_text()));
+    let main_pid = || container.unit_pids("chaosd.service", "chaosd");
+    let first = main_pid();
+    assert_eq!(first.len(), 1, "chaosd.service: {first:?}");
+    let skewed_pid = container.unit_pids(skewed, "sleep")[0];
+    let vdso_before = vdso_bytes(skewed_pid);
+    let freeze = container.cgroup_dir(&format!("system.slice/{paused}/cgroup.freeze"));
+    let frozen = || std::fs::read_to_string(&freeze).unwrap().trim() == "1";
+
+    let inject = |fault: FaultSpec, unit: &str| {
+        let req = InjectRequest {
+            fault,
+            targets: vec![TargetSelector::Unit(unit.to_string())],
+            duration: Some("10m".into()),
+        };
+        block_on(client.inject(&req))
+            .unwrap_or_else(|e| panic!("{unit}: {e}\n{}", container.log_text()))
+            .id
+    };
+    let ids = [
+        inject(FaultSpec::ProcessPause(ProcessPauseParams {}), paused),
+        inject(
+            FaultSpec::ClockSkew(ClockSkewParams {
+                offset: "+2h".parse().unwrap(),
+                clocks: vec![ClockName::Realtime],
+            }),
+            skewed,
+        ),
+    ];
+    assert!(frozen(), "process.pause froze nothing");
+    assert_ne!(vdso_bytes(skewed_pid), vdso_before, "no vDSO patch");
+    // KillMode= cannot reach the guardian: it runs in a cgroup of its own, beside the unit's.
+    let guardians: Vec<String> = std::fs::read_dir(container.cgroup_dir("/"))
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("chaosd-guardian-")
+        })
+        .map(|e| std::fs::read_to_string(e.path().join("cgroup.procs")).unwrap())
+        .filter(|procs| !procs.trim().is_empty())
+        .collect();
+    assert_eq!(
+        guardians.len(),
+        1,
+        "no running guardian beside the unit: {guardians:?}"
+    );
+
+    let killed = Instant::now();
+    kill(Pid::from_raw(first[0] as i32), Signal::SIGKILL).unwrap();
+    // Asked while chaosd is down (RestartSec=2s): the socket is systemd's, so it waits.
+    let queued = std::thread::spawn({
+        let client = Client::new(&socket);
+        move || block_on(client.status()).map(|s| (s.active_faults, killed.elapsed()))
+    });
+    let reverted = wait_for(Duration::from_secs(10), || {
+        (!frozen() && vdso_bytes(skewed_pid) == vdso_before).then(|| killed.elapsed())
+    })
+    .unwrap_or_else(|| panic!("not reverted 10 s after kill -9\n{}", container.log_text()));
+    eprintln!("measured: reverted {reverted:?} after kill -9");
+    assert!(
+        reverted <= Duration::from_millis(1300),
+        "reverted only after {reverted:?}\n{}",
+        container.log_text()
+    );
+
+    let (active, answered) = queued
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("the queued request failed: {e}\n{}", container.log_text()));
+    eprintln!("measured: the queued request was answered {answered:?} after the kill");
+    assert_eq!(active, 0, "the new daemon lists faults as active");
+    let second = main_pid();
+    assert!(
+        second.len() == 1 && second != first,
+        "systemd did not restart chaosd: {first:?} -> {second:?}\n{}",
+        container.log_text()
+    );
+
+    let listed = block_on(client.list(true)).unwrap();
+    let history = block_on(client.history(1000)).unwrap();
+    for id in &ids {
+        let f = listed
+            .iter()
+            .find(|f| &f.id == id)
+            .unwrap_or_else(|| panic!("{id} is lost: not in list --all: {listed:?}"));
+        assert_ne!(f.state, FaultState::Active, "{f:?}");
+        let outcome = f.outcome.as_deref().unwrap_or_default();
+        assert!(!outcome.is_empty(), "{id}: no outcome: {f:?}");
+        let reverts: Vec<_> = history
+            .iter()
+            .filter(|h| h.method == "REVERT" && h.path.ends_with(id.as_str()))
+            .collect();
+        assert_eq!(
+            reverts.len(),
+            1,
+            "{id} reverted {} times: {reverts:?}\n{}",
+            reverts.len(),
+            container.log_text()
+        );
+        let injected = history
+            .iter()
+            .any(|h| h.method == "POST" && h.outcome.contains(id.as_str()));
+        assert!(
+            injected,
+            "{id}: the inject before the kill left the history"
+        );
+    }
+    let pause = listed.iter().find(|f| f.id == ids[0]).unwrap();
+    let outcome = pause.outcome.as_deref().unwrap();
+    assert!(outcome.contains("thawed"), "{outcome}");
+
+    // The restarted daemon works: a new pause takes hold and a recover ends it.
+    let again = inject(FaultSpec::ProcessPause(ProcessPauseParams {}), paused);
+    assert!(frozen());
+    block_on(client.recover(&again)).unwrap();
+    assert!(!frozen(), "recover did not thaw");
 }

@@ -29,6 +29,9 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("dnsmasq", "dnsmasq-base"),
     ("dig", "bind9-dnsutils"),
     ("go", "golang-go"),
+    // tests/tests/systemd.rs: boots /lib/systemd/systemd as a container's PID 1 to run the
+    // shipped units (the package's program on PATH is systemctl).
+    ("systemctl", "systemd"),
 ];
 
 /// Installs the packages of every program in [`TOOLS`] that is not on PATH.

@@ -6,7 +6,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Result;
 use chaosd::api::{Choice as _, IoOp};
-use chaosd_integration::probe;
+use chaosd_integration::{probe, systemd_container::Boot};
 use clap::{Parser, Subcommand};
 
 /// Test probes for chaosd's integration tests; each prints what it saw on stdout.
@@ -91,6 +91,18 @@ enum Verb {
         #[arg(long, default_value_t = 1_000_000)]
         iterations: u64,
     },
+    /// Boot the host's systemd as PID 1 of a container rooted in `cgroup`
+    /// (`chaosd_integration::systemd_container`); returns when that PID 1 ends.
+    SystemdContainer {
+        #[arg(long)]
+        cgroup: PathBuf,
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        units: PathBuf,
+        #[arg(long)]
+        chaosd: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -141,6 +153,17 @@ fn run(verb: Verb) -> Result<()> {
             println!("{}", serde_json::to_string(&report)?);
         }
         Verb::ClockBench { iterations } => clock_bench(iterations)?,
+        Verb::SystemdContainer {
+            cgroup,
+            dir,
+            units,
+            chaosd,
+        } => chaosd_integration::systemd_container::boot(&Boot {
+            cgroup: &cgroup,
+            dir: &dir,
+            units: &units,
+            chaosd: &chaosd,
+        })?,
     }
     Ok(())
 }
