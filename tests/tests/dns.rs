@@ -21,8 +21,8 @@ use chaosd::{
 };
 use chaosd_integration::{
     Daemon, TestCgroup, block_on, inject,
-    netns::{HostLinked, KillOnDrop, spawn_in},
-    unsupported_reason, wait_for,
+    netns::{HostLinked, KillOnDrop, NetnsPair, spawn_in},
+    request, unsupported_reason, wait_for,
 };
 
 /// What dnsmasq serves (under `.test`; other `.test` names are NXDOMAIN).
@@ -749,6 +749,23 @@ fn bad_input_is_refused_with_clear_errors() {
         let (status, body) = daemon.post_fault_text(fault, cg.rel(), "1m");
         assert_eq!(status, 400, "{fault}: {body}");
         assert!(body.contains(needle), "{fault}: {body} (wanted {needle:?})");
+    }
+    // A target with a process in another network namespace is refused, naming it: the
+    // resolver is only in chaosd's namespace, and the fault must not silently not act.
+    if supported(&daemon) {
+        let pair = NetnsPair::new();
+        let contained = TestCgroup::new("dns-netns");
+        let mut sleeper = Command::new("sleep");
+        sleeper.arg("60");
+        let held = KillOnDrop(spawn_in(&mut sleeper, &pair.a.netns, Some(&contained)));
+        let refused =
+            daemon.try_inject(&request(error_fault("NXDOMAIN", &[]), &[&contained], "1m"));
+        let e = refused.expect_err("a target in another network namespace was accepted");
+        assert!(
+            e.to_string().contains("another network namespace")
+                && e.to_string().contains(&held.0.id().to_string()),
+            "{e}"
+        );
     }
     // The CLI says the same before any request.
     let out = daemon
