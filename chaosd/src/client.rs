@@ -10,7 +10,7 @@ use thiserror::Error;
 use tokio::net::UnixStream;
 
 use crate::api::{
-    ErrorBody, FaultInfo, InjectRequest, StatusInfo,
+    DryRunInfo, ErrorBody, FaultInfo, InjectRequest, StatusInfo,
     capabilities::CapabilitiesInfo,
     history::HistoryEntry,
     schedule::{ScheduleInfo, ScheduleRequest},
@@ -117,6 +117,12 @@ impl Client {
 
     pub async fn inject(&self, req: &InjectRequest) -> Result<FaultInfo, ClientError> {
         self.call(Method::POST, "/v1/faults", Some(req)).await
+    }
+
+    /// What `inject` would act on; nothing changes.
+    pub async fn dry_run(&self, req: &InjectRequest) -> Result<DryRunInfo, ClientError> {
+        self.call(Method::POST, "/v1/faults/dry-run", Some(req))
+            .await
     }
 
     pub async fn list(&self, include_ended: bool) -> Result<Vec<FaultInfo>, ClientError> {

@@ -129,6 +129,11 @@ pub struct PolicyConfig {
     pub refuse_slices: bool,
     /// At most this many faults active at once; more are refused until some end.
     pub max_concurrent_faults: usize,
+    /// What a host-wide target (`--host`) leaves out besides the protected cgroups: unit
+    /// names (the last path component, e.g. "sshd.service") or cgroup paths ("/a/b"). Default:
+    /// the SSH daemon, so an operator's session (its sockets belong to sshd.service) survives
+    /// a host-wide partition.
+    pub host_exclude: Vec<String>,
 }
 
 impl Default for PolicyConfig {
@@ -137,6 +142,7 @@ impl Default for PolicyConfig {
             protected_cgroups: vec!["/init.scope".into()],
             refuse_slices: false,
             max_concurrent_faults: 64,
+            host_exclude: vec!["sshd.service".into(), "ssh.service".into()],
         }
     }
 }

@@ -28,6 +28,28 @@ pub enum TargetError {
         "refusing cgroup {path}: it holds PID 1 (init); a fault there could take the host down. Target a cgroup that does not contain PID 1"
     )]
     ContainsInit { path: String },
+    #[error("the host is not one cgroup: name a cgroup, pid or unit here")]
+    HostIsNotOneCgroup,
+    #[error(
+        "container id {id:?} is not valid: give the id (or a unique prefix of at least 12 hex digits) as `crictl ps` or `docker ps` shows it"
+    )]
+    BadContainerId { id: String },
+    #[error(
+        "no cgroup of container {id} under {mount}: looked for cri-containerd-ID.scope, crio-ID.scope, docker-ID.scope and ID (cgroupfs); is it running on this node?"
+    )]
+    ContainerNotFound { id: String, mount: PathBuf },
+    #[error("container id {id} is ambiguous: it starts {matches}; give more of it")]
+    ContainerAmbiguous { id: String, matches: String },
+    #[error(
+        "pod uid {uid:?} is not valid: give metadata.uid, e.g. 7c0e2a52-1d43-4a8b-9f1e-0a6b2f3c4d5e"
+    )]
+    BadPodUid { uid: String },
+    #[error(
+        "no cgroup of pod {uid} under {mount}: looked for pod<uid> (cgroupfs) and kubepods-…-pod<uid>.slice (systemd); is it running on this node?"
+    )]
+    PodNotFound { uid: String, mount: PathBuf },
+    #[error("pod {uid} matches several cgroups ({matches}); use --cgroup with the full path")]
+    PodAmbiguous { uid: String, matches: String },
     #[error(
         "refusing cgroup {path}: it is, holds or lies inside the protected cgroup {protected} (policy.protected_cgroups in the daemon's config); target another cgroup or change that list"
     )]
@@ -76,8 +98,18 @@ pub enum RequestError {
         "duration {asked} is above the maximum of {max} set in the daemon's config (faults.max_duration)"
     )]
     DurationTooLong { asked: String, max: String },
-    #[error("at least one target is required (--cgroup, --pid or --unit)")]
+    #[error("at least one target is required (--cgroup, --pid, --unit or --host)")]
     NoTargets,
+    #[error("--host covers every cgroup already: give it alone, without --cgroup, --pid or --unit")]
+    HostWithOthers,
+    #[error(
+        "{kind} cannot target the whole host (--host is for the net, tcp, dns, clock and stress kinds); name the cgroups instead"
+    )]
+    HostNotAllowed { kind: &'static str },
+    #[error(
+        "--host found no cgroup to target: every cgroup is protected or excluded (policy.protected_cgroups, policy.host_exclude)"
+    )]
+    NoHostTargets,
     #[error("percent must be above 0 and at most 100, got {value}")]
     PercentOutOfRange { value: f64 },
     #[error("--{field} {input:?} is not valid: {reason}")]

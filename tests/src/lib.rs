@@ -6,6 +6,7 @@
 //! process, a cgroup, a temp dir) removes it on drop, so a failing test leaves nothing behind.
 //! Tests panic rather than return errors (`unwrap` with context).
 
+pub mod chaostoolkit;
 #[cfg(target_arch = "x86_64")]
 pub mod clock_bench;
 pub mod file_ops;

@@ -164,3 +164,97 @@ fn every_metric_in_the_dashboard_and_rules_is_exported() {
         "used in deploy/ but not exported: {missing:?}\n/metrics:\n{metrics}"
     );
 }
+
+/// `deploy/kubernetes/chaosd.yaml`: a DaemonSet in the host's PID and network namespaces whose
+/// capabilities are exactly the systemd unit's bounding set and whose host paths are only
+/// those chaosd uses, each mounted at the same path.
+#[test]
+fn the_daemonset_asks_for_what_the_unit_does_and_mounts_only_chaosd_s_paths() {
+    use serde::Deserialize as _;
+    let text = std::fs::read_to_string(deploy("kubernetes/chaosd.yaml")).unwrap();
+    let docs: Vec<serde_json::Value> = yaml_serde::Deserializer::from_str(&text)
+        .map(|d| serde_json::Value::deserialize(d).unwrap())
+        .collect();
+    let ds = docs
+        .iter()
+        .find(|d| d["kind"] == "DaemonSet")
+        .expect("no DaemonSet in the manifest");
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(pod["hostPID"], true);
+    assert_eq!(pod["hostNetwork"], true);
+    let containers = pod["containers"].as_array().unwrap();
+    assert_eq!(containers.len(), 1);
+    let c = &containers[0];
+    assert_eq!(c["securityContext"]["privileged"], false);
+    assert_eq!(c["securityContext"]["capabilities"]["drop"][0], "ALL");
+    let added: BTreeSet<String> = c["securityContext"]["capabilities"]["add"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| format!("CAP_{}", v.as_str().unwrap()))
+        .collect();
+    let unit = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../systemd/chaosd.service"),
+    )
+    .unwrap();
+    let bounding: BTreeSet<String> = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .unwrap()
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    assert_eq!(
+        added, bounding,
+        "the DaemonSet's capabilities differ from the unit's"
+    );
+
+    use chaosd::host::directories as dirs;
+    let parent = |p: &str| {
+        std::path::Path::new(p)
+            .parent()
+            .unwrap()
+            .display()
+            .to_string()
+    };
+    let used: BTreeSet<String> = [
+        "/sys/fs/cgroup".to_string(),
+        "/sys/fs/bpf".to_string(),
+        "/sys/kernel/btf".to_string(),
+        dirs::STATE_DIR.to_string(),
+        parent(dirs::HISTORY_DB),
+    ]
+    .into();
+    assert_eq!(parent(dirs::SOCKET), dirs::STATE_DIR);
+    let mounts: Vec<(String, String)> = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap().to_string(),
+                m["mountPath"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let mut host_paths = BTreeSet::new();
+    for v in pod["volumes"].as_array().unwrap() {
+        let name = v["name"].as_str().unwrap();
+        let at = &mounts
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("volume {name} is not mounted"))
+            .1;
+        if let Some(path) = v["hostPath"]["path"].as_str() {
+            assert!(
+                used.contains(path),
+                "hostPath {path} is no path chaosd uses"
+            );
+            assert_eq!(at, path, "{name} is mounted elsewhere than on the host");
+            host_paths.insert(path.to_string());
+        } else {
+            assert_eq!(at.as_str(), parent(dirs::CONFIG), "{name}");
+        }
+    }
+    assert_eq!(host_paths, used, "a path chaosd uses is not mounted");
+}

@@ -67,6 +67,7 @@ const HOST_ONLY: &[&str] = &[
     "schedule",
     "report",
     "deploy",
+    "chaostoolkit",
 ];
 
 /// Which distro kernel(s) to boot.

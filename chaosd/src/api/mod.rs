@@ -475,6 +475,15 @@ pub enum TargetSelector {
     Pid(u32),
     /// The cgroup systemd made for this unit, e.g. "nginx.service".
     Unit(String),
+    /// The cgroup of a container (containerd, CRI-O, Docker; systemd or cgroupfs driver): its
+    /// id in full or a unique prefix of at least 12 hex digits.
+    Container(String),
+    /// The cgroup of a Kubernetes pod (all its containers), by `metadata.uid`.
+    Pod(String),
+    /// Every cgroup but the protected ones (`policy.protected_cgroups`, `policy.host_exclude`,
+    /// init's, chaosd's own and its guardian's), expanded into cgroups when the fault is
+    /// injected. Alone; for the network, TCP, DNS, clock and stress kinds.
+    Host,
 }
 
 impl std::fmt::Display for TargetSelector {
@@ -483,8 +492,41 @@ impl std::fmt::Display for TargetSelector {
             TargetSelector::Cgroup(p) => write!(f, "cgroup {p}"),
             TargetSelector::Pid(p) => write!(f, "pid {p}"),
             TargetSelector::Unit(u) => write!(f, "unit {u}"),
+            TargetSelector::Container(c) => write!(f, "container {c}"),
+            TargetSelector::Pod(p) => write!(f, "pod {p}"),
+            TargetSelector::Host => f.write_str("the host"),
         }
     }
+}
+
+/// What an inject would do, from `POST /v1/faults/dry-run`: nothing was changed.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DryRunInfo {
+    pub kind: String,
+    /// The cgroups the fault would act on, each with the processes in it and below it now.
+    pub targets: Vec<DryRunTarget>,
+    /// For a host-wide target: the cgroups left out (protected, excluded, chaosd's own).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded: Vec<String>,
+    /// For a host-wide target: cgroups whose own processes no target covers (a cgroup holding
+    /// processes beside a protected child, such as the root); their children are covered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uncovered: Vec<DryRunTarget>,
+}
+
+/// One cgroup of a dry run.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DryRunTarget {
+    pub cgroup: String,
+    pub processes: Vec<ProcessEntry>,
+}
+
+/// A process as `ps` would name it, with the cgroup it is in.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProcessEntry {
+    pub pid: u32,
+    pub comm: String,
+    pub cgroup: String,
 }
 
 /// A target as the daemon resolved it.

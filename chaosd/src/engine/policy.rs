@@ -5,8 +5,15 @@
 use crate::{
     config::PolicyConfig,
     error::{FaultError, TargetError},
-    host::cgroup::is_same_or_ancestor,
+    host::cgroup::{HostPart, OWN_CGROUP_PREFIXES, is_same_or_ancestor},
 };
+
+/// The cgroups a host-wide target must never take whole: the daemon's own and PID 1's.
+#[derive(Clone, Debug)]
+pub struct Keep {
+    pub own: String,
+    pub init: Option<String>,
+}
 
 impl PolicyConfig {
     /// Refuses `cgroup` (a path under the cgroup2 mount) if it is, holds or lies inside a
@@ -37,6 +44,48 @@ impl PolicyConfig {
         Ok(())
     }
 
+    /// How a host-wide target treats `cgroup`: excluded (protected, `host_exclude`, chaosd's
+    /// own cgroups, PID 1's, and whatever lies inside those), split into its children (it
+    /// holds one of them; with `refuse_slices`, a slice), or taken whole.
+    pub fn host_part(&self, cgroup: &str, keep: &Keep) -> HostPart {
+        let last = cgroup.rsplit('/').next().unwrap_or_default();
+        // A daemon or init in the root keeps nothing apart: the root is never a target.
+        let inside = |outer: &str| outer != "/" && is_same_or_ancestor(outer, cgroup);
+        let holds = |inner: &str| inner != "/" && is_same_or_ancestor(cgroup, inner);
+        let protected: Vec<String> = self
+            .protected_cgroups
+            .iter()
+            .map(|p| normalise(p))
+            .collect();
+        let excluded_paths: Vec<String> = self
+            .host_exclude
+            .iter()
+            .filter(|e| e.contains('/'))
+            .map(|e| normalise(e))
+            .collect();
+        let by_name = self
+            .host_exclude
+            .iter()
+            .any(|e| !e.contains('/') && e == last);
+        let own_kind = OWN_CGROUP_PREFIXES.iter().any(|p| last.starts_with(p));
+        if by_name
+            || own_kind
+            || inside(&keep.own)
+            || keep.init.as_deref().is_some_and(inside)
+            || protected.iter().chain(&excluded_paths).any(|p| inside(p))
+        {
+            return HostPart::Excluded;
+        }
+        if holds(&keep.own)
+            || keep.init.as_deref().is_some_and(holds)
+            || protected.iter().chain(&excluded_paths).any(|p| holds(p))
+            || (self.refuse_slices && last.ends_with(".slice"))
+        {
+            return HostPart::Split;
+        }
+        HostPart::Whole
+    }
+
     /// Refuses one more fault when `active` faults already run.
     pub fn check_room(&self, active: usize) -> Result<(), FaultError> {
         if active < self.max_concurrent_faults {
@@ -65,7 +114,48 @@ mod tests {
             protected_cgroups: protected.iter().map(|s| s.to_string()).collect(),
             refuse_slices,
             max_concurrent_faults: 2,
+            host_exclude: vec!["sshd.service".into(), "/srv/keep".into()],
         }
+    }
+
+    #[test]
+    fn a_host_wide_target_splits_around_what_it_must_keep() {
+        let p = policy(&["/init.scope"], true);
+        let keep = Keep {
+            own: "/system.slice/chaosd.service".into(),
+            init: Some("/init.scope".into()),
+        };
+        let part = |c: &str| p.host_part(c, &keep);
+        for excluded in [
+            "/init.scope",
+            "/system.slice/chaosd.service",
+            "/system.slice/chaosd.service/x",
+            "/system.slice/sshd.service",
+            "/user.slice/sshd.service",
+            "/srv/keep",
+            "/srv/keep/deeper",
+            "/chaosd-guardian-42",
+            "/chaosd-stress-42",
+        ] {
+            assert_eq!(part(excluded), HostPart::Excluded, "{excluded}");
+        }
+        // Holds chaosd, a path exclusion, or is a slice under refuse_slices.
+        for split in ["/system.slice", "/srv", "/user.slice"] {
+            assert_eq!(part(split), HostPart::Split, "{split}");
+        }
+        for whole in [
+            "/system.slice/nginx.service",
+            "/srv/other",
+            "/sshd.service2",
+        ] {
+            assert_eq!(part(whole), HostPart::Whole, "{whole}");
+        }
+        // A daemon and init in the root keep nothing apart.
+        let root = Keep {
+            own: "/".into(),
+            init: Some("/".into()),
+        };
+        assert_eq!(p.host_part("/srv/other", &root), HostPart::Whole);
     }
 
     #[test]

@@ -12,7 +12,10 @@ use tokio::{sync::Mutex, task::JoinHandle};
 use tracing::{info, warn};
 
 use crate::{
-    api::{FaultInfo, FaultState, InjectRequest, ResolvedTarget, StatusInfo},
+    api::{
+        DryRunInfo, DryRunTarget, FaultInfo, FaultState, InjectRequest, ResolvedTarget, StatusInfo,
+        TargetSelector,
+    },
     config::{FaultsConfig, PolicyConfig},
     engine::journal::Journal,
     engine::metrics::Metrics,
@@ -256,7 +259,35 @@ impl Registry {
         Ok(targets)
     }
 
+    /// What [`Registry::inject`] would act on, with the processes there now; changes nothing
+    /// (the kind's programs may load once, as `doctor` loads them, to know it works here).
+    pub async fn dry_run(&self, req: &InjectRequest) -> Result<DryRunInfo, Error> {
+        crate::engine::request::check_inject(req, &self.faults_cfg)?;
+        let (targets, cover) = self.resolve_targets_and_cover(req)?;
+        self.prepare_kind(&req.fault).await?;
+        self.kinds.check_available(&req.fault)?;
+        let mount = &self.cgroup2_mount;
+        let listed = |rel: &str, below: bool| DryRunTarget {
+            cgroup: rel.to_string(),
+            processes: cgroup::processes_in(mount, rel, below),
+        };
+        Ok(DryRunInfo {
+            kind: req.fault.kind().to_string(),
+            targets: targets.iter().map(|t| listed(&t.cgroup, true)).collect(),
+            excluded: cover.excluded,
+            uncovered: cover.uncovered.iter().map(|c| listed(c, false)).collect(),
+        })
+    }
+
     fn resolve_targets(&self, req: &InjectRequest) -> Result<Vec<ResolvedTarget>, RequestError> {
+        self.resolve_targets_and_cover(req)
+            .map(|(targets, _)| targets)
+    }
+
+    fn resolve_targets_and_cover(
+        &self,
+        req: &InjectRequest,
+    ) -> Result<(Vec<ResolvedTarget>, cgroup::HostCover), RequestError> {
         match (FaultKinds::target_rule(&req.fault), req.targets.is_empty()) {
             (TargetRule::Required, true) => return Err(RequestError::NoTargets),
             (TargetRule::Forbidden, false) => {
@@ -267,6 +298,9 @@ impl Registry {
             _ => {}
         }
         let max_level = chaosd_common::net::MAX_CGROUP_LEVEL;
+        if req.targets.contains(&TargetSelector::Host) {
+            return self.resolve_host(req);
+        }
         let mut seen = HashSet::new();
         let mut out = Vec::new();
         for selector in &req.targets {
@@ -280,7 +314,48 @@ impl Registry {
             }
             out.push(t);
         }
-        Ok(out)
+        Ok((out, cgroup::HostCover::default()))
+    }
+
+    /// Expands a host-wide target (see [`cgroup::host_cover`]). Kinds that run without a
+    /// target (stress) are host-wide without one.
+    fn resolve_host(
+        &self,
+        req: &InjectRequest,
+    ) -> Result<(Vec<ResolvedTarget>, cgroup::HostCover), RequestError> {
+        if req.targets.len() > 1 {
+            return Err(RequestError::HostWithOthers);
+        }
+        let kind = req.fault.kind();
+        if !crate::faults::allows_host(kind) {
+            return Err(RequestError::HostNotAllowed { kind });
+        }
+        if FaultKinds::target_rule(&req.fault) == TargetRule::Optional {
+            return Ok((Vec::new(), cgroup::HostCover::default()));
+        }
+        let keep = crate::engine::policy::Keep {
+            own: cgroup::cgroup_of_pid(std::process::id())?,
+            init: cgroup::cgroup_of_pid(1).ok(),
+        };
+        let max_level = chaosd_common::net::MAX_CGROUP_LEVEL as usize;
+        let cover = cgroup::host_cover(&self.cgroup2_mount, max_level, &|c| {
+            self.policy.host_part(c, &keep)
+        });
+        // A cgroup removed since the walk is simply not a target.
+        let targets: Vec<ResolvedTarget> = cover
+            .targets
+            .iter()
+            .filter_map(|rel| cgroup::Cgroup::open(&self.cgroup2_mount, rel).ok())
+            .map(|c| ResolvedTarget {
+                selector: TargetSelector::Host,
+                cgroup: c.rel,
+                cgroup_id: c.id,
+            })
+            .collect();
+        if targets.is_empty() {
+            return Err(RequestError::NoHostTargets);
+        }
+        Ok((targets, cover))
     }
 
     fn arm_timer(self: &Arc<Self>, id: String, after: Duration) -> JoinHandle<()> {

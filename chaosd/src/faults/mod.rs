@@ -73,6 +73,17 @@ pub enum TargetRule {
     Forbidden,
 }
 
+/// The families whose kinds may target the whole host (`--host`): what they do to each
+/// cgroup is bounded by a filter or a rate, and they end with chaosd. Pausing, killing,
+/// failing I/O or starving the whole host is left to naming cgroups.
+pub const HOST_WIDE_FAMILIES: &[&str] = &["net", "tcp", "dns", "clock", "stress"];
+
+/// Whether the kind named `kind` ("net.loss") accepts a host-wide target.
+pub fn allows_host(kind: &str) -> bool {
+    kind.split_once('.')
+        .is_some_and(|(family, _)| HOST_WIDE_FAMILIES.contains(&family))
+}
+
 impl ApplyContext<'_> {
     /// (cgroup id, path) of each target, as the kernel rule sets take them.
     pub fn cgroup_targets(&self) -> Vec<(u64, String)> {

@@ -14,7 +14,7 @@ use std::{
 };
 
 use crate::{
-    api::{ResolvedTarget, TargetSelector},
+    api::{ProcessEntry, ResolvedTarget, TargetSelector},
     error::TargetError,
 };
 
@@ -155,6 +155,115 @@ fn find_unit(mount: &Path, unit: &str) -> Result<String, TargetError> {
     }
 }
 
+/// How deep container and pod cgroups are looked for (kubepods.slice/…/pod/container is 4-5).
+const RUNTIME_DEPTH: usize = 10;
+
+/// Container runtimes' cgroup name prefixes (systemd driver, `<prefix><id>.scope`; CRI-O also
+/// under cgroupfs). The id alone is containerd's and Docker's cgroupfs name.
+const CONTAINER_PREFIXES: &[&str] = &["cri-containerd-", "crio-", "docker-"];
+
+/// The container id a cgroup directory name stands for, if it names a container.
+fn container_id_of(name: &str) -> Option<&str> {
+    let name = name.strip_suffix(".scope").unwrap_or(name);
+    if name.starts_with("crio-conmon-") {
+        return None;
+    }
+    let id = CONTAINER_PREFIXES
+        .iter()
+        .find_map(|p| name.strip_prefix(p))
+        .unwrap_or(name);
+    (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
+}
+
+/// Finds the cgroup of container `id` (full, or a unique prefix of 12+ hex digits; a
+/// `containerd://`-style prefix is dropped).
+fn find_container(mount: &Path, id: &str) -> Result<String, TargetError> {
+    let wanted = id.rsplit("://").next().unwrap_or(id).to_ascii_lowercase();
+    if wanted.len() < 12 || wanted.len() > 64 || !wanted.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(TargetError::BadContainerId { id: id.to_string() });
+    }
+    let mut found = Vec::new();
+    walk_dirs(mount, RUNTIME_DEPTH, &mut |dir| {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
+        if container_id_of(&name).is_some_and(|c| c.starts_with(&wanted)) {
+            found.push(dir.to_path_buf());
+        }
+    });
+    one_match(
+        found,
+        || TargetError::ContainerNotFound {
+            id: id.to_string(),
+            mount: mount.to_path_buf(),
+        },
+        |matches| TargetError::ContainerAmbiguous {
+            id: id.to_string(),
+            matches,
+        },
+    )
+}
+
+/// Finds the cgroup of pod `uid`: `pod<uid>` (cgroupfs) or `…-pod<uid, _ for ->.slice`.
+fn find_pod(mount: &Path, uid: &str) -> Result<String, TargetError> {
+    let wanted = uid.to_ascii_lowercase().replace('_', "-");
+    let valid = wanted.len() == 36
+        && wanted.bytes().enumerate().all(|(i, b)| {
+            if [8, 13, 18, 23].contains(&i) {
+                b == b'-'
+            } else {
+                b.is_ascii_hexdigit()
+            }
+        });
+    if !valid {
+        return Err(TargetError::BadPodUid {
+            uid: uid.to_string(),
+        });
+    }
+    let cgroupfs = format!("pod{wanted}");
+    let systemd = format!("-pod{}.slice", wanted.replace('-', "_"));
+    let mut found = Vec::new();
+    walk_dirs(mount, RUNTIME_DEPTH, &mut |dir| {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
+        if name == cgroupfs || name.ends_with(&systemd) {
+            found.push(dir.to_path_buf());
+        }
+    });
+    one_match(
+        found,
+        || TargetError::PodNotFound {
+            uid: uid.to_string(),
+            mount: mount.to_path_buf(),
+        },
+        |matches| TargetError::PodAmbiguous {
+            uid: uid.to_string(),
+            matches,
+        },
+    )
+}
+
+/// The one directory found, or `none()`, or `ambiguous(the paths found)`.
+fn one_match(
+    found: Vec<PathBuf>,
+    none: impl FnOnce() -> TargetError,
+    ambiguous: impl FnOnce(String) -> TargetError,
+) -> Result<String, TargetError> {
+    match found.as_slice() {
+        [] => Err(none()),
+        [one] => Ok(one.to_string_lossy().into_owned()),
+        many => Err(ambiguous(
+            many.iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        )),
+    }
+}
+
 fn walk_dirs(dir: &Path, depth: usize, visit: &mut dyn FnMut(&Path)) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
@@ -181,6 +290,10 @@ pub fn resolve(
         TargetSelector::Cgroup(path) => Cgroup::open(mount, path)?,
         TargetSelector::Pid(pid) => Cgroup::open(mount, &cgroup_of_pid(*pid)?)?,
         TargetSelector::Unit(unit) => Cgroup::open(mount, &find_unit(mount, unit)?)?,
+        TargetSelector::Container(id) => Cgroup::open(mount, &find_container(mount, id)?)?,
+        TargetSelector::Pod(uid) => Cgroup::open(mount, &find_pod(mount, uid)?)?,
+        // Many cgroups, not one: the registry expands it (`host_cover`).
+        TargetSelector::Host => return Err(TargetError::HostIsNotOneCgroup),
     };
     if cgroup.level() == 0 {
         return Err(TargetError::Root);
@@ -205,6 +318,156 @@ pub fn resolve(
         cgroup: cgroup.rel,
         cgroup_id: cgroup.id,
     })
+}
+
+/// Name prefixes of the cgroups chaosd makes for itself (its guardian, its stress workers'
+/// parent): never part of a host-wide target.
+pub const OWN_CGROUP_PREFIXES: &[&str] = &["chaosd-guardian-", "chaosd-stress-"];
+
+/// How a host-wide expansion ([`host_cover`]) treats one cgroup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostPart {
+    /// Left out, with everything below it.
+    Excluded,
+    /// Never a target itself (it holds chaosd, PID 1 or a protected cgroup): its children
+    /// are looked at one by one.
+    Split,
+    /// A target, unless something below it is excluded.
+    Whole,
+}
+
+/// The cgroups a host-wide target acts on: the largest subtrees that hold nothing excluded.
+#[derive(Debug, Default)]
+pub struct HostCover {
+    /// Cgroup paths ("/a/b").
+    pub targets: Vec<String>,
+    /// The cgroups left out (their descendants are left out with them).
+    pub excluded: Vec<String>,
+    /// Cgroups not targeted themselves whose own processes therefore stay untouched (the root,
+    /// a parent of an excluded cgroup), and subtrees deeper than the programs walk.
+    pub uncovered: Vec<String>,
+}
+
+/// Expands "the host" into the cgroups to target under `mount`: walking down from the root,
+/// a cgroup is taken whole when `part` says so for it and nothing below it is excluded; a
+/// cgroup that holds an exclusion is split into its children. Cgroups deeper than
+/// `max_level` cannot be targeted and count as uncovered.
+pub fn host_cover(mount: &Path, max_level: usize, part: &dyn Fn(&str) -> HostPart) -> HostCover {
+    let below = cover_below(mount, "", 0, max_level, part);
+    let mut uncovered = below.uncovered;
+    if !below.clean || has_processes(mount) {
+        uncovered.insert(0, "/".to_string());
+    }
+    HostCover {
+        targets: below.targets,
+        excluded: below.excluded,
+        uncovered,
+    }
+}
+
+/// How the children of one cgroup are covered.
+struct Below {
+    /// Every descendant can be taken with the cgroup itself.
+    clean: bool,
+    targets: Vec<String>,
+    excluded: Vec<String>,
+    uncovered: Vec<String>,
+}
+
+/// Covers the children of `dir` (cgroup path `rel`, at `level`).
+fn cover_below(
+    dir: &Path,
+    rel: &str,
+    level: usize,
+    max_level: usize,
+    part: &dyn Fn(&str) -> HostPart,
+) -> Below {
+    let mut out = Below {
+        clean: true,
+        targets: Vec::new(),
+        excluded: Vec::new(),
+        uncovered: Vec::new(),
+    };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return out;
+    };
+    let mut children: Vec<(PathBuf, String)> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| (e.path(), e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    children.sort();
+    for (child, name) in children {
+        let child_rel = format!("{rel}/{name}");
+        let child_part = part(&child_rel);
+        if child_part == HostPart::Excluded {
+            out.excluded.push(child_rel);
+            out.clean = false;
+            continue;
+        }
+        let below = cover_below(&child, &child_rel, level + 1, max_level, part);
+        out.excluded.extend(below.excluded);
+        if child_part == HostPart::Whole && below.clean {
+            // Taken whole; too deep to be a target only if its parent is split too.
+            if level < max_level {
+                out.targets.push(child_rel);
+            } else {
+                out.uncovered.push(child_rel);
+            }
+            continue;
+        }
+        out.clean = false;
+        if has_processes(&child) {
+            out.uncovered.push(child_rel);
+        }
+        out.targets.extend(below.targets);
+        out.uncovered.extend(below.uncovered);
+    }
+    out
+}
+
+/// The user-space processes (kernel threads left out) in cgroup `rel` and, with `below`, in
+/// every cgroup under it, as `ps` names them.
+pub fn processes_in(mount: &Path, rel: &str, below: bool) -> Vec<ProcessEntry> {
+    let mut out = Vec::new();
+    let dir = mount.join(rel.trim_start_matches('/'));
+    collect_processes(&dir, rel, below, &mut out);
+    out.sort_by_key(|p| p.pid);
+    out
+}
+
+fn collect_processes(dir: &Path, rel: &str, below: bool, out: &mut Vec<ProcessEntry>) {
+    let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+    for pid in procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
+        // Kernel threads have an empty command line.
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if cmdline.is_empty() {
+            continue;
+        }
+        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        out.push(ProcessEntry {
+            pid,
+            comm: comm.trim().to_string(),
+            cgroup: rel.to_string(),
+        });
+    }
+    if !below {
+        return;
+    }
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let child_rel = format!("{}/{name}", rel.trim_end_matches('/'));
+            collect_processes(&e.path(), &child_rel, true, out);
+        }
+    }
+}
+
+fn has_processes(dir: &Path) -> bool {
+    fs::read_to_string(dir.join("cgroup.procs")).is_ok_and(|p| !p.trim().is_empty())
 }
 
 /// Whether cgroup path `candidate` is `of` or one of its ancestors (by path component).
@@ -360,6 +623,128 @@ fn kill_members(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A directory tree shaped like a cgroup hierarchy; `procs` cgroups hold a process.
+    fn tree(dirs: &[&str], procs: &[&str]) -> tempfile::TempDir {
+        let root = tempfile::tempdir().unwrap();
+        for d in dirs {
+            fs::create_dir_all(root.path().join(d)).unwrap();
+        }
+        for d in procs {
+            let dir = root.path().join(d.trim_start_matches('/'));
+            fs::write(dir.join("cgroup.procs"), "4242\n").unwrap();
+        }
+        root
+    }
+
+    const C1: &str = "3f4c9a1b2d7e11112222333344445555666677778888999900001111aaaabbbb";
+    const C2: &str = "3f4c9a1b2d7e99992222333344445555666677778888999900001111aaaabbbb";
+    const POD: &str = "7c0e2a52-1d43-4a8b-9f1e-0a6b2f3c4d5e";
+
+    /// Containers and pods named as each runtime names them, under both drivers.
+    fn runtime_tree() -> tempfile::TempDir {
+        let pod_systemd = "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod7c0e2a52_1d43_4a8b_9f1e_0a6b2f3c4d5e.slice";
+        tree(
+            &[
+                &format!("{pod_systemd}/cri-containerd-{C1}.scope"),
+                &format!("{pod_systemd}/crio-conmon-{C2}.scope"),
+                &format!("kubepods/besteffort/pod0b0e2a52-1d43-4a8b-9f1e-0a6b2f3c4d5e/crio-{C2}"),
+                "system.slice/docker-aaaabbbbccccddddeeeeffff0000111122223333444455556666777788889999.scope",
+                "docker/bbbbbbbbccccddddeeeeffff0000111122223333444455556666777788889999",
+            ],
+            &[],
+        )
+    }
+
+    #[test]
+    fn containers_are_found_by_each_runtime_s_cgroup_name() {
+        let root = runtime_tree();
+        let m = root.path();
+        let rel = |p: String| {
+            p.strip_prefix(&m.display().to_string())
+                .unwrap()
+                .to_string()
+        };
+        assert!(
+            rel(find_container(m, C1).unwrap()).ends_with(&format!("cri-containerd-{C1}.scope"))
+        );
+        // A `containerd://`-style prefix is dropped; crio-conmon-ID is the monitor, not ID.
+        assert_eq!(
+            find_container(m, &format!("containerd://{C1}")).unwrap(),
+            find_container(m, C1).unwrap()
+        );
+        assert!(
+            rel(find_container(m, &format!("cri-o://{C2}")).unwrap())
+                .ends_with(&format!("crio-{C2}"))
+        );
+        // A unique 12-digit prefix is enough.
+        assert!(
+            rel(find_container(m, "aaaabbbbcccc").unwrap()).starts_with("/system.slice/docker-")
+        );
+        assert!(rel(find_container(m, "bbbbbbbbcccc").unwrap()).starts_with("/docker/"));
+        // The shared 12-digit prefix of C1 and C2 is ambiguous; more digits are not.
+        let e = find_container(m, &C1[..12]).unwrap_err();
+        assert!(matches!(e, TargetError::ContainerAmbiguous { .. }), "{e}");
+        assert!(find_container(m, &C1[..13]).is_ok());
+        let e = find_container(m, "0123456789ab").unwrap_err();
+        assert!(matches!(e, TargetError::ContainerNotFound { .. }), "{e}");
+        for bad in ["abc", "zzzzzzzzzzzz", ""] {
+            let e = find_container(m, bad).unwrap_err();
+            assert!(
+                matches!(e, TargetError::BadContainerId { .. }),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn pods_are_found_under_both_drivers() {
+        let root = runtime_tree();
+        let m = root.path();
+        let found = find_pod(m, POD).unwrap();
+        assert!(
+            found.ends_with("kubepods-burstable-pod7c0e2a52_1d43_4a8b_9f1e_0a6b2f3c4d5e.slice"),
+            "{found}"
+        );
+        // The uid as the systemd driver writes it finds the same cgroup.
+        assert_eq!(find_pod(m, &POD.replace('-', "_")).unwrap(), found);
+        let cgroupfs = find_pod(m, "0b0e2a52-1d43-4a8b-9f1e-0a6b2f3c4d5e").unwrap();
+        assert!(cgroupfs.ends_with("/kubepods/besteffort/pod0b0e2a52-1d43-4a8b-9f1e-0a6b2f3c4d5e"));
+        let e = find_pod(m, "11111111-1d43-4a8b-9f1e-0a6b2f3c4d5e").unwrap_err();
+        assert!(matches!(e, TargetError::PodNotFound { .. }), "{e}");
+        let e = find_pod(m, "not-a-uid").unwrap_err();
+        assert!(matches!(e, TargetError::BadPodUid { .. }), "{e}");
+    }
+
+    #[test]
+    fn host_cover_takes_the_largest_subtrees_without_exclusions() {
+        let root = tree(
+            &[
+                "a/x",
+                "sys/sshd.service",
+                "sys/app",
+                "sys/db/inner",
+                "deep/l2/l3/sshd.service",
+                "deep/l2/l3/other",
+            ],
+            &["/", "/sys"],
+        );
+        let part = |c: &str| {
+            if c.ends_with("/sshd.service") {
+                HostPart::Excluded
+            } else {
+                HostPart::Whole
+            }
+        };
+        let cover = host_cover(root.path(), 2, &part);
+        // l3/other is at level 4, below what a target may be (2): uncovered.
+        assert_eq!(cover.targets, ["/a", "/sys/app", "/sys/db"]);
+        assert_eq!(
+            cover.excluded,
+            ["/deep/l2/l3/sshd.service", "/sys/sshd.service"]
+        );
+        assert_eq!(cover.uncovered, ["/", "/deep/l2/l3/other", "/sys"]);
+    }
 
     #[test]
     fn finds_cgroup2_mount_on_hybrid_and_pure_hosts() {

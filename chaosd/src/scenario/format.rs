@@ -1439,8 +1439,8 @@ max_concurrent_faults = 2
     fn target_selector_of_unknown_type() {
         refused(
             "cgroup = \"/db\"",
-            "host = \"/db\"",
-            "host",
+            "node = \"/db\"",
+            "node",
             "unknown variant",
         );
     }

@@ -348,6 +348,20 @@ pub struct Common {
     /// Target the cgroup of this systemd unit, e.g. nginx.service (repeatable).
     #[arg(long)]
     pub unit: Vec<String>,
+    /// Target the cgroup of this container (containerd, CRI-O, Docker): its id or a unique
+    /// prefix of 12+ hex digits (repeatable).
+    #[arg(long)]
+    pub container: Vec<String>,
+    /// Target the cgroup of this Kubernetes pod, by metadata.uid (repeatable).
+    #[arg(long)]
+    pub pod: Vec<String>,
+    /// Target the whole host: every cgroup but the protected ones (policy.protected_cgroups,
+    /// policy.host_exclude, init's and chaosd's own). Net, tcp, dns, clock and stress kinds.
+    #[arg(long, conflicts_with_all = ["cgroup", "pid", "unit", "container", "pod"])]
+    pub host: bool,
+    /// Show the cgroups and processes the fault would act on; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// How long the fault lasts, e.g. 30s, 5m (required unless the daemon has a default).
     #[arg(long)]
     pub duration: Option<String>,
@@ -358,7 +372,20 @@ impl Common {
         let cgroups = self.cgroup.iter().cloned().map(TargetSelector::Cgroup);
         let pids = self.pid.iter().copied().map(TargetSelector::Pid);
         let units = self.unit.iter().cloned().map(TargetSelector::Unit);
-        cgroups.chain(pids).chain(units).collect()
+        let containers = self
+            .container
+            .iter()
+            .cloned()
+            .map(TargetSelector::Container);
+        let pods = self.pod.iter().cloned().map(TargetSelector::Pod);
+        let host = self.host.then_some(TargetSelector::Host);
+        cgroups
+            .chain(pids)
+            .chain(units)
+            .chain(containers)
+            .chain(pods)
+            .chain(host)
+            .collect()
     }
 }
 

@@ -215,6 +215,15 @@ async fn inject(client: &Client, kind: InjectKind, json: bool) -> Result<()> {
         targets: common.targets(),
         duration: common.duration.clone(),
     };
+    if common.dry_run {
+        let plan = client.dry_run(&req).await?;
+        if json {
+            print_json(&plan);
+        } else {
+            output::dry_run(&plan);
+        }
+        return Ok(());
+    }
     let info = client.inject(&req).await?;
     if json {
         print_json(&info);

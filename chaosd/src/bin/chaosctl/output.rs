@@ -2,7 +2,7 @@
 
 use std::time::SystemTime;
 
-use chaosd::api::{FaultInfo, FaultSpec, NetFilter, Proto, StatusInfo};
+use chaosd::api::{DryRunInfo, FaultInfo, FaultSpec, NetFilter, Proto, StatusInfo};
 
 pub fn fault_table(faults: &[FaultInfo]) {
     if faults.is_empty() {
@@ -65,6 +65,40 @@ pub fn fault_detail(f: &FaultInfo) {
             format!("{}:", c.op),
             c.checked,
             c.failed
+        );
+    }
+}
+
+/// A dry run: the cgroups a fault would act on and the processes in them; nothing changed.
+pub fn dry_run(plan: &DryRunInfo) {
+    let processes: usize = plan.targets.iter().map(|t| t.processes.len()).sum();
+    println!(
+        "dry run: {} would act on {} cgroup(s), {processes} process(es) now; nothing was changed",
+        plan.kind,
+        plan.targets.len()
+    );
+    println!("{:<8} {:<16} CGROUP", "PID", "COMM");
+    for t in &plan.targets {
+        if t.processes.is_empty() {
+            println!("{:<8} {:<16} {}", "-", "(empty)", t.cgroup);
+        }
+        for p in &t.processes {
+            println!("{:<8} {:<16} {}", p.pid, p.comm, p.cgroup);
+        }
+    }
+    if !plan.excluded.is_empty() {
+        println!("left out: {}", plan.excluded.join(", "));
+    }
+    for u in plan.uncovered.iter().filter(|u| !u.processes.is_empty()) {
+        let names: Vec<String> = u
+            .processes
+            .iter()
+            .map(|p| format!("{} {}", p.pid, p.comm))
+            .collect();
+        println!(
+            "not covered: processes directly in {} (it holds a left-out cgroup): {}",
+            u.cgroup,
+            names.join(", ")
         );
     }
 }

@@ -24,14 +24,14 @@ use axum::{
     http::StatusCode,
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
     serve::IncomingStream,
 };
 use serde::Deserialize;
 use tokio::net::UnixListener;
 
 use crate::{
-    api::{ErrorBody, FaultInfo, FaultState, InjectRequest, StatusInfo},
+    api::{DryRunInfo, ErrorBody, FaultInfo, FaultState, InjectRequest, StatusInfo},
     engine::registry::Registry,
     error::{Error, FaultError},
 };
@@ -237,6 +237,7 @@ pub fn router(registry: Arc<Registry>) -> Router {
             "/v1/faults",
             get(list_faults).post(inject).delete(recover_all),
         )
+        .route("/v1/faults/dry-run", post(dry_run))
         .route("/v1/faults/{id}", get(get_fault).delete(recover))
         .route("/v1/status", get(status))
         .route("/v1/capabilities", get(capabilities))
@@ -303,6 +304,13 @@ async fn inject(
     ApiJson(req): ApiJson<InjectRequest>,
 ) -> Result<(StatusCode, Json<FaultInfo>), ApiError> {
     Ok((StatusCode::CREATED, Json(r.inject(req).await?)))
+}
+
+async fn dry_run(
+    State(r): State<Arc<Registry>>,
+    ApiJson(req): ApiJson<InjectRequest>,
+) -> Result<Json<DryRunInfo>, ApiError> {
+    Ok(Json(r.dry_run(&req).await?))
 }
 
 async fn get_fault(
