@@ -26,6 +26,12 @@ pub const PROXY_SOCK_OPS: &str = "chaosd_proxy_sock_ops";
 pub const PROXY_GETPEERNAME4: &str = "chaosd_proxy_getpeername4";
 pub const PROXY_CONNECT6: &str = "chaosd_proxy_connect6";
 pub const PROXY_GETPEERNAME6: &str = "chaosd_proxy_getpeername6";
+/// DNS faults (`dns.*`), on top of the proxy's programs: sendmsg4/6 redirect unconnected UDP
+/// queries to chaosd's resolver, recvmsg4/6 show its replies as from the original server.
+pub const DNS_SENDMSG4: &str = "chaosd_dns_sendmsg4";
+pub const DNS_SENDMSG6: &str = "chaosd_dns_sendmsg6";
+pub const DNS_RECVMSG4: &str = "chaosd_dns_recvmsg4";
+pub const DNS_RECVMSG6: &str = "chaosd_dns_recvmsg6";
 /// TC egress classifier: corrupt, duplicate.
 pub const TC_EGRESS: &str = "chaosd_tc_egress";
 /// tp_btf/sched_process_exec: clock skew of processes exec'd later.
@@ -58,6 +64,10 @@ pub const PROGRAMS: &[(&str, &str)] = &[
     (PROXY_GETPEERNAME4, "cgroup/getpeername4"),
     (PROXY_CONNECT6, "cgroup/connect6"),
     (PROXY_GETPEERNAME6, "cgroup/getpeername6"),
+    (DNS_SENDMSG4, "cgroup/sendmsg4"),
+    (DNS_SENDMSG6, "cgroup/sendmsg6"),
+    (DNS_RECVMSG4, "cgroup/recvmsg4"),
+    (DNS_RECVMSG6, "cgroup/recvmsg6"),
     (TC_EGRESS, "classifier"),
     (CLOCK_EXEC, "tp_btf"),
     (IO_FILE_OPEN, "lsm"),

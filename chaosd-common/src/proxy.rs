@@ -10,6 +10,13 @@
 //!    [`PROXY_PEERS_MAP`] under the socket's local address and port: what the proxy sees as
 //!    the peer of the connection it accepts.
 //! 3. `getpeername4` (chaosd_proxy_getpeername4) answers with the original destination.
+//!
+//! DNS faults (`dns.*`) reuse the same records: their rules carry [`PROXY_FLAG_DNS`], the
+//! same connect programs and `sendmsg4/6` (chaosd_dns_sendmsg4) redirect a target's port-53
+//! UDP and TCP to chaosd's resolver, and `recvmsg4/6` (chaosd_dns_recvmsg4) shows the
+//! resolver's replies as coming from the server the application asked. The resolver finds a
+//! UDP query's record by the client socket's cookie (NETLINK_SOCK_DIAG): a UDP socket's local
+//! port is often not bound yet at connect time, so it cannot be keyed by port as TCP is.
 
 use crate::net::MAX_RULES_PER_CGROUP;
 
@@ -29,6 +36,11 @@ pub const NO_SLOT: u32 = u32::MAX;
 /// [`crate::net::NetRule::flags`] of a proxy rule: refuse the connection (`tcp.down`), i.e.
 /// redirect it to a bound port nobody listens on.
 pub const PROXY_FLAG_REFUSE: u32 = 1;
+/// [`crate::net::NetRule::flags`] of a proxy rule of a DNS fault (`dns.*`): it redirects UDP
+/// (sendmsg and connect) and TCP to chaosd's resolver, whose port is the rule's
+/// `redirect_port` for both protocols. The kernel counts nothing for it: the resolver counts
+/// queries.
+pub const PROXY_FLAG_DNS: u32 = 2;
 
 /// Where a redirected connection was going, and which faults (counter slots) hit it.
 #[repr(C)]
@@ -42,9 +54,13 @@ pub struct ProxyOrigin {
     pub addr: [u32; 4],
     /// Counter slots of the faults whose dice hit this connection; [`NO_SLOT`] pads.
     pub slots: [u32; MAX_RULES_PER_CGROUP],
+    /// The loopback port (host byte order) the socket was sent to: a reply from
+    /// `127.0.0.1`/`::1` on this port is shown as coming from the original address
+    /// (`recvmsg4/6`, DNS over UDP).
+    pub via_port: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<ProxyOrigin>() == 24 + 4 * MAX_RULES_PER_CGROUP);
+const _: () = assert!(core::mem::size_of::<ProxyOrigin>() == 28 + 4 * MAX_RULES_PER_CGROUP);
 
 /// A client socket's local address, as the proxy sees the peer of an accepted connection.
 #[repr(C)]

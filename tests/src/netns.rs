@@ -378,3 +378,74 @@ async fn link_index(h: &Handle, name: &str) -> anyhow::Result<u32> {
     );
     Ok(link.header.index)
 }
+
+/// A fresh network namespace joined to the test's own (the host's) by a veth the test
+/// creates, with an address on each end: for servers the host's processes reach over a real
+/// device. Nothing else of the host's namespace is touched; the veth (both ends) is deleted
+/// on drop, the namespace goes with its fd.
+pub struct HostLinked {
+    /// The far side: its namespace, veth end and addresses (`10.231.x.2`, `fd00:231:x::2`).
+    pub far: NetnsEnd,
+    /// The host side's veth end and addresses (`.1`).
+    pub host: NetnsEnd,
+}
+
+impl HostLinked {
+    pub fn new() -> HostLinked {
+        crate::require_root();
+        let x = subnet_byte();
+        let seq = PAIR_SEQ.fetch_add(1, Ordering::Relaxed);
+        // Unique in the host's namespace (at most 15 characters).
+        let tag = format!("{}{}", std::process::id() % 100_000, seq % 100);
+        let host_name: &'static str = Box::leak(format!("cdh{tag}").into_boxed_str());
+        let far_name: &'static str = Box::leak(format!("cdf{tag}").into_boxed_str());
+        let host_ns = Netns::from_file(
+            std::fs::File::open("/proc/thread-self/ns/net").expect("opening our netns"),
+        )
+        .expect("our network namespace");
+        let far_ns = new_netns();
+        let far_fd = far_ns.as_fd().as_raw_fd();
+        let host_index = host_ns
+            .netlink(|h| async move {
+                h.link()
+                    .add(LinkVeth::new(host_name, far_name).build())
+                    .execute()
+                    .await
+                    .context("adding the veth pair")?;
+                let far = link_index(&h, far_name).await?;
+                h.link()
+                    .set(LinkUnspec::new_with_index(far).setns_by_fd(far_fd).build())
+                    .execute()
+                    .await
+                    .context("moving the veth end to the new namespace")?;
+                link_index(&h, host_name).await
+            })
+            .expect("creating the host-linked veth");
+        let far_index = far_ns
+            .netlink(|h| async move { link_index(&h, far_name).await })
+            .expect("finding the moved veth end");
+        let linked = HostLinked {
+            far: NetnsEnd::new(far_ns, far_name, far_index, x, 2),
+            host: NetnsEnd::new(host_ns, host_name, host_index, x, 1),
+        };
+        linked.far.configure();
+        linked.host.configure();
+        linked
+    }
+}
+
+impl Default for HostLinked {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for HostLinked {
+    fn drop(&mut self) {
+        let index = self.host.ifindex;
+        let _ = self
+            .host
+            .netns
+            .netlink(|h| async move { Ok(h.link().del(index).execute().await?) });
+    }
+}

@@ -18,13 +18,13 @@ use std::{
 
 use chaosd::{
     api::{
-        ClockName, ClockSkewParams, CpuLimitParams, DiskFillParams, DiskIoParams, FaultSpec,
-        FdLimitParams, IoErrnoParams, IoMode, IoOp, MemPressureParams, NetBandwidthParams,
-        NetConnectErrorParams, NetCorruptParams, NetDelayParams, NetDuplicateParams, NetFilter,
-        NetLossParams, NetPartitionParams, ProcessLimitParams, ProcessPauseParams, Stream,
-        StressCpuParams, StressMemParams, TcpBandwidthParams, TcpDownParams, TcpLatencyParams,
-        TcpLimitDataParams, TcpResetPeerParams, TcpSlicerParams, TcpSlowCloseParams,
-        TcpTimeoutParams,
+        ClockName, ClockSkewParams, CpuLimitParams, DiskFillParams, DiskIoParams, DnsAnswerParams,
+        DnsDelayParams, DnsErrorParams, DnsTimeoutParams, FaultSpec, FdLimitParams, IoErrnoParams,
+        IoMode, IoOp, MemPressureParams, NetBandwidthParams, NetConnectErrorParams,
+        NetCorruptParams, NetDelayParams, NetDuplicateParams, NetFilter, NetLossParams,
+        NetPartitionParams, ProcessLimitParams, ProcessPauseParams, Stream, StressCpuParams,
+        StressMemParams, TcpBandwidthParams, TcpDownParams, TcpLatencyParams, TcpLimitDataParams,
+        TcpResetPeerParams, TcpSlicerParams, TcpSlowCloseParams, TcpTimeoutParams,
     },
     host::cgroup::cgroup2_mount,
     host::cgroup::spawn_in_cgroup,
@@ -52,6 +52,8 @@ struct Scene {
     refused: TestCgroup,
     /// Every proxy kind (`tcp.*`); `tcp.down` refuses its connects, which is checked.
     proxied: TestCgroup,
+    /// Every DNS kind (`dns.*`); what a crash leaves of them is checked in tests/tests/dns.rs.
+    resolved: TestCgroup,
     io: TestCgroup,
     stressed: TestCgroup,
     paused: TestCgroup,
@@ -107,6 +109,7 @@ impl Scene {
             lossy: TestCgroup::new("crash-loss"),
             refused: TestCgroup::new("crash-connect"),
             proxied: TestCgroup::new("crash-proxy"),
+            resolved: TestCgroup::new("crash-dns"),
             io: TestCgroup::new("crash-io"),
             stressed: TestCgroup::new("crash-stress"),
             paused,
@@ -266,6 +269,42 @@ impl Scene {
                     filter: port,
                 }),
                 vec![&self.proxied],
+            ),
+            (
+                FaultSpec::DnsError(DnsErrorParams {
+                    rcode: "NXDOMAIN".parse().unwrap(),
+                    domains: vec!["*.svc.test".parse().unwrap()],
+                    types: vec![],
+                    percent: 100.0,
+                }),
+                vec![&self.resolved],
+            ),
+            (
+                FaultSpec::DnsTimeout(DnsTimeoutParams {
+                    domains: vec!["slow.test".parse().unwrap()],
+                    types: vec!["AAAA".parse().unwrap()],
+                    percent: 100.0,
+                }),
+                vec![&self.resolved],
+            ),
+            (
+                FaultSpec::DnsAnswer(DnsAnswerParams {
+                    ips: vec!["10.9.9.9".parse().unwrap()],
+                    ttl: 0,
+                    domains: vec!["wrong.test".parse().unwrap()],
+                    types: vec![],
+                    percent: 100.0,
+                }),
+                vec![&self.resolved],
+            ),
+            (
+                FaultSpec::DnsDelay(DnsDelayParams {
+                    delay: "1s".parse().unwrap(),
+                    domains: vec![],
+                    types: vec![],
+                    percent: 50.0,
+                }),
+                vec![&self.resolved],
             ),
             (
                 FaultSpec::IoErrno(IoErrnoParams {
@@ -464,13 +503,13 @@ fn kernel_dependent(kind: &str) -> Option<&'static str> {
     match kind {
         "net.delay" | "net.bandwidth" => Some("sch_fq"),
         "io.errno" => Some("LSM"),
-        k if k.starts_with("tcp.") => Some("proxy"),
+        k if k.starts_with("tcp.") || k.starts_with("dns.") => Some("proxy"),
         "cpu.limit" | "mem.pressure" | "process.limit" => Some("controller"),
         _ => None,
     }
 }
 
-/// Whether this kernel may refuse `kind` even under the VM harness: the proxy kinds need
+/// Whether this kernel may refuse `kind` even under the VM harness: the proxy and DNS kinds need
 /// Linux 6.1 (bpf_get_current_pid_tgid in sock_addr programs, SO_NETNS_COOKIE).
 fn may_refuse_in_vm(kind: &str) -> bool {
     let release = fs::read_to_string("/proc/sys/kernel/osrelease");
@@ -480,7 +519,7 @@ fn may_refuse_in_vm(kind: &str) -> bool {
         .take(2)
         .filter_map(|n| n.parse().ok())
         .collect();
-    kind.starts_with("tcp.") && version < vec![6, 1]
+    (kind.starts_with("tcp.") || kind.starts_with("dns.")) && version < vec![6, 1]
 }
 
 /// Injects every kind; returns the kinds this kernel refused (none under the VM harness).

@@ -5,7 +5,8 @@
 //!    programs detached vs. attached with 1 and with 1,000 rules on other cgroups;
 //! 2. control latency, inject → active and recover → inactive, seen from the datapath;
 //! 3. accuracy: loss 1/10/50 % over 10,000 packets, CPU stress load, clock offset;
-//! 4. a patched `clock_gettime` against the native one.
+//! 4. a patched `clock_gettime` against the native one;
+//! 5. DNS resolution through chaosd's resolver for a name no fault matches, next to direct.
 //!
 //! Then ([`vm_part`]) it boots Debian's 6.12 kernel in the VM harness for what this kernel
 //! cannot run: delay 10/100 ms next to `tc netem` on the same link, the peer approach
@@ -24,6 +25,7 @@ mod control;
 mod daemon;
 mod datapath;
 mod delay;
+pub mod dns;
 mod netem;
 mod netns;
 mod peer;
@@ -183,6 +185,8 @@ fn measure(
     )?;
     eprintln!("bench: clock");
     let clock = clock::measure(daemon, cgroups, bin_dir, plan.clock_rounds)?;
+    eprintln!("bench: dns resolver");
+    let dns = dns::measure(daemon, cgroups, plan.clock_rounds, 2_000)?;
     Ok(json!({
         "datapath": datapath,
         "control_latency": control,
@@ -195,6 +199,7 @@ fn measure(
                 has neither sch_fq nor sch_netem",
         },
         "clock_skew": clock,
+        "dns_resolver": dns,
     }))
 }
 

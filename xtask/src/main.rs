@@ -59,6 +59,9 @@ enum Command {
     /// Internal: the bench's clock reader (clock.skew), run inside a target cgroup.
     #[command(name = "__bench-clock-probe", hide = true)]
     BenchClockProbe(bench::syscall_probe::ClockProbeArgs),
+    /// Internal: the bench's DNS client (dns.* resolver latency), run inside a target cgroup.
+    #[command(name = "__bench-dns-queries", hide = true)]
+    BenchDnsQueries(bench::dns::DnsQueriesArgs),
     /// Internal: the bench's VM part, run by stage 2 inside the distro kernel.
     #[command(name = "__bench-vm-part", hide = true)]
     BenchVmPart(bench::vm_part::VmPartArgs),
@@ -106,6 +109,7 @@ fn main() -> Result<()> {
         }
         Command::BenchFileReads(args) => bench::syscall_probe::file_reads(&args),
         Command::BenchClockProbe(args) => bench::syscall_probe::clock_probe(&args),
+        Command::BenchDnsQueries(args) => bench::dns::queries(&args),
         Command::BenchVmPart(args) => bench::vm_part::guest_main(&args),
         Command::Fuzz(args) => {
             setup::run()?;

@@ -24,10 +24,15 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("chromium", "chromium"),
     // tests/tests/deploy.rs: checks and unit-tests the shipped alert rules.
     ("promtool", "prometheus"),
-    // tests/tests/clock.rs: clock drift measured in a Go program (time.Now).
+    // tests/tests/clock.rs: clock drift measured in a Go program (time.Now); tests/tests/dns.rs:
+    // Go's pure resolver (a test program built with go).
     ("go", "golang-go"),
     // tests/tests/scenario.rs: the certificate-expiry example's client.
     ("curl", "curl"),
+    // tests/tests/dns.rs: the authoritative server (dnsmasq-base: the binary without the
+    // system service) and dig.
+    ("dnsmasq", "dnsmasq-base"),
+    ("dig", "bind9-dnsutils"),
     // tests/tests/systemd.rs: boots /lib/systemd/systemd as a container's PID 1 to run the
     // shipped units (the package's program on PATH is systemctl).
     ("systemctl", "systemd"),

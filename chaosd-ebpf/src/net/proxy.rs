@@ -14,7 +14,10 @@ use aya_ebpf::{
 };
 use chaosd_common::{
     net::{FAMILY_V4, FAMILY_V6, MAX_RULES_PER_CGROUP, NetKind, PPM_ONE},
-    proxy::{MAX_PROXY_CONNECTIONS, NO_SLOT, PROXY_FLAG_REFUSE, ProxyOrigin, ProxyPeerKey},
+    proxy::{
+        MAX_PROXY_CONNECTIONS, NO_SLOT, PROXY_FLAG_DNS, PROXY_FLAG_REFUSE, ProxyOrigin,
+        ProxyPeerKey,
+    },
 };
 
 use super::{
@@ -44,6 +47,7 @@ const ALLOW: i32 = 1;
 /// address and port are set by then.
 const SOCK_OPS_TCP_CONNECT_CB: u32 = 3;
 const IPPROTO_TCP: u32 = 6;
+const IPPROTO_UDP: u32 = 17;
 /// 127.0.0.1 as the word `user_ip4` holds (network byte order).
 const LOOPBACK4: u32 = u32::from_ne_bytes([127, 0, 0, 1]);
 /// ::1 as the words `user_ip6` holds.
@@ -55,10 +59,85 @@ const AF_INET6: u32 = 10;
 
 #[cgroup_sock_addr(connect4)]
 pub fn chaosd_proxy_connect4(ctx: SockAddrContext) -> i32 {
+    redirect4(&ctx, false)
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn chaosd_proxy_connect6(ctx: SockAddrContext) -> i32 {
+    redirect6(&ctx, false)
+}
+
+/// Unconnected UDP sends (`sendto`/`sendmsg` with an address): DNS rules only.
+#[cgroup_sock_addr(sendmsg4)]
+pub fn chaosd_dns_sendmsg4(ctx: SockAddrContext) -> i32 {
+    redirect4(&ctx, true)
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn chaosd_dns_sendmsg6(ctx: SockAddrContext) -> i32 {
+    redirect6(&ctx, true)
+}
+
+/// A datagram from the resolver's loopback port to a redirected socket is shown as from the
+/// server the application asked (glibc and Go drop answers from another address).
+#[cgroup_sock_addr(recvmsg4)]
+pub fn chaosd_dns_recvmsg4(ctx: SockAddrContext) -> i32 {
+    // SAFETY: helper on the program's own context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    // SAFETY: map values are plain data written whole.
+    if let Some(origin) = unsafe { PROXY_ORIGINS.get(&cookie) } {
+        // SAFETY: the kernel hands a valid bpf_sock_addr; recvmsg4 may rewrite user_ip4
+        // and user_port (4-byte loads and stores).
+        unsafe {
+            let sa = &mut *ctx.sock_addr;
+            let from_port = u32::from(u16::from_be(sa.user_port as u16));
+            if origin.family == FAMILY_V4
+                && sa.user_ip4 == LOOPBACK4
+                && from_port == origin.via_port
+            {
+                sa.user_ip4 = origin.addr[0];
+                sa.user_port = u32::from((origin.port as u16).to_be());
+            }
+        }
+    }
+    ALLOW
+}
+
+#[cgroup_sock_addr(recvmsg6)]
+pub fn chaosd_dns_recvmsg6(ctx: SockAddrContext) -> i32 {
+    // SAFETY: helper on the program's own context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    // SAFETY: map values are plain data written whole.
+    if let Some(origin) = unsafe { PROXY_ORIGINS.get(&cookie) } {
+        // SAFETY: as in recvmsg4, for user_ip6 (4-byte loads and stores).
+        unsafe {
+            let sa = &mut *ctx.sock_addr;
+            let from_port = u32::from(u16::from_be(sa.user_port as u16));
+            let ip = [
+                sa.user_ip6[0],
+                sa.user_ip6[1],
+                sa.user_ip6[2],
+                sa.user_ip6[3],
+            ];
+            if origin.family == FAMILY_V6 && ip == LOOPBACK6 && from_port == origin.via_port {
+                sa.user_ip6[0] = origin.addr[0];
+                sa.user_ip6[1] = origin.addr[1];
+                sa.user_ip6[2] = origin.addr[2];
+                sa.user_ip6[3] = origin.addr[3];
+                sa.user_port = u32::from((origin.port as u16).to_be());
+            }
+        }
+    }
+    ALLOW
+}
+
+/// connect4 / sendmsg4: send a matching socket to chaosd's loopback port.
+#[inline(always)]
+fn redirect4(ctx: &SockAddrContext, send: bool) -> i32 {
     // SAFETY: the kernel hands a valid bpf_sock_addr.
     let addr = unsafe { (*ctx.sock_addr).user_ip4 };
-    if let Some(port) = redirect(&ctx, FAMILY_V4, [addr, 0, 0, 0]) {
-        // SAFETY: connect4 may rewrite user_ip4 and user_port (4-byte stores).
+    if let Some(port) = redirect(ctx, FAMILY_V4, [addr, 0, 0, 0], send) {
+        // SAFETY: connect4 and sendmsg4 may rewrite user_ip4 and user_port (4-byte stores).
         unsafe {
             (*ctx.sock_addr).user_ip4 = LOOPBACK4;
             (*ctx.sock_addr).user_port = u32::from((port as u16).to_be());
@@ -67,16 +146,16 @@ pub fn chaosd_proxy_connect4(ctx: SockAddrContext) -> i32 {
     ALLOW
 }
 
-#[cgroup_sock_addr(connect6)]
-pub fn chaosd_proxy_connect6(ctx: SockAddrContext) -> i32 {
+#[inline(always)]
+fn redirect6(ctx: &SockAddrContext, send: bool) -> i32 {
     // SAFETY: the kernel hands a valid bpf_sock_addr.
     let addr = unsafe { (*ctx.sock_addr).user_ip6 };
     // IPv4-mapped destinations of dual-stack sockets are left alone (not redirected yet).
     if addr[0] == 0 && addr[1] == 0 && addr[2] == V4_MAPPED {
         return ALLOW;
     }
-    if let Some(port) = redirect(&ctx, FAMILY_V6, addr) {
-        // SAFETY: connect6 may rewrite user_ip6 (4-byte stores) and user_port.
+    if let Some(port) = redirect(ctx, FAMILY_V6, addr, send) {
+        // SAFETY: connect6 and sendmsg6 may rewrite user_ip6 (4-byte stores) and user_port.
         unsafe {
             let sa = &mut *ctx.sock_addr;
             sa.user_ip6[0] = LOOPBACK6[0];
@@ -156,10 +235,11 @@ pub fn chaosd_proxy_getpeername4(ctx: SockAddrContext) -> i32 {
     ALLOW
 }
 
-/// The loopback port to send the connect to, if a live proxy rule of the caller's cgroup
-/// matches and its dice hit; the origin is recorded by then (not for a refusal).
+/// The loopback port to send the connect (or, `send`, the UDP datagram) to, if a live proxy
+/// rule of the caller's cgroup matches and its dice hit; the origin is recorded by then (not
+/// for a refusal). TCP connects take every proxy rule; UDP (connect or send) only DNS rules.
 #[inline(always)]
-fn redirect(ctx: &SockAddrContext, family: u32, addr: [u32; 4]) -> Option<u32> {
+fn redirect(ctx: &SockAddrContext, family: u32, addr: [u32; 4], send: bool) -> Option<u32> {
     // SAFETY: plain helper calls about the current task and the program's own context.
     let (tgid, netns) = unsafe {
         (
@@ -182,7 +262,8 @@ fn redirect(ctx: &SockAddrContext, family: u32, addr: [u32; 4]) -> Option<u32> {
         let sa = &*ctx.sock_addr;
         (sa.protocol, u32::from(u16::from_be(sa.user_port as u16)))
     };
-    if proto != IPPROTO_TCP {
+    let udp = proto == IPPROTO_UDP;
+    if !(udp || proto == IPPROTO_TCP && !send) {
         return None;
     }
     // SAFETY: plain helper call about the current task.
@@ -201,6 +282,7 @@ fn redirect(ctx: &SockAddrContext, family: u32, addr: [u32; 4]) -> Option<u32> {
         port,
         addr,
         slots: [NO_SLOT; MAX_RULES_PER_CGROUP],
+        via_port: 0,
     };
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
@@ -211,15 +293,20 @@ fn redirect(ctx: &SockAddrContext, family: u32, addr: [u32; 4]) -> Option<u32> {
         let j = i;
         i += 1;
         let rule = &set.rules[j];
+        let dns = rule.flags & PROXY_FLAG_DNS != 0;
         if rule.kind != NetKind::Proxy.code()
+            || (udp && !dns)
             || now >= rule.deadline_ns
             || !matches(&rule.filter, &peer)
         {
             continue;
         }
+        // A DNS rule takes every query; its resolver rolls the dice and counts per query.
         // SAFETY: plain helper call.
-        let hit = unsafe { bpf_get_prandom_u32() } % PPM_ONE < rule.probability_ppm;
-        counters::count(rule.counter_slot, hit);
+        let hit = dns || unsafe { bpf_get_prandom_u32() } % PPM_ONE < rule.probability_ppm;
+        if !dns {
+            counters::count(rule.counter_slot, hit);
+        }
         if !hit {
             continue;
         }
@@ -241,6 +328,7 @@ fn redirect(ctx: &SockAddrContext, family: u32, addr: [u32; 4]) -> Option<u32> {
         return None;
     }
     if refuse_port == 0 {
+        origin.via_port = target;
         // SAFETY: helper on the program's own context.
         let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
         // No room in the map: leave the connect alone rather than lose where it was going.

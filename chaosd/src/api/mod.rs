@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod capabilities;
 pub mod clock;
+pub mod dns;
 pub mod errno;
 pub mod history;
 pub mod io;
@@ -21,6 +22,7 @@ mod choices;
 
 pub use choices::Choice;
 pub use clock::{ClockName, ClockSkewParams};
+pub use dns::{DnsAnswerParams, DnsDelayParams, DnsErrorParams, DnsSelect, DnsTimeoutParams};
 pub use io::{IoErrnoParams, IoOp};
 pub use resource::{
     CpuLimitParams, FdLimitParams, KnobChange, LimitChange, MemPressureParams, ProcessLimitParams,
@@ -30,8 +32,8 @@ pub use tcp::{
     TcpResetPeerParams, TcpSlicerParams, TcpSlowCloseParams, TcpTimeoutParams,
 };
 pub use units::{
-    ByteCount, ByteRate, ByteSize, Cidr, ClockDrift, ClockOffset, Errno, LinkRate, PortRange,
-    Signal, Written,
+    AnswerAddr, ByteCount, ByteRate, ByteSize, Cidr, ClockDrift, ClockOffset, DnsRcode, DnsType,
+    DomainPattern, Errno, LinkRate, PortRange, Signal, Written,
 };
 
 /// Body of `POST /v1/faults`.
@@ -126,6 +128,18 @@ pub enum FaultSpec {
     /// Write the data of the target's proxied TCP connections in small delayed slices.
     #[serde(rename = "tcp.slicer")]
     TcpSlicer(TcpSlicerParams),
+    /// Answer the target's matching DNS queries with an error code (NXDOMAIN, SERVFAIL, ...).
+    #[serde(rename = "dns.error")]
+    DnsError(DnsErrorParams),
+    /// Leave the target's matching DNS queries unanswered.
+    #[serde(rename = "dns.timeout")]
+    DnsTimeout(DnsTimeoutParams),
+    /// Answer the target's matching DNS queries with wrong addresses.
+    #[serde(rename = "dns.answer")]
+    DnsAnswer(DnsAnswerParams),
+    /// Answer the target's matching DNS queries late.
+    #[serde(rename = "dns.delay")]
+    DnsDelay(DnsDelayParams),
     /// Cap the target cgroups' CPU time (`cpu.max`).
     #[serde(rename = "cpu.limit")]
     CpuLimit(CpuLimitParams),
@@ -167,6 +181,10 @@ impl FaultSpec {
             FaultSpec::TcpBandwidth(_) => "tcp.bandwidth",
             FaultSpec::TcpSlowClose(_) => "tcp.slow_close",
             FaultSpec::TcpSlicer(_) => "tcp.slicer",
+            FaultSpec::DnsError(_) => "dns.error",
+            FaultSpec::DnsTimeout(_) => "dns.timeout",
+            FaultSpec::DnsAnswer(_) => "dns.answer",
+            FaultSpec::DnsDelay(_) => "dns.delay",
             FaultSpec::CpuLimit(_) => "cpu.limit",
             FaultSpec::MemPressure(_) => "mem.pressure",
             FaultSpec::ProcessLimit(_) => "process.limit",

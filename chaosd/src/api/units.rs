@@ -147,6 +147,124 @@ impl Quantity for Cidr {
     }
 }
 
+/// A DNS name pattern (`dns.*`): an exact name (`db.svc.test`) or `*.` and a suffix
+/// (`*.svc.test`: every name below `svc.test`, not `svc.test` itself). Lower-cased, without
+/// the trailing dot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DomainPattern {
+    /// The name, or the suffix after `*.`.
+    pub name: String,
+    /// Whether it was `*.name`.
+    pub wildcard: bool,
+}
+
+impl DomainPattern {
+    /// Whether the query name `qname` (lower case, no trailing dot) matches.
+    pub fn matches(&self, qname: &str) -> bool {
+        if self.wildcard {
+            qname.len() > self.name.len()
+                && qname.ends_with(self.name.as_str())
+                && qname.as_bytes()[qname.len() - self.name.len() - 1] == b'.'
+        } else {
+            qname == self.name
+        }
+    }
+}
+
+impl Quantity for DomainPattern {
+    fn parse(text: &str) -> Result<Self, String> {
+        const HINT: &str = "give a name like db.svc.test or a wildcard like *.svc.test";
+        let lower = text.to_ascii_lowercase();
+        let lower = lower.strip_suffix('.').unwrap_or(&lower);
+        let (wildcard, name) = match lower.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, lower),
+        };
+        if name.is_empty() || name.len() > 253 {
+            return Err(format!("a name of 1 to 253 characters is needed; {HINT}"));
+        }
+        for label in name.split('.') {
+            if label.is_empty() || label.len() > 63 {
+                return Err(format!("every label is 1 to 63 characters; {HINT}"));
+            }
+            if label == "*" || label.contains('*') {
+                return Err(format!(
+                    "`*` is only allowed as the first label (`*.`); {HINT}"
+                ));
+            }
+            if !label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                || label.starts_with('-')
+                || label.ends_with('-')
+            {
+                return Err(format!(
+                    "labels hold letters, digits, `-` (not at either end) and `_`; {HINT}"
+                ));
+            }
+        }
+        Ok(DomainPattern {
+            name: name.to_string(),
+            wildcard,
+        })
+    }
+}
+
+/// A DNS response code a fault answers with (`NXDOMAIN`, `SERVFAIL`, `REFUSED`, `FORMERR`,
+/// `NOTIMP`; case-insensitive). The value is the wire code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsRcode(pub u16);
+
+impl Quantity for DnsRcode {
+    fn parse(text: &str) -> Result<Self, String> {
+        match text.to_ascii_uppercase().as_str() {
+            "FORMERR" => Ok(DnsRcode(1)),
+            "SERVFAIL" => Ok(DnsRcode(2)),
+            "NXDOMAIN" => Ok(DnsRcode(3)),
+            "NOTIMP" => Ok(DnsRcode(4)),
+            "REFUSED" => Ok(DnsRcode(5)),
+            _ => Err("give NXDOMAIN, SERVFAIL, REFUSED, FORMERR or NOTIMP".into()),
+        }
+    }
+}
+
+/// A DNS query type by name (`A`, `AAAA`, `MX`, ...; case-insensitive).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsType(pub hickory_proto::rr::RecordType);
+
+impl Quantity for DnsType {
+    fn parse(text: &str) -> Result<Self, String> {
+        use hickory_proto::rr::RecordType;
+        match text.to_ascii_uppercase().parse::<RecordType>() {
+            Ok(RecordType::Unknown(_)) | Err(_) => {
+                Err("give a query type such as A, AAAA, MX, TXT, SRV, CNAME or PTR".into())
+            }
+            Ok(t) => Ok(DnsType(t)),
+        }
+    }
+}
+
+/// An address a `dns.answer` fault answers with, or `random` (a random address of the
+/// query's family each time).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnswerAddr {
+    Fixed(std::net::IpAddr),
+    Random,
+}
+
+impl Quantity for AnswerAddr {
+    fn parse(text: &str) -> Result<Self, String> {
+        if text.eq_ignore_ascii_case("random") {
+            return Ok(AnswerAddr::Random);
+        }
+        text.parse::<std::net::IpAddr>()
+            .map(AnswerAddr::Fixed)
+            .map_err(|_| {
+                "expected an IPv4 or IPv6 address (10.9.9.9, 2001:db8::9) or `random`".into()
+            })
+    }
+}
+
 /// A port or an inclusive range of ports ("5432", "8000-8080"), 1-65535.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PortRange {

@@ -140,7 +140,7 @@ impl Metrics {
             "Faults in force now",
             active_gauges(faults),
         );
-        for unit in ["packets", "syscalls"] {
+        for unit in ["packets", "syscalls", "connections", "queries"] {
             reg.register(
                 format!("fault_{unit}"),
                 format!(
@@ -290,6 +290,8 @@ mod tests {
         assert_eq!(counter_unit("net.corrupt"), Some("packets"));
         assert_eq!(counter_unit("net.connect_error"), Some("syscalls"));
         assert_eq!(counter_unit("io.errno"), Some("syscalls"));
+        assert_eq!(counter_unit("tcp.latency"), Some("connections"));
+        assert_eq!(counter_unit("dns.error"), Some("queries"));
         assert_eq!(counter_unit("stress.cpu"), None);
     }
 

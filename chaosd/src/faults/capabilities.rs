@@ -47,6 +47,8 @@ pub const PROBE_CONNECT_ERROR: &str = "connect_error";
 pub const PROBE_TC_CLASSIFIER: &str = "tc_classifier";
 /// Loading the proxy's connect4, getpeername4 and sock_ops programs (`tcp.*`).
 pub const PROBE_PROXY: &str = "proxy";
+/// Loading the DNS faults' sendmsg4/6 and recvmsg4/6 programs (on top of the proxy's).
+pub const PROBE_DNS: &str = "dns";
 /// Loading clock.skew's `tp_btf/sched_process_exec` program.
 pub const PROBE_CLOCK_EXEC: &str = "clock_exec";
 

@@ -91,6 +91,7 @@ use TargetRule::{Forbidden, Optional, Required};
 const PACKETS: Option<&str> = Some("packets");
 const SYSCALLS: Option<&str> = Some("syscalls");
 const CONNECTIONS: Option<&str> = Some("connections");
+const QUERIES: Option<&str> = Some("queries");
 
 /// Every fault kind chaosd knows.
 pub static KINDS: &[Kind] = &[
@@ -213,6 +214,26 @@ pub static KINDS: &[Kind] = &[
         crash_tested: true,
         validate: crate::faults::tcp::slicer::validate,
         apply: |k, p, ctx| crate::faults::tcp::slicer::apply(&k.kernel, p, ctx)),
+    kind!(DnsError, "dns.error",
+        "answer a cgroup's matching DNS queries with NXDOMAIN, SERVFAIL, ... (redirect to chaosd's resolver)",
+        Required, Some(Pg::Dns), capabilities::check_cgroup_bpf, QUERIES, crash_tested: true,
+        validate: crate::faults::dns::error::validate,
+        apply: |k, p, ctx| crate::faults::dns::error::apply(&k.kernel, p, ctx)),
+    kind!(DnsTimeout, "dns.timeout",
+        "leave a cgroup's matching DNS queries unanswered (redirect to chaosd's resolver)",
+        Required, Some(Pg::Dns), capabilities::check_cgroup_bpf, QUERIES, crash_tested: true,
+        validate: crate::faults::dns::timeout::validate,
+        apply: |k, p, ctx| crate::faults::dns::timeout::apply(&k.kernel, p, ctx)),
+    kind!(DnsAnswer, "dns.answer",
+        "answer a cgroup's matching DNS queries with wrong addresses (redirect to chaosd's resolver)",
+        Required, Some(Pg::Dns), capabilities::check_cgroup_bpf, QUERIES, crash_tested: true,
+        validate: crate::faults::dns::answer::validate,
+        apply: |k, p, ctx| crate::faults::dns::answer::apply(&k.kernel, p, ctx)),
+    kind!(DnsDelay, "dns.delay",
+        "answer a cgroup's matching DNS queries late (redirect to chaosd's resolver)",
+        Required, Some(Pg::Dns), capabilities::check_cgroup_bpf, QUERIES, crash_tested: true,
+        validate: crate::faults::dns::delay::validate,
+        apply: |k, p, ctx| crate::faults::dns::delay::apply(&k.kernel, p, ctx)),
     kind!(CpuLimit, "cpu.limit", "cap a cgroup's CPU time (cpu.max)",
         Required, None, capabilities::check_cpu_controller, None, crash_tested: true,
         validate: crate::faults::resource::cpu_limit::validate,

@@ -3,6 +3,7 @@
 
 pub mod capabilities;
 pub mod clock;
+pub mod dns;
 pub mod io;
 pub mod kernel;
 pub mod kinds;

@@ -205,6 +205,11 @@ pub enum InjectKind {
         #[command(subcommand)]
         fault: crate::tcp::TcpFault,
     },
+    /// DNS faults through chaosd's resolver, per name (no file on the host changed).
+    Dns {
+        #[command(subcommand)]
+        fault: crate::dns::DnsFault,
+    },
 }
 
 #[derive(Subcommand)]

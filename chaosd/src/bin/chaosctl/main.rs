@@ -3,6 +3,7 @@
 mod args;
 mod clock;
 mod demo;
+mod dns;
 mod doctor;
 mod generate;
 mod history;
@@ -120,6 +121,7 @@ async fn inject(client: &Client, kind: InjectKind, json: bool) -> Result<()> {
         InjectKind::Fd { fault } => fault.into_spec(),
         InjectKind::Clock { fault } => fault.into_spec(),
         InjectKind::Tcp { fault } => fault.into_spec(),
+        InjectKind::Dns { fault } => fault.into_spec(),
         InjectKind::Net { fault } => match fault {
             NetFault::Loss {
                 percent,

@@ -222,6 +222,10 @@ fn params(spec: &FaultSpec) -> String {
         | FaultSpec::MemPressure(_)
         | FaultSpec::ProcessLimit(_)
         | FaultSpec::FdLimit(_) => crate::resource::params(spec),
+        FaultSpec::DnsError(_)
+        | FaultSpec::DnsTimeout(_)
+        | FaultSpec::DnsAnswer(_)
+        | FaultSpec::DnsDelay(_) => crate::dns::DnsFault::describe(spec).unwrap_or_default(),
         FaultSpec::ClockSkew(p) => format!(
             "{} on {}",
             crate::clock::what(p),

@@ -60,16 +60,19 @@ pub enum ProgramGroup {
     ClockExec,
     /// cgroup connect4 + getpeername4 and sock_ops: the transparent proxy (`tcp.*`).
     Proxy,
+    /// The proxy's programs plus cgroup sendmsg4/6 and recvmsg4/6: DNS faults (`dns.*`).
+    Dns,
 }
 
 impl ProgramGroup {
-    pub const ALL: [ProgramGroup; 6] = [
+    pub const ALL: [ProgramGroup; 7] = [
         ProgramGroup::Packet,
         ProgramGroup::Connect,
         ProgramGroup::Classifier,
         ProgramGroup::Lsm,
         ProgramGroup::ClockExec,
         ProgramGroup::Proxy,
+        ProgramGroup::Dns,
     ];
 
     /// The faults that need it, for log lines.
@@ -81,6 +84,7 @@ impl ProgramGroup {
             ProgramGroup::Lsm => "I/O faults",
             ProgramGroup::ClockExec => "clock skew",
             ProgramGroup::Proxy => "proxy faults (tcp.*)",
+            ProgramGroup::Dns => "dns faults (dns.*)",
         }
     }
 
@@ -93,6 +97,7 @@ impl ProgramGroup {
             ProgramGroup::Lsm => crate::faults::capabilities::PROBE_BPF_LSM,
             ProgramGroup::ClockExec => crate::faults::capabilities::PROBE_CLOCK_EXEC,
             ProgramGroup::Proxy => crate::faults::capabilities::PROBE_PROXY,
+            ProgramGroup::Dns => crate::faults::capabilities::PROBE_DNS,
         }
     }
 }
@@ -110,6 +115,8 @@ pub struct Kernel {
     pub clock: crate::faults::clock::ClockState,
     /// The proxy of the `tcp.*` kinds.
     pub tcp: crate::faults::tcp::TcpState,
+    /// The resolver of the `dns.*` kinds.
+    pub dns: crate::faults::dns::DnsState,
 }
 
 impl Kernel {
@@ -130,6 +137,7 @@ impl Kernel {
         let io = crate::faults::io::IoState::new(&mut ebpf)?;
         let clock = crate::faults::clock::ClockState::new(&mut ebpf)?;
         let tcp = crate::faults::tcp::TcpState::new(&mut ebpf)?;
+        let dns = crate::faults::dns::DnsState::new(&mut ebpf)?;
         crate::faults::capabilities::init();
         Ok((
             Kernel {
@@ -139,6 +147,7 @@ impl Kernel {
                 io,
                 clock,
                 tcp,
+                dns,
             },
             logger,
             heartbeat,
@@ -152,6 +161,13 @@ impl Kernel {
         if let Some(done) = crate::faults::capabilities::probe_result(group.probe_name()) {
             return done;
         }
+        // The DNS programs ride on the proxy's: those load (and are recorded) first.
+        if group == ProgramGroup::Dns
+            && let Err(p) = self.ensure(ProgramGroup::Proxy)
+        {
+            crate::faults::capabilities::record_probe(group.probe_name(), Err(p.clone()));
+            return Err(p);
+        }
         let started = Instant::now();
         let ebpf = &mut self.ebpf;
         let result = match group {
@@ -161,6 +177,7 @@ impl Kernel {
             ProgramGroup::Lsm => self.io.load(ebpf),
             ProgramGroup::ClockExec => self.clock.load(ebpf),
             ProgramGroup::Proxy => self.net.load_proxy_programs(ebpf),
+            ProgramGroup::Dns => self.net.load_dns_programs(ebpf),
         };
         let elapsed_ms = started.elapsed().as_millis() as u64;
         match &result {

@@ -82,6 +82,14 @@ const PROXY_SOCK_ADDR_PROGRAMS: [&str; 4] = [
     names::PROXY_CONNECT6,
     names::PROXY_GETPEERNAME6,
 ];
+/// The DNS faults' extra sock_addr programs (`dns.*`): redirect unconnected UDP, show the
+/// resolver's answers as from the original server.
+const DNS_SOCK_ADDR_PROGRAMS: [&str; 4] = [
+    names::DNS_SENDMSG4,
+    names::DNS_SENDMSG6,
+    names::DNS_RECVMSG4,
+    names::DNS_RECVMSG6,
+];
 /// `-EPERM`: the only errno a sock_addr program can give without `bpf_set_retval`.
 const MINUS_EPERM: i32 = -1;
 
@@ -135,6 +143,8 @@ pub struct NetState {
     /// The proxy's links (`tcp.*`): connect4 and getpeername4, and sock_ops.
     proxy_links: Vec<CgroupSockAddrLink>,
     sock_ops_link: Option<SockOpsLink>,
+    /// The DNS faults' sendmsg/recvmsg links (`dns.*`), on top of the proxy's.
+    dns_links: Vec<CgroupSockAddrLink>,
     /// The connect programs loaded (None: not yet, or refused).
     connect: Option<ConnectPrograms>,
     attached: Arc<AtomicBool>,
@@ -166,6 +176,7 @@ impl NetState {
             sock_addr_links: Vec::new(),
             proxy_links: Vec::new(),
             sock_ops_link: None,
+            dns_links: Vec::new(),
             connect: None,
             attached: Arc::default(),
             cgroup2_root,
@@ -244,6 +255,28 @@ impl NetState {
         })
     }
 
+    /// Loads (verifies) the DNS faults' sendmsg4/6 and recvmsg4/6 programs (the proxy's are
+    /// loaded first, see [`Kernel::ensure`]); refuses where the resolver cannot find a UDP
+    /// query's socket (no NETLINK_SOCK_DIAG for UDP).
+    pub fn load_dns_programs(&mut self, ebpf: &mut Ebpf) -> Result<(), Problem> {
+        const FIX: &str = "dns faults need the proxy's programs, cgroup sendmsg4/6 and recvmsg4/6 programs and NETLINK_SOCK_DIAG for UDP (CONFIG_INET_UDP_DIAG); Linux 6.1 or newer";
+        load_sock_addr_programs(ebpf, &DNS_SOCK_ADDR_PROGRAMS).map_err(|e| {
+            Problem::new(
+                format!(
+                    "loading the dns programs failed: {}",
+                    verifier_gist(&format!("{e:#}"))
+                ),
+                FIX,
+            )
+        })?;
+        crate::faults::dns::probe_udp_diag().map_err(|e| {
+            Problem::new(
+                format!("NETLINK_SOCK_DIAG cannot look up UDP sockets here: {e}"),
+                FIX,
+            )
+        })
+    }
+
     /// Refuses a connect error this kernel's programs cannot give (an errno other than EPERM
     /// without `bpf_set_retval`).
     fn check_connect_retval(&self, retval: i32) -> Result<(), FaultError> {
@@ -274,6 +307,7 @@ impl NetState {
         !self.skb_links.is_empty()
             || !self.sock_addr_links.is_empty()
             || !self.proxy_links.is_empty()
+            || !self.dns_links.is_empty()
     }
 
     fn publish_attached(&self) {
@@ -368,6 +402,11 @@ impl NetState {
             tracing::info!("connect programs detached: no connect fault is active");
         }
         self.reconcile_proxy_links(ebpf, needs(&[NetKind::Proxy]))?;
+        let need_dns = self.faults.values().any(|f| {
+            f.rule.kind == NetKind::Proxy.code()
+                && f.rule.flags & chaosd_common::proxy::PROXY_FLAG_DNS != 0
+        });
+        self.reconcile_dns_links(ebpf, need_dns)?;
         self.publish_attached();
         Ok(())
     }
@@ -388,6 +427,23 @@ impl NetState {
             self.proxy_links.clear();
             self.sock_ops_link = None;
             tracing::info!("proxy programs detached: no proxy fault is active");
+        }
+        Ok(())
+    }
+
+    /// Attaches the DNS faults' sendmsg/recvmsg programs while a DNS fault needs them (the
+    /// proxy's connect programs are attached by then: a DNS rule is a proxy rule).
+    fn reconcile_dns_links(&mut self, ebpf: &mut Ebpf, need: bool) -> Result<(), FaultError> {
+        if need && self.dns_links.is_empty() {
+            let root = self.open_root()?;
+            for name in DNS_SOCK_ADDR_PROGRAMS {
+                let link = attach_sock_addr(ebpf, name, &root)?;
+                self.dns_links.push(link);
+            }
+            tracing::info!(root = %self.cgroup2_root.display(), "dns programs attached");
+        } else if !need && !self.dns_links.is_empty() {
+            self.dns_links.clear();
+            tracing::info!("dns programs detached: no dns fault is active");
         }
         Ok(())
     }
