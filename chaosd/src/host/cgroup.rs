@@ -178,27 +178,17 @@ fn find_unit(mount: &Path, unit: &str) -> Result<String, TargetError> {
             unit: unit.to_string(),
         });
     }
-    let mut found = Vec::new();
-    walk_dirs(mount, 6, &mut |dir| {
-        if dir.file_name().is_some_and(|n| n == unit) {
-            found.push(dir.to_path_buf());
-        }
-    });
-    match found.as_slice() {
-        [] => Err(TargetError::UnitNotFound {
+    one_match(
+        dirs_named(mount, 6, |name| name == unit),
+        || TargetError::UnitNotFound {
             unit: unit.to_string(),
             mount: mount.to_path_buf(),
-        }),
-        [one] => Ok(one.to_string_lossy().into_owned()),
-        many => Err(TargetError::UnitAmbiguous {
+        },
+        |matches| TargetError::UnitAmbiguous {
             unit: unit.to_string(),
-            matches: many
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-        }),
-    }
+            matches,
+        },
+    )
 }
 
 /// How deep container and pod cgroups are looked for (kubepods.slice/…/pod/container is 4-5).
@@ -228,18 +218,10 @@ fn find_container(mount: &Path, id: &str) -> Result<String, TargetError> {
     if wanted.len() < 12 || wanted.len() > 64 || !wanted.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(TargetError::BadContainerId { id: id.to_string() });
     }
-    let mut found = Vec::new();
-    walk_dirs(mount, RUNTIME_DEPTH, &mut |dir| {
-        let name = dir
-            .file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default();
-        if container_id_of(&name).is_some_and(|c| c.starts_with(&wanted)) {
-            found.push(dir.to_path_buf());
-        }
-    });
     one_match(
-        found,
+        dirs_named(mount, RUNTIME_DEPTH, |name| {
+            container_id_of(name).is_some_and(|c| c.starts_with(&wanted))
+        }),
         || TargetError::ContainerNotFound {
             id: id.to_string(),
             mount: mount.to_path_buf(),
@@ -269,18 +251,10 @@ fn find_pod(mount: &Path, uid: &str) -> Result<String, TargetError> {
     }
     let cgroupfs = format!("pod{wanted}");
     let systemd = format!("-pod{}.slice", wanted.replace('-', "_"));
-    let mut found = Vec::new();
-    walk_dirs(mount, RUNTIME_DEPTH, &mut |dir| {
-        let name = dir
-            .file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default();
-        if name == cgroupfs || name.ends_with(&systemd) {
-            found.push(dir.to_path_buf());
-        }
-    });
     one_match(
-        found,
+        dirs_named(mount, RUNTIME_DEPTH, |name| {
+            name == cgroupfs || name.ends_with(&systemd)
+        }),
         || TargetError::PodNotFound {
             uid: uid.to_string(),
             mount: mount.to_path_buf(),
@@ -308,6 +282,20 @@ fn one_match(
                 .join(", "),
         )),
     }
+}
+
+/// The directories up to `depth` levels below `mount` whose name `wanted` accepts.
+fn dirs_named(mount: &Path, depth: usize, wanted: impl Fn(&str) -> bool) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    walk_dirs(mount, depth, &mut |dir| {
+        if dir
+            .file_name()
+            .is_some_and(|n| wanted(&n.to_string_lossy()))
+        {
+            found.push(dir.to_path_buf());
+        }
+    });
+    found
 }
 
 fn walk_dirs(dir: &Path, depth: usize, visit: &mut dyn FnMut(&Path)) {
