@@ -725,6 +725,16 @@ pub fn loss_spec(percent: f64, direction: Direction, filter: chaosd::api::NetFil
     })
 }
 
+/// `pid`'s "Max open files" line of `/proc/PID/limits` (what `fd.limit` lowers).
+pub fn max_open_files(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/limits"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .to_string()
+}
+
 /// The bytes of `pid`'s vDSO, read through /proc/<pid>/mem (clock skew patches them).
 pub fn vdso_bytes(pid: u32) -> Vec<u8> {
     use std::os::unix::fs::FileExt as _;

@@ -31,7 +31,7 @@ use chaosd::{
 };
 use chaosd_common::heartbeat::HEARTBEAT_STALE_NS;
 use chaosd_integration::{
-    Daemon, TestCgroup, Tmpfs, block_on, children_of, file_ops_in,
+    Daemon, TestCgroup, Tmpfs, block_on, children_of, file_ops_in, max_open_files,
     netns::{KillOnDrop, NetnsPair, spawn_in, tally},
     request, tcp_connect_from, udp_from_cgroups, vdso_bytes, wait_for,
 };
@@ -435,15 +435,6 @@ struct HostState {
     knobs: Vec<String>,
     /// The fd-limited sleeper's "Max open files" line.
     nofile: String,
-}
-
-fn max_open_files(pid: u32) -> String {
-    fs::read_to_string(format!("/proc/{pid}/limits"))
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .unwrap()
-        .to_string()
 }
 
 impl HostState {

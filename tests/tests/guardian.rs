@@ -17,8 +17,8 @@ use chaosd::{
     host::cgroup::spawn_in_cgroup,
 };
 use chaosd_integration::{
-    Daemon, TestCgroup, Tmpfs, alive, block_on, children_of, netns::KillOnDrop, request,
-    vdso_bytes, wait_for,
+    Daemon, TestCgroup, Tmpfs, alive, block_on, children_of, max_open_files, netns::KillOnDrop,
+    request, vdso_bytes, wait_for,
 };
 use nix::sys::signal::{Signal, kill};
 
@@ -142,16 +142,6 @@ struct Baseline {
     vdso: Vec<u8>,
     free: u64,
     nofile: String,
-}
-
-/// `pid`'s "Max open files" line of `/proc/PID/limits`.
-fn max_open_files(pid: u32) -> String {
-    fs::read_to_string(format!("/proc/{pid}/limits"))
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .unwrap()
-        .to_string()
 }
 
 impl Baseline {

@@ -6,7 +6,7 @@
 
 use std::{
     collections::BTreeMap,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::{
         Arc, Mutex, RwLock,
         atomic::{AtomicU64, Ordering},
@@ -16,7 +16,7 @@ use std::{
 
 use aya::maps::{HashMap, MapData};
 use chaosd_common::{
-    net::{FAMILY_V6, PPM_ONE},
+    net::PPM_ONE,
     proxy::{NO_SLOT, ProxyOrigin},
 };
 use hickory_proto::{
@@ -258,7 +258,7 @@ async fn serve_udp(
         tracing::warn!(%peer, "dns resolver: a query nobody redirected (no kernel record); dropped");
         return None;
     };
-    let to = origin_addr(&origin);
+    let to = crate::faults::tcp::proxy::origin_addr(&origin);
     match decide(shared, &origin, query).await {
         Outcome::Reply(r) => Some(r),
         Outcome::NoAnswer => None,
@@ -311,7 +311,7 @@ async fn serve_tcp(shared: &Shared, mut client: TcpStream, local: SocketAddr, pe
         tracing::warn!(%peer, "dns resolver: a connection nobody redirected (no kernel record); closed");
         return;
     };
-    let to = origin_addr(&origin);
+    let to = crate::faults::tcp::proxy::origin_addr(&origin);
     let mut upstream: Option<TcpStream> = None;
     while let Ok(query) = read_framed(&mut client).await {
         let reply = match decide(shared, &origin, &query).await {
@@ -464,23 +464,6 @@ fn reply(query: &Message, code: ResponseCode, answers: Vec<Record>) -> Outcome {
             tracing::warn!("dns resolver: encoding an answer: {e}");
             Outcome::Forward
         }
-    }
-}
-
-/// Where the kernel's record says the query was going.
-fn origin_addr(origin: &ProxyOrigin) -> SocketAddr {
-    let port = origin.port as u16;
-    if origin.family == FAMILY_V6 {
-        let mut octets = [0u8; 16];
-        for (i, w) in origin.addr.iter().enumerate() {
-            octets[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
-        }
-        SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(octets), port, 0, 0))
-    } else {
-        SocketAddr::V4(SocketAddrV4::new(
-            Ipv4Addr::from(origin.addr[0].to_ne_bytes()),
-            port,
-        ))
     }
 }
 

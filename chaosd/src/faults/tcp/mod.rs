@@ -19,7 +19,7 @@ pub mod bandwidth;
 pub mod down;
 pub mod latency;
 pub mod limit_data;
-mod proxy;
+pub(crate) mod proxy;
 pub mod reset_peer;
 pub mod slicer;
 pub mod slow_close;

@@ -78,19 +78,7 @@ fn lookup(shared: &Shared, peer: SocketAddr) -> Option<(SocketAddr, Vec<Arc<Acti
         let _ = peers.remove(&key);
         origin
     };
-    let port = origin.port as u16;
-    let to = if origin.family == FAMILY_V6 {
-        let mut octets = [0u8; 16];
-        for (i, w) in origin.addr.iter().enumerate() {
-            octets[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
-        }
-        SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(octets), port, 0, 0))
-    } else {
-        SocketAddr::V4(SocketAddrV4::new(
-            Ipv4Addr::from(origin.addr[0].to_ne_bytes()),
-            port,
-        ))
-    };
+    let to = origin_addr(&origin);
     let slots: Vec<u32> = origin
         .slots
         .iter()
@@ -366,4 +354,22 @@ fn sampled_latency(toxic: &Toxic) -> Duration {
     let spread = jitter.as_nanos() as u64;
     let offset = rand::rng().random_range(0..=2 * spread);
     (latency + Duration::from_nanos(offset)).saturating_sub(jitter)
+}
+
+/// Where the kernel's record (a proxied connect's or a redirected DNS query's) says the
+/// client was going.
+pub(crate) fn origin_addr(origin: &ProxyOrigin) -> SocketAddr {
+    let port = origin.port as u16;
+    if origin.family == FAMILY_V6 {
+        let mut octets = [0u8; 16];
+        for (i, w) in origin.addr.iter().enumerate() {
+            octets[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+        SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(octets), port, 0, 0))
+    } else {
+        SocketAddr::V4(SocketAddrV4::new(
+            Ipv4Addr::from(origin.addr[0].to_ne_bytes()),
+            port,
+        ))
+    }
 }
