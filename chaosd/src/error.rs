@@ -202,6 +202,12 @@ pub enum RequestError {
     )]
     KnobHeld { cgroup: String, file: String },
     #[error(
+        "{kind} needs at least one limit: rbps, wbps, riops or wiops (e.g. --rbps 10MiB/s, --wiops 100); a limit left out stays unlimited"
+    )]
+    NoLimits { kind: &'static str },
+    #[error("{input} names no disk that io.max can limit: {reason}")]
+    BadDisk { input: String, reason: String },
+    #[error(
         "the RLIMIT_NOFILE of process {pid} is already lowered by another fd.limit fault; recover that fault first"
     )]
     LimitHeld { pid: u32 },

@@ -754,3 +754,22 @@ pub fn vdso_bytes(pid: u32) -> Vec<u8> {
         .unwrap();
     bytes
 }
+
+/// The VM harness's scratch disk (virtio-blk, serial `chaosd-scratch`; see
+/// xtask/src/vm/qemu.rs): its device node and MAJ:MIN. `None` outside the VM guests.
+pub fn scratch_disk() -> Option<(PathBuf, String)> {
+    std::fs::read_dir("/sys/block")
+        .ok()?
+        .flatten()
+        .find_map(|e| {
+            let serial = std::fs::read_to_string(e.path().join("device/serial"))
+                .or_else(|_| std::fs::read_to_string(e.path().join("serial")))
+                .ok()?;
+            if serial.trim() != "chaosd-scratch" {
+                return None;
+            }
+            let dev = std::fs::read_to_string(e.path().join("dev")).ok()?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            Some((PathBuf::from("/dev").join(name), dev.trim().to_string()))
+        })
+}

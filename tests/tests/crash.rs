@@ -20,11 +20,12 @@ use chaosd::{
     api::{
         ClockName, ClockSkewParams, CpuLimitParams, DiskFillParams, DiskIoParams, DnsAnswerParams,
         DnsDelayParams, DnsErrorParams, DnsTimeoutParams, FaultSpec, FdLimitParams, IoErrnoParams,
-        IoMode, IoOp, MemPressureParams, NetBandwidthParams, NetConnectErrorParams,
-        NetCorruptParams, NetDelayParams, NetDuplicateParams, NetFilter, NetLossParams,
-        NetPartitionParams, ProcessLimitParams, ProcessPauseParams, Stream, StressCpuParams,
-        StressMemParams, TcpBandwidthParams, TcpDownParams, TcpLatencyParams, TcpLimitDataParams,
-        TcpResetPeerParams, TcpSlicerParams, TcpSlowCloseParams, TcpTimeoutParams,
+        IoMode, IoOp, IoThrottleParams, MemPressureParams, NetBandwidthParams,
+        NetConnectErrorParams, NetCorruptParams, NetDelayParams, NetDuplicateParams, NetFilter,
+        NetLossParams, NetPartitionParams, ProcessLimitParams, ProcessPauseParams, Stream,
+        StressCpuParams, StressMemParams, TcpBandwidthParams, TcpDownParams, TcpLatencyParams,
+        TcpLimitDataParams, TcpResetPeerParams, TcpSlicerParams, TcpSlowCloseParams,
+        TcpTimeoutParams,
     },
     host::cgroup::cgroup2_mount,
     host::cgroup::spawn_in_cgroup,
@@ -33,7 +34,7 @@ use chaosd_common::heartbeat::HEARTBEAT_STALE_NS;
 use chaosd_integration::{
     Daemon, TestCgroup, Tmpfs, block_on, children_of, file_ops_in, max_open_files,
     netns::{KillOnDrop, NetnsPair, spawn_in, tally},
-    request, tcp_connect_from, udp_from_cgroups, vdso_bytes, wait_for,
+    request, scratch_disk, tcp_connect_from, udp_from_cgroups, vdso_bytes, wait_for,
 };
 
 const COUNT: u32 = 50;
@@ -58,7 +59,8 @@ struct Scene {
     stressed: TestCgroup,
     paused: TestCgroup,
     skewed: TestCgroup,
-    /// cpu.limit, mem.pressure and process.limit (where the controllers are in cgroup2).
+    /// cpu.limit, mem.pressure, process.limit and io.throttle (where the controllers are in
+    /// cgroup2).
     limited: TestCgroup,
     /// fd.limit, on the sleeper in it.
     fd_limited: TestCgroup,
@@ -380,6 +382,19 @@ impl Scene {
                 vec![&self.limited],
             ),
             (
+                FaultSpec::IoThrottle(IoThrottleParams {
+                    path: None,
+                    // The VM's scratch disk; on a host without the io controller the kind is
+                    // refused before the device is looked at.
+                    device: Some(scratch_disk().map_or_else(|| "8:0".into(), |d| d.1)),
+                    rbps: Some("1MiB/s".parse().unwrap()),
+                    wbps: None,
+                    riops: None,
+                    wiops: None,
+                }),
+                vec![&self.limited],
+            ),
+            (
                 FaultSpec::FdLimit(FdLimitParams { nofile: 16 }),
                 vec![&self.fd_limited],
             ),
@@ -409,7 +424,7 @@ impl Scene {
                 .to_vec(),
             free_bytes: [self.fill.free(), self.disk_io.free()],
             vdso: vdso_bytes(self.skewed_holder),
-            knobs: ["cpu.max", "memory.high", "pids.max"]
+            knobs: ["cpu.max", "memory.high", "pids.max", "io.max"]
                 .map(|k| fs::read_to_string(self.limited.dir().join(k)).unwrap_or_default())
                 .to_vec(),
             nofile: max_open_files(self.fd_holder),
@@ -495,7 +510,7 @@ fn kernel_dependent(kind: &str) -> Option<&'static str> {
         "net.delay" | "net.bandwidth" => Some("sch_fq"),
         "io.errno" => Some("LSM"),
         k if k.starts_with("tcp.") || k.starts_with("dns.") => Some("proxy"),
-        "cpu.limit" | "mem.pressure" | "process.limit" => Some("controller"),
+        "cpu.limit" | "mem.pressure" | "process.limit" | "io.throttle" => Some("controller"),
         _ => None,
     }
 }

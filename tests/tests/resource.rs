@@ -6,6 +6,11 @@
 //! next `open()` fail with EMFILE while a sibling's opens succeed, and the limit reads as
 //! before after recover and after the deadline.
 //!
+//! `io.throttle` (`io.max`) makes `fio --direct=1` in the target read the VM's scratch disk at
+//! the asked rate and IOPS while a sibling reading the same disk is not slowed; `io.max` and
+//! every ancestor's `cgroup.subtree_control` read as before after recover, the deadline and a
+//! `kill -9` (the guardian), and bad requests leave nothing written.
+//!
 //! They need the controllers in the cgroup2 hierarchy: the VM guests have them (pure cgroup2),
 //! this host has them on cgroup v1, where each kind must be refused with that reason and a fix.
 
@@ -19,13 +24,14 @@ use std::{
 
 use chaosd::{
     api::{
-        CpuLimitParams, FaultSpec, FaultState, FdLimitParams, InjectRequest, MemPressureParams,
-        ProcessLimitParams, TargetSelector,
+        CpuLimitParams, FaultSpec, FaultState, FdLimitParams, InjectRequest, IoThrottleParams,
+        MemPressureParams, ProcessLimitParams, TargetSelector,
     },
-    host::cgroup::spawn_in_cgroup,
+    host::cgroup::{cgroup2_mount, spawn_in_cgroup},
 };
 use chaosd_integration::{
-    Daemon, TestCgroup, block_on, inject, inject_request, skip, unsupported_reason, wait_for,
+    Daemon, TestCgroup, block_on, inject, inject_request, scratch_disk, skip, unsupported_reason,
+    wait_for,
 };
 
 /// A process in a test cgroup, killed and reaped on drop.
@@ -398,4 +404,313 @@ fn fd_limit_on_a_pid_ends_at_its_deadline_and_refuses_what_it_cannot_lower() {
     );
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("at least 1"), "{body}");
+}
+
+/// A parent and a middle cgroup without `io` in their `cgroup.subtree_control` (new cgroups
+/// have none), the target and its sibling below them, and the scratch disk.
+struct IoScene {
+    parent: TestCgroup,
+    middle: TestCgroup,
+    target: TestCgroup,
+    sibling: TestCgroup,
+    /// The scratch disk's node and MAJ:MIN.
+    disk: (std::path::PathBuf, String),
+}
+
+impl IoScene {
+    fn new(label: &str) -> IoScene {
+        let disk = scratch_disk().unwrap_or_else(|| {
+            panic!(
+                "no scratch disk (virtio-blk serial chaosd-scratch): the VM harness attaches one"
+            )
+        });
+        let parent = TestCgroup::new(label);
+        let middle = parent.child("mid");
+        let target = middle.child("target");
+        let sibling = middle.child("sibling");
+        IoScene {
+            parent,
+            middle,
+            target,
+            sibling,
+            disk,
+        }
+    }
+
+    /// The cgroup2 root's, the parent's and the middle's `cgroup.subtree_control`, and the
+    /// target's `io.max` ("absent" while `io` is off for it).
+    fn knobs(&self) -> Vec<String> {
+        let root = cgroup2_mount().unwrap();
+        let mut out: Vec<String> = [root.as_path(), self.parent.dir(), self.middle.dir()]
+            .iter()
+            .map(|d| fs::read_to_string(d.join("cgroup.subtree_control")).unwrap())
+            .collect();
+        out.push(
+            fs::read_to_string(self.target.dir().join("io.max"))
+                .unwrap_or_else(|_| "absent".into()),
+        );
+        out
+    }
+
+    fn throttle(&self, rbps: Option<&str>, riops: Option<u64>) -> FaultSpec {
+        FaultSpec::IoThrottle(IoThrottleParams {
+            path: None,
+            device: Some(self.disk.1.clone()),
+            rbps: rbps.map(|r| r.parse().unwrap()),
+            wbps: None,
+            riops,
+            wiops: None,
+        })
+    }
+}
+
+/// What `fio --output-format=json` measured for one read job.
+#[derive(Debug)]
+struct FioRead {
+    bytes_per_sec: f64,
+    iops: f64,
+}
+
+/// Starts `fio` in `cg`: direct (O_DIRECT, past the page cache) sequential reads of `disk`
+/// in `bs` blocks for `secs` seconds.
+fn start_fio(cg: &TestCgroup, disk: &Path, bs: &str, secs: u32) -> Child {
+    let mut cmd = Command::new("fio");
+    cmd.args([
+        "--name=read",
+        "--readonly",
+        "--rw=read",
+        "--direct=1",
+        "--ioengine=psync",
+        "--time_based",
+        "--output-format=json",
+    ])
+    .arg(format!("--filename={}", disk.display()))
+    .arg(format!("--bs={bs}"))
+    .arg(format!("--runtime={secs}"))
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    spawn_in_cgroup(&mut cmd, cg.dir()).unwrap_or_else(|e| {
+        panic!("starting fio: {e} (cargo xtask test installs it: xtask/src/test_tools.rs)")
+    })
+}
+
+fn fio_result(child: Child) -> FioRead {
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "fio failed: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // fio may print notes before the JSON document.
+    let json: serde_json::Value = serde_json::from_str(&text[text.find('{').unwrap()..])
+        .unwrap_or_else(|e| panic!("fio's JSON: {e}\n{text}"));
+    let read = &json["jobs"][0]["read"];
+    FioRead {
+        bytes_per_sec: read["bw_bytes"].as_f64().unwrap(),
+        iops: read["iops"].as_f64().unwrap(),
+    }
+}
+
+fn io_daemon() -> Option<Daemon> {
+    let (daemon, missing) = daemon_for("io.throttle");
+    if let Some(reason) = missing {
+        assert!(reason.contains("no io controller"), "{reason}");
+        // The guests mount a pure cgroup2 with every controller: there it must run.
+        assert!(
+            std::env::var_os("CHAOSD_VM").is_none(),
+            "io.throttle refused in the VM: {reason}"
+        );
+        chaosd_integration::record_skip(&reason);
+        return None;
+    }
+    Some(daemon)
+}
+
+#[test]
+fn io_throttle_reads_at_rbps_while_the_sibling_is_free_and_recover_puts_everything_back() {
+    let Some(daemon) = io_daemon() else { return };
+    let scene = IoScene::new("io-throttle");
+    let before = scene.knobs();
+    assert_eq!(before[3], "absent", "io is on for a new cgroup: {before:?}");
+
+    let rate = 2u64 << 20;
+    let fault = inject(
+        &daemon,
+        &scene.target,
+        scene.throttle(Some("2MiB/s"), None),
+        "60s",
+    );
+    let dev = &scene.disk.1;
+    assert_eq!(
+        fs::read_to_string(scene.target.dir().join("io.max"))
+            .unwrap()
+            .trim(),
+        format!("{dev} rbps={rate} wbps=max riops=max wiops=max")
+    );
+    // io.max, and +io in the parent and the middle (the root has it already).
+    let files: Vec<(&str, &str)> = fault
+        .knobs
+        .iter()
+        .map(|k| (k.cgroup.as_str(), k.file.as_str()))
+        .collect();
+    assert_eq!(
+        files,
+        [
+            (scene.parent.rel(), "cgroup.subtree_control"),
+            (scene.middle.rel(), "cgroup.subtree_control"),
+            (scene.target.rel(), "io.max"),
+        ],
+        "{:?}",
+        fault.knobs
+    );
+
+    let (throttled, free) = (
+        start_fio(&scene.target, &scene.disk.0, "64k", 6),
+        start_fio(&scene.sibling, &scene.disk.0, "64k", 6),
+    );
+    let (throttled, free) = (fio_result(throttled), fio_result(free));
+    eprintln!(
+        "measured: fio --direct=1 under rbps 2 MiB/s read {:.3} MiB/s ({:.1} IOPS); its sibling {:.2} MiB/s at the same time",
+        throttled.bytes_per_sec / 1048576.0,
+        throttled.iops,
+        free.bytes_per_sec / 1048576.0
+    );
+    let ratio = throttled.bytes_per_sec / rate as f64;
+    assert!(
+        (0.9..=1.1).contains(&ratio),
+        "read {:.0} B/s under rbps {rate}",
+        throttled.bytes_per_sec
+    );
+    assert!(
+        free.bytes_per_sec > 3.0 * rate as f64,
+        "the sibling was slowed too: {:.0} B/s",
+        free.bytes_per_sec
+    );
+    let info = block_on(daemon.client().get(&fault.id)).unwrap();
+    assert!(info.counters.affected > 0, "no I/O counted");
+
+    block_on(daemon.client().recover(&fault.id)).unwrap();
+    assert_eq!(scene.knobs(), before, "not as before after recover");
+}
+
+#[test]
+fn io_throttle_caps_iops_and_ends_at_its_deadline() {
+    let Some(daemon) = io_daemon() else { return };
+    let scene = IoScene::new("io-iops");
+    let before = scene.knobs();
+    let fault = inject(&daemon, &scene.target, scene.throttle(None, Some(50)), "8s");
+    let read = fio_result(start_fio(&scene.target, &scene.disk.0, "4k", 4));
+    eprintln!(
+        "measured: fio --direct=1 4k reads under riops 50: {:.1} IOPS",
+        read.iops
+    );
+    assert!((45.0..=55.0).contains(&read.iops), "{:.1} IOPS", read.iops);
+
+    let ended = wait_for(Duration::from_secs(15), || {
+        let f = block_on(daemon.client().get(&fault.id)).ok()?;
+        (f.state != FaultState::Active).then_some(f)
+    });
+    assert!(ended.is_some(), "io.throttle outlived its deadline");
+    assert_eq!(scene.knobs(), before, "not as before after the deadline");
+}
+
+#[test]
+fn io_throttle_is_put_back_by_the_guardian_after_kill_9() {
+    let Some(mut daemon) = io_daemon() else {
+        return;
+    };
+    let scene = IoScene::new("io-kill");
+    let before = scene.knobs();
+    inject(
+        &daemon,
+        &scene.target,
+        scene.throttle(Some("1MiB/s"), None),
+        "10m",
+    );
+    assert_ne!(scene.knobs(), before);
+    let guardian = daemon.guardian().expect("no guardian");
+    let killed = Instant::now();
+    daemon.kill9();
+    let limit = Duration::from_millis(2500);
+    let back = wait_for(limit, || (scene.knobs() == before).then_some(()));
+    assert!(
+        back.is_some(),
+        "not as before {limit:?} after kill -9: {:?} (before {before:?})\n{}",
+        scene.knobs(),
+        daemon.log_text()
+    );
+    eprintln!(
+        "measured: io.max and subtree_control back {:?} after kill -9",
+        killed.elapsed()
+    );
+    assert!(Daemon::reap_guardian(&guardian, Duration::from_secs(10)));
+}
+
+#[test]
+fn io_throttle_refuses_bad_disks_and_limits_and_leaves_nothing_written() {
+    let daemon = Daemon::start();
+    let cg = TestCgroup::new("io-bad");
+    // Refused before anything is looked at, on every host.
+    let bad = [
+        (r#"{"device":"8:0"}"#, "at least one limit"),
+        (r#"{"device":"8:0","riops":0}"#, "operations per second"),
+        (r#"{"device":"8:0","rbps":"0"}"#, "above zero"),
+        (r#"{"rbps":"1MiB"}"#, "exactly one of path and device"),
+        (
+            r#"{"path":"/","device":"8:0","rbps":"1MiB"}"#,
+            "exactly one of path and device",
+        ),
+        (r#"{"device":"sda","rbps":"1MiB"}"#, "MAJ:MIN"),
+    ];
+    for (params, says) in bad {
+        let fault = format!(r#"{{"kind":"io.throttle","params":{params}}}"#);
+        let (status, body) = daemon.post_fault_text(&fault, cg.rel(), "30s");
+        assert!((400..500).contains(&status), "{fault}: {status} {body}");
+        assert!(body.contains(says), "{fault}: {body}");
+    }
+    if let Some(reason) = unsupported_reason(&daemon, "io.throttle") {
+        assert!(reason.contains("no io controller"), "{reason}");
+        let (status, body) = daemon.post_fault_text(
+            r#"{"kind":"io.throttle","params":{"device":"8:0","rbps":"1MiB"}}"#,
+            cg.rel(),
+            "30s",
+        );
+        assert_eq!(status, 422, "{body}");
+        assert!(body.contains("cgroup_no_v1"), "no fix named: {body}");
+        return;
+    }
+    // Refused when the disk is looked up or written, with nothing left behind.
+    let scene = IoScene::new("io-refused");
+    let before = scene.knobs();
+    let disks = [
+        (r#""path":"/no/such/dir""#, "No such file"),
+        (r#""path":"/proc""#, "no block device of its own"),
+        (r#""path":"/dev/null""#, "character device"),
+        (r#""device":"1:3""#, "no block device 1:3"),
+    ];
+    for (disk, says) in disks {
+        let fault = format!(r#"{{"kind":"io.throttle","params":{{{disk},"rbps":"1MiB/s"}}}}"#);
+        let (status, body) = daemon.post_fault_text(&fault, scene.target.rel(), "30s");
+        assert_eq!(status, 400, "{fault}: {body}");
+        assert!(body.contains(says), "{fault}: {body}");
+        assert_eq!(scene.knobs(), before, "{fault} left something written");
+    }
+    // The middle cgroup holds a process: it may not enable io for its children, and the
+    // parent's +io written before that is taken back.
+    let _holder = spawn(&scene.middle, "sleep", &["600"]);
+    let err = daemon
+        .try_inject(&chaosd_integration::request(
+            scene.throttle(Some("1MiB/s"), None),
+            &[&scene.target],
+            "30s",
+        ))
+        .expect_err("+io in a cgroup with processes")
+        .to_string();
+    assert!(err.contains("processes of its own"), "{err}");
+    assert_eq!(
+        scene.knobs(),
+        before,
+        "a refused io.throttle left something"
+    );
 }

@@ -36,6 +36,9 @@ pub const TOOLS: &[(&str, &str)] = &[
     // tests/tests/systemd.rs: boots /lib/systemd/systemd as a container's PID 1 to run the
     // shipped units (the package's program on PATH is systemctl).
     ("systemctl", "systemd"),
+    // tests/tests/resource.rs: io.throttle's read rate and IOPS measured with fio in the VM
+    // guests (which run the host's /usr).
+    ("fio", "fio"),
 ];
 
 /// Installs the packages of every program in [`TOOLS`] that is not on PATH.

@@ -445,6 +445,8 @@ fn boot_stage2(
         .context("writing stage2.sh")?;
     fs::write(work.path.join(shares::SHARES_FILE), shares.list_file())
         .context("writing the share list")?;
+    let scratch = work.path.join(SCRATCH_IMAGE);
+    create_scratch_disk(&scratch)?;
     println!(
         "vm: booting {name} (timeout {} s, {} vCPU{}, tcg thread={})",
         limits.timeout.as_secs(),
@@ -473,12 +475,26 @@ fn boot_stage2(
         stall_timeout: limits.stall,
         tag: &tag,
         extra_cmdline: &lsm,
+        scratch_disk: Some(&scratch),
     })?;
     println!(
         "vm: {name} exited after {:.1?}: {}",
         boot.elapsed, boot.outcome
     );
     Ok((work, boot))
+}
+
+/// The scratch disk's image in a boot's work dir (removed with it).
+const SCRATCH_IMAGE: &str = "scratch.img";
+/// Its size: room for a few seconds of reads at the tests' rates.
+const SCRATCH_BYTES: u64 = 64 << 20;
+
+/// A fresh sparse raw image of [`SCRATCH_BYTES`] (a raw image is the bytes of the disk: no
+/// qemu-img needed). Its holes read as zeros, fast, so the guest's throttle is the bottleneck.
+fn create_scratch_disk(path: &Path) -> Result<()> {
+    let file = fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    file.set_len(SCRATCH_BYTES)
+        .with_context(|| format!("sizing {}", path.display()))
 }
 
 /// One program run in a distro kernel (for `cargo xtask bench`'s VM part).

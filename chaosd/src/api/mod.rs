@@ -25,7 +25,8 @@ pub use clock::{ClockName, ClockSkewParams};
 pub use dns::{DnsAnswerParams, DnsDelayParams, DnsErrorParams, DnsSelect, DnsTimeoutParams};
 pub use io::{IoErrnoParams, IoOp};
 pub use resource::{
-    CpuLimitParams, FdLimitParams, KnobChange, LimitChange, MemPressureParams, ProcessLimitParams,
+    CpuLimitParams, FdLimitParams, IoThrottleParams, KnobChange, LimitChange, MemPressureParams,
+    ProcessLimitParams,
 };
 pub use tcp::{
     Stream, TcpBandwidthParams, TcpDownParams, TcpLatencyParams, TcpLimitDataParams,
@@ -152,6 +153,9 @@ pub enum FaultSpec {
     /// Lower the soft `RLIMIT_NOFILE` of the target processes (`prlimit(2)`).
     #[serde(rename = "fd.limit")]
     FdLimit(FdLimitParams),
+    /// Cap the target cgroups' block I/O to one disk (`io.max`).
+    #[serde(rename = "io.throttle")]
+    IoThrottle(IoThrottleParams),
 }
 
 impl FaultSpec {
@@ -189,6 +193,7 @@ impl FaultSpec {
             FaultSpec::MemPressure(_) => "mem.pressure",
             FaultSpec::ProcessLimit(_) => "process.limit",
             FaultSpec::FdLimit(_) => "fd.limit",
+            FaultSpec::IoThrottle(_) => "io.throttle",
         }
     }
 }

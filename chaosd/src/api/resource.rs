@@ -1,12 +1,12 @@
 //! Wire types of the resource kinds: cgroup v2 knobs that throttle a target exactly
-//! (`cpu.limit`, `mem.pressure`, `process.limit`), the per-process `fd.limit`, and the
-//! records of what they changed.
+//! (`cpu.limit`, `mem.pressure`, `process.limit`, `io.throttle`), the per-process
+//! `fd.limit`, and the records of what they changed.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ByteSize, Written};
+use super::{ByteRate, ByteSize, Written};
 
 /// `cpu.limit`: caps the targets' CPU time with `cpu.max` (CFS bandwidth control).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -43,6 +43,34 @@ pub struct MemPressureParams {
 pub struct ProcessLimitParams {
     /// Tasks (processes and threads) each target may hold, at least 1.
     pub max: u32,
+}
+
+/// `io.throttle`: caps the targets' block I/O to one disk with `io.max` (the kernel's
+/// blk-throttle): bytes and I/O operations per second, reads and writes apart. The disk is
+/// named by `path` (a file or directory on it, or its device node) or by `device`; exactly
+/// one of them. At least one limit; a limit left out stays unlimited.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IoThrottleParams {
+    /// A file or directory on the disk (the disk its filesystem is on), or a block device
+    /// node such as "/dev/vdb" (that disk). A partition stands for its whole disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The disk as "MAJ:MIN" (`lsblk`'s MAJ:MIN, `/sys/dev/block/`), e.g. "8:0".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// Read bytes per second, e.g. "10MiB/s".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rbps: Option<Written<ByteRate>>,
+    /// Written bytes per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wbps: Option<Written<ByteRate>>,
+    /// Read operations per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub riops: Option<u64>,
+    /// Write operations per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wiops: Option<u64>,
 }
 
 /// One cgroup knob a fault wrote: what it held before and what the fault set. Journaled

@@ -43,6 +43,7 @@ pub fn outlives_the_daemon(spec: &FaultSpec) -> bool {
             | FaultSpec::CpuLimit(_)
             | FaultSpec::MemPressure(_)
             | FaultSpec::ProcessLimit(_)
+            | FaultSpec::IoThrottle(_)
             | FaultSpec::FdLimit(_)
     )
 }
@@ -63,7 +64,10 @@ pub fn revert(f: &FaultInfo, daemon: Option<u32>) -> Outcome {
             ),
             Some(pid) => empty_fill_file(pid, &p.path),
         },
-        FaultSpec::CpuLimit(_) | FaultSpec::MemPressure(_) | FaultSpec::ProcessLimit(_) => {
+        FaultSpec::CpuLimit(_)
+        | FaultSpec::MemPressure(_)
+        | FaultSpec::ProcessLimit(_)
+        | FaultSpec::IoThrottle(_) => {
             let (found, done) = crate::faults::resource::restore_leftover(f);
             Outcome::new(found, done)
         }

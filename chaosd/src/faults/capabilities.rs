@@ -480,6 +480,10 @@ pub(crate) fn check_pids_controller(f: &Facts) -> Result<(), Problem> {
     check_controller(f, "pids")
 }
 
+pub(crate) fn check_io_controller(f: &Facts) -> Result<(), Problem> {
+    check_controller(f, "io")
+}
+
 pub(crate) fn check_bpf_lsm(f: &Facts) -> Result<(), Problem> {
     match f.bpf_lsm_static_problem() {
         Some(p) => Err(p),
@@ -602,6 +606,8 @@ mod tests {
         let p = check_memory_controller(&f).unwrap_err();
         assert!(p.reason.contains("no memory controller"), "{}", p.reason);
         assert!(p.fix.contains("cgroup_no_v1=memory"), "{}", p.fix);
+        let p = check_io_controller(&f).unwrap_err();
+        assert!(p.reason.contains("no io controller"), "{}", p.reason);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! busybox as PID 1 after `switch_root` into the read-only host root.
 //!
 //! It mounts what a systemd host would (proc, sys, devtmpfs, bpffs, debugfs, tracefs,
-//! securityfs, a pure cgroup2 hierarchy with every controller enabled), brings `lo` up, runs each
+//! securityfs, a pure cgroup2 hierarchy with every controller enabled), brings `lo` up, loads
+//! virtio_blk for the scratch disk, runs each
 //! binary (with the same arguments: `--test-threads=1` and a filter for the test suite, the
 //! bench's VM part for `cargo xtask bench`) from its package dir, tees its output to the console and
 //! to `<work>/<binary>/output`, writes its exit code to `<work>/<binary>/exit`, then writes
@@ -54,6 +55,8 @@ for c in $($bb cat /sys/fs/cgroup/cgroup.controllers); do
     echo "+$c" > /sys/fs/cgroup/cgroup.subtree_control
 done
 $bb ip link set lo up
+# The scratch disk (virtio-blk, serial chaosd-scratch) for the io.max tests; no udev here.
+modprobe virtio_blk 2>/dev/null
 $bb hostname chaosd-vm
 echo "chaosd-vm: kernel $($bb uname -r), lsm=$($bb cat /sys/kernel/security/lsm)"
 status=0

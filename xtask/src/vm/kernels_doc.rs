@@ -56,6 +56,7 @@ const KINDS: &[(&str, &str, &str)] = &[
     ("resource", "cpu_limit_", "cpu.limit"),
     ("resource", "mem_pressure_", "mem.pressure"),
     ("resource", "process_limit_", "process.limit"),
+    ("resource", "io_throttle_", "io.throttle"),
     ("resource", "", "resource (knobs, requests)"),
     ("tcp_proxy", "", "tcp.* (transparent proxy)"),
     ("dns", "", "dns.* (resolver)"),

@@ -50,7 +50,13 @@ pub struct Boot<'a> {
     pub tag: &'a str,
     /// Kernel parameters after the console ones (e.g. the LSM list: [`lsm_param`]).
     pub extra_cmdline: &'a str,
+    /// A raw image attached as a virtio-blk disk with serial [`SCRATCH_SERIAL`] (the
+    /// `io.max` tests need a real block device; the guest's root is 9p).
+    pub scratch_disk: Option<&'a Path>,
 }
+
+/// The scratch disk's serial: the guest finds it by `/sys/block/*/serial`.
+pub const SCRATCH_SERIAL: &str = "chaosd-scratch";
 
 /// vCPUs of one guest and how TCG runs them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,6 +200,14 @@ fn command(b: &Boot<'_>) -> Command {
         );
         let device = format!("virtio-9p-pci,fsdev={tag},mount_tag={tag}", tag = share.tag);
         cmd.args(["-fsdev", &fsdev, "-device", &device]);
+    }
+    if let Some(image) = b.scratch_disk {
+        let drive = format!(
+            "file={},if=none,id=scratch,format=raw",
+            qemu_escape(&image.display().to_string())
+        );
+        let device = format!("virtio-blk-pci,drive=scratch,serial={SCRATCH_SERIAL}");
+        cmd.args(["-drive", &drive, "-device", &device]);
     }
     cmd.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
         .stdin(Stdio::null())

@@ -190,7 +190,7 @@ pub enum InjectKind {
         #[command(subcommand)]
         fault: NetFault,
     },
-    /// File I/O faults (BPF LSM).
+    /// File I/O errors (BPF LSM) and disk throttles (io.max).
     Io {
         #[command(subcommand)]
         fault: crate::io::IoFault,

@@ -1,6 +1,6 @@
-//! `chaosctl inject io ...`.
+//! `chaosctl inject io errno | throttle`.
 
-use chaosd::api::{Errno, FaultSpec, IoErrnoParams, IoOp, Written};
+use chaosd::api::{ByteRate, Errno, FaultSpec, IoErrnoParams, IoOp, IoThrottleParams, Written};
 use clap::Subcommand;
 
 use crate::args::Common;
@@ -24,6 +24,33 @@ pub enum IoFault {
         #[command(flatten)]
         common: Common,
     },
+    /// Cap the target cgroups' block I/O to one disk (io.max): reads and writes that reach
+    /// the disk are delayed beyond the rates; page-cache hits are not slowed.
+    #[command(group(clap::ArgGroup::new("disk").required(true).args(["path", "device"])))]
+    #[command(group(clap::ArgGroup::new("limits").required(true).multiple(true)
+        .args(["rbps", "wbps", "riops", "wiops"])))]
+    Throttle {
+        /// A file or directory on the disk, or its device node (a partition means its disk).
+        #[arg(long)]
+        path: Option<String>,
+        /// The disk as MAJ:MIN (lsblk's MAJ:MIN), e.g. 8:0.
+        #[arg(long)]
+        device: Option<String>,
+        /// Read bytes per second, e.g. 10MiB/s.
+        #[arg(long)]
+        rbps: Option<Written<ByteRate>>,
+        /// Written bytes per second.
+        #[arg(long)]
+        wbps: Option<Written<ByteRate>>,
+        /// Read operations per second.
+        #[arg(long)]
+        riops: Option<u64>,
+        /// Write operations per second.
+        #[arg(long)]
+        wiops: Option<u64>,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 impl IoFault {
@@ -44,6 +71,44 @@ impl IoFault {
                 }),
                 common,
             ),
+            IoFault::Throttle {
+                path,
+                device,
+                rbps,
+                wbps,
+                riops,
+                wiops,
+                common,
+            } => (
+                FaultSpec::IoThrottle(IoThrottleParams {
+                    path,
+                    device,
+                    rbps,
+                    wbps,
+                    riops,
+                    wiops,
+                }),
+                common,
+            ),
         }
     }
+}
+
+/// One line on what an `io.throttle` fault does.
+pub fn throttle_text(p: &IoThrottleParams) -> String {
+    let limits: Vec<String> = [
+        p.rbps.as_ref().map(|r| format!("reads {r}")),
+        p.wbps.as_ref().map(|r| format!("writes {r}")),
+        p.riops.map(|n| format!("{n} reads/s")),
+        p.wiops.map(|n| format!("{n} writes/s")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let disk = match (&p.path, &p.device) {
+        (Some(path), _) => format!("the disk of {path}"),
+        (None, Some(dev)) => format!("disk {dev}"),
+        (None, None) => "?".into(),
+    };
+    format!("{} on {disk} (io.max)", limits.join(", "))
 }

@@ -166,6 +166,7 @@ fn params(spec: &FaultSpec) -> String {
                 .map(|d| format!(" under {d}"))
                 .unwrap_or_default()
         ),
+        FaultSpec::IoThrottle(p) => crate::io::throttle_text(p),
         FaultSpec::NetLoss(p) => format!(
             "{} % of packets, {}{}",
             p.percent,

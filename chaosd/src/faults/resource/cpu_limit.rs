@@ -78,7 +78,7 @@ pub fn apply(
             file: "cpu.max",
             value: format!("{quota_us} {period_us}"),
         }],
-        EventCounter {
+        EventCounter::Line {
             file: "cpu.stat",
             key: "nr_throttled",
         },

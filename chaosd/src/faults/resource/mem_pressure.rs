@@ -59,7 +59,7 @@ pub fn apply(
         "memory",
         ctx,
         &writes,
-        EventCounter {
+        EventCounter::Line {
             file: "memory.events",
             key: "high",
         },

@@ -32,7 +32,7 @@ pub fn apply(
             file: "pids.max",
             value: p.max.to_string(),
         }],
-        EventCounter {
+        EventCounter::Line {
             file: "pids.events",
             key: "max",
         },
