@@ -199,10 +199,19 @@ pub fn apply_plan(
     plan: Vec<(Cgroup, KnobWrite)>,
     events: EventCounter,
 ) -> Result<KnobFault, FaultError> {
-    let mut planned = Vec::new();
+    let mut planned: Vec<(PathBuf, KnobChange)> = Vec::new();
     for (cg, w) in plan {
         let shape = Shape::of(w.file, &w.value);
-        let before = read_knob(&cg, w.file, &shape, controller)?;
+        // A knob that appears once an earlier write of the plan enables its controller in the
+        // parent holds nothing yet.
+        let enabled_here = planned
+            .iter()
+            .any(|(d, c)| c.file == SUBTREE_CONTROL && Some(d.as_path()) == cg.dir.parent());
+        let before = if enabled_here && !cg.dir.join(w.file).exists() {
+            String::new()
+        } else {
+            read_knob(&cg, w.file, &shape, controller)?
+        };
         let set = shape.predicted(&before, &w.value);
         planned.push((cg.dir.clone(), change(&cg, w.file, before, set)));
     }
