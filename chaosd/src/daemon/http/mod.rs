@@ -50,6 +50,15 @@ impl ApiError {
             message: message.into(),
         }
     }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// What the client is told.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
 }
 
 impl From<Error> for ApiError {
@@ -232,6 +241,17 @@ async fn check_peer(
 
 /// The API routes; tests drive this with `tower::ServiceExt::oneshot`.
 pub fn router(registry: Arc<Registry>) -> Router {
+    fault_routes(registry).fallback(|| async {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no such route; the API lives under /v1",
+        )
+    })
+}
+
+/// The fault routes (inject, list, show, recover, dry run), status, capabilities and
+/// metrics, with no fallback: the socket's API and the remote listener both serve these.
+pub fn fault_routes(registry: Arc<Registry>) -> Router {
     Router::new()
         .route(
             "/v1/faults",
@@ -242,12 +262,6 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/capabilities", get(capabilities))
         .route("/metrics", get(metrics))
-        .fallback(|| async {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "no such route; the API lives under /v1",
-            )
-        })
         .with_state(registry)
 }
 
