@@ -374,3 +374,35 @@ fn a_delete_after_a_restart_answers_that_the_attack_already_ended() {
         "{ans}"
     );
 }
+
+/// Plain HTTP (loopback, no TLS files): served to local users who may use the socket (root
+/// here), refused to others (nobody), as the socket's peer check does.
+#[test]
+fn plain_http_on_loopback_serves_only_users_allowed_on_the_socket() {
+    use std::os::unix::process::CommandExt as _;
+    let port = free_port();
+    let daemon = Daemon::start_with_config(&format!("[remote]\nlisten = \"127.0.0.1:{port}\"\n"));
+    let url = format!("http://127.0.0.1:{port}/api/system/health");
+    let curl = |as_nobody: bool| {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--max-time", "30", "-w", "\n%{http_code}", &url]);
+        if as_nobody {
+            cmd.uid(65534).gid(65534);
+        }
+        cmd.output().unwrap()
+    };
+    let root = curl(false);
+    assert!(
+        String::from_utf8_lossy(&root.stdout).ends_with("\n200"),
+        "{root:?}"
+    );
+    let nobody = curl(true);
+    assert!(!nobody.status.success(), "nobody was served: {nobody:?}");
+    assert!(
+        daemon
+            .log_text()
+            .contains("refused a local client whose user may not use chaosd"),
+        "{}",
+        daemon.log_text()
+    );
+}

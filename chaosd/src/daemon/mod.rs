@@ -114,6 +114,7 @@ pub async fn run(config: Config, systemd: Activation) -> anyhow::Result<()> {
                 Arc::clone(&history),
                 &config.daemon.state_dir,
                 remote_mount,
+                http::Access::for_group(&config.daemon.group),
             )
             .await?;
             info!(%addr, "remote listener ready");
@@ -144,6 +145,10 @@ pub async fn run(config: Config, systemd: Activation) -> anyhow::Result<()> {
         shutdown_signal(),
     )
     .await;
+    // No new remote attack once stopping.
+    if let Some(task) = remote_task {
+        task.abort();
+    }
     // No new scheduled run once stopping; due times from here on are missed.
     ticker.abort();
     // systemd stops watching the watchdog once the service stops; STATUS= says why we linger.
@@ -154,9 +159,6 @@ pub async fn run(config: Config, systemd: Activation) -> anyhow::Result<()> {
     // Runs roll back their own faults and write their reports first.
     runs.shutdown().await;
     if let Some(task) = metrics_task {
-        task.abort();
-    }
-    if let Some(task) = remote_task {
         task.abort();
     }
     let reverted = registry.recover_all(FaultState::Stopped).await;

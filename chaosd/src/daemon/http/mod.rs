@@ -196,6 +196,27 @@ impl Access {
                 .is_some_and(|pid| supplementary_groups(pid).contains(&group.gid))
     }
 
+    /// Whether the user `uid` may use the API, when only the uid is known (a loopback TCP
+    /// peer of the remote listener): root, or a user whose primary or supplementary groups
+    /// include the group.
+    pub fn allows_uid(&self, uid: u32) -> bool {
+        if uid == 0 {
+            return true;
+        }
+        let Some(group) = &self.group else {
+            return false;
+        };
+        let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) else {
+            return false;
+        };
+        let Ok(name) = std::ffi::CString::new(user.name) else {
+            return false;
+        };
+        user.gid.as_raw() == group.gid
+            || nix::unistd::getgrouplist(&name, user.gid)
+                .is_ok_and(|gs| gs.iter().any(|g| g.as_raw() == group.gid))
+    }
+
     /// Why `peer` is refused: names the group only when there is one to join.
     pub fn refusal(&self, peer: &PeerCred) -> String {
         match &self.group {

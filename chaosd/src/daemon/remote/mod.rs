@@ -136,7 +136,7 @@ async fn audit(
     next: Next,
 ) -> Response {
     let caller = Caller {
-        uid: u32::MAX,
+        uid: peer.uid.unwrap_or(u32::MAX),
         pid: None,
         peer: Some(peer.describe()),
     };
@@ -329,9 +329,11 @@ pub async fn serve(
     history: Arc<History>,
     state_dir: &std::path::Path,
     mount: PathBuf,
+    access: crate::daemon::http::Access,
 ) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), TlsSetupError> {
     let tls = listen.tls.as_ref().map(tls::server_config).transpose()?;
-    let listener = RemoteListener::bind(listen.addr, tls).await?;
+    let plain_access: tls::PlainAccess = Arc::new(move |uid| access.allows_uid(uid));
+    let listener = RemoteListener::bind(listen.addr, tls, plain_access).await?;
     let addr = listener.local_addr();
     let state = Arc::new(RemoteState {
         registry,

@@ -1,6 +1,7 @@
 //! The remote listener's transport: TCP with mutual TLS (rustls: this host's certificate, and
 //! client certificates checked against `remote.client_ca` during the handshake, so a client
-//! without one never reaches HTTP), or plain TCP on a loopback address. Handshakes run in
+//! without one never reaches HTTP), or plain TCP on a loopback address, served only to local
+//! users that may use the Unix socket (by the uid owning the client's socket). Handshakes run in
 //! their own tasks, so one slow client holds up no other.
 
 use std::{
@@ -103,16 +104,53 @@ pub struct RemotePeer {
     pub addr: SocketAddr,
     /// The client certificate's subject (RFC 4514 order: `CN=..,O=..`); None over plain HTTP.
     pub subject: Option<String>,
+    /// Over plain HTTP on loopback: the uid owning the client's socket.
+    pub uid: Option<u32>,
 }
 
 impl RemotePeer {
     /// How the audit trail names it: `CN=chaos-mesh from 10.0.0.5:41234`.
     pub fn describe(&self) -> String {
-        match &self.subject {
-            Some(s) => format!("{s} from {}", self.addr),
-            None => format!("plain HTTP from {}", self.addr),
+        match (&self.subject, self.uid) {
+            (Some(s), _) => format!("{s} from {}", self.addr),
+            (None, Some(uid)) => format!("uid {uid} over plain HTTP from {}", self.addr),
+            (None, None) => format!("plain HTTP from {}", self.addr),
         }
     }
+}
+
+/// Who may use a plain-HTTP (loopback) listener, by the uid owning the client's socket.
+pub type PlainAccess = Arc<dyn Fn(u32) -> bool + Send + Sync>;
+
+/// `/proc/net/tcp` spelling of an address: each 32-bit word of the address as the kernel
+/// prints it (host order, hex), then the port.
+fn proc_net_addr(a: SocketAddr) -> String {
+    let words: Vec<String> = match a.ip() {
+        std::net::IpAddr::V4(ip) => vec![format!("{:08X}", u32::from_le_bytes(ip.octets()))],
+        std::net::IpAddr::V6(ip) => ip
+            .octets()
+            .chunks(4)
+            .map(|c| format!("{:08X}", u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+            .collect(),
+    };
+    format!("{}:{:04X}", words.concat(), a.port())
+}
+
+/// The uid owning the loopback TCP socket at `peer` that is connected to `local` (this
+/// listener's side), from `/proc/net/tcp` and `/proc/net/tcp6`: a loopback client is a
+/// local process, so the same user check as the Unix socket applies to it.
+pub fn loopback_peer_uid(peer: SocketAddr, local: SocketAddr) -> Option<u32> {
+    let (want_local, want_remote) = (proc_net_addr(peer), proc_net_addr(local));
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() > 7 && f[1] == want_local && f[2] == want_remote {
+                return f[7].parse().ok();
+            }
+        }
+    }
+    None
 }
 
 /// A served connection: TLS, or plain TCP on loopback.
@@ -179,6 +217,7 @@ impl RemoteListener {
     pub async fn bind(
         addr: SocketAddr,
         tls: Option<Arc<ServerConfig>>,
+        plain_access: PlainAccess,
     ) -> Result<RemoteListener, TlsSetupError> {
         let tcp = TcpListener::bind(addr)
             .await
@@ -187,7 +226,12 @@ impl RemoteListener {
             .local_addr()
             .map_err(|source| TlsSetupError::Bind { addr, source })?;
         let (tx, ready) = mpsc::channel(64);
-        let acceptor = tokio::spawn(accept_forever(tcp, tls.map(TlsAcceptor::from), tx));
+        let acceptor = tokio::spawn(accept_forever(
+            tcp,
+            tls.map(TlsAcceptor::from),
+            plain_access,
+            tx,
+        ));
         Ok(RemoteListener {
             ready,
             local,
@@ -203,6 +247,7 @@ impl RemoteListener {
 async fn accept_forever(
     tcp: TcpListener,
     tls: Option<TlsAcceptor>,
+    plain_access: PlainAccess,
     ready: mpsc::Sender<(RemoteStream, RemotePeer)>,
 ) {
     loop {
@@ -217,9 +262,20 @@ async fn accept_forever(
         };
         let _ = stream.set_nodelay(true);
         let Some(tls) = tls.clone() else {
+            // Plain HTTP (loopback only): the client is a local process; serve it only if its
+            // user may use the Unix socket.
+            let uid = stream
+                .local_addr()
+                .ok()
+                .and_then(|local| loopback_peer_uid(addr, local));
+            if !uid.is_some_and(|u| plain_access(u)) {
+                tracing::warn!(peer = %addr, uid = ?uid, "remote listener: refused a local client whose user may not use chaosd");
+                continue;
+            }
             let peer = RemotePeer {
                 addr,
                 subject: None,
+                uid,
             };
             if ready
                 .send((RemoteStream::Plain(stream), peer))
@@ -250,7 +306,11 @@ async fn accept_forever(
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .map(|c| subject_of(c).unwrap_or_else(|| "(unreadable subject)".into()));
-            let peer = RemotePeer { addr, subject };
+            let peer = RemotePeer {
+                addr,
+                subject,
+                uid: None,
+            };
             let _ = ready
                 .send((RemoteStream::Tls(Box::new(stream)), peer))
                 .await;
@@ -274,6 +334,7 @@ impl axum::serve::Listener for RemoteListener {
         Ok(RemotePeer {
             addr: self.local,
             subject: None,
+            uid: None,
         })
     }
 }
@@ -431,6 +492,20 @@ mod tests {
         assert_eq!(
             subject_of(&CertificateDer::from(vec![0x30, 0x03, 1, 2])),
             None
+        );
+    }
+
+    #[test]
+    fn a_loopback_peer_s_uid_is_found_in_proc_net_tcp() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, peer) = listener.accept().unwrap();
+        let uid = loopback_peer_uid(peer, server.local_addr().unwrap());
+        assert_eq!(uid, Some(nix::unistd::getuid().as_raw()));
+        drop(client);
+        assert_eq!(
+            proc_net_addr("127.0.0.1:8080".parse().unwrap()),
+            "0100007F:1F90"
         );
     }
 
