@@ -117,6 +117,8 @@ pub struct Kernel {
     pub tcp: crate::faults::tcp::TcpState,
     /// The resolver of the `dns.*` kinds.
     pub dns: crate::faults::dns::DnsState,
+    /// The network namespaces the proxy and the resolver listen in besides chaosd's own.
+    pub served: crate::faults::tcp::served::ServedNetns,
 }
 
 impl Kernel {
@@ -138,6 +140,7 @@ impl Kernel {
         let clock = crate::faults::clock::ClockState::new(&mut ebpf)?;
         let tcp = crate::faults::tcp::TcpState::new(&mut ebpf)?;
         let dns = crate::faults::dns::DnsState::new(&mut ebpf)?;
+        let served = crate::faults::tcp::served::ServedNetns::new(&mut ebpf)?;
         crate::faults::capabilities::init();
         Ok((
             Kernel {
@@ -148,6 +151,7 @@ impl Kernel {
                 clock,
                 tcp,
                 dns,
+                served,
             },
             logger,
             heartbeat,
