@@ -76,6 +76,7 @@ impl TcpState {
             shared: Arc::new(proxy::Shared {
                 peers: Mutex::new(peers),
                 toxics: toxic::Toxics::default(),
+                http: crate::faults::http::HttpFaults::default(),
             }),
             listener: None,
             refuser: None,
@@ -83,9 +84,10 @@ impl TcpState {
         })
     }
 
-    /// The loopback port connects hit by `toxic` go to, started if need be.
-    fn port_for(&mut self, toxic: &Toxic) -> Result<u16, FaultError> {
-        if *toxic == Toxic::Down {
+    /// The loopback port connects hit by a fault go to (`refuse`: `tcp.down`'s), started if
+    /// need be.
+    fn port_for(&mut self, refuse: bool) -> Result<u16, FaultError> {
+        if refuse {
             if self.refuser.is_none() {
                 self.refuser = Some(refusing_port()?);
             }
@@ -236,8 +238,15 @@ pub fn validate_filter(filter: &NetFilter, percent: f64) -> Result<(), RequestEr
     peer_filter(filter).map(drop)
 }
 
-/// Applies one proxy fault: the toxic goes into the registry before the kernel rule exists,
-/// so the first redirected connection finds it. On error nothing of it stays.
+/// What a proxy fault puts in the proxy's registries under its slot.
+pub(crate) enum Effect {
+    /// A toxic on the connection's bytes (`tcp.*`).
+    Toxic(Toxic),
+    /// A fault on the connection's HTTP requests (`http.*`).
+    Http(Arc<crate::faults::http::HttpFault>),
+}
+
+/// Applies one proxy fault (`tcp.*`).
 pub fn apply_toxic(
     kernel: &Arc<Mutex<Kernel>>,
     toxic: Toxic,
@@ -245,13 +254,27 @@ pub fn apply_toxic(
     filter: &NetFilter,
     ctx: &ApplyContext<'_>,
 ) -> Result<Box<dyn ActiveFault>, FaultError> {
+    let rule = apply_effect(kernel, Effect::Toxic(toxic), percent, filter, ctx)?;
+    Ok(Box::new(rule))
+}
+
+/// Applies one proxy fault: its effect goes into the registry before the kernel rule exists,
+/// so the first redirected connection finds it. On error nothing of it stays. The rule counts
+/// connections; kinds that count otherwise wrap it.
+pub(crate) fn apply_effect(
+    kernel: &Arc<Mutex<Kernel>>,
+    effect: Effect,
+    percent: f64,
+    filter: &NetFilter,
+    ctx: &ApplyContext<'_>,
+) -> Result<SlotRuleFault, FaultError> {
     let mut filter = peer_filter(filter).map_err(FaultError::Refused)?;
     filter.proto = 6;
     let mut guard = kernel.lock().unwrap_or_else(|e| e.into_inner());
     let k = &mut *guard;
     k.require(ProgramGroup::Proxy)?;
     k.tcp.users += 1;
-    let added = add_rule(k, toxic, percent, filter, ctx);
+    let added = add_rule(k, effect, percent, filter, ctx);
     let slot = match added {
         Ok(slot) => slot,
         Err(e) => {
@@ -261,13 +284,7 @@ pub fn apply_toxic(
     };
     let slots = Arc::clone(&k.slots);
     drop(guard);
-    Ok(Box::new(SlotRuleFault::new(
-        kernel,
-        &slots,
-        slot,
-        "tcp",
-        remove_rule,
-    )))
+    Ok(SlotRuleFault::new(kernel, &slots, slot, "tcp", remove_rule))
 }
 
 /// Ends a proxy fault: the rule first, so no new connect is sent to a toxic that is ending,
@@ -275,39 +292,42 @@ pub fn apply_toxic(
 fn remove_rule(k: &mut Kernel, slot: u32) -> Result<(), FaultError> {
     let result = k.net.remove_fault(&mut k.ebpf, slot);
     k.tcp.shared.toxics.end(slot);
+    k.tcp.shared.http.end(slot);
     k.tcp.release();
     result
 }
 
 fn add_rule(
     k: &mut Kernel,
-    toxic: Toxic,
+    effect: Effect,
     percent: f64,
     filter: chaosd_common::net::PeerFilter,
     ctx: &ApplyContext<'_>,
 ) -> Result<u32, FaultError> {
-    let port = k.tcp.port_for(&toxic)?;
+    let refuse = matches!(effect, Effect::Toxic(Toxic::Down));
+    let port = k.tcp.port_for(refuse)?;
     let slot = k.slots.allocate()?;
     let rule = NetRule {
         kind: NetKind::Proxy.code(),
         counter_slot: slot,
         deadline_ns: ctx.deadline_ns(),
         probability_ppm: percent_to_ppm(percent),
-        flags: if toxic == Toxic::Down {
-            PROXY_FLAG_REFUSE
-        } else {
-            0
-        },
+        flags: if refuse { PROXY_FLAG_REFUSE } else { 0 },
         redirect_port: u32::from(port),
         filter,
         ..NetRule::default()
     };
-    k.tcp
-        .shared
-        .toxics
-        .insert(slot, Arc::new(toxic::ActiveToxic::new(toxic)));
+    match effect {
+        Effect::Toxic(toxic) => k
+            .tcp
+            .shared
+            .toxics
+            .insert(slot, Arc::new(toxic::ActiveToxic::new(toxic))),
+        Effect::Http(fault) => k.tcp.shared.http.insert(slot, fault),
+    }
     if let Err(e) = k.net.add_fault(&mut k.ebpf, rule, ctx.cgroup_targets()) {
         k.tcp.shared.toxics.end(slot);
+        k.tcp.shared.http.end(slot);
         k.slots.release(slot);
         return Err(e);
     }
