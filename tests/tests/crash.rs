@@ -267,7 +267,7 @@ impl Scene {
             (
                 FaultSpec::TcpDown(TcpDownParams {
                     percent: 100.0,
-                    filter: port,
+                    filter: port.clone(),
                 }),
                 vec![&self.proxied],
             ),
@@ -303,7 +303,7 @@ impl Scene {
                     path: None,
                     request_headers: vec![],
                     percent: 50.0,
-                    filter: port.clone(),
+                    filter: port,
                 }),
                 vec![&self.proxied],
             ),
