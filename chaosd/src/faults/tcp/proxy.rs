@@ -12,7 +12,7 @@ use std::{
 use aya::maps::{HashMap, MapData};
 use chaosd_common::{
     net::{FAMILY_V4, FAMILY_V6},
-    proxy::{NO_SLOT, ProxyOrigin, ProxyPeerKey},
+    proxy::{NO_SLOT, ProxyOrigin, ProxyPeerKey, netns_words},
 };
 use rand::Rng as _;
 use tokio::{
@@ -23,7 +23,10 @@ use tokio::{
     time::Instant,
 };
 
-use super::toxic::{ActiveToxic, Toxic, Toxics};
+use super::{
+    served::Place,
+    toxic::{ActiveToxic, Toxic, Toxics},
+};
 
 /// What the accept loop shares with the connections it starts.
 pub struct Shared {
@@ -48,12 +51,15 @@ enum End {
 
 const CHUNK: usize = 32 * 1024;
 
-pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+/// Accepts the redirected connections of one namespace's listener (`place`, where the
+/// upstream connections are made too).
+pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, place: Place) {
     loop {
         match listener.accept().await {
             Ok((client, peer)) => {
                 let shared = Arc::clone(&shared);
-                tokio::spawn(async move { serve(client, peer, &shared).await });
+                let place = place.clone();
+                tokio::spawn(async move { serve(client, peer, &shared, &place).await });
             }
             Err(e) => {
                 tracing::warn!("proxy accept: {e}");
@@ -70,17 +76,21 @@ struct Route {
     http: Vec<Arc<crate::faults::http::HttpFault>>,
 }
 
-fn lookup(shared: &Shared, peer: SocketAddr) -> Option<Route> {
+/// The route of a connection accepted from `peer` in the namespace whose cookie is `netns`.
+fn lookup(shared: &Shared, peer: SocketAddr, netns: u64) -> Option<Route> {
+    let netns = netns_words(netns);
     let key = match peer {
         SocketAddr::V4(p) => ProxyPeerKey {
             family: FAMILY_V4,
             port: u32::from(p.port()),
             addr: [u32::from_ne_bytes(p.ip().octets()), 0, 0, 0],
+            netns,
         },
         SocketAddr::V6(p) => ProxyPeerKey {
             family: FAMILY_V6,
             port: u32::from(p.port()),
             addr: words(p.ip().octets()),
+            netns,
         },
     };
     let origin = {
@@ -112,12 +122,12 @@ fn words(octets: [u8; 16]) -> [u32; 4] {
     w
 }
 
-async fn serve(mut client: TcpStream, peer: SocketAddr, shared: &Shared) {
-    let Some(Route { to, toxics, http }) = lookup(shared, peer) else {
+async fn serve(mut client: TcpStream, peer: SocketAddr, shared: &Shared, place: &Place) {
+    let Some(Route { to, toxics, http }) = lookup(shared, peer, place.cookie()) else {
         tracing::warn!(%peer, "proxy: a connection nobody redirected (no kernel record); closed");
         return;
     };
-    let mut upstream = match TcpStream::connect(to).await {
+    let mut upstream = match place.tcp_connect(to).await {
         Ok(s) => s,
         Err(e) => {
             // The client's connect already succeeded: a reset is the nearest to a refusal.
@@ -413,7 +423,7 @@ fn sampled_latency(toxic: &Toxic) -> Duration {
 }
 
 /// Where the kernel's record (a proxied connect's or a redirected DNS query's) says the
-/// client was going.
+/// client was going; a dual-stack socket's IPv4-mapped destination as the IPv4 address it is.
 pub(crate) fn origin_addr(origin: &ProxyOrigin) -> SocketAddr {
     let port = origin.port as u16;
     if origin.family == FAMILY_V6 {
@@ -421,7 +431,11 @@ pub(crate) fn origin_addr(origin: &ProxyOrigin) -> SocketAddr {
         for (i, w) in origin.addr.iter().enumerate() {
             octets[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
         }
-        SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(octets), port, 0, 0))
+        let ip = Ipv6Addr::from(octets);
+        if let Some(v4) = ip.to_ipv4_mapped() {
+            return SocketAddr::V4(SocketAddrV4::new(v4, port));
+        }
+        SocketAddr::V6(SocketAddrV6::new(ip, port, 0, 0))
     } else {
         SocketAddr::V4(SocketAddrV4::new(
             Ipv4Addr::from(origin.addr[0].to_ne_bytes()),
