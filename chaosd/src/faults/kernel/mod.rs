@@ -58,7 +58,7 @@ pub enum ProgramGroup {
     Lsm,
     /// `tp_btf/sched_process_exec`: clock skew for processes exec'd later.
     ClockExec,
-    /// cgroup connect4 + getpeername4 and sock_ops: the transparent proxy (`tcp.*`).
+    /// cgroup connect4 + getpeername4 and sock_ops: the transparent proxy (`tcp.*`, `http.*`).
     Proxy,
     /// The proxy's programs plus cgroup sendmsg4/6 and recvmsg4/6: DNS faults (`dns.*`).
     Dns,
@@ -83,7 +83,7 @@ impl ProgramGroup {
             ProgramGroup::Classifier => "corrupt and duplicate",
             ProgramGroup::Lsm => "I/O faults",
             ProgramGroup::ClockExec => "clock skew",
-            ProgramGroup::Proxy => "proxy faults (tcp.*)",
+            ProgramGroup::Proxy => "proxy faults (tcp.*, http.*)",
             ProgramGroup::Dns => "dns faults (dns.*)",
         }
     }

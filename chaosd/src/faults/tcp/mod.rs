@@ -88,6 +88,7 @@ impl TcpState {
             shared: Arc::new(proxy::Shared {
                 peers: Mutex::new(peers),
                 toxics: toxic::Toxics::default(),
+                http: crate::faults::http::HttpFaults::default(),
             }),
             sites: BTreeMap::new(),
             proxy_port: None,
@@ -96,10 +97,10 @@ impl TcpState {
         })
     }
 
-    /// The loopback port connects hit by `toxic` go to, open in chaosd's namespace and in
-    /// each of `places` (started where need be). On error, what no fault holds is closed.
-    fn port_for(&mut self, toxic: &Toxic, places: &[Place]) -> Result<u16, FaultError> {
-        let down = *toxic == Toxic::Down;
+    /// The loopback port connects hit by a fault go to (`down`: `tcp.down`'s), open in
+    /// chaosd's namespace and in each of `places` (started where need be). On error, what no
+    /// fault holds is closed.
+    fn port_for(&mut self, down: bool, places: &[Place]) -> Result<u16, FaultError> {
         let mut port = if down {
             self.refuse_port
         } else {
@@ -324,9 +325,15 @@ pub fn validate_filter(filter: &NetFilter, percent: f64) -> Result<(), RequestEr
     peer_filter(filter).map(drop)
 }
 
-/// Applies one proxy fault: the toxic goes into the registry before the kernel rule exists,
-/// so the first redirected connection finds it; the listeners are open in every namespace
-/// the targets' processes are in by then. On error nothing of it stays.
+/// What a proxy fault puts in the proxy's registries under its slot.
+pub(crate) enum Effect {
+    /// A toxic on the connection's bytes (`tcp.*`).
+    Toxic(Toxic),
+    /// A fault on the connection's HTTP requests (`http.*`).
+    Http(Arc<crate::faults::http::HttpFault>),
+}
+
+/// Applies one proxy fault (`tcp.*`).
 pub fn apply_toxic(
     kernel: &Arc<Mutex<Kernel>>,
     toxic: Toxic,
@@ -334,13 +341,28 @@ pub fn apply_toxic(
     filter: &NetFilter,
     ctx: &ApplyContext<'_>,
 ) -> Result<Box<dyn ActiveFault>, FaultError> {
+    let rule = apply_effect(kernel, Effect::Toxic(toxic), percent, filter, ctx)?;
+    Ok(Box::new(rule))
+}
+
+/// Applies one proxy fault: its effect goes into the registry before the kernel rule exists,
+/// so the first redirected connection finds it; the listeners are open in every namespace
+/// the targets' processes are in by then. On error nothing of it stays. The rule counts
+/// connections; kinds that count otherwise wrap it.
+pub(crate) fn apply_effect(
+    kernel: &Arc<Mutex<Kernel>>,
+    effect: Effect,
+    percent: f64,
+    filter: &NetFilter,
+    ctx: &ApplyContext<'_>,
+) -> Result<SlotRuleFault, FaultError> {
     let mut filter = peer_filter(filter).map_err(FaultError::Refused)?;
     filter.proto = 6;
     let mut guard = kernel.lock().unwrap_or_else(|e| e.into_inner());
     let k = &mut *guard;
     k.require(ProgramGroup::Proxy)?;
     let places = k.served.acquire(&target_dirs(k, ctx))?;
-    let slot = match add_rule(k, toxic, percent, filter, ctx, &places) {
+    let slot = match add_rule(k, effect, percent, filter, ctx, &places) {
         Ok(slot) => slot,
         Err(e) => {
             k.served.release(&places);
@@ -349,13 +371,7 @@ pub fn apply_toxic(
     };
     let slots = Arc::clone(&k.slots);
     drop(guard);
-    Ok(Box::new(SlotRuleFault::new(
-        kernel,
-        &slots,
-        slot,
-        "tcp",
-        remove_rule,
-    )))
+    Ok(SlotRuleFault::new(kernel, &slots, slot, "tcp", remove_rule))
 }
 
 /// The cgroup directories of a fault's targets, whose processes' namespaces it serves.
@@ -371,6 +387,7 @@ pub(crate) fn target_dirs(k: &Kernel, ctx: &ApplyContext<'_>) -> Vec<std::path::
 fn remove_rule(k: &mut Kernel, slot: u32) -> Result<(), FaultError> {
     let result = k.net.remove_fault(&mut k.ebpf, slot);
     k.tcp.shared.toxics.end(slot);
+    k.tcp.shared.http.end(slot);
     let places = k.tcp.release(slot);
     k.served.release(&places);
     result
@@ -378,13 +395,14 @@ fn remove_rule(k: &mut Kernel, slot: u32) -> Result<(), FaultError> {
 
 fn add_rule(
     k: &mut Kernel,
-    toxic: Toxic,
+    effect: Effect,
     percent: f64,
     filter: chaosd_common::net::PeerFilter,
     ctx: &ApplyContext<'_>,
     places: &[Place],
 ) -> Result<u32, FaultError> {
-    let port = k.tcp.port_for(&toxic, places)?;
+    let refuse = matches!(effect, Effect::Toxic(Toxic::Down));
+    let port = k.tcp.port_for(refuse, places)?;
     let slot = match k.slots.allocate() {
         Ok(slot) => slot,
         Err(e) => {
@@ -400,21 +418,22 @@ fn add_rule(
         counter_slot: slot,
         deadline_ns: ctx.deadline_ns(),
         probability_ppm: percent_to_ppm(percent),
-        flags: if toxic == Toxic::Down {
-            PROXY_FLAG_REFUSE
-        } else {
-            0
-        },
+        flags: if refuse { PROXY_FLAG_REFUSE } else { 0 },
         redirect_port: u32::from(port),
         filter,
         ..NetRule::default()
     };
-    k.tcp
-        .shared
-        .toxics
-        .insert(slot, Arc::new(toxic::ActiveToxic::new(toxic)));
+    match effect {
+        Effect::Toxic(toxic) => k
+            .tcp
+            .shared
+            .toxics
+            .insert(slot, Arc::new(toxic::ActiveToxic::new(toxic))),
+        Effect::Http(fault) => k.tcp.shared.http.insert(slot, fault),
+    }
     if let Err(e) = k.net.add_fault(&mut k.ebpf, rule, ctx.cgroup_targets()) {
         k.tcp.shared.toxics.end(slot);
+        k.tcp.shared.http.end(slot);
         k.tcp.release(slot);
         k.slots.release(slot);
         return Err(e);
