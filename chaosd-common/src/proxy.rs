@@ -28,9 +28,12 @@ pub const PROXY_PEERS_MAP: &str = "PROXY_PEERS";
 pub const MAX_PROXY_CONNECTIONS: u32 = 65_536;
 /// Global: chaosd's tgid; its own (upstream) connections are never redirected.
 pub const PROXY_DAEMON_TGID_GLOBAL: &str = "PROXY_DAEMON_TGID";
-/// Global: the netns cookie of chaosd's network namespace, where its listener is; connects
-/// in other namespaces are left alone.
-pub const PROXY_NETNS_COOKIE_GLOBAL: &str = "PROXY_NETNS_COOKIE";
+/// `HashMap<u64, u32>`: network namespaces (by netns cookie) where chaosd listens: its own,
+/// and those of target processes in other namespaces (containers) while a fault serves them.
+/// Connects in any other namespace are left alone: nothing of chaosd's would answer there.
+pub const PROXY_NETNS_MAP: &str = "PROXY_NETNS";
+/// Namespaces served at once.
+pub const MAX_SERVED_NETNS: u32 = 1024;
 /// [`ProxyOrigin::slots`]: no fault in this entry.
 pub const NO_SLOT: u32 = u32::MAX;
 /// [`crate::net::NetRule::flags`] of a proxy rule: refuse the connection (`tcp.down`), i.e.
@@ -58,11 +61,15 @@ pub struct ProxyOrigin {
     /// `127.0.0.1`/`::1` on this port is shown as coming from the original address
     /// (`recvmsg4/6`, DNS over UDP).
     pub via_port: u32,
+    /// The netns cookie of the socket's namespace, as two words (low first) so the record
+    /// keeps 4-byte alignment: the key of the peer record ([`ProxyPeerKey::netns`]).
+    pub netns: [u32; 2],
 }
 
-const _: () = assert!(core::mem::size_of::<ProxyOrigin>() == 28 + 4 * MAX_RULES_PER_CGROUP);
+const _: () = assert!(core::mem::size_of::<ProxyOrigin>() == 36 + 4 * MAX_RULES_PER_CGROUP);
 
-/// A client socket's local address, as the proxy sees the peer of an accepted connection.
+/// A client socket's local address, as the proxy sees the peer of an accepted connection, and
+/// its namespace: clients in two namespaces may have the same loopback address and port.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ProxyPeerKey {
@@ -71,9 +78,16 @@ pub struct ProxyPeerKey {
     pub port: u32,
     /// Network byte order words; IPv4 uses word 0.
     pub addr: [u32; 4],
+    /// The netns cookie as in [`ProxyOrigin::netns`].
+    pub netns: [u32; 2],
 }
 
-const _: () = assert!(core::mem::size_of::<ProxyPeerKey>() == 24);
+const _: () = assert!(core::mem::size_of::<ProxyPeerKey>() == 32);
+
+/// A netns cookie as the two words the records keep.
+pub const fn netns_words(cookie: u64) -> [u32; 2] {
+    [cookie as u32, (cookie >> 32) as u32]
+}
 
 #[cfg(feature = "user")]
 mod user {

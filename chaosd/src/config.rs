@@ -17,6 +17,13 @@
 //! protected_cgroups = ["/init.scope"]  # never targeted, nor anything above or below them
 //! refuse_slices = false     # true: refuse targets that are whole slices (NAME.slice)
 //! max_concurrent_faults = 64
+//!
+//! [remote]                  # Chaos Mesh's PhysicalMachineChaos and remote chaosctl/Chaos Toolkit
+//! # listen = "0.0.0.0:31768"  # off by default
+//! # cert = "/etc/chaosd/tls/server.crt"   # PEM: this host's certificate (chain)
+//! # key = "/etc/chaosd/tls/server.key"    # PEM: its private key
+//! # client_ca = "/etc/chaosd/tls/ca.crt"  # PEM: the CA whose client certificates are served
+//! max_duration = "1h"       # an attack nobody recovers ends after this
 //! ```
 
 use std::{path::PathBuf, time::Duration};
@@ -34,6 +41,8 @@ pub struct Config {
     pub stress: StressConfig,
     /// The blast radius: which cgroups may never be targeted, how many faults at once.
     pub policy: PolicyConfig,
+    /// The optional TCP listener (mutual TLS) for Chaos Mesh and remote clients.
+    pub remote: RemoteConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -218,6 +227,136 @@ fn size_from_str<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     }
 }
 
+/// The `[remote]` section: a TCP listener speaking Chaos Mesh's PhysicalMachineChaos routes
+/// (`/api/attack/...`) and chaosd's own `/v1` fault routes, behind mutual TLS
+/// (`chaosd::daemon::remote`). Off unless `listen` is set.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RemoteConfig {
+    /// Address to listen on, e.g. "0.0.0.0:31768". Unset: no listener.
+    pub listen: Option<std::net::SocketAddr>,
+    /// PEM file with this host's certificate, then any intermediates.
+    pub cert: Option<PathBuf>,
+    /// PEM file with the certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+    /// PEM file with the CA certificate(s) that client certificates must chain to; a client
+    /// without such a certificate is refused during the TLS handshake.
+    pub client_ca: Option<PathBuf>,
+    /// How long an attack lives when nobody recovers it: Chaos Mesh ends an attack with a
+    /// DELETE and sends no duration, so this bounds an attack whose DELETE never comes (the
+    /// controller gone, the experiment deleted while the host was unreachable). One hour; at
+    /// most `faults.max_duration`.
+    #[serde(with = "humantime_serde_opt")]
+    pub max_duration: Option<Duration>,
+}
+
+impl Default for RemoteConfig {
+    fn default() -> Self {
+        RemoteConfig {
+            listen: None,
+            cert: None,
+            key: None,
+            client_ca: None,
+            max_duration: Some(DEFAULT_REMOTE_MAX_DURATION),
+        }
+    }
+}
+
+const DEFAULT_REMOTE_MAX_DURATION: Duration = Duration::from_secs(3600);
+
+/// How the remote listener is to be served, once its section is checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteListen {
+    pub addr: std::net::SocketAddr,
+    /// None: plain HTTP (loopback only, no TLS file named).
+    pub tls: Option<RemoteTls>,
+    /// The deadline of an attack that no recover call ends.
+    pub max_duration: Duration,
+}
+
+/// The PEM files of the remote listener's mutual TLS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+}
+
+/// Why the `[remote]` section cannot be served; each says what to change.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RemoteConfigError {
+    #[error(
+        "remote.listen = \"{addr}\" is not a loopback address, so it needs mutual TLS: set \
+         remote.cert, remote.key and remote.client_ca (PEM files; docs/chaos-mesh.md shows how \
+         to make them); plain HTTP is served on 127.0.0.0/8 or [::1] only"
+    )]
+    PlainNotLoopback { addr: std::net::SocketAddr },
+    #[error(
+        "remote.{missing} is not set, but remote.{given} is: mutual TLS needs remote.cert, \
+         remote.key and remote.client_ca together (or none of them, on a loopback address only)"
+    )]
+    Incomplete {
+        missing: &'static str,
+        given: &'static str,
+    },
+    #[error(
+        "remote.max_duration ({remote}) is above faults.max_duration ({faults}): lower it, or \
+         raise faults.max_duration"
+    )]
+    AboveMax { remote: String, faults: String },
+    #[error("remote.max_duration must be above zero")]
+    Zero,
+}
+
+impl RemoteConfig {
+    pub fn max_duration(&self) -> Duration {
+        self.max_duration.unwrap_or(DEFAULT_REMOTE_MAX_DURATION)
+    }
+
+    /// What to serve, if anything: mutual TLS with all three files, plain HTTP only on a
+    /// loopback address with none of them; anything else is refused with what to fix.
+    pub fn check(&self, faults: &FaultsConfig) -> Result<Option<RemoteListen>, RemoteConfigError> {
+        let Some(addr) = self.listen else {
+            return Ok(None);
+        };
+        let max_duration = self.max_duration();
+        if max_duration.is_zero() {
+            return Err(RemoteConfigError::Zero);
+        }
+        if max_duration > faults.max_duration() {
+            let h = |d| humantime::format_duration(d).to_string();
+            return Err(RemoteConfigError::AboveMax {
+                remote: h(max_duration),
+                faults: h(faults.max_duration()),
+            });
+        }
+        let files = [
+            ("cert", &self.cert),
+            ("key", &self.key),
+            ("client_ca", &self.client_ca),
+        ];
+        let given = files.iter().find(|(_, f)| f.is_some()).map(|(n, _)| *n);
+        let missing = files.iter().find(|(_, f)| f.is_none()).map(|(n, _)| *n);
+        let tls = match (given, missing) {
+            (None, _) if addr.ip().is_loopback() => None,
+            (None, _) => return Err(RemoteConfigError::PlainNotLoopback { addr }),
+            (Some(given), Some(missing)) => {
+                return Err(RemoteConfigError::Incomplete { missing, given });
+            }
+            (Some(_), None) => Some(RemoteTls {
+                cert: self.cert.clone().unwrap_or_default(),
+                key: self.key.clone().unwrap_or_default(),
+                client_ca: self.client_ca.clone().unwrap_or_default(),
+            }),
+        };
+        Ok(Some(RemoteListen {
+            addr,
+            tls,
+            max_duration,
+        }))
+    }
+}
+
 /// The audit database's path when the config names none: `history.sqlite` in the state dir.
 pub fn default_history_db(state_dir: &std::path::Path) -> PathBuf {
     state_dir.join("history.sqlite")
@@ -246,6 +385,46 @@ mod tests {
             Some("127.0.0.1:9464".parse().unwrap())
         );
         assert!(Config::from_toml("[daemon]\nmetrics_listen = \"localhost\"\n").is_err());
+    }
+
+    #[test]
+    fn remote_is_off_by_default_and_needs_tls_off_loopback() {
+        let faults = FaultsConfig::default();
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.remote.check(&faults), Ok(None));
+        assert_eq!(c.remote.max_duration(), Duration::from_secs(3600));
+
+        let plain = Config::from_toml("[remote]\nlisten = \"127.0.0.1:31768\"\n").unwrap();
+        let served = plain.remote.check(&faults).unwrap().unwrap();
+        assert_eq!(served.tls, None);
+
+        let open = Config::from_toml("[remote]\nlisten = \"0.0.0.0:31768\"\n").unwrap();
+        let e = open.remote.check(&faults).unwrap_err().to_string();
+        assert!(
+            e.contains("not a loopback address") && e.contains("remote.cert"),
+            "{e}"
+        );
+
+        let half = Config::from_toml(
+            "[remote]\nlisten = \"127.0.0.1:31768\"\ncert = \"/c.pem\"\nkey = \"/k.pem\"\n",
+        )
+        .unwrap();
+        let e = half.remote.check(&faults).unwrap_err().to_string();
+        assert!(e.contains("remote.client_ca is not set"), "{e}");
+
+        let full = Config::from_toml(
+            "[remote]\nlisten = \"0.0.0.0:1\"\ncert = \"/c\"\nkey = \"/k\"\nclient_ca = \"/ca\"\n\
+             max_duration = \"10m\"\n",
+        )
+        .unwrap();
+        let served = full.remote.check(&faults).unwrap().unwrap();
+        assert_eq!(served.max_duration, Duration::from_secs(600));
+        assert_eq!(served.tls.unwrap().client_ca, PathBuf::from("/ca"));
+
+        let long = Config::from_toml("[remote]\nlisten = \"127.0.0.1:1\"\nmax_duration = \"2h\"\n")
+            .unwrap();
+        let e = long.remote.check(&faults).unwrap_err().to_string();
+        assert!(e.contains("above faults.max_duration"), "{e}");
     }
 
     #[test]

@@ -231,6 +231,10 @@ pub enum RequestError {
     QdiscInTheWay { device: String, qdisc: String },
     #[error("{reason}")]
     NoNetns { reason: String },
+    #[error(
+        "process {pid} of the target is in a network namespace whose loopback (lo) is down: a connect redirected there could not reach chaosd's listener. Fix: bring lo up in that namespace, or target another cgroup"
+    )]
+    LoopbackDown { pid: u32 },
     /// A spec reached another kind's entry (a bug in the kind list), refused, never a panic.
     #[error("internal: a {got} request reached the {expected} kind; nothing was applied")]
     KindMismatch {

@@ -79,6 +79,10 @@ fn every_documented_key_is_real_and_shows_its_default() {
     expected.daemon.metrics_listen = Some("127.0.0.1:9464".parse().unwrap());
     expected.daemon.history_db = Some(chaosd::host::directories::HISTORY_DB.into());
     expected.faults.default_duration = Some(Duration::from_secs(60));
+    expected.remote.listen = Some("0.0.0.0:31768".parse().unwrap());
+    expected.remote.cert = Some("/etc/chaosd/tls/server.crt".into());
+    expected.remote.key = Some("/etc/chaosd/tls/server.key".into());
+    expected.remote.client_ca = Some("/etc/chaosd/tls/ca.crt".into());
     assert_eq!(parsed, expected);
 }
 

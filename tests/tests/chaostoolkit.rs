@@ -2,14 +2,15 @@
 //! chaosd and a real web service (Python's http.server) in a target cgroup: an experiment whose
 //! method cuts the service off and ends the fault completes with its hypothesis holding and
 //! the fault's id in the journal; one that leaves the fault in force deviates, and its
-//! rollback still ends the fault.
+//! rollback still ends the fault. The same experiment runs against chaosd's remote listener
+//! over mutual TLS (the extension's `chaosd_url` mode).
 
 use std::{fs, net::TcpStream, path::Path, process::Command, time::Duration};
 
 use chaosd::api::FaultState;
 use chaosd_integration::{
-    Daemon, TestCgroup, block_on, chaostoolkit, free_port, netns::KillOnDrop, spawn_in_cgroup,
-    wait_for,
+    Daemon, TestCgroup, block_on, chaostoolkit, free_port, mtls::Pki, netns::KillOnDrop,
+    spawn_in_cgroup, wait_for,
 };
 use serde_json::{Value, json};
 
@@ -35,7 +36,12 @@ fn web_service(cgroup: &TestCgroup, port: u16, root: &Path) -> KillOnDrop {
     server
 }
 
-fn experiment(socket: &Path, cgroup: &str, port: u16, end_it: bool) -> Value {
+/// The extension's configuration for this host's socket.
+fn on_socket(socket: &Path) -> Value {
+    json!({"chaosd_socket": socket.display().to_string()})
+}
+
+fn experiment(configuration: Value, cgroup: &str, port: u16, end_it: bool) -> Value {
     let home_page = json!({
         "type": "probe", "name": "home-page-answers", "tolerance": 200,
         "provider": {"type": "http", "url": format!("http://127.0.0.1:{port}/"), "timeout": 2}
@@ -68,7 +74,7 @@ fn experiment(socket: &Path, cgroup: &str, port: u16, end_it: bool) -> Value {
     json!({
         "title": "the web service answers again once its network comes back",
         "description": "chaosd drops every packet of the service's cgroup for a while",
-        "configuration": {"chaosd_socket": socket.display().to_string()},
+        "configuration": configuration,
         "steady-state-hypothesis": {"title": "the service answers", "probes": [home_page]},
         "method": method,
         "rollbacks": [{
@@ -116,7 +122,7 @@ fn chaos_run_drives_chaosd_through_the_extension() {
 
     // Completed: hypothesis before and after hold, the method's inject is in the journal.
     let (ok, journal) = chaos_run(
-        &experiment(&daemon.socket(), cgroup.rel(), port, true),
+        &experiment(on_socket(&daemon.socket()), cgroup.rel(), port, true),
         dir.path(),
     );
     assert!(ok, "chaos run failed: {journal:#}");
@@ -140,7 +146,7 @@ fn chaos_run_drives_chaosd_through_the_extension() {
 
     // Deviated: the fault stays in force, the service does not answer, the rollback ends it.
     let (ok, journal) = chaos_run(
-        &experiment(&daemon.socket(), cgroup.rel(), port, false),
+        &experiment(on_socket(&daemon.socket()), cgroup.rel(), port, false),
         dir.path(),
     );
     assert!(!ok, "a deviated run exited 0: {journal:#}");
@@ -160,6 +166,53 @@ fn chaos_run_drives_chaosd_through_the_extension() {
     );
 }
 
+#[test]
+fn chaos_run_drives_a_remote_chaosd_over_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let cgroup = TestCgroup::new("ctk-remote");
+    let port = free_port();
+    let _web = web_service(&cgroup, port, dir.path());
+    let pki = Pki::new();
+    let remote_port = free_port();
+    let daemon = Daemon::start_with_config(&pki.remote_config(remote_port));
+    let configuration = json!({
+        "chaosd_url": format!("https://127.0.0.1:{remote_port}"),
+        "chaosd_server_name": chaosd_integration::mtls::SERVER_NAME,
+        "chaosd_ca": pki.ca,
+        "chaosd_cert": pki.client.cert,
+        "chaosd_key": pki.client.key,
+    });
+    let (ok, journal) = chaos_run(
+        &experiment(configuration, cgroup.rel(), port, true),
+        dir.path(),
+    );
+    assert!(ok, "chaos run over TLS failed: {journal:#}");
+    assert_eq!(journal["status"], "completed", "{journal:#}");
+    let id = journal["run"][0]["output"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no fault id in the journal: {journal:#}"))
+        .to_string();
+    assert_eq!(
+        journal["run"][1]["output"], true,
+        "fault_active saw nothing"
+    );
+    let fault = block_on(daemon.client().get(&id)).unwrap();
+    assert_eq!(fault.state, FaultState::Recovered);
+    // Audited with the client certificate's subject.
+    let history = block_on(daemon.client().history(20)).unwrap();
+    let post = history
+        .iter()
+        .find(|e| e.method == "POST" && e.path == "/v1/faults")
+        .unwrap_or_else(|| panic!("{history:?}"));
+    assert!(
+        post.peer
+            .as_deref()
+            .is_some_and(|p| p.starts_with(pki.client_subject)),
+        "{post:?}"
+    );
+    assert_eq!(post.outcome, format!("ok: {id}"));
+}
+
 /// The extension's own unit tests (`integrations/chaostoolkit/tests`), in the same virtualenv.
 #[test]
 fn the_extension_s_own_tests_pass() {
@@ -172,5 +225,5 @@ fn the_extension_s_own_tests_pass() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("Ran 5 tests"), "{text}");
+    assert!(text.contains("Ran 8 tests"), "{text}");
 }

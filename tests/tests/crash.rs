@@ -19,13 +19,13 @@ use std::{
 use chaosd::{
     api::{
         ClockName, ClockSkewParams, CpuLimitParams, DiskFillParams, DiskIoParams, DnsAnswerParams,
-        DnsDelayParams, DnsErrorParams, DnsTimeoutParams, FaultSpec, FdLimitParams, IoErrnoParams,
-        IoMode, IoOp, IoThrottleParams, MemPressureParams, NetBandwidthParams,
-        NetConnectErrorParams, NetCorruptParams, NetDelayParams, NetDuplicateParams, NetFilter,
-        NetLossParams, NetPartitionParams, ProcessLimitParams, ProcessPauseParams, Stream,
-        StressCpuParams, StressMemParams, TcpBandwidthParams, TcpDownParams, TcpLatencyParams,
-        TcpLimitDataParams, TcpResetPeerParams, TcpSlicerParams, TcpSlowCloseParams,
-        TcpTimeoutParams,
+        DnsDelayParams, DnsErrorParams, DnsTimeoutParams, FaultSpec, FdLimitParams,
+        HttpAbortParams, HttpDelayParams, HttpStatusParams, IoErrnoParams, IoMode, IoOp,
+        IoThrottleParams, MemPressureParams, NetBandwidthParams, NetConnectErrorParams,
+        NetCorruptParams, NetDelayParams, NetDuplicateParams, NetFilter, NetLossParams,
+        NetPartitionParams, ProcessLimitParams, ProcessPauseParams, Stream, StressCpuParams,
+        StressMemParams, TcpBandwidthParams, TcpDownParams, TcpLatencyParams, TcpLimitDataParams,
+        TcpResetPeerParams, TcpSlicerParams, TcpSlowCloseParams, TcpTimeoutParams,
     },
     host::cgroup::cgroup2_mount,
     host::cgroup::spawn_in_cgroup,
@@ -268,6 +268,42 @@ impl Scene {
             (
                 FaultSpec::TcpDown(TcpDownParams {
                     percent: 100.0,
+                    filter: port.clone(),
+                }),
+                vec![&self.proxied],
+            ),
+            (
+                FaultSpec::HttpAbort(HttpAbortParams {
+                    reset: true,
+                    methods: vec!["DELETE".parse().unwrap()],
+                    path: None,
+                    request_headers: vec![],
+                    percent: 100.0,
+                    filter: port.clone(),
+                }),
+                vec![&self.proxied],
+            ),
+            (
+                FaultSpec::HttpStatus(HttpStatusParams {
+                    status: "503".parse().unwrap(),
+                    headers: vec![],
+                    body: None,
+                    methods: vec![],
+                    path: Some("/api/*".parse().unwrap()),
+                    request_headers: vec![],
+                    percent: 100.0,
+                    filter: port.clone(),
+                }),
+                vec![&self.proxied],
+            ),
+            (
+                FaultSpec::HttpDelay(HttpDelayParams {
+                    delay: "1s".parse().unwrap(),
+                    jitter: None,
+                    methods: vec![],
+                    path: None,
+                    request_headers: vec![],
+                    percent: 50.0,
                     filter: port,
                 }),
                 vec![&self.proxied],
@@ -509,7 +545,9 @@ fn kernel_dependent(kind: &str) -> Option<&'static str> {
     match kind {
         "net.delay" | "net.bandwidth" => Some("sch_fq"),
         "io.errno" => Some("LSM"),
-        k if k.starts_with("tcp.") || k.starts_with("dns.") => Some("proxy"),
+        k if k.starts_with("tcp.") || k.starts_with("http.") || k.starts_with("dns.") => {
+            Some("proxy")
+        }
         "cpu.limit" | "mem.pressure" | "process.limit" | "io.throttle" => Some("controller"),
         _ => None,
     }
@@ -525,7 +563,8 @@ fn may_refuse_in_vm(kind: &str) -> bool {
         .take(2)
         .filter_map(|n| n.parse().ok())
         .collect();
-    (kind.starts_with("tcp.") || kind.starts_with("dns.")) && version < vec![6, 1]
+    (kind.starts_with("tcp.") || kind.starts_with("http.") || kind.starts_with("dns."))
+        && version < vec![6, 1]
 }
 
 /// Injects every kind; returns the kinds this kernel refused (none under the VM harness).

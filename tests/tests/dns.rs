@@ -15,6 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use chaosd::faults::net::netns::Netns;
 use chaosd::{
     api::{DnsAnswerParams, DnsDelayParams, DnsErrorParams, DnsTimeoutParams, FaultSpec},
     host::cgroup::spawn_in_cgroup,
@@ -95,6 +96,8 @@ struct Scene {
     resolv: tempfile::NamedTempFile,
     target: TestCgroup,
     sibling: TestCgroup,
+    /// Clients run in the server's namespace (another than chaosd's), not the test's.
+    clients_in_server_netns: bool,
 }
 
 impl Scene {
@@ -116,6 +119,7 @@ impl Scene {
             resolv,
             target: TestCgroup::new(&format!("dns-{label}")),
             sibling: TestCgroup::new(&format!("dns-{label}-sib")),
+            clients_in_server_netns: false,
         }
     }
 }
@@ -155,15 +159,16 @@ except socket.gaierror as e:
 print("elapsed", time.monotonic() - t)
 "#;
 
-/// Sends one A query with an unconnected socket (`sendto`, the sendmsg4 path) and prints the
-/// reply's source address and port and its rcode.
+/// Sends one A query with an unconnected socket (`sendto`, the sendmsg4 path; a dual-stack
+/// IPv6 socket's sendmsg6 for an IPv4-mapped server) and prints the reply's source address
+/// and port, its id and its rcode.
 const PYTHON_SENDTO: &str = r#"
 import socket, struct, sys
 srv, name = sys.argv[1], sys.argv[2]
 q = struct.pack(">HHHHHH", 0x4242, 0x0100, 1, 0, 0, 0)
 q += b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\0"
 q += struct.pack(">HH", 1, 1)
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s = socket.socket(socket.AF_INET6 if ":" in srv else socket.AF_INET, socket.SOCK_DGRAM)
 s.settimeout(3)
 s.sendto(q, (srv, 53))
 d, a = s.recvfrom(4096)
@@ -244,8 +249,15 @@ fn clients() -> Vec<Client> {
     c
 }
 
-/// Runs `program args` in `cg`, in a private mount namespace where /etc/resolv.conf is `resolv`.
-fn run_in(cg: &TestCgroup, resolv: &Path, program: &Path, args: &[&str]) -> (Output, Duration) {
+/// Runs `program args` in `cg` (and in `netns`, if given), in a private mount namespace where
+/// /etc/resolv.conf is `resolv`.
+fn run_in(
+    cg: &TestCgroup,
+    netns: Option<&Netns>,
+    resolv: &Path,
+    program: &Path,
+    args: &[&str],
+) -> (Output, Duration) {
     let source = CString::new(resolv.as_os_str().as_encoded_bytes()).unwrap();
     let target = CString::new("/etc/resolv.conf").unwrap();
     let root = CString::new("/").unwrap();
@@ -281,7 +293,10 @@ fn run_in(cg: &TestCgroup, resolv: &Path, program: &Path, args: &[&str]) -> (Out
         });
     }
     let started = Instant::now();
-    let child = spawn_in_cgroup(&mut cmd, cg.dir()).expect("spawning a client");
+    let child = match netns {
+        Some(ns) => spawn_in(&mut cmd, ns, Some(cg)),
+        None => spawn_in_cgroup(&mut cmd, cg.dir()).expect("spawning a client"),
+    };
     let out = child.wait_with_output().expect("waiting for a client");
     (out, started.elapsed())
 }
@@ -289,6 +304,10 @@ fn run_in(cg: &TestCgroup, resolv: &Path, program: &Path, args: &[&str]) -> (Out
 /// `client` resolving `name` (A records, or everything the client asks for) in `cg`.
 fn resolve(scene: &Scene, cg: &TestCgroup, client: Client, name: &str) -> (Res, Duration) {
     let resolv = scene.resolv.path();
+    let ns = scene
+        .clients_in_server_netns
+        .then_some(&scene.server.link.far.netns);
+    let run_in = |cg, resolv, program, args| run_in(cg, ns, resolv, program, args);
     let (out, took) = match client {
         Client::Getent => run_in(cg, resolv, Path::new("getent"), &["hosts", name]),
         Client::Python => run_in(
@@ -425,6 +444,7 @@ fn nxdomain_for_a_wildcard_is_not_found_for_every_client_and_spares_other_names_
     let server = scene.server.addr().to_string();
     let (out, _) = run_in(
         &scene.target,
+        None,
         scene.resolv.path(),
         Path::new("/usr/bin/python3"),
         &["-c", PYTHON_SENDTO, &server, DB.0],
@@ -437,6 +457,7 @@ fn nxdomain_for_a_wildcard_is_not_found_for_every_client_and_spares_other_names_
     );
     let (out, _) = run_in(
         &scene.target,
+        None,
         scene.resolv.path(),
         Path::new("/usr/bin/python3"),
         &["-c", PYTHON_SENDTO, &server, WEB.0],
@@ -447,6 +468,24 @@ fn nxdomain_for_a_wildcard_is_not_found_for_every_client_and_spares_other_names_
         format!("{server} 53 16962 0"),
         "sendto client: {out:?}"
     );
+    // A dual-stack socket sending to the IPv4-mapped server address: an IPv4 query to the
+    // resolver, whose answer shows the mapped address it was sent to.
+    let mapped = format!("::ffff:{server}");
+    for (name, rcode) in [(DB.0, 3), (WEB.0, 0)] {
+        let (out, _) = run_in(
+            &scene.target,
+            None,
+            scene.resolv.path(),
+            Path::new("/usr/bin/python3"),
+            &["-c", PYTHON_SENDTO, &mapped, name],
+        );
+        let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert_eq!(
+            line,
+            format!("{mapped} 53 16962 {rcode}"),
+            "mapped sendto client, {name}: {out:?}"
+        );
+    }
     let info = block_on(daemon.client().get(&fault.id)).unwrap();
     eprintln!("counters: {:?}", info.counters);
     assert!(
@@ -564,6 +603,7 @@ fn servfail_timeout_and_a_wrong_answer_as_each_client_sees_them() {
 fn dig_query_ms(scene: &Scene, cg: &TestCgroup, name: &str) -> f64 {
     let (out, _) = run_in(
         cg,
+        None,
         scene.resolv.path(),
         Path::new("dig"),
         &["+tries=1", "+time=3", name, "A"],
@@ -657,6 +697,7 @@ fn a_truncated_answer_falls_back_to_tcp_through_the_resolver() {
     // asks again over TCP (connect4 → the resolver's TCP side → forwarded over TCP).
     let (out, _) = run_in(
         &scene.target,
+        None,
         scene.resolv.path(),
         Path::new("dig"),
         &["+noedns", "+tries=1", "+time=2", BIG, "TXT"],
@@ -672,6 +713,7 @@ fn a_truncated_answer_falls_back_to_tcp_through_the_resolver() {
     // Over TCP the fault applies too.
     let (out, _) = run_in(
         &scene.target,
+        None,
         scene.resolv.path(),
         Path::new("dig"),
         &["+tcp", "+tries=1", "+time=2", DB.0, "A"],
@@ -680,6 +722,7 @@ fn a_truncated_answer_falls_back_to_tcp_through_the_resolver() {
     assert!(text.contains("status: NXDOMAIN"), "{text}");
     let (out, _) = run_in(
         &scene.target,
+        None,
         scene.resolv.path(),
         Path::new("dig"),
         &["+tcp", "+short", "+tries=1", "+time=2", WEB.0, "A"],
@@ -721,6 +764,113 @@ fn resolution_goes_direct_within_a_second_of_kill_9() {
     assert_all_resolve(&scene, &scene.target, &[DB, WEB], "after kill -9");
 }
 
+/// Loopback UDP sockets in `ns` (`/proc/thread-self/net/udp{,6}` read from a thread in it):
+/// the resolver's, while a fault serves that namespace.
+fn loopback_udp_sockets(ns: &Netns) -> usize {
+    ns.run(|| {
+        let mut n = 0;
+        for (file, loopback) in [
+            ("udp", "0100007F:"),
+            ("udp6", "00000000000000000000000001000000:"),
+        ] {
+            let text = std::fs::read_to_string(format!("/proc/thread-self/net/{file}"))?;
+            n += text
+                .lines()
+                .skip(1)
+                .filter(|l| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .is_some_and(|a| a.starts_with(loopback))
+                })
+                .count();
+        }
+        Ok(n)
+    })
+    .unwrap()
+}
+
+/// Targets in another network namespace (as a container's processes are) are served there:
+/// chaosd's resolver listens inside that namespace and forwards from it, so every client
+/// there sees the fault, names it does not take still resolve through the namespace's own
+/// server, a sibling cgroup in the same namespace is untouched; after recover, and a moment
+/// after `kill -9`, resolution goes direct, and no socket of chaosd's is left there.
+#[test]
+fn a_target_in_another_network_namespace_is_served_there() {
+    let mut daemon = Daemon::start();
+    if !supported(&daemon) {
+        return;
+    }
+    let mut scene = Scene::new("ns");
+    scene.clients_in_server_netns = true;
+    let ns = scene.server.link.far.netns.try_clone().unwrap();
+    let mut sleeper = Command::new("sleep");
+    sleeper.arg("120");
+    let _held = KillOnDrop(spawn_in(&mut sleeper, &ns, Some(&scene.target)));
+    assert_all_resolve(&scene, &scene.target, &[DB, WEB], "before");
+    assert_eq!(
+        loopback_udp_sockets(&ns),
+        0,
+        "a loopback UDP socket before the fault"
+    );
+    let fault = inject(
+        &daemon,
+        &scene.target,
+        error_fault("NXDOMAIN", &["*.svc.test"]),
+        "60s",
+    );
+    assert!(
+        loopback_udp_sockets(&ns) > 0,
+        "no resolver socket in the target's namespace"
+    );
+    for client in clients() {
+        let (res, _) = resolve(&scene, &scene.target, client, DB.0);
+        assert_eq!(res, Res::NotFound, "{client:?} in the other namespace");
+        let (res, _) = resolve(&scene, &scene.target, client, WEB.0);
+        assert!(res.has(WEB.1), "{client:?} {}: {res:?}", WEB.0);
+        let (res, _) = resolve(&scene, &scene.sibling, client, DB.0);
+        assert!(res.has(DB.1), "sibling {client:?}: {res:?}");
+    }
+    let info = block_on(daemon.client().get(&fault.id)).unwrap();
+    let n = clients().len() as u64;
+    // getent asks for AAAA as well as A: at least one matching query per client.
+    assert!(
+        info.counters.seen >= n && info.counters.affected == info.counters.seen,
+        "counters: {:?} for {n} clients",
+        info.counters
+    );
+    block_on(daemon.client().recover(&fault.id)).unwrap();
+    assert_eq!(
+        loopback_udp_sockets(&ns),
+        0,
+        "the resolver outlived the fault there"
+    );
+    assert_all_resolve(&scene, &scene.target, &[DB, WEB], "after recover");
+
+    inject(
+        &daemon,
+        &scene.target,
+        error_fault("NXDOMAIN", &["*.svc.test"]),
+        "10m",
+    );
+    assert_eq!(
+        resolve(&scene, &scene.target, Client::Dig, DB.0).0,
+        Res::NotFound
+    );
+    daemon.kill9();
+    let back = wait_for(Duration::from_secs(5), || {
+        resolve(&scene, &scene.target, Client::Dig, DB.0)
+            .0
+            .has(DB.1)
+            .then_some(())
+    });
+    assert!(back.is_some(), "no direct resolution after kill -9");
+    assert_eq!(
+        loopback_udp_sockets(&ns),
+        0,
+        "a socket of chaosd's outlived it there"
+    );
+}
+
 #[test]
 fn bad_input_is_refused_with_clear_errors() {
     let daemon = Daemon::start();
@@ -760,22 +910,29 @@ fn bad_input_is_refused_with_clear_errors() {
         assert_eq!(status, 400, "{fault}: {body}");
         assert!(body.contains(needle), "{fault}: {body} (wanted {needle:?})");
     }
-    // A target with a process in another network namespace is refused, naming it: the
-    // resolver is only in chaosd's namespace, and the fault must not silently not act.
+    // A target in a namespace whose loopback is down cannot be served (a connect redirected
+    // there would fail): refused, saying why, and nothing of the fault stays.
     if supported(&daemon) {
         let pair = NetnsPair::new();
+        let bare = pair.a.netns.run(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)?;
+            Ok(std::fs::File::open("/proc/thread-self/ns/net")?)
+        });
+        let bare = chaosd::faults::net::netns::Netns::from_file(bare.unwrap()).unwrap();
         let contained = TestCgroup::new("dns-netns");
         let mut sleeper = Command::new("sleep");
         sleeper.arg("60");
-        let held = KillOnDrop(spawn_in(&mut sleeper, &pair.a.netns, Some(&contained)));
+        let held = KillOnDrop(spawn_in(&mut sleeper, &bare, Some(&contained)));
         let refused =
             daemon.try_inject(&request(error_fault("NXDOMAIN", &[]), &[&contained], "1m"));
-        let e = refused.expect_err("a target in another network namespace was accepted");
+        let e = refused.expect_err("a target whose namespace has no loopback was accepted");
         assert!(
-            e.to_string().contains("another network namespace")
+            e.to_string().contains("loopback (lo) is down")
                 && e.to_string().contains(&held.0.id().to_string()),
             "{e}"
         );
+        let listed = block_on(daemon.client().list(false)).unwrap();
+        assert!(listed.is_empty(), "a refused fault is listed: {listed:?}");
     }
     // The CLI says the same before any request.
     let out = daemon

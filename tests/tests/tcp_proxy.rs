@@ -10,6 +10,7 @@ use std::{
     time::Duration,
 };
 
+use chaosd::faults::net::netns::Netns;
 use chaosd::{
     api::FaultSpec,
     api::{
@@ -19,8 +20,10 @@ use chaosd::{
     host::cgroup::spawn_in_cgroup,
 };
 use chaosd_integration::{
-    Daemon, TestCgroup, block_on, inject, netns::KillOnDrop, tcp_talk_from, unsupported_reason,
-    wait_for,
+    Daemon, TestCgroup, block_on, helper_bin, inject,
+    netns::{KillOnDrop, NetnsPair, spawn_in},
+    probe::TcpTalk,
+    tcp_talk_from, unsupported_reason, wait_for,
 };
 
 const ECONNREFUSED: i32 = 111;
@@ -66,10 +69,13 @@ fn port_filter(port: u16) -> NetFilter {
     }
 }
 
-/// A redis-server on loopback, outside every target cgroup.
+/// A redis-server outside every target cgroup: on loopback, or in a namespace of the test's.
 struct Redis {
-    host: &'static str,
+    host: String,
     port: u16,
+    /// Where its clients run: the test's namespace, or (a server in another one) the
+    /// namespace they reach it from.
+    clients_in: Option<Netns>,
     _child: KillOnDrop,
 }
 
@@ -91,28 +97,65 @@ impl Redis {
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server (Debian package redis-server) must be installed");
-        let redis = Redis {
+        Redis {
+            host: host.to_string(),
+            port,
+            clients_in: None,
+            _child: KillOnDrop(child),
+        }
+        .answering()
+    }
+
+    /// In namespace `b` of `pair` on its veth address, for clients in namespace `a`.
+    fn start_across(pair: &NetnsPair) -> Redis {
+        let host = pair.b.v4.to_string();
+        let port = 6379;
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &port.to_string(), "--bind", &host])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .stdout(Stdio::null());
+        let child = spawn_in(&mut cmd, &pair.b.netns, None);
+        Redis {
             host,
             port,
+            clients_in: Some(pair.a.netns.try_clone().unwrap()),
             _child: KillOnDrop(child),
-        };
+        }
+        .answering()
+    }
+
+    /// Waits until `redis-cli ping` from where the clients run is answered.
+    fn answering(self) -> Redis {
         let up = wait_for(Duration::from_secs(10), || {
-            let out = Command::new("redis-cli")
-                .args(["-h", host, "-p", &port.to_string(), "ping"])
-                .output()
-                .ok()?;
+            let mut cmd = Command::new("redis-cli");
+            cmd.args(["-h", &self.host, "-p", &self.port.to_string(), "ping"])
+                .stdout(Stdio::piped());
+            let out = self.spawn(&mut cmd, None).wait_with_output().ok()?;
             String::from_utf8_lossy(&out.stdout)
                 .contains("PONG")
                 .then_some(())
         });
-        assert!(up.is_some(), "redis-server did not answer on port {port}");
-        redis
+        assert!(
+            up.is_some(),
+            "redis-server did not answer on port {}",
+            self.port
+        );
+        self
+    }
+
+    /// Starts a client where the clients run, in `cg` if given.
+    fn spawn(&self, cmd: &mut Command, cg: Option<&TestCgroup>) -> std::process::Child {
+        match (&self.clients_in, cg) {
+            (Some(ns), cg) => spawn_in(cmd, ns, cg),
+            (None, Some(cg)) => spawn_in_cgroup(cmd, cg.dir()).unwrap(),
+            (None, None) => cmd.spawn().unwrap(),
+        }
     }
 
     /// p50 in ms of `redis-benchmark` PINGs (one client, one request at a time) run in `cg`.
     fn p50_ms(&self, cg: &TestCgroup, requests: u32) -> f64 {
         let mut cmd = Command::new("redis-benchmark");
-        cmd.args(["-h", self.host, "-p", &self.port.to_string()])
+        cmd.args(["-h", &self.host, "-p", &self.port.to_string()])
             .args([
                 "-t",
                 "ping_inline",
@@ -124,10 +167,7 @@ impl Redis {
             ])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let out = spawn_in_cgroup(&mut cmd, cg.dir())
-            .unwrap()
-            .wait_with_output()
-            .unwrap();
+        let out = self.spawn(&mut cmd, Some(cg)).wait_with_output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         p50_of_csv(&text).unwrap_or_else(|| {
             panic!(
@@ -270,6 +310,162 @@ fn ipv6_connects_are_proxied_too() {
     let refused = tcp_talk_from(&target, asked, 0, 200);
     assert_eq!(refused.connect_errno, Some(ECONNREFUSED), "{refused:?}");
     block_on(daemon.client().recover(&down.id)).unwrap();
+}
+
+/// A dual-stack (AF_INET6) socket's connect to an IPv4-mapped address (`::ffff:127.0.0.1`, as
+/// Java and Node make them) is an IPv4 connect: an IPv4 rule takes it, and getpeername shows
+/// the mapped address it asked for.
+#[test]
+fn ipv4_mapped_connects_of_dual_stack_sockets_are_proxied() {
+    let daemon = Daemon::start();
+    if !supported(&daemon, "tcp.latency") {
+        return;
+    }
+    if TcpListener::bind("[::1]:0").is_err() {
+        chaosd_integration::skip!("this host has no IPv6 loopback");
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = listener.local_addr().unwrap();
+    serve(listener, 10, false);
+    let target = TestCgroup::new("proxy-mapped");
+    let asked: SocketAddr = format!("[::ffff:127.0.0.1]:{}", server.port())
+        .parse()
+        .unwrap();
+    let direct = tcp_talk_from(&target, asked, 0, 2000);
+    assert_eq!(direct.received, 10, "{direct:?}");
+    let fault = inject(
+        &daemon,
+        &target,
+        FaultSpec::TcpLatency(TcpLatencyParams {
+            latency: "300ms".parse().unwrap(),
+            jitter: None,
+            direction: Stream::Downstream,
+            percent: 100.0,
+            filter: NetFilter {
+                dst: Some("127.0.0.1/32".parse().unwrap()),
+                ..port_filter(server.port())
+            },
+        }),
+        "60s",
+    );
+    let slowed = tcp_talk_from(&target, asked, 0, 2000);
+    eprintln!(
+        "mapped connect: {} ms direct, {} ms under 300ms latency",
+        direct.elapsed_ms, slowed.elapsed_ms
+    );
+    assert_eq!(slowed.received, 10, "{slowed:?}");
+    assert_eq!(slowed.peer, Some(asked.to_string()), "{slowed:?}");
+    assert!(
+        slowed.elapsed_ms >= 300 && slowed.elapsed_ms >= direct.elapsed_ms + 250,
+        "the mapped connect was not delayed: {slowed:?} vs {direct:?}"
+    );
+    let info = block_on(daemon.client().get(&fault.id)).unwrap();
+    assert_eq!(info.counters.affected, 1, "{:?}", info.counters);
+    block_on(daemon.client().recover(&fault.id)).unwrap();
+    let after = tcp_talk_from(&target, asked, 0, 2000);
+    assert!(
+        after.elapsed_ms < 250,
+        "still delayed after recover: {after:?}"
+    );
+}
+
+/// Loopback TCP listeners in `ns` (`/proc/thread-self/net/tcp{,6}` read from a thread in it).
+fn loopback_listeners(ns: &Netns) -> Vec<String> {
+    ns.run(|| {
+        let mut found = Vec::new();
+        for (file, loopback) in [
+            ("tcp", "0100007F:"),
+            ("tcp6", "00000000000000000000000001000000:"),
+        ] {
+            let text = std::fs::read_to_string(format!("/proc/thread-self/net/{file}"))?;
+            for line in text.lines().skip(1) {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                if f.len() > 3 && f[3] == "0A" && f[1].starts_with(loopback) {
+                    found.push(f[1].to_string());
+                }
+            }
+        }
+        Ok(found)
+    })
+    .unwrap()
+}
+
+/// `tcp-talk` from a process in `cg` inside `ns`.
+fn tcp_talk_in(ns: &Netns, cg: &TestCgroup, to: SocketAddr, read_ms: u64) -> TcpTalk {
+    let mut cmd = Command::new(helper_bin());
+    cmd.args(["tcp-talk", "--to", &to.to_string(), "--send", "0"])
+        .args(["--read-ms", &read_ms.to_string()])
+        .stdout(Stdio::piped());
+    let out = spawn_in(&mut cmd, ns, Some(cg)).wait_with_output().unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A target whose processes are in another network namespace (as a container's are) gets a
+/// listener of chaosd's inside that namespace, on the port chaosd listens on at home; the
+/// upstream connection is made from that namespace too, so a server only it can reach is
+/// reached. A sibling cgroup in the same namespace is unchanged; after recover the listener
+/// is gone and connects go direct.
+#[test]
+fn a_target_in_another_network_namespace_is_proxied_there() {
+    let daemon = Daemon::start();
+    if !supported(&daemon, "tcp.latency") {
+        return;
+    }
+    let pair = NetnsPair::new();
+    let redis = Redis::start_across(&pair);
+    let (target, sibling) = (TestCgroup::new("proxy-ns"), TestCgroup::new("proxy-ns-sib"));
+    // The target has a process in namespace a when the fault is applied.
+    let mut sleeper = Command::new("sleep");
+    sleeper.arg("120");
+    let _held = KillOnDrop(spawn_in(&mut sleeper, &pair.a.netns, Some(&target)));
+    let base = redis.p50_ms(&target, 20);
+    let fault = inject(
+        &daemon,
+        &target,
+        FaultSpec::TcpLatency(TcpLatencyParams {
+            latency: "100ms".parse().unwrap(),
+            jitter: None,
+            direction: Stream::Downstream,
+            percent: 100.0,
+            filter: NetFilter {
+                dst: Some(format!("{}/32", pair.b.v4).parse().unwrap()),
+                ..port_filter(redis.port)
+            },
+        }),
+        "60s",
+    );
+    let listening = loopback_listeners(&pair.a.netns);
+    assert!(
+        !listening.is_empty(),
+        "no listener of chaosd's in the target's namespace"
+    );
+    let slowed = redis.p50_ms(&target, 20);
+    let beside = redis.p50_ms(&sibling, 20);
+    eprintln!(
+        "redis across namespaces PING p50: {base:.3} ms direct, {slowed:.3} ms under 100ms, sibling {beside:.3} ms"
+    );
+    assert!(
+        (slowed - base - 100.0).abs() <= latency_tolerance_ms(),
+        "p50 {slowed:.3} ms under 100 ms latency in another namespace, {base:.3} ms without"
+    );
+    assert!(
+        (beside - base).abs() <= latency_tolerance_ms(),
+        "the sibling's p50 changed: {beside:.3} ms vs {base:.3} ms"
+    );
+    let asked = SocketAddr::from((pair.b.v4, redis.port));
+    let talk = tcp_talk_in(&pair.a.netns, &target, asked, 200);
+    assert_eq!(talk.peer, Some(asked.to_string()), "{talk:?}");
+    block_on(daemon.client().recover(&fault.id)).unwrap();
+    assert_eq!(
+        loopback_listeners(&pair.a.netns),
+        Vec::<String>::new(),
+        "chaosd's listener outlived the fault in the target's namespace"
+    );
+    let after = redis.p50_ms(&target, 20);
+    assert!(
+        (after - base).abs() <= latency_tolerance_ms(),
+        "after recover the p50 is {after:.3} ms (direct: {base:.3} ms)"
+    );
 }
 
 /// Servers outside the targets: `sender` writes 10,000 bytes and closes; `holder` writes 10

@@ -19,6 +19,7 @@
 //! error.
 
 mod accuracy;
+mod bpf_stats;
 mod cgroup;
 mod clock;
 mod control;
@@ -26,6 +27,8 @@ mod daemon;
 mod datapath;
 mod delay;
 pub mod dns;
+mod footprint;
+mod iperf;
 mod netem;
 mod netns;
 mod peer;
@@ -71,6 +74,9 @@ pub struct BenchArgs {
     vm_only: bool,
 }
 
+/// Programs the bench drives beside chaosd: `(program on PATH, Debian package)`.
+const BENCH_TOOLS: &[(&str, &str)] = &[("iperf3", "iperf3")];
+
 /// Sizes of one run.
 struct Plan {
     datapath: datapath::Plan,
@@ -78,6 +84,11 @@ struct Plan {
     cpu_windows: usize,
     cpu_window: Duration,
     clock_rounds: usize,
+    /// Idle CPU window for the footprint.
+    idle: Duration,
+    /// inject/recover cycles before the footprint is read again.
+    footprint_cycles: usize,
+    iperf_rounds: usize,
 }
 
 impl Plan {
@@ -93,6 +104,9 @@ impl Plan {
             cpu_windows: if quick { 3 } else { 5 },
             cpu_window: Duration::from_millis(if quick { 1000 } else { 2000 }),
             clock_rounds: if quick { 3 } else { 7 },
+            idle: Duration::from_secs(if quick { 10 } else { 60 }),
+            footprint_cycles: if quick { 1_000 } else { 10_000 },
+            iperf_rounds: if quick { 3 } else { 7 },
         }
     }
 }
@@ -102,6 +116,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         bail!("the bench loads eBPF programs and makes namespaces and cgroups: run it as root");
     }
     let plan = Plan::new(args);
+    crate::test_tools::install_missing(BENCH_TOOLS)?;
     let out = args.out.clone().unwrap_or_else(default_out);
     let bin_dir = match &args.bin_dir {
         Some(dir) => dir.clone(),
@@ -168,8 +183,27 @@ fn measure(
     plan: &Plan,
     bin_dir: &Path,
 ) -> Result<Value> {
+    // First, while the daemon has done nothing yet.
+    eprintln!("bench: footprint (idle {} s)", plan.idle.as_secs());
+    let idle = footprint::idle(daemon, plan.idle)?;
+    let (a, b) = netns::veth_pair()?;
+    let others = (0..MANY_RULES)
+        .map(|n| cgroups.child(&format!("other-{n}")))
+        .collect::<Result<Vec<_>>>()?;
     eprintln!("bench: datapath overhead");
-    let datapath = datapath_figures(daemon, cgroups, &plan.datapath)?;
+    let datapath = datapath_figures(daemon, &a, &b, &others, &plan.datapath)?;
+    eprintln!("bench: per-program cost (BPF run-time statistics)");
+    let per_packet = bpf_stats::measure(
+        daemon,
+        cgroups,
+        &a,
+        &b,
+        &others,
+        plan.datapath.rounds,
+        plan.datapath.throughput_run,
+    )?;
+    eprintln!("bench: iperf3 detached vs attached");
+    let iperf = iperf::measure(daemon, &a, &b, &others, plan.iperf_rounds, 3)?;
     eprintln!("bench: control latency ({} cycles)", plan.cycles);
     let control = control::measure(daemon, cgroups, plan.cycles)?;
     eprintln!("bench: {CONCURRENT_FAULTS} concurrent faults");
@@ -187,8 +221,14 @@ fn measure(
     let clock = clock::measure(daemon, cgroups, bin_dir, plan.clock_rounds)?;
     eprintln!("bench: dns resolver");
     let dns = dns::measure(daemon, cgroups, plan.clock_rounds, 2_000)?;
+    eprintln!("bench: footprint after {} cycles", plan.footprint_cycles);
+    let cycled = footprint::after_cycles(daemon, cgroups, plan.footprint_cycles)?;
+    let ready = footprint::start_to_ready(bin_dir, daemon.ready_after, 5)?;
     Ok(json!({
+        "footprint": {"idle": idle, "start": ready, "after_cycles": cycled},
         "datapath": datapath,
+        "per_packet_cost": per_packet,
+        "iperf3": iperf,
         "control_latency": control,
         "concurrent_faults": concurrent,
         "accuracy": {
@@ -207,13 +247,11 @@ fn measure(
 /// turns round by round.
 fn datapath_figures(
     daemon: &Daemon,
-    cgroups: &mut BenchCgroups,
+    a: &netns::NetNs,
+    b: &netns::NetNs,
+    others: &[String],
     plan: &datapath::Plan,
 ) -> Result<Value> {
-    let (a, b) = netns::veth_pair()?;
-    let others = (0..MANY_RULES)
-        .map(|n| cgroups.child(&format!("other-{n}")))
-        .collect::<Result<Vec<_>>>()?;
     let half_loss = json!({"kind": "net.loss", "params": {"percent": 50, "direction": "both"}});
     let (mut detached, mut one, mut many) = Default::default();
     let mut many_inject_s = Vec::new();
@@ -221,15 +259,15 @@ fn datapath_figures(
         if daemon.get("/v1/status")?["net_programs_attached"] != false {
             bail!("chaosd's packet programs are attached with no fault active");
         }
-        datapath::Samples::add_round(&mut detached, &a, &b, plan)?;
+        datapath::Samples::add_round(&mut detached, a, b, plan)?;
         daemon.inject(half_loss.clone(), &others[..1], "1h")?;
-        datapath::Samples::add_round(&mut one, &a, &b, plan)?;
+        datapath::Samples::add_round(&mut one, a, b, plan)?;
         // One more fault over the other cgroups: one rule in each of their sets. (As separate
         // faults the same map took minutes to build: each inject rewrites every set.)
         let t = Instant::now();
         daemon.inject(half_loss.clone(), &others[1..], "1h")?;
         many_inject_s.push(t.elapsed().as_secs_f64());
-        datapath::Samples::add_round(&mut many, &a, &b, plan)?;
+        datapath::Samples::add_round(&mut many, a, b, plan)?;
         daemon.delete("/v1/faults")?;
     }
     let (detached, one, many) = (detached.figures(), one.figures(), many.figures());

@@ -43,11 +43,16 @@ pub const TOOLS: &[(&str, &str)] = &[
 
 /// Installs the packages of every program in [`TOOLS`] that is not on PATH.
 pub fn ensure() -> Result<()> {
-    let missing = missing_packages(TOOLS);
+    install_missing(TOOLS)
+}
+
+/// Installs the packages of every program in `tools` that is not on PATH.
+pub fn install_missing(tools: &[(&str, &'static str)]) -> Result<()> {
+    let missing = missing_packages(tools);
     if missing.is_empty() {
         return Ok(());
     }
-    println!("test-tools: installing {}", missing.join(" "));
+    println!("tools: installing {}", missing.join(" "));
     let apt = |args: &[&str]| {
         let mut cmd = Command::new("apt-get");
         cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");

@@ -9,14 +9,14 @@ use aya_ebpf::{
         bpf_get_prandom_u32, bpf_get_socket_cookie, bpf_ktime_get_ns,
     },
     macros::{cgroup_sock_addr, map, sock_ops},
-    maps::LruHashMap,
+    maps::{HashMap, LruHashMap},
     programs::{SockAddrContext, SockOpsContext},
 };
 use chaosd_common::{
     net::{FAMILY_V4, FAMILY_V6, MAX_RULES_PER_CGROUP, NetKind, PPM_ONE},
     proxy::{
-        MAX_PROXY_CONNECTIONS, NO_SLOT, PROXY_FLAG_DNS, PROXY_FLAG_REFUSE, ProxyOrigin,
-        ProxyPeerKey,
+        MAX_PROXY_CONNECTIONS, MAX_SERVED_NETNS, NO_SLOT, PROXY_FLAG_DNS, PROXY_FLAG_REFUSE,
+        ProxyOrigin, ProxyPeerKey, netns_words,
     },
 };
 
@@ -38,9 +38,9 @@ static PROXY_PEERS: LruHashMap<ProxyPeerKey, ProxyOrigin> =
 #[unsafe(no_mangle)]
 static PROXY_DAEMON_TGID: u32 = 0;
 
-/// The netns cookie of chaosd's namespace, set by the loader: its listener is only there.
-#[unsafe(no_mangle)]
-static PROXY_NETNS_COOKIE: u64 = 0;
+/// The namespaces chaosd listens in (netns cookie → 1): a connect elsewhere is left alone.
+#[map]
+static PROXY_NETNS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_SERVED_NETNS, 0);
 
 const ALLOW: i32 = 1;
 /// `BPF_SOCK_OPS_TCP_CONNECT_CB`: an active connect is about to send its SYN; the local
@@ -54,6 +54,9 @@ const LOOPBACK4: u32 = u32::from_ne_bytes([127, 0, 0, 1]);
 const LOOPBACK6: [u32; 4] = [0, 0, 0, u32::from_ne_bytes([0, 0, 0, 1])];
 /// Word 2 of an IPv4-mapped IPv6 address (::ffff:a.b.c.d).
 const V4_MAPPED: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
+/// ::ffff:127.0.0.1, where a dual-stack socket's IPv4-mapped connect is sent (it reaches the
+/// IPv4 listener).
+const MAPPED_LOOPBACK4: [u32; 4] = [0, 0, V4_MAPPED, LOOPBACK4];
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
 
@@ -119,11 +122,19 @@ pub fn chaosd_dns_recvmsg6(ctx: SockAddrContext) -> i32 {
                 sa.user_ip6[2],
                 sa.user_ip6[3],
             ];
-            if origin.family == FAMILY_V6 && ip == LOOPBACK6 && from_port == origin.via_port {
-                sa.user_ip6[0] = origin.addr[0];
-                sa.user_ip6[1] = origin.addr[1];
-                sa.user_ip6[2] = origin.addr[2];
-                sa.user_ip6[3] = origin.addr[3];
+            // A dual-stack socket's unconnected send to an IPv4-mapped server went through
+            // sendmsg4 (an IPv4 record); its connect went through connect6 (a mapped one).
+            let shown = if origin.family == FAMILY_V4 {
+                [0, 0, V4_MAPPED, origin.addr[0]]
+            } else {
+                origin.addr
+            };
+            let loopback = ip == LOOPBACK6 && origin.family == FAMILY_V6 || ip == MAPPED_LOOPBACK4;
+            if loopback && from_port == origin.via_port {
+                sa.user_ip6[0] = shown[0];
+                sa.user_ip6[1] = shown[1];
+                sa.user_ip6[2] = shown[2];
+                sa.user_ip6[3] = shown[3];
                 sa.user_port = u32::from((origin.port as u16).to_be());
             }
         }
@@ -136,7 +147,7 @@ pub fn chaosd_dns_recvmsg6(ctx: SockAddrContext) -> i32 {
 fn redirect4(ctx: &SockAddrContext, send: bool) -> i32 {
     // SAFETY: the kernel hands a valid bpf_sock_addr.
     let addr = unsafe { (*ctx.sock_addr).user_ip4 };
-    if let Some(port) = redirect(ctx, FAMILY_V4, [addr, 0, 0, 0], send) {
+    if let Some(port) = redirect(ctx, FAMILY_V4, [addr, 0, 0, 0], None, send) {
         // SAFETY: connect4 and sendmsg4 may rewrite user_ip4 and user_port (4-byte stores).
         unsafe {
             (*ctx.sock_addr).user_ip4 = LOOPBACK4;
@@ -148,34 +159,50 @@ fn redirect4(ctx: &SockAddrContext, send: bool) -> i32 {
 
 #[inline(always)]
 fn redirect6(ctx: &SockAddrContext, send: bool) -> i32 {
-    // SAFETY: the kernel hands a valid bpf_sock_addr.
-    let addr = unsafe { (*ctx.sock_addr).user_ip6 };
-    // IPv4-mapped destinations of dual-stack sockets are left alone (not redirected yet).
-    if addr[0] == 0 && addr[1] == 0 && addr[2] == V4_MAPPED {
-        return ALLOW;
-    }
-    if let Some(port) = redirect(ctx, FAMILY_V6, addr, send) {
+    // SAFETY: the kernel hands a valid bpf_sock_addr; 4-byte loads of user_ip6.
+    let addr = unsafe {
+        let sa = &*ctx.sock_addr;
+        [
+            sa.user_ip6[0],
+            sa.user_ip6[1],
+            sa.user_ip6[2],
+            sa.user_ip6[3],
+        ]
+    };
+    // A dual-stack socket's IPv4-mapped destination (::ffff:a.b.c.d) is an IPv4 connect: the
+    // rules match it as IPv4, and it goes to the IPv4 listener through ::ffff:127.0.0.1.
+    let mapped = is_mapped(addr);
+    let redirected = if mapped {
+        redirect(ctx, FAMILY_V4, [addr[3], 0, 0, 0], Some(addr), send)
+    } else {
+        redirect(ctx, FAMILY_V6, addr, None, send)
+    };
+    if let Some(port) = redirected {
+        let to = if mapped { MAPPED_LOOPBACK4 } else { LOOPBACK6 };
         // SAFETY: connect6 and sendmsg6 may rewrite user_ip6 (4-byte stores) and user_port.
         unsafe {
             let sa = &mut *ctx.sock_addr;
-            sa.user_ip6[0] = LOOPBACK6[0];
-            sa.user_ip6[1] = LOOPBACK6[1];
-            sa.user_ip6[2] = LOOPBACK6[2];
-            sa.user_ip6[3] = LOOPBACK6[3];
+            sa.user_ip6[0] = to[0];
+            sa.user_ip6[1] = to[1];
+            sa.user_ip6[2] = to[2];
+            sa.user_ip6[3] = to[3];
             sa.user_port = u32::from((port as u16).to_be());
         }
     }
     ALLOW
 }
 
+#[inline(always)]
+fn is_mapped(addr: [u32; 4]) -> bool {
+    addr[0] == 0 && addr[1] == 0 && addr[2] == V4_MAPPED
+}
+
 #[sock_ops]
 pub fn chaosd_proxy_sock_ops(ctx: SockOpsContext) -> u32 {
     if ctx.op() == SOCK_OPS_TCP_CONNECT_CB {
         let family = ctx.family();
-        if family == AF_INET {
-            remember_local_port(&ctx, FAMILY_V4, [ctx.local_ip4(), 0, 0, 0]);
-        } else if family == AF_INET6 {
-            remember_local_port(&ctx, FAMILY_V6, local_ip6(&ctx));
+        if family == AF_INET || family == AF_INET6 {
+            remember_local_port(&ctx, family == AF_INET6);
         }
     }
     1
@@ -238,8 +265,16 @@ pub fn chaosd_proxy_getpeername4(ctx: SockAddrContext) -> i32 {
 /// The loopback port to send the connect (or, `send`, the UDP datagram) to, if a live proxy
 /// rule of the caller's cgroup matches and its dice hit; the origin is recorded by then (not
 /// for a refusal). TCP connects take every proxy rule; UDP (connect or send) only DNS rules.
+/// `family` and `addr` are what the rules match; `mapped`, a dual-stack socket's
+/// IPv4-mapped destination as it asked for it, which the record keeps (for getpeername6).
 #[inline(always)]
-fn redirect(ctx: &SockAddrContext, family: u32, addr: [u32; 4], send: bool) -> Option<u32> {
+fn redirect(
+    ctx: &SockAddrContext,
+    family: u32,
+    addr: [u32; 4],
+    mapped: Option<[u32; 4]>,
+    send: bool,
+) -> Option<u32> {
     // SAFETY: plain helper calls about the current task and the program's own context.
     let (tgid, netns) = unsafe {
         (
@@ -247,14 +282,10 @@ fn redirect(ctx: &SockAddrContext, family: u32, addr: [u32; 4], send: bool) -> O
             bpf_get_netns_cookie(ctx.as_ptr()),
         )
     };
-    // SAFETY: globals in .rodata, set by the loader.
-    let (daemon, home) = unsafe {
-        (
-            core::ptr::read_volatile(&PROXY_DAEMON_TGID),
-            core::ptr::read_volatile(&PROXY_NETNS_COOKIE),
-        )
-    };
-    if tgid == daemon || netns != home {
+    // SAFETY: a global in .rodata, set by the loader.
+    let daemon = unsafe { core::ptr::read_volatile(&PROXY_DAEMON_TGID) };
+    // SAFETY: map values are plain data.
+    if tgid == daemon || unsafe { PROXY_NETNS.get(&netns) }.is_none() {
         return None;
     }
     // SAFETY: the kernel hands a valid bpf_sock_addr.
@@ -278,11 +309,15 @@ fn redirect(ctx: &SockAddrContext, family: u32, addr: [u32; 4], send: bool) -> O
         local_port: 0,
     };
     let mut origin = ProxyOrigin {
-        family,
+        family: if mapped.is_some() { FAMILY_V6 } else { family },
         port,
-        addr,
+        addr: match mapped {
+            Some(m) => m,
+            None => addr,
+        },
         slots: [NO_SLOT; MAX_RULES_PER_CGROUP],
         via_port: 0,
+        netns: netns_words(netns),
     };
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
@@ -337,20 +372,27 @@ fn redirect(ctx: &SockAddrContext, family: u32, addr: [u32; 4], send: bool) -> O
     Some(target)
 }
 
-/// Files a redirected socket's record under its local address and port, which the proxy
-/// reads as the peer of the connection it accepts.
+/// Files a redirected socket's record under its local address and port and its namespace,
+/// which the proxy reads as the peer of the connection it accepts. A dual-stack socket's
+/// IPv4-mapped connect is an IPv4 connection by then: filed under its IPv4 address.
 #[inline(always)]
-fn remember_local_port(ctx: &SockOpsContext, family: u32, local: [u32; 4]) {
+fn remember_local_port(ctx: &SockOpsContext, v6: bool) {
     // SAFETY: helper on the program's own context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     // SAFETY: map values are plain data written whole.
     let Some(origin) = (unsafe { PROXY_ORIGINS.get(&cookie) }) else {
         return;
     };
+    let (family, addr) = if v6 && !is_mapped(origin.addr) {
+        (FAMILY_V6, local_ip6(ctx))
+    } else {
+        (FAMILY_V4, [ctx.local_ip4(), 0, 0, 0])
+    };
     let key = ProxyPeerKey {
         family,
         port: ctx.local_port(),
-        addr: local,
+        addr,
+        netns: origin.netns,
     };
     let _ = PROXY_PEERS.insert(&key, origin, 0);
 }

@@ -9,6 +9,8 @@ pub struct HistoryEntry {
     pub id: i64,
     /// RFC 3339, UTC.
     pub at: String,
+    /// The peer's uid (SO_PEERCRED); `u32::MAX` for a call over the remote listener, which
+    /// has no local user (`peer` says who it was).
     pub uid: u32,
     pub pid: Option<i32>,
     /// The peer's command name (`/proc/PID/comm`), if it could be read.
@@ -21,4 +23,8 @@ pub struct HistoryEntry {
     pub status: u16,
     /// `ok`, with the ids of the faults or runs touched, or the error as the client saw it.
     pub outcome: String,
+    /// A call over the remote listener: the client certificate's subject and the address it
+    /// came from (`CN=chaos-mesh,O=example from 10.0.0.5:41234`); None for the socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
 }

@@ -12,6 +12,7 @@ pub mod clock;
 pub mod dns;
 pub mod errno;
 pub mod history;
+pub mod http;
 pub mod io;
 pub mod resource;
 pub mod schedule;
@@ -23,6 +24,10 @@ mod choices;
 pub use choices::Choice;
 pub use clock::{ClockName, ClockSkewParams};
 pub use dns::{DnsAnswerParams, DnsDelayParams, DnsErrorParams, DnsSelect, DnsTimeoutParams};
+pub use http::{
+    HeaderLine, HeaderMatch, HttpAbortParams, HttpDelayParams, HttpMethod, HttpSelect, HttpStatus,
+    HttpStatusParams, PathGlob,
+};
 pub use io::{IoErrnoParams, IoOp};
 pub use resource::{
     CpuLimitParams, FdLimitParams, IoThrottleParams, KnobChange, LimitChange, MemPressureParams,
@@ -129,6 +134,16 @@ pub enum FaultSpec {
     /// Write the data of the target's proxied TCP connections in small delayed slices.
     #[serde(rename = "tcp.slicer")]
     TcpSlicer(TcpSlicerParams),
+    /// Close or reset the target's matching plaintext HTTP requests' connections, no response.
+    #[serde(rename = "http.abort")]
+    HttpAbort(HttpAbortParams),
+    /// Answer the target's matching plaintext HTTP requests with a status (the server never
+    /// sees them).
+    #[serde(rename = "http.status")]
+    HttpStatus(HttpStatusParams),
+    /// Delay the target's matching plaintext HTTP requests.
+    #[serde(rename = "http.delay")]
+    HttpDelay(HttpDelayParams),
     /// Answer the target's matching DNS queries with an error code (NXDOMAIN, SERVFAIL, ...).
     #[serde(rename = "dns.error")]
     DnsError(DnsErrorParams),
@@ -185,6 +200,9 @@ impl FaultSpec {
             FaultSpec::TcpBandwidth(_) => "tcp.bandwidth",
             FaultSpec::TcpSlowClose(_) => "tcp.slow_close",
             FaultSpec::TcpSlicer(_) => "tcp.slicer",
+            FaultSpec::HttpAbort(_) => "http.abort",
+            FaultSpec::HttpStatus(_) => "http.status",
+            FaultSpec::HttpDelay(_) => "http.delay",
             FaultSpec::DnsError(_) => "dns.error",
             FaultSpec::DnsTimeout(_) => "dns.timeout",
             FaultSpec::DnsAnswer(_) => "dns.answer",

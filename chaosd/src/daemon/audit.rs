@@ -2,7 +2,9 @@
 //! inject, recover, recover --all, run start and abort) is recorded with who sent it (uid and
 //! pid from SO_PEERCRED, the command name from `/proc/PID/comm`), what it asked and how it
 //! ended, in an SQLite database and in the log. Refused requests are recorded with their error.
-//! `GET /v1/history?limit=N` and `chaosctl history` read it back, newest first.
+//! `GET /v1/history?limit=N` and `chaosctl history` read it back, newest first. Calls over
+//! the remote listener (`crate::daemon::remote`) are recorded the same way, with the client
+//! certificate's subject and address in place of a local user.
 
 use std::{
     path::Path,
@@ -70,6 +72,15 @@ impl History {
              );",
         )
         .with_context(context)?;
+        // Databases made before the remote listener have no `peer` column.
+        let has_peer = conn
+            .prepare("SELECT 1 FROM pragma_table_info('mutations') WHERE name = 'peer'")
+            .and_then(|mut s| s.exists([]))
+            .with_context(context)?;
+        if !has_peer {
+            conn.execute_batch("ALTER TABLE mutations ADD COLUMN peer TEXT;")
+                .with_context(context)?;
+        }
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .with_context(context)?;
@@ -87,10 +98,12 @@ impl History {
     pub fn record(&self, e: &HistoryEntry) -> rusqlite::Result<()> {
         let conn = self.lock();
         conn.execute(
-            "INSERT INTO mutations (at, uid, pid, comm, method, path, request, status, outcome)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO mutations
+                 (at, uid, pid, comm, method, path, request, status, outcome, peer)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![
-                e.at, e.uid, e.pid, e.comm, e.method, e.path, e.request, e.status, e.outcome
+                e.at, e.uid, e.pid, e.comm, e.method, e.path, e.request, e.status, e.outcome,
+                e.peer
             ],
         )?;
         let newest = conn.last_insert_rowid();
@@ -102,7 +115,7 @@ impl History {
     pub fn recent(&self, limit: u32) -> rusqlite::Result<Vec<HistoryEntry>> {
         let conn = self.lock();
         let mut stmt = conn.prepare(
-            "SELECT id, at, uid, pid, comm, method, path, request, status, outcome
+            "SELECT id, at, uid, pid, comm, method, path, request, status, outcome, peer
              FROM mutations ORDER BY id DESC LIMIT ?1",
         )?;
         stmt.query_map([limit], |r| {
@@ -117,9 +130,29 @@ impl History {
                 request: r.get(7)?,
                 status: r.get(8)?,
                 outcome: r.get(9)?,
+                peer: r.get(10)?,
             })
         })?
         .collect()
+    }
+}
+
+/// Who sent a recorded request.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub uid: u32,
+    pub pid: Option<i32>,
+    /// The remote listener's client: certificate subject and address.
+    pub peer: Option<String>,
+}
+
+impl From<PeerCred> for Caller {
+    fn from(p: PeerCred) -> Self {
+        Caller {
+            uid: p.uid,
+            pid: p.pid,
+            peer: None,
+        }
     }
 }
 
@@ -130,6 +163,11 @@ pub async fn record_mutations(
     req: Request,
     next: Next,
 ) -> Response {
+    record(history, peer.into(), req, next).await
+}
+
+/// What [`record_mutations`] does, for any kind of caller (the remote listener's too).
+pub async fn record(history: Arc<History>, caller: Caller, req: Request, next: Next) -> Response {
     if matches!(*req.method(), Method::GET | Method::HEAD) {
         return next.run(req).await;
     }
@@ -158,18 +196,20 @@ pub async fn record_mutations(
     let entry = HistoryEntry {
         id: 0,
         at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-        uid: peer.uid,
-        pid: peer.pid,
-        comm: peer.pid.and_then(command_name),
+        uid: caller.uid,
+        pid: caller.pid,
+        comm: caller.pid.and_then(command_name),
         method,
         path,
         request,
         status: parts.status.as_u16(),
         outcome: outcome(parts.status, &bytes),
+        peer: caller.peer,
     };
     tracing::info!(
-        uid = entry.uid, pid = ?entry.pid, comm = ?entry.comm, method = entry.method,
-        path = entry.path, status = entry.status, outcome = entry.outcome, "audit"
+        uid = entry.uid, pid = ?entry.pid, comm = ?entry.comm, peer = ?entry.peer,
+        method = entry.method, path = entry.path, status = entry.status,
+        outcome = entry.outcome, "audit"
     );
     let written = tokio::task::spawn_blocking(move || history.record(&entry)).await;
     match written {
@@ -203,13 +243,27 @@ fn command_name(pid: i32) -> Option<String> {
 fn outcome(status: StatusCode, body: &[u8]) -> String {
     let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
     if !status.is_success() {
+        // chaosd's `{"error": ".."}`, or the remote listener's Chaos Mesh-style
+        // `{"error": true, "message": ".."}`.
         let message = json
             .as_ref()
-            .and_then(|v| v.get("error")?.as_str().map(str::to_string))
+            .and_then(|v| {
+                let text = v
+                    .get("error")?
+                    .as_str()
+                    .or_else(|| v.get("message")?.as_str())?;
+                Some(text.to_string())
+            })
             .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
         return format!("error: {message}");
     }
-    let id_of = |v: &serde_json::Value| v.get("id")?.as_str().map(str::to_string);
+    // A fault's or run's `id`, or the `uid` of a Chaos Mesh attack (remote listener).
+    let id_of = |v: &serde_json::Value| {
+        v.get("id")
+            .or_else(|| v.get("uid"))?
+            .as_str()
+            .map(str::to_string)
+    };
     let ids: Vec<String> = match &json {
         Some(serde_json::Value::Array(items)) => items.iter().filter_map(id_of).collect(),
         Some(v) => id_of(v).into_iter().collect(),
@@ -277,6 +331,7 @@ mod tests {
             request: None,
             status: 200,
             outcome: "ok".into(),
+            peer: None,
         }
     }
 
@@ -291,11 +346,15 @@ mod tests {
         assert_eq!(got[0].path, "/v1/faults/b");
         assert!(got[0].id > got[1].id);
         assert_eq!(got[1].comm.as_deref(), Some("chaosctl"));
+        let mut remote = entry("/api/attack/network");
+        remote.peer = Some("CN=chaos-mesh from 10.0.0.5:41234".into());
+        db.record(&remote).unwrap();
+        assert_eq!(db.recent(1).unwrap()[0].peer, remote.peer);
         assert_eq!(db.recent(1).unwrap().len(), 1);
         // Reopening keeps them.
         drop(db);
         let db = History::open(&dir.path().join("h.sqlite")).unwrap();
-        assert_eq!(db.recent(10).unwrap().len(), 2);
+        assert_eq!(db.recent(10).unwrap().len(), 3);
     }
 
     #[test]

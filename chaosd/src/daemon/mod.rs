@@ -5,6 +5,7 @@ pub mod audit;
 pub mod guardian;
 pub mod http;
 pub mod leftovers;
+pub mod remote;
 pub mod schedules;
 pub mod systemd;
 
@@ -38,6 +39,8 @@ pub async fn run(config: Config, systemd: Activation) -> anyhow::Result<()> {
         .map(crate::engine::metrics::check_listen_addr)
         .transpose()
         .map_err(anyhow::Error::msg)?;
+    // Checked before anything is loaded: a bad [remote] section stops the start.
+    let remote_listen = config.remote.check(&config.faults)?;
     let mount = cgroup::cgroup2_mount()?;
     let state_dir = &config.daemon.state_dir;
     // The lock is held until the daemon exits (and by the kernel until it dies).
@@ -75,6 +78,7 @@ pub async fn run(config: Config, systemd: Activation) -> anyhow::Result<()> {
         config.policy.clone(),
         mount.clone(),
     );
+    let remote_mount = mount.clone();
     registry
         .adopt_ended(
             cleaned
@@ -102,6 +106,22 @@ pub async fn run(config: Config, systemd: Activation) -> anyhow::Result<()> {
         Some(addr) => Some(http::serve_metrics_tcp(addr, Arc::clone(&registry)).await?),
         None => None,
     };
+    let remote_task = match remote_listen {
+        Some(listen) => {
+            let (addr, task) = remote::serve(
+                listen,
+                Arc::clone(&registry),
+                Arc::clone(&history),
+                &config.daemon.state_dir,
+                remote_mount,
+                http::Access::for_group(&config.daemon.group),
+            )
+            .await?;
+            info!(%addr, "remote listener ready");
+            Some(task)
+        }
+        None => None,
+    };
     let ticker = tokio::spawn(Arc::clone(&schedules).tick_forever());
     match crate::host::cgroup::cgroup_namespace() {
         Some(crate::host::cgroup::CgroupNamespace::Joined) => info!(
@@ -125,6 +145,10 @@ pub async fn run(config: Config, systemd: Activation) -> anyhow::Result<()> {
         shutdown_signal(),
     )
     .await;
+    // No new remote attack once stopping.
+    if let Some(task) = remote_task {
+        task.abort();
+    }
     // No new scheduled run once stopping; due times from here on are missed.
     ticker.abort();
     // systemd stops watching the watchdog once the service stops; STATUS= says why we linger.

@@ -548,6 +548,7 @@ impl Schedules {
                 FireOutcome::Refused => 409,
             },
             outcome: format!("{outcome}: {detail}"),
+            peer: None,
         };
         if let Err(e) = self.history.record(&entry) {
             tracing::warn!(schedule = %row.id, "auditing a fire: {e}");

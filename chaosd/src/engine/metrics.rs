@@ -140,7 +140,7 @@ impl Metrics {
             "Faults in force now",
             active_gauges(faults),
         );
-        for unit in ["packets", "syscalls", "connections", "queries"] {
+        for unit in ["packets", "syscalls", "connections", "queries", "requests"] {
             reg.register(
                 format!("fault_{unit}"),
                 format!(
@@ -292,6 +292,7 @@ mod tests {
         assert_eq!(counter_unit("io.errno"), Some("syscalls"));
         assert_eq!(counter_unit("tcp.latency"), Some("connections"));
         assert_eq!(counter_unit("dns.error"), Some("queries"));
+        assert_eq!(counter_unit("http.status"), Some("requests"));
         assert_eq!(counter_unit("stress.cpu"), None);
     }
 

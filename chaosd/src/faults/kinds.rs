@@ -92,6 +92,7 @@ const PACKETS: Option<&str> = Some("packets");
 const SYSCALLS: Option<&str> = Some("syscalls");
 const CONNECTIONS: Option<&str> = Some("connections");
 const QUERIES: Option<&str> = Some("queries");
+const REQUESTS: Option<&str> = Some("requests");
 
 /// Every fault kind chaosd knows.
 pub static KINDS: &[Kind] = &[
@@ -214,6 +215,21 @@ pub static KINDS: &[Kind] = &[
         crash_tested: true,
         validate: crate::faults::tcp::slicer::validate,
         apply: |k, p, ctx| crate::faults::tcp::slicer::apply(&k.kernel, p, ctx)),
+    kind!(HttpAbort, "http.abort",
+        "close or reset a cgroup's matching plaintext HTTP/1.1 requests' connections, no response (transparent proxy)",
+        Required, Some(Pg::Proxy), capabilities::check_cgroup_bpf, REQUESTS, crash_tested: true,
+        validate: crate::faults::http::abort::validate,
+        apply: |k, p, ctx| crate::faults::http::abort::apply(&k.kernel, p, ctx)),
+    kind!(HttpStatus, "http.status",
+        "answer a cgroup's matching plaintext HTTP/1.1 requests with a status, headers and body (transparent proxy)",
+        Required, Some(Pg::Proxy), capabilities::check_cgroup_bpf, REQUESTS, crash_tested: true,
+        validate: crate::faults::http::status::validate,
+        apply: |k, p, ctx| crate::faults::http::status::apply(&k.kernel, p, ctx)),
+    kind!(HttpDelay, "http.delay",
+        "delay a cgroup's matching plaintext HTTP/1.1 requests (transparent proxy)",
+        Required, Some(Pg::Proxy), capabilities::check_cgroup_bpf, REQUESTS, crash_tested: true,
+        validate: crate::faults::http::delay::validate,
+        apply: |k, p, ctx| crate::faults::http::delay::apply(&k.kernel, p, ctx)),
     kind!(DnsError, "dns.error",
         "answer a cgroup's matching DNS queries with NXDOMAIN, SERVFAIL, ... (redirect to chaosd's resolver)",
         Required, Some(Pg::Dns), capabilities::check_cgroup_bpf, QUERIES, crash_tested: true,

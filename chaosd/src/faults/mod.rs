@@ -4,6 +4,7 @@
 pub mod capabilities;
 pub mod clock;
 pub mod dns;
+pub mod http;
 pub mod io;
 pub mod kernel;
 pub mod kinds;
@@ -82,7 +83,7 @@ pub enum TargetRule {
 /// The families whose kinds may target the whole host (`--host`): what they do to each
 /// cgroup is bounded by a filter or a rate, and they end with chaosd. Pausing, killing,
 /// failing I/O or starving the whole host is left to naming cgroups.
-pub const HOST_WIDE_FAMILIES: &[&str] = &["net", "tcp", "dns", "clock", "stress"];
+pub const HOST_WIDE_FAMILIES: &[&str] = &["net", "tcp", "http", "dns", "clock", "stress"];
 
 /// Whether the kind named `kind` ("net.loss") accepts a host-wide target.
 pub fn allows_host(kind: &str) -> bool {

@@ -1479,4 +1479,20 @@ max_concurrent_faults = 2
     fn step_without_target() {
         refused("target = \"web\"\n", "", "[[step]]\nname", "needs a target");
     }
+
+    /// Every shipped example parses and validates (its steps' kinds and parameters too).
+    #[test]
+    fn every_example_scenario_is_valid() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 6, "only {seen} examples in {}", dir.display());
+    }
 }

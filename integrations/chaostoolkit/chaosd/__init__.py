@@ -1,7 +1,9 @@
 """Chaos Toolkit extension for chaosd.
 
 Actions and probes talk to chaosd's API through its Unix socket on this host (configuration
-key ``chaosd_socket``, default ``/run/chaosd/chaosd.sock``).
+key ``chaosd_socket``, default ``/run/chaosd/chaosd.sock``), or to another host's chaosd over
+its remote listener with mutual TLS (``chaosd_url``, ``chaosd_ca``, ``chaosd_cert``,
+``chaosd_key``; see ``chaosd.client``).
 """
 
 from typing import List

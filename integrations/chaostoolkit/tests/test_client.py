@@ -4,11 +4,14 @@ integration test (tests/tests/chaostoolkit.rs), which runs `chaos run`."""
 
 import json
 import os
+import shutil
 import socketserver
+import ssl
+import subprocess
 import tempfile
 import threading
 import unittest
-from http.server import BaseHTTPRequestHandler
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from chaosd import actions, probes
 from chaosd.client import ChaosdError
@@ -112,6 +115,75 @@ class ExtensionTest(unittest.TestCase):
         with self.assertRaises(ChaosdError) as e:
             probes.list_faults(configuration={"chaosd_socket": "/nonexistent/chaosd.sock"})
         self.assertIn("cannot reach chaosd", str(e.exception))
+
+
+def _openssl(*args, cwd):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def _issue(cwd, name, subject, ext):
+    """A P-256 key and a certificate for it signed by ca.crt in ``cwd``."""
+    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+             "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject, cwd=cwd)
+    with open(os.path.join(cwd, f"{name}.ext"), "w") as f:
+        f.write(ext)
+    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+             "-CAcreateserial", "-days", "1", "-out", f"{name}.crt", "-extfile", f"{name}.ext",
+             cwd=cwd)
+
+
+@unittest.skipUnless(shutil.which("openssl"), "openssl makes the test certificates")
+class RemoteTest(unittest.TestCase):
+    """The same calls over HTTPS with a client certificate, as to chaosd's remote listener."""
+
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory()
+        d = self.dir.name
+        _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                 "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=test CA",
+                 "-days", "1", cwd=d)
+        _issue(d, "server", "/CN=chaosd.chaos-mesh.org",
+               "subjectAltName=DNS:chaosd.chaos-mesh.org\nextendedKeyUsage=serverAuth\n")
+        _issue(d, "client", "/CN=chaos-toolkit", "extendedKeyUsage=clientAuth\n")
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(os.path.join(d, "server.crt"), os.path.join(d, "server.key"))
+        context.load_verify_locations(os.path.join(d, "ca.crt"))
+        context.verify_mode = ssl.CERT_REQUIRED
+        _Api.faults, _Api.seen = {}, []
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Api)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.cfg = {
+            "chaosd_url": f"https://127.0.0.1:{self.server.server_address[1]}",
+            "chaosd_server_name": "chaosd.chaos-mesh.org",
+            "chaosd_ca": os.path.join(d, "ca.crt"),
+            "chaosd_cert": os.path.join(d, "client.crt"),
+            "chaosd_key": os.path.join(d, "client.key"),
+        }
+
+    def tearDown(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.dir.cleanup()
+
+    def test_inject_and_recover_over_mutual_tls(self):
+        actions._injected.clear()
+        info = actions.inject("net.loss", "30s", {"percent": 5}, host=True, configuration=self.cfg)
+        self.assertEqual(_Api.seen[0][:2], ("POST", "/v1/faults"))
+        self.assertTrue(probes.fault_active(info["id"], configuration=self.cfg))
+        self.assertEqual([f["id"] for f in actions.recover(configuration=self.cfg)], [info["id"]])
+
+    def test_without_a_client_certificate_the_call_fails_saying_so(self):
+        cfg = {k: v for k, v in self.cfg.items() if k not in ("chaosd_cert", "chaosd_key")}
+        with self.assertRaises(ChaosdError) as e:
+            probes.list_faults(configuration=cfg)
+        self.assertIn(self.cfg["chaosd_url"], str(e.exception))
+
+    def test_a_half_configured_client_certificate_is_refused(self):
+        cfg = dict(self.cfg, chaosd_key=None)
+        with self.assertRaises(ChaosdError) as e:
+            probes.list_faults(configuration=cfg)
+        self.assertIn("go together", str(e.exception))
 
 
 if __name__ == "__main__":

@@ -42,8 +42,10 @@ pub fn build() -> Result<PathBuf> {
 
 pub struct Daemon {
     /// Stopped before `dir` goes (fields drop in order).
-    _child: DaemonChild,
+    child: DaemonChild,
     dir: tempfile::TempDir,
+    /// From spawning the process to its first answer on the socket.
+    pub ready_after: Duration,
 }
 
 impl Daemon {
@@ -57,6 +59,7 @@ impl Daemon {
         std::fs::write(&config, "[policy]\nmax_concurrent_faults = 1100\n")
             .context("writing the daemon's config")?;
         let log = std::fs::File::create(dir.path().join("chaosd.log"))?;
+        let spawned = Instant::now();
         let child = Command::new(bin_dir.join("chaosd"))
             .arg("--config")
             .arg(&config)
@@ -69,9 +72,10 @@ impl Daemon {
             .stderr(log)
             .spawn()
             .context("starting chaosd")?;
-        let daemon = Daemon {
-            _child: DaemonChild(child),
+        let mut daemon = Daemon {
+            child: DaemonChild(child),
             dir,
+            ready_after: Duration::ZERO,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while daemon.get("/v1/status").is_err() {
@@ -81,9 +85,15 @@ impl Daemon {
                     daemon.log()
                 );
             }
-            thread::sleep(Duration::from_millis(50));
+            thread::sleep(Duration::from_millis(5));
         }
+        daemon.ready_after = spawned.elapsed();
         Ok(daemon)
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.0.id()
     }
 
     pub fn log(&self) -> String {

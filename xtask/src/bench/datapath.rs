@@ -97,7 +97,7 @@ fn client_server<T: Send + 'static>(
 }
 
 /// Gbit/s received by the server, from its first byte to EOF.
-fn throughput_once(a: &NetNs, b: &NetNs, run: Duration) -> Result<f64> {
+pub fn throughput_once(a: &NetNs, b: &NetNs, run: Duration) -> Result<f64> {
     client_server(
         a,
         b,

@@ -39,6 +39,11 @@ impl NetNs {
         Ok(NetNs { fd })
     }
 
+    /// The namespace's nsfs file (for a child process to `setns` into).
+    pub fn fd(&self) -> &File {
+        &self.fd
+    }
+
     /// Another handle on the same namespace (for guards that must act in it when dropped).
     pub fn try_clone(&self) -> Result<NetNs> {
         Ok(NetNs {

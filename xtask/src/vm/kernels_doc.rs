@@ -59,6 +59,7 @@ const KINDS: &[(&str, &str, &str)] = &[
     ("resource", "io_throttle_", "io.throttle"),
     ("resource", "", "resource (knobs, requests)"),
     ("tcp_proxy", "", "tcp.* (transparent proxy)"),
+    ("http_faults", "", "http.* (transparent proxy, HTTP/1.1)"),
     ("dns", "", "dns.* (resolver)"),
     ("targets", "containers_", "--container, --pod"),
     ("targets", "", "--host, --dry-run"),

@@ -205,6 +205,12 @@ pub enum InjectKind {
         #[command(subcommand)]
         fault: crate::tcp::TcpFault,
     },
+    /// HTTP/1.1 faults on plaintext requests through the transparent proxy (no client
+    /// change); TLS passes through with only the TCP toxics.
+    Http {
+        #[command(subcommand)]
+        fault: crate::http::HttpFault,
+    },
     /// DNS faults through chaosd's resolver, per name (no file on the host changed).
     Dns {
         #[command(subcommand)]
@@ -361,7 +367,7 @@ pub struct Common {
     #[arg(long)]
     pub pod: Vec<String>,
     /// Target the whole host: every cgroup but the protected ones (policy.protected_cgroups,
-    /// policy.host_exclude, init's and chaosd's own). Net, tcp, dns, clock and stress kinds.
+    /// policy.host_exclude, init's and chaosd's own). Net, tcp, http, dns, clock and stress kinds.
     #[arg(long, conflicts_with_all = ["cgroup", "pid", "unit", "container", "pod"])]
     pub host: bool,
     /// Show the cgroups and processes the fault would act on; change nothing.

@@ -26,9 +26,14 @@ fn table(entries: &[HistoryEntry]) {
         println!(
             "{:<24} {:>6} {:>8} {:<16} {:<6} {:<22} {:>6}  {}",
             e.at,
-            e.uid,
+            // A remote call has no local user: the certificate subject stands for it.
+            if e.peer.is_some() {
+                "remote".to_string()
+            } else {
+                e.uid.to_string()
+            },
             e.pid.map_or("-".to_string(), |p| p.to_string()),
-            e.comm.as_deref().unwrap_or("-"),
+            e.peer.as_deref().or(e.comm.as_deref()).unwrap_or("-"),
             e.method,
             e.path,
             e.status,

@@ -7,6 +7,7 @@ mod dns;
 mod doctor;
 mod generate;
 mod history;
+mod http;
 mod io;
 mod live;
 mod output;
@@ -121,6 +122,7 @@ async fn inject(client: &Client, kind: InjectKind, json: bool) -> Result<()> {
         InjectKind::Fd { fault } => fault.into_spec(),
         InjectKind::Clock { fault } => fault.into_spec(),
         InjectKind::Tcp { fault } => fault.into_spec(),
+        InjectKind::Http { fault } => fault.into_spec(),
         InjectKind::Dns { fault } => fault.into_spec(),
         InjectKind::Net { fault } => match fault {
             NetFault::Loss {

@@ -136,8 +136,9 @@ pub fn status(s: &StatusInfo) {
 
 fn params(spec: &FaultSpec) -> String {
     use chaosd::api::{
-        TcpBandwidthParams, TcpDownParams, TcpLatencyParams, TcpLimitDataParams,
-        TcpResetPeerParams, TcpSlicerParams, TcpSlowCloseParams, TcpTimeoutParams,
+        HttpAbortParams, HttpDelayParams, HttpStatusParams, TcpBandwidthParams, TcpDownParams,
+        TcpLatencyParams, TcpLimitDataParams, TcpResetPeerParams, TcpSlicerParams,
+        TcpSlowCloseParams, TcpTimeoutParams,
     };
     match spec {
         FaultSpec::TcpLatency(TcpLatencyParams { filter: f, .. })
@@ -150,6 +151,13 @@ fn params(spec: &FaultSpec) -> String {
         | FaultSpec::TcpSlicer(TcpSlicerParams { filter: f, .. }) => format!(
             "{}{}",
             crate::tcp::TcpFault::describe(spec).unwrap_or_default(),
+            filter(f)
+        ),
+        FaultSpec::HttpAbort(HttpAbortParams { filter: f, .. })
+        | FaultSpec::HttpStatus(HttpStatusParams { filter: f, .. })
+        | FaultSpec::HttpDelay(HttpDelayParams { filter: f, .. }) => format!(
+            "{}{}",
+            crate::http::HttpFault::describe(spec).unwrap_or_default(),
             filter(f)
         ),
         FaultSpec::IoErrno(p) => format!(

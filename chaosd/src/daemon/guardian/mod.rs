@@ -244,6 +244,7 @@ fn history_entry(e: &Ended) -> crate::api::history::HistoryEntry {
         request: serde_json::to_string(&e.info.fault).ok(),
         status: 200,
         outcome: e.summary(),
+        peer: None,
     }
 }
 

@@ -50,6 +50,15 @@ impl ApiError {
             message: message.into(),
         }
     }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// What the client is told.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
 }
 
 impl From<Error> for ApiError {
@@ -187,6 +196,27 @@ impl Access {
                 .is_some_and(|pid| supplementary_groups(pid).contains(&group.gid))
     }
 
+    /// Whether the user `uid` may use the API, when only the uid is known (a loopback TCP
+    /// peer of the remote listener): root, or a user whose primary or supplementary groups
+    /// include the group.
+    pub fn allows_uid(&self, uid: u32) -> bool {
+        if uid == 0 {
+            return true;
+        }
+        let Some(group) = &self.group else {
+            return false;
+        };
+        let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) else {
+            return false;
+        };
+        let Ok(name) = std::ffi::CString::new(user.name) else {
+            return false;
+        };
+        user.gid.as_raw() == group.gid
+            || nix::unistd::getgrouplist(&name, user.gid)
+                .is_ok_and(|gs| gs.iter().any(|g| g.as_raw() == group.gid))
+    }
+
     /// Why `peer` is refused: names the group only when there is one to join.
     pub fn refusal(&self, peer: &PeerCred) -> String {
         match &self.group {
@@ -232,6 +262,17 @@ async fn check_peer(
 
 /// The API routes; tests drive this with `tower::ServiceExt::oneshot`.
 pub fn router(registry: Arc<Registry>) -> Router {
+    fault_routes(registry).fallback(|| async {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no such route; the API lives under /v1",
+        )
+    })
+}
+
+/// The fault routes (inject, list, show, recover, dry run), status, capabilities and
+/// metrics, with no fallback: the socket's API and the remote listener both serve these.
+pub fn fault_routes(registry: Arc<Registry>) -> Router {
     Router::new()
         .route(
             "/v1/faults",
@@ -242,12 +283,6 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/capabilities", get(capabilities))
         .route("/metrics", get(metrics))
-        .fallback(|| async {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "no such route; the API lives under /v1",
-            )
-        })
         .with_state(registry)
 }
 

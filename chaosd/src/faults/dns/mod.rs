@@ -18,7 +18,7 @@ mod resolver;
 pub mod timeout;
 
 use std::{
-    path::Path,
+    collections::{BTreeMap, BTreeSet},
     sync::{Arc, Mutex, atomic::Ordering},
 };
 
@@ -38,15 +38,18 @@ use crate::{
     error::{FaultError, RequestError},
     faults::kernel::{Kernel, ProgramGroup, SlotRuleFault},
     faults::net::{loss::check_percent, percent_to_ppm},
+    faults::tcp::{served::Place, target_dirs},
     faults::{ActiveFault, ApplyContext},
 };
 
-/// The resolver's state: its sockets while a DNS fault needs them, and the faults it applies.
+/// The resolver's state: its sockets in each namespace it serves while a DNS fault needs
+/// them, and the faults it applies.
 pub struct DnsState {
     shared: Arc<resolver::Shared>,
-    server: Option<resolver::Server>,
-    /// DNS faults in force: the resolver runs while this is above 0.
-    users: usize,
+    /// By namespace ([`Place::key`]); all on one port, which the kernel rule names.
+    servers: BTreeMap<u64, resolver::Server>,
+    /// The namespaces each DNS fault (by counter slot) holds, chaosd's own first.
+    holds: BTreeMap<u32, Vec<Place>>,
 }
 
 impl DnsState {
@@ -57,29 +60,63 @@ impl DnsState {
         let origins = HashMap::try_from(origins).context("proxy origins map has the wrong type")?;
         Ok(DnsState {
             shared: Arc::new(resolver::Shared::new(origins)),
-            server: None,
-            users: 0,
+            servers: BTreeMap::new(),
+            holds: BTreeMap::new(),
         })
     }
 
-    /// The resolver's loopback port, started if need be.
-    fn port(&mut self) -> Result<u16, FaultError> {
-        if let Some(s) = &self.server {
-            return Ok(s.port);
+    /// The resolver's loopback port, open in chaosd's namespace and each of `places` (started
+    /// where need be). On error, what no fault holds is stopped.
+    fn port(&mut self, places: &[Place]) -> Result<u16, FaultError> {
+        let mut port = self.servers.values().next().map(|s| s.port);
+        for place in std::iter::once(&Place::Home).chain(places) {
+            if self.servers.contains_key(&place.key()) {
+                continue;
+            }
+            match resolver::start(&self.shared, place, port) {
+                Ok(server) => {
+                    port = Some(server.port);
+                    self.servers.insert(place.key(), server);
+                }
+                Err(e) => {
+                    self.stop_unheld();
+                    let at = port.map(|p| format!(" on port {p}")).unwrap_or_default();
+                    let detail = format!(
+                        "listening{at} in {} (a served namespace needs its loopback up and that port free)",
+                        place.describe()
+                    );
+                    return Err(FaultError::kernel(
+                        "starting the dns resolver",
+                        anyhow::Error::new(e).context(detail),
+                    ));
+                }
+            }
         }
-        let server = resolver::start(&self.shared)
-            .map_err(|e| FaultError::kernel("starting the dns resolver", e))?;
-        let port = server.port;
-        self.server = Some(server);
-        Ok(port)
+        Ok(port.unwrap_or_default())
     }
 
-    /// One DNS fault fewer; the last one stops the resolver.
-    fn release(&mut self) {
-        self.users = self.users.saturating_sub(1);
-        if self.users == 0 && self.server.take().is_some() {
-            tracing::info!("dns resolver stopped: no dns fault is active");
-        }
+    /// Stops the resolver where no DNS fault needs it.
+    fn stop_unheld(&mut self) {
+        let held: BTreeSet<u64> = self
+            .holds
+            .values()
+            .flat_map(|places| places.iter().map(Place::key))
+            .collect();
+        self.servers.retain(|key, _| {
+            let keep = held.contains(key);
+            if !keep {
+                tracing::info!(netns = key, "dns resolver stopped: no dns fault needs it");
+            }
+            keep
+        });
+    }
+
+    /// Ends the DNS fault at `slot`'s hold on its namespaces; returns the ones besides
+    /// chaosd's for the served-namespace list.
+    fn release(&mut self, slot: u32) -> Vec<Place> {
+        let places = self.holds.remove(&slot).unwrap_or_default();
+        self.stop_unheld();
+        places
     }
 }
 
@@ -96,50 +133,6 @@ fn select_of(p: &impl DnsSelect) -> Select {
     }
 }
 
-/// Refuses targets with a process in another network namespace than chaosd's: the resolver
-/// listens only in chaosd's, and the programs leave other namespaces alone, so the fault
-/// would silently not act there.
-fn check_same_netns(k: &Kernel, ctx: &ApplyContext<'_>) -> Result<(), FaultError> {
-    let ours = netns_of("self");
-    for t in ctx.targets {
-        let dir = k.net.cgroup_dir(&t.cgroup);
-        if let Some(pid) = pid_in_other_netns(&dir, ours) {
-            return Err(FaultError::Refused(RequestError::Unsupported {
-                kind: "dns".into(),
-                reason: format!(
-                    "process {pid} of cgroup {} is in another network namespace than chaosd's; dns faults act only in chaosd's own namespace for now",
-                    t.cgroup
-                ),
-                fix: "target a cgroup whose processes share chaosd's network namespace, or run chaosd inside the target's namespace".into(),
-            }));
-        }
-    }
-    Ok(())
-}
-
-fn netns_of(pid: &str) -> Option<u64> {
-    use std::os::unix::fs::MetadataExt as _;
-    std::fs::metadata(format!("/proc/{pid}/ns/net"))
-        .ok()
-        .map(|m| m.ino())
-}
-
-/// A process of the cgroup at `dir` or below it whose network namespace is not `ours`.
-fn pid_in_other_netns(dir: &Path, ours: Option<u64>) -> Option<u32> {
-    let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-    for pid in procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
-        let theirs = netns_of(&pid.to_string());
-        if theirs.is_some() && ours.is_some() && theirs != ours {
-            return Some(pid);
-        }
-    }
-    let entries = std::fs::read_dir(dir).ok()?;
-    entries
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .find_map(|e| pid_in_other_netns(&e.path(), ours))
-}
-
 /// Applies one DNS fault: the resolver's record of it first, then the kernel rule that sends
 /// the targets' port-53 traffic to the resolver. On error nothing of it stays.
 pub fn apply_dns(
@@ -152,12 +145,11 @@ pub fn apply_dns(
     let mut guard = kernel.lock().unwrap_or_else(|e| e.into_inner());
     let k = &mut *guard;
     k.require(ProgramGroup::Dns)?;
-    check_same_netns(k, ctx)?;
-    k.dns.users += 1;
-    let slot = match add_rule(k, &fault, ctx) {
+    let places = k.served.acquire(&target_dirs(k, ctx))?;
+    let slot = match add_rule(k, &fault, ctx, &places) {
         Ok(slot) => slot,
         Err(e) => {
-            k.dns.release();
+            k.served.release(&places);
             return Err(e);
         }
     };
@@ -173,9 +165,19 @@ fn add_rule(
     k: &mut Kernel,
     fault: &Arc<DnsFault>,
     ctx: &ApplyContext<'_>,
+    places: &[Place],
 ) -> Result<u32, FaultError> {
-    let port = k.dns.port()?;
-    let slot = k.slots.allocate()?;
+    let port = k.dns.port(places)?;
+    let slot = match k.slots.allocate() {
+        Ok(slot) => slot,
+        Err(e) => {
+            k.dns.stop_unheld();
+            return Err(e);
+        }
+    };
+    let mut held = vec![Place::Home];
+    held.extend(places.iter().cloned());
+    k.dns.holds.insert(slot, held);
     let rule = NetRule {
         kind: NetKind::Proxy.code(),
         counter_slot: slot,
@@ -204,6 +206,7 @@ fn add_rule(
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&slot);
+        k.dns.release(slot);
         k.slots.release(slot);
         return Err(e);
     }
@@ -220,7 +223,8 @@ fn remove_rule(k: &mut Kernel, slot: u32) -> Result<(), FaultError> {
         .write()
         .unwrap_or_else(|e| e.into_inner())
         .remove(&slot);
-    k.dns.release();
+    let places = k.dns.release(slot);
+    k.served.release(&places);
     result
 }
 

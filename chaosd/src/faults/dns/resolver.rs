@@ -33,7 +33,10 @@ use tokio::{
 };
 
 use super::diag::SockDiag;
-use crate::api::{AnswerAddr, DomainPattern};
+use crate::{
+    api::{AnswerAddr, DomainPattern},
+    faults::tcp::{bind_pair, served::Place},
+};
 
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
@@ -99,35 +102,36 @@ impl DnsFault {
 pub struct Shared {
     /// The kernel's records by socket cookie (`PROXY_ORIGINS`).
     pub origins: Mutex<HashMap<MapData, u64, ProxyOrigin>>,
-    diag: Mutex<Option<SockDiag>>,
     /// The DNS faults in force, by counter slot (the slots the kernel records name).
     pub faults: RwLock<BTreeMap<u32, Arc<DnsFault>>>,
+}
+
+/// One namespace the resolver listens in: where its upstream sockets are made, and a
+/// NETLINK_SOCK_DIAG socket there (it sees only its own namespace's sockets).
+struct Site {
+    place: Place,
+    diag: Mutex<SockDiag>,
 }
 
 impl Shared {
     pub fn new(origins: HashMap<MapData, u64, ProxyOrigin>) -> Self {
         Shared {
             origins: Mutex::new(origins),
-            diag: Mutex::new(None),
             faults: RwLock::default(),
         }
     }
 
-    /// The record of the client socket at `peer` that sent to our `local` address.
-    fn origin(&self, protocol: u8, local: SocketAddr, peer: SocketAddr) -> Option<ProxyOrigin> {
+    /// The record of the client socket at `peer` (in `site`) that sent to our `local` address.
+    fn origin(
+        &self,
+        site: &Site,
+        protocol: u8,
+        local: SocketAddr,
+        peer: SocketAddr,
+    ) -> Option<ProxyOrigin> {
         let cookie = {
-            let mut diag = self.diag.lock().unwrap_or_else(|e| e.into_inner());
-            if diag.is_none() {
-                match SockDiag::open() {
-                    Ok(d) => *diag = Some(d),
-                    Err(e) => {
-                        tracing::warn!("dns resolver: opening NETLINK_SOCK_DIAG: {e}");
-                        return None;
-                    }
-                }
-            }
-            let d = diag.as_mut()?;
-            match d.cookie(protocol, peer, local) {
+            let mut diag = site.diag.lock().unwrap_or_else(|e| e.into_inner());
+            match diag.cookie(protocol, peer, local) {
                 Ok(c) => c?,
                 Err(e) => {
                     tracing::warn!(%peer, "dns resolver: sock_diag lookup: {e}");
@@ -150,8 +154,8 @@ impl Shared {
     }
 }
 
-/// The resolver's sockets while a DNS fault needs them: UDP and TCP on one loopback port
-/// (127.0.0.1 and, where the host has it, ::1).
+/// The resolver's sockets in one namespace while a DNS fault needs them: UDP and TCP on one
+/// loopback port (127.0.0.1 and, where the namespace has it, ::1).
 pub struct Server {
     pub port: u16,
     tasks: Vec<tokio::task::AbortHandle>,
@@ -163,33 +167,36 @@ impl Drop for Server {
     }
 }
 
-/// Binds the resolver's sockets and starts serving on the current runtime.
-pub fn start(shared: &Arc<Shared>) -> std::io::Result<Server> {
+/// Binds the resolver's sockets at `place` (on `port`, or a free one when none is chosen yet)
+/// and starts serving on the current runtime.
+pub fn start(shared: &Arc<Shared>, place: &Place, port: Option<u16>) -> std::io::Result<Server> {
     let runtime = tokio::runtime::Handle::try_current().map_err(std::io::Error::other)?;
+    let (port, udp, tcp, diag) = place.run(move || {
+        let (port, udp, tcp) = bind_all(port)?;
+        Ok((port, udp, tcp, SockDiag::open()?))
+    })?;
+    let site = Arc::new(Site {
+        place: place.clone(),
+        diag: Mutex::new(diag),
+    });
     let _entered = runtime.enter();
-    let (port, udp, tcp) = bind_all()?;
     let mut tasks = Vec::new();
     for s in udp {
         s.set_nonblocking(true)?;
         let s = Arc::new(UdpSocket::from_std(s)?);
-        tasks.push(
-            runtime
-                .spawn(udp_loop(s, Arc::clone(shared)))
-                .abort_handle(),
-        );
+        let task = udp_loop(s, Arc::clone(shared), Arc::clone(&site));
+        tasks.push(runtime.spawn(task).abort_handle());
     }
     for l in tcp {
         l.set_nonblocking(true)?;
         let l = TcpListener::from_std(l)?;
-        tasks.push(
-            runtime
-                .spawn(tcp_loop(l, Arc::clone(shared)))
-                .abort_handle(),
-        );
+        let task = tcp_loop(l, Arc::clone(shared), Arc::clone(&site));
+        tasks.push(runtime.spawn(task).abort_handle());
     }
     tracing::info!(
         port,
         sockets = tasks.len(),
+        place = %place.describe(),
         "dns resolver listening on loopback"
     );
     Ok(Server { port, tasks })
@@ -197,35 +204,29 @@ pub fn start(shared: &Arc<Shared>) -> std::io::Result<Server> {
 
 type Bound = (u16, Vec<std::net::UdpSocket>, Vec<std::net::TcpListener>);
 
-/// UDP and TCP on 127.0.0.1 with one free port, and on ::1 with the same port when the host
-/// has IPv6 (retrying when that port is taken on one of them).
-fn bind_all() -> std::io::Result<Bound> {
+/// UDP and TCP on 127.0.0.1 and ::1 (where the namespace has IPv6) with one port: `port`, or
+/// a free one (retrying when it is taken for TCP).
+fn bind_all(port: Option<u16>) -> std::io::Result<Bound> {
     let mut last = None;
     for _ in 0..32 {
-        let udp4 = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
-        let port = udp4.local_addr()?.port();
-        let tcp4 = match std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)) {
-            Ok(l) => l,
-            Err(e) => {
+        let (got, udp) = bind_pair(port, std::net::UdpSocket::bind)?;
+        match bind_pair(Some(got), std::net::TcpListener::bind) {
+            Ok((_, tcp)) if tcp.len() == udp.len() => return Ok((got, udp, tcp)),
+            Ok(_) => {
+                return Err(std::io::Error::other(
+                    "::1 took UDP but not TCP on the resolver's port",
+                ));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && port.is_none() => {
                 last = Some(e);
-                continue;
             }
-        };
-        let v6 = std::net::UdpSocket::bind((Ipv6Addr::LOCALHOST, port))
-            .and_then(|u| std::net::TcpListener::bind((Ipv6Addr::LOCALHOST, port)).map(|t| (u, t)));
-        match v6 {
-            Ok((udp6, tcp6)) => return Ok((port, vec![udp4, udp6], vec![tcp4, tcp6])),
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => last = Some(e),
-            Err(e) => {
-                tracing::info!("the dns resolver listens on IPv4 only: ::1 is not available ({e})");
-                return Ok((port, vec![udp4], vec![tcp4]));
-            }
+            Err(e) => return Err(e),
         }
     }
     Err(last.unwrap_or_else(|| std::io::Error::other("no port free for UDP and TCP")))
 }
 
-async fn udp_loop(sock: Arc<UdpSocket>, shared: Arc<Shared>) {
+async fn udp_loop(sock: Arc<UdpSocket>, shared: Arc<Shared>, site: Arc<Site>) {
     let Ok(local) = sock.local_addr() else { return };
     let mut buf = vec![0u8; MAX_MESSAGE];
     loop {
@@ -234,8 +235,9 @@ async fn udp_loop(sock: Arc<UdpSocket>, shared: Arc<Shared>) {
                 let query = buf[..n].to_vec();
                 let sock = Arc::clone(&sock);
                 let shared = Arc::clone(&shared);
+                let site = Arc::clone(&site);
                 tokio::spawn(async move {
-                    if let Some(reply) = serve_udp(&shared, local, peer, &query).await {
+                    if let Some(reply) = serve_udp(&shared, &site, local, peer, &query).await {
                         let _ = sock.send_to(&reply, peer).await;
                     }
                 });
@@ -250,11 +252,12 @@ async fn udp_loop(sock: Arc<UdpSocket>, shared: Arc<Shared>) {
 
 async fn serve_udp(
     shared: &Shared,
+    site: &Site,
     local: SocketAddr,
     peer: SocketAddr,
     query: &[u8],
 ) -> Option<Vec<u8>> {
-    let Some(origin) = shared.origin(IPPROTO_UDP, local, peer) else {
+    let Some(origin) = shared.origin(site, IPPROTO_UDP, local, peer) else {
         tracing::warn!(%peer, "dns resolver: a query nobody redirected (no kernel record); dropped");
         return None;
     };
@@ -262,20 +265,20 @@ async fn serve_udp(
     match decide(shared, &origin, query).await {
         Outcome::Reply(r) => Some(r),
         Outcome::NoAnswer => None,
-        Outcome::Forward => forward_udp(to, query)
+        Outcome::Forward => forward_udp(&site.place, to, query)
             .await
             .inspect_err(|e| tracing::debug!(%to, "dns resolver: forwarding over udp: {e}"))
             .ok(),
     }
 }
 
-async fn forward_udp(to: SocketAddr, query: &[u8]) -> std::io::Result<Vec<u8>> {
+async fn forward_udp(place: &Place, to: SocketAddr, query: &[u8]) -> std::io::Result<Vec<u8>> {
     let any: SocketAddr = if to.is_ipv4() {
         (Ipv4Addr::UNSPECIFIED, 0).into()
     } else {
         (Ipv6Addr::UNSPECIFIED, 0).into()
     };
-    let sock = UdpSocket::bind(any).await?;
+    let sock = place.udp_bind(any).await?;
     sock.connect(to).await?;
     sock.send(query).await?;
     let mut buf = vec![0u8; MAX_MESSAGE];
@@ -286,7 +289,7 @@ async fn forward_udp(to: SocketAddr, query: &[u8]) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-async fn tcp_loop(listener: TcpListener, shared: Arc<Shared>) {
+async fn tcp_loop(listener: TcpListener, shared: Arc<Shared>, site: Arc<Site>) {
     let Ok(local) = listener.local_addr() else {
         return;
     };
@@ -294,7 +297,8 @@ async fn tcp_loop(listener: TcpListener, shared: Arc<Shared>) {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let shared = Arc::clone(&shared);
-                tokio::spawn(async move { serve_tcp(&shared, stream, local, peer).await });
+                let site = Arc::clone(&site);
+                tokio::spawn(async move { serve_tcp(&shared, &site, stream, local, peer).await });
             }
             Err(e) => {
                 tracing::debug!("dns resolver: tcp accept: {e}");
@@ -306,8 +310,14 @@ async fn tcp_loop(listener: TcpListener, shared: Arc<Shared>) {
 
 /// A TCP client: length-prefixed queries, each decided on its own; forwarded ones share one
 /// upstream connection, opened at the first.
-async fn serve_tcp(shared: &Shared, mut client: TcpStream, local: SocketAddr, peer: SocketAddr) {
-    let Some(origin) = shared.origin(IPPROTO_TCP, local, peer) else {
+async fn serve_tcp(
+    shared: &Shared,
+    site: &Site,
+    mut client: TcpStream,
+    local: SocketAddr,
+    peer: SocketAddr,
+) {
+    let Some(origin) = shared.origin(site, IPPROTO_TCP, local, peer) else {
         tracing::warn!(%peer, "dns resolver: a connection nobody redirected (no kernel record); closed");
         return;
     };
@@ -319,7 +329,7 @@ async fn serve_tcp(shared: &Shared, mut client: TcpStream, local: SocketAddr, pe
             Outcome::NoAnswer => continue,
             Outcome::Forward => {
                 if upstream.is_none() {
-                    match tokio::time::timeout(UPSTREAM_TIMEOUT, TcpStream::connect(to)).await {
+                    match tokio::time::timeout(UPSTREAM_TIMEOUT, site.place.tcp_connect(to)).await {
                         Ok(Ok(s)) => upstream = Some(s),
                         _ => return,
                     }

@@ -58,7 +58,7 @@ pub enum ProgramGroup {
     Lsm,
     /// `tp_btf/sched_process_exec`: clock skew for processes exec'd later.
     ClockExec,
-    /// cgroup connect4 + getpeername4 and sock_ops: the transparent proxy (`tcp.*`).
+    /// cgroup connect4 + getpeername4 and sock_ops: the transparent proxy (`tcp.*`, `http.*`).
     Proxy,
     /// The proxy's programs plus cgroup sendmsg4/6 and recvmsg4/6: DNS faults (`dns.*`).
     Dns,
@@ -83,7 +83,7 @@ impl ProgramGroup {
             ProgramGroup::Classifier => "corrupt and duplicate",
             ProgramGroup::Lsm => "I/O faults",
             ProgramGroup::ClockExec => "clock skew",
-            ProgramGroup::Proxy => "proxy faults (tcp.*)",
+            ProgramGroup::Proxy => "proxy faults (tcp.*, http.*)",
             ProgramGroup::Dns => "dns faults (dns.*)",
         }
     }
@@ -117,6 +117,8 @@ pub struct Kernel {
     pub tcp: crate::faults::tcp::TcpState,
     /// The resolver of the `dns.*` kinds.
     pub dns: crate::faults::dns::DnsState,
+    /// The network namespaces the proxy and the resolver listen in besides chaosd's own.
+    pub served: crate::faults::tcp::served::ServedNetns,
 }
 
 impl Kernel {
@@ -138,6 +140,7 @@ impl Kernel {
         let clock = crate::faults::clock::ClockState::new(&mut ebpf)?;
         let tcp = crate::faults::tcp::TcpState::new(&mut ebpf)?;
         let dns = crate::faults::dns::DnsState::new(&mut ebpf)?;
+        let served = crate::faults::tcp::served::ServedNetns::new(&mut ebpf)?;
         crate::faults::capabilities::init();
         Ok((
             Kernel {
@@ -148,6 +151,7 @@ impl Kernel {
                 clock,
                 tcp,
                 dns,
+                served,
             },
             logger,
             heartbeat,

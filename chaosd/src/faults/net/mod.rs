@@ -235,7 +235,7 @@ impl NetState {
         const FIX: &str = "proxy faults need cgroup sock_addr connect4/getpeername4 and sock_ops programs with bpf_link and bpf_get_current_pid_tgid in sock_addr programs (Linux 6.1 or newer)";
         if crate::faults::tcp::netns_cookie().is_none() {
             return Err(Problem::new(
-                "this kernel has no SO_NETNS_COOKIE (Linux 5.14+): chaosd cannot keep the redirect inside its own network namespace",
+                "this kernel has no SO_NETNS_COOKIE (Linux 5.14+): chaosd cannot tell which network namespaces it listens in, so it cannot keep the redirect to them",
                 FIX,
             ));
         }
@@ -489,19 +489,12 @@ fn attach_sock_ops(ebpf: &mut Ebpf, root: &File) -> Result<SockOpsLink, FaultErr
         .map_err(|e| FaultError::kernel("taking the sock_ops program link", e))
 }
 
-/// Sets the proxy programs' globals: chaosd's tgid (never redirected) and its network
-/// namespace's cookie (the only one its listener is in).
+/// Sets the proxy programs' global: chaosd's tgid (its own connects are never redirected).
 pub fn set_proxy_globals(loader: &mut aya::EbpfLoader<'_>) {
     static TGID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    static COOKIE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     loader.override_global(
         chaosd_common::proxy::PROXY_DAEMON_TGID_GLOBAL,
         TGID.get_or_init(std::process::id),
-        true,
-    );
-    loader.override_global(
-        chaosd_common::proxy::PROXY_NETNS_COOKIE_GLOBAL,
-        COOKIE.get_or_init(|| crate::faults::tcp::netns_cookie().unwrap_or(0)),
         true,
     );
 }

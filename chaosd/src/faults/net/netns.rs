@@ -261,7 +261,7 @@ pub fn of_cgroups(dirs: &[PathBuf]) -> anyhow::Result<Vec<Netns>> {
 }
 
 /// The distinct network namespaces of the processes in the cgroups at `dirs` and below.
-fn of_processes(dirs: &[PathBuf]) -> Vec<Netns> {
+pub fn of_processes(dirs: &[PathBuf]) -> Vec<Netns> {
     let mut found = BTreeMap::new();
     for dir in dirs {
         for pid in pids_under(dir) {

@@ -12,7 +12,7 @@ use std::{
 use aya::maps::{HashMap, MapData};
 use chaosd_common::{
     net::{FAMILY_V4, FAMILY_V6},
-    proxy::{NO_SLOT, ProxyOrigin, ProxyPeerKey},
+    proxy::{NO_SLOT, ProxyOrigin, ProxyPeerKey, netns_words},
 };
 use rand::Rng as _;
 use tokio::{
@@ -23,13 +23,18 @@ use tokio::{
     time::Instant,
 };
 
-use super::toxic::{ActiveToxic, Toxic, Toxics};
+use super::{
+    served::Place,
+    toxic::{ActiveToxic, Toxic, Toxics},
+};
 
 /// What the accept loop shares with the connections it starts.
 pub struct Shared {
     /// The kernel's records by client address (`PROXY_PEERS`); one short syscall per accept.
     pub peers: Mutex<HashMap<MapData, ProxyPeerKey, ProxyOrigin>>,
     pub toxics: Toxics,
+    /// The HTTP faults (`http.*`): a connection one of them hits passes through the HTTP layer.
+    pub http: crate::faults::http::HttpFaults,
 }
 
 /// How a connection ends when a toxic ends it.
@@ -39,16 +44,22 @@ enum End {
     Close,
     /// Reset the client's side (RST), close the server's.
     Reset,
+    /// Reset the client's side once what was sent to it before has been written (asked by the
+    /// HTTP layer: `http.abort --reset` after the responses to earlier pipelined requests).
+    ResetWhenWritten,
 }
 
 const CHUNK: usize = 32 * 1024;
 
-pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+/// Accepts the redirected connections of one namespace's listener (`place`, where the
+/// upstream connections are made too).
+pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, place: Place) {
     loop {
         match listener.accept().await {
             Ok((client, peer)) => {
                 let shared = Arc::clone(&shared);
-                tokio::spawn(async move { serve(client, peer, &shared).await });
+                let place = place.clone();
+                tokio::spawn(async move { serve(client, peer, &shared, &place).await });
             }
             Err(e) => {
                 tracing::warn!("proxy accept: {e}");
@@ -58,18 +69,28 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-/// The original destination and the toxics of a connection accepted from `peer`.
-fn lookup(shared: &Shared, peer: SocketAddr) -> Option<(SocketAddr, Vec<Arc<ActiveToxic>>)> {
+/// Where a connection accepted from `peer` was going and what acts on it.
+struct Route {
+    to: SocketAddr,
+    toxics: Vec<Arc<ActiveToxic>>,
+    http: Vec<Arc<crate::faults::http::HttpFault>>,
+}
+
+/// The route of a connection accepted from `peer` in the namespace whose cookie is `netns`.
+fn lookup(shared: &Shared, peer: SocketAddr, netns: u64) -> Option<Route> {
+    let netns = netns_words(netns);
     let key = match peer {
         SocketAddr::V4(p) => ProxyPeerKey {
             family: FAMILY_V4,
             port: u32::from(p.port()),
             addr: [u32::from_ne_bytes(p.ip().octets()), 0, 0, 0],
+            netns,
         },
         SocketAddr::V6(p) => ProxyPeerKey {
             family: FAMILY_V6,
             port: u32::from(p.port()),
             addr: words(p.ip().octets()),
+            netns,
         },
     };
     let origin = {
@@ -85,7 +106,11 @@ fn lookup(shared: &Shared, peer: SocketAddr) -> Option<(SocketAddr, Vec<Arc<Acti
         .copied()
         .filter(|s| *s != NO_SLOT)
         .collect();
-    Some((to, shared.toxics.of_slots(&slots)))
+    Some(Route {
+        to,
+        toxics: shared.toxics.of_slots(&slots),
+        http: shared.http.of_slots(&slots),
+    })
 }
 
 /// An IPv6 address as the four network-order words the kernel keeps.
@@ -97,12 +122,12 @@ fn words(octets: [u8; 16]) -> [u32; 4] {
     w
 }
 
-async fn serve(mut client: TcpStream, peer: SocketAddr, shared: &Shared) {
-    let Some((to, toxics)) = lookup(shared, peer) else {
+async fn serve(mut client: TcpStream, peer: SocketAddr, shared: &Shared, place: &Place) {
+    let Some(Route { to, toxics, http }) = lookup(shared, peer, place.cookie()) else {
         tracing::warn!(%peer, "proxy: a connection nobody redirected (no kernel record); closed");
         return;
     };
-    let mut upstream = match TcpStream::connect(to).await {
+    let mut upstream = match place.tcp_connect(to).await {
         Ok(s) => s,
         Err(e) => {
             // The client's connect already succeeded: a reset is the nearest to a refusal.
@@ -113,20 +138,45 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, shared: &Shared) {
     };
     let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
-    let end = {
-        let (cr, cw) = client.split();
+    let stop = watch::channel(None::<End>);
+    let end = if http.is_empty() {
         let (ur, uw) = upstream.split();
-        let (stop_tx, mut stop_rx) = watch::channel(None::<End>);
-        let up = pump(cr, uw, true, &toxics, &stop_tx);
-        let down = pump(ur, cw, false, &toxics, &stop_tx);
-        tokio::select! {
-            _ = async { tokio::join!(up, down) } => None,
-            e = connection_end(&toxics) => Some(e),
-            _ = stop_rx.wait_for(Option::is_some) => Some(End::Close),
-        }
+        relay(&mut client, (ur, uw), &toxics, stop, std::future::ready(())).await
+    } else {
+        // The HTTP layer sits between the toxics and the server: the toxics act on what the
+        // client sees, http.status answers included.
+        let (near, far) = tokio::io::duplex(2 * CHUNK);
+        let reset = stop.0.clone();
+        let layer = crate::faults::http::serve(far, upstream, http, move || {
+            reset.send_replace(Some(End::ResetWhenWritten));
+        });
+        relay(&mut client, tokio::io::split(near), &toxics, stop, layer).await
     };
     if end == Some(End::Reset) {
         reset_on_close(&client);
+    }
+}
+
+/// Pumps both directions between the client and `upstream` (the server, or the HTTP layer,
+/// `layer`, run alongside) until both end or a toxic ends the connection.
+async fn relay<UR, UW>(
+    client: &mut TcpStream,
+    (ur, uw): (UR, UW),
+    toxics: &[Arc<ActiveToxic>],
+    (stop_tx, mut stop_rx): (watch::Sender<Option<End>>, watch::Receiver<Option<End>>),
+    layer: impl Future<Output = ()>,
+) -> Option<End>
+where
+    UR: AsyncRead + Unpin,
+    UW: AsyncWrite + Unpin,
+{
+    let (cr, cw) = client.split();
+    let up = pump(cr, uw, true, toxics, &stop_tx);
+    let down = pump(ur, cw, false, toxics, &stop_tx);
+    tokio::select! {
+        _ = async { tokio::join!(up, down, layer) } => None,
+        e = connection_end(toxics) => Some(e),
+        _ = stop_rx.wait_for(|e| matches!(e, Some(End::Close | End::Reset))) => *stop_tx.borrow(),
     }
 }
 
@@ -194,7 +244,7 @@ async fn pump<R, W>(
         .collect();
     if mine.is_empty() {
         let _ = tokio::io::copy(&mut r, &mut w).await;
-        let _ = w.shutdown().await;
+        finish(&mut w, upstream, stop).await;
         return;
     }
     let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>(64);
@@ -211,8 +261,23 @@ async fn pump<R, W>(
             }
         }
     };
-    let writer = write_through(&mut w, rx, &mine, stop);
+    let writer = write_through(&mut w, rx, &mine, upstream, stop);
     tokio::join!(reader, writer);
+}
+
+/// Passes a direction's end on: a close (FIN), or downstream, when the HTTP layer asked for
+/// a reset, the reset now that everything before it was written.
+async fn finish<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    upstream: bool,
+    stop: &watch::Sender<Option<End>>,
+) {
+    if !upstream && *stop.borrow() == Some(End::ResetWhenWritten) {
+        let _ = w.flush().await;
+        stop.send_replace(Some(End::Reset));
+    } else {
+        let _ = w.shutdown().await;
+    }
 }
 
 /// Writes each chunk once its toxics allow: latency, then slices and the bandwidth's pace;
@@ -221,6 +286,7 @@ async fn write_through<W: AsyncWrite + Unpin>(
     w: &mut W,
     mut rx: mpsc::Receiver<(Instant, Vec<u8>)>,
     toxics: &[&ActiveToxic],
+    upstream: bool,
     stop: &watch::Sender<Option<End>>,
 ) {
     let mut budgets: Vec<(&ActiveToxic, u64)> = toxics
@@ -291,7 +357,7 @@ async fn write_through<W: AsyncWrite + Unpin>(
     if let Some(delay) = linger {
         tokio::time::sleep(delay).await;
     }
-    let _ = w.shutdown().await;
+    finish(w, upstream, stop).await;
 }
 
 /// How a chunk is cut and paced: the slowest bandwidth toxic, the first slicer.
@@ -357,7 +423,7 @@ fn sampled_latency(toxic: &Toxic) -> Duration {
 }
 
 /// Where the kernel's record (a proxied connect's or a redirected DNS query's) says the
-/// client was going.
+/// client was going; a dual-stack socket's IPv4-mapped destination as the IPv4 address it is.
 pub(crate) fn origin_addr(origin: &ProxyOrigin) -> SocketAddr {
     let port = origin.port as u16;
     if origin.family == FAMILY_V6 {
@@ -365,7 +431,11 @@ pub(crate) fn origin_addr(origin: &ProxyOrigin) -> SocketAddr {
         for (i, w) in origin.addr.iter().enumerate() {
             octets[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
         }
-        SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(octets), port, 0, 0))
+        let ip = Ipv6Addr::from(octets);
+        if let Some(v4) = ip.to_ipv4_mapped() {
+            return SocketAddr::V4(SocketAddrV4::new(v4, port));
+        }
+        SocketAddr::V6(SocketAddrV6::new(ip, port, 0, 0))
     } else {
         SocketAddr::V4(SocketAddrV4::new(
             Ipv4Addr::from(origin.addr[0].to_ne_bytes()),
