@@ -53,6 +53,9 @@ struct Scene {
     refused: TestCgroup,
     /// Every proxy kind (`tcp.*`); `tcp.down` refuses its connects, which is checked.
     proxied: TestCgroup,
+    /// Every HTTP kind (`http.*`): a cgroup of their own, as a cgroup holds at most 8 network
+    /// rules and the `tcp.*` kinds take all of them.
+    http_proxied: TestCgroup,
     /// Every DNS kind (`dns.*`); what a crash leaves of them is checked in tests/tests/dns.rs.
     resolved: TestCgroup,
     io: TestCgroup,
@@ -111,6 +114,7 @@ impl Scene {
             lossy: TestCgroup::new("crash-loss"),
             refused: TestCgroup::new("crash-connect"),
             proxied: TestCgroup::new("crash-proxy"),
+            http_proxied: TestCgroup::new("crash-http"),
             resolved: TestCgroup::new("crash-dns"),
             io: TestCgroup::new("crash-io"),
             stressed: TestCgroup::new("crash-stress"),
@@ -281,7 +285,7 @@ impl Scene {
                     percent: 100.0,
                     filter: port.clone(),
                 }),
-                vec![&self.proxied],
+                vec![&self.http_proxied],
             ),
             (
                 FaultSpec::HttpStatus(HttpStatusParams {
@@ -294,7 +298,7 @@ impl Scene {
                     percent: 100.0,
                     filter: port.clone(),
                 }),
-                vec![&self.proxied],
+                vec![&self.http_proxied],
             ),
             (
                 FaultSpec::HttpDelay(HttpDelayParams {
@@ -306,7 +310,7 @@ impl Scene {
                     percent: 50.0,
                     filter: port,
                 }),
-                vec![&self.proxied],
+                vec![&self.http_proxied],
             ),
             (
                 FaultSpec::DnsError(DnsErrorParams {
