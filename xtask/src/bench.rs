@@ -35,6 +35,7 @@ mod peer;
 pub mod probe;
 mod stats;
 pub mod syscall_probe;
+mod test_run;
 pub mod vm_part;
 
 use std::{
