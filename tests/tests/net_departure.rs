@@ -26,7 +26,7 @@ use chaosd::{
 };
 use chaosd_common::{
     heartbeat::{HEARTBEAT_MAP, HEARTBEAT_STALE_NS},
-    net::{NET_RULES_MAP, NetRule, NetRuleSet},
+    net::{NET_LEVELS_MAP, NET_RULES_MAP, NetRule, NetRuleSet},
 };
 use chaosd_integration::{TestCgroup, require_root};
 
@@ -98,6 +98,18 @@ impl Bench {
         let mut map: HashMap<_, u64, NetRuleSet> =
             HashMap::try_from(self.ebpf.map_mut(NET_RULES_MAP).unwrap()).unwrap();
         map.insert(self.cgroup.id(), set, 0).unwrap();
+        // The programs look up only the levels the daemon lists: the test cgroup's.
+        let mount = chaosd::host::cgroup::cgroup2_mount().unwrap();
+        let level = self
+            .cgroup
+            .dir()
+            .strip_prefix(&mount)
+            .unwrap()
+            .components()
+            .count();
+        let mut levels: Array<_, u32> =
+            Array::try_from(self.ebpf.map_mut(NET_LEVELS_MAP).unwrap()).unwrap();
+        levels.set(0, 1 << level, 0).unwrap();
     }
 
     /// Runs the egress program on a UDP/IPv4 packet of `ip_len` bytes from local port
