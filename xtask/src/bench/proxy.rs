@@ -91,6 +91,7 @@ pub fn client(args: &TcpClientArgs) -> Result<()> {
         TcpStream::connect(args.to).with_context(|| format!("connecting to {}", args.to))?;
     s.set_nodelay(true)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.set_write_timeout(Some(Duration::from_secs(30)))?;
     if let Some(ms) = args.bulk_ms {
         s.write_all(&[MODE_SINK])?;
         let chunk = vec![0x5au8; 128 << 10];
@@ -207,22 +208,10 @@ fn serve(mut s: TcpStream) -> Result<()> {
     Ok(())
 }
 
-/// A client process in `cgroup`, killed and reaped on drop (also when the bench fails while
-/// it runs).
-struct ClientChild(Option<Child>);
-
-impl Drop for ClientChild {
-    fn drop(&mut self) {
-        if let Some(c) = &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// Runs one client and returns its JSON line.
+/// Runs one client and returns its JSON line. The client bounds its own time (socket
+/// timeouts); if the bench dies first, removing the bench cgroups kills it.
 fn run_client(cgroup: &Path, to: SocketAddr, what: &[String]) -> Result<Value> {
-    let child = Command::new(std::env::current_exe()?)
+    let out = Command::new(std::env::current_exe()?)
         .arg("__bench-tcp-client")
         .arg("--cgroup")
         .arg(cgroup)
@@ -230,15 +219,8 @@ fn run_client(cgroup: &Path, to: SocketAddr, what: &[String]) -> Result<Value> {
         .args(what)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .context("starting the TCP client")?;
-    let mut guard = ClientChild(Some(child));
-    let out = guard
-        .0
-        .take()
-        .expect("just spawned")
-        .wait_with_output()
-        .context("waiting for the TCP client")?;
+        .output()
+        .context("running the TCP client")?;
     if !out.status.success() {
         bail!(
             "TCP client to {to}: {}",
@@ -257,7 +239,10 @@ fn run_client(cgroup: &Path, to: SocketAddr, what: &[String]) -> Result<Value> {
 /// drop; its config lives in a temp dir removed after it.
 struct FaultProxy {
     child: Child,
-    listen: SocketAddr,
+    /// The listener with the zero-effect jitter fault.
+    zero: SocketAddr,
+    /// The listener with no fault.
+    bare: SocketAddr,
     _dir: tempfile::TempDir,
 }
 
@@ -267,22 +252,25 @@ impl FaultProxy {
             .prefix("chaosd-bench-fault-")
             .tempdir()
             .context("creating fault's temp dir")?;
-        // A free loopback port for fault's listener (bound and released: fault binds it).
-        let listen = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?;
+        // Free loopback ports for fault's listeners (bound and released: fault binds them).
+        let free = || -> Result<SocketAddr> {
+            Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?)
+        };
+        let (zero, bare) = (free()?, free()?);
         let config = dir.path().join("run.json");
+        let proxy = |name: &str, listen: SocketAddr| {
+            json!({"name": name, "protocol": "tcp", "listen": listen.to_string(),
+                "upstream": upstream.to_string()})
+        };
+        // One phase with no end; the "bare" proxy has no fault in it.
         let run = json!({
             "schema_version": 1,
-            "name": "chaosd bench: zero-effect jitter",
-            "proxies": [{
-                "name": "bench",
-                "protocol": "tcp",
-                "listen": listen.to_string(),
-                "upstream": upstream.to_string(),
-            }],
+            "name": "chaosd bench: zero-effect jitter, and no fault",
+            "proxies": [proxy("zero", zero), proxy("bare", bare)],
             "phases": [{
                 "name": "zero effect",
                 "proxies": [{
-                    "proxy": "bench",
+                    "proxy": "zero",
                     "faults": [{
                         "type": "jitter",
                         "flow": "both",
@@ -305,7 +293,8 @@ impl FaultProxy {
             .with_context(|| format!("starting {}", bin.display()))?;
         let mut proxy = FaultProxy {
             child,
-            listen,
+            zero,
+            bare,
             _dir: dir,
         };
         // Ready when a connection through it reaches the server and echoes.
@@ -314,7 +303,7 @@ impl FaultProxy {
             if let Ok(Some(status)) = proxy.child.try_wait() {
                 bail!("fault exited at start ({status}): {}", proxy.log());
             }
-            if echo_once(listen).is_ok() {
+            if echo_once(zero).is_ok() && echo_once(bare).is_ok() {
                 return Ok(proxy);
             }
             if Instant::now() > deadline {
@@ -474,18 +463,8 @@ impl Samples {
             |a: &[f64], b: &[f64]| -> Vec<f64> { a.iter().zip(b).map(|(x, y)| x - y).collect() };
         let added_p50 = diff(&self.p50_us, &base.p50_us);
         let added_p99 = diff(&self.p99_us, &base.p99_us);
-        let tput: Vec<f64> = self
-            .gib_s
-            .iter()
-            .zip(&base.gib_s)
-            .map(|(x, y)| x / y)
-            .collect();
-        let p50_ratio: Vec<f64> = self
-            .p50_us
-            .iter()
-            .zip(&base.p50_us)
-            .map(|(x, y)| x / y)
-            .collect();
+        let tput = ratios(&self.gib_s, &base.gib_s);
+        let p50_ratio = ratios(&self.p50_us, &base.p50_us);
         json!({
             "added_rr_p50_us_median": round3(median(&added_p50)),
             "added_rr_p50_us_spread": spread(&added_p50),
@@ -527,18 +506,30 @@ fn verdict(ratios: &[f64], above: &str, below: &str) -> String {
     }
 }
 
-/// The three paths in interleaved rounds; JSON figures (a "not measured" string for fault
+/// One way from the client to the server, and its samples.
+struct Route {
+    /// Key in the JSON.
+    name: &'static str,
+    cgroup: PathBuf,
+    to: SocketAddr,
+    samples: Samples,
+}
+
+/// The paths in interleaved rounds; JSON figures (a "not measured" string for fault's paths
 /// when it is not available here).
 pub fn measure(daemon: &Daemon, cgroups: &mut BenchCgroups, plan: &Plan) -> Result<Value> {
-    if let Some(reason) = daemon.unsupported_reason("tcp.latency")? {
-        return Ok(json!(format!("not measured: {reason}")));
+    for kind in ["tcp.latency", "tcp.reset_peer"] {
+        if let Some(reason) = daemon.unsupported_reason(kind)? {
+            return Ok(json!(format!("not measured: {kind} {reason}")));
+        }
     }
     let fault_bin = ensure_fault();
     let server = Server::start()?;
     echo_once(server.addr).context("the bench's TCP server does not answer")?;
     let plain = cgroups.child("proxy-direct")?;
-    let target = cgroups.child("proxy-chaosd")?;
-    let (plain_dir, target_dir) = (cgroups.dir_of(&plain), cgroups.dir_of(&target));
+    let plain = cgroups.dir_of(&plain);
+    let zero_cg = cgroups.child("proxy-chaosd-latency0")?;
+    let bare_cg = cgroups.child("proxy-chaosd-bare")?;
     let fault_proxy = match &fault_bin {
         Ok(bin) => FaultProxy::start(bin, server.addr).map_err(|e| format!("{e:#}")),
         Err(e) => Err(e.clone()),
@@ -547,63 +538,83 @@ pub fn measure(daemon: &Daemon, cgroups: &mut BenchCgroups, plan: &Plan) -> Resu
         let out = Command::new(bin).arg("--version").output().ok()?;
         Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
     });
-    let zero = json!({"kind": "tcp.latency", "params": {
-        "latency": "0ms",
-        "direction": "both",
-        "filter": {"dst": "127.0.0.1/32", "port": server.addr.port().to_string()},
-    }});
-    let id = daemon.inject(zero.clone(), std::slice::from_ref(&target), "1h")?;
-    let (mut direct, mut chaosd, mut fault) = Default::default();
+    let filter = json!({"dst": "127.0.0.1/32", "port": server.addr.port().to_string()});
+    // The fault the issue names, with no effect: every chunk through the toxic path.
+    let zero = json!({"kind": "tcp.latency",
+        "params": {"latency": "0ms", "direction": "both", "filter": filter}});
+    // The proxy alone: the connection is proxied, no toxic acts on its data (plain copies),
+    // and the reset comes long after the run.
+    let bare = json!({"kind": "tcp.reset_peer", "params": {"after": "1h", "filter": filter}});
+    let zero_id = daemon.inject(zero, std::slice::from_ref(&zero_cg), "1h")?;
+    let bare_id = daemon.inject(bare, std::slice::from_ref(&bare_cg), "1h")?;
+    let route = |name, cgroup, to| Route {
+        name,
+        cgroup,
+        to,
+        samples: Samples::default(),
+    };
+    let mut routes = vec![
+        route("direct", plain.clone(), server.addr),
+        route("chaosd_latency_0ms", cgroups.dir_of(&zero_cg), server.addr),
+        route("chaosd_proxy_only", cgroups.dir_of(&bare_cg), server.addr),
+    ];
+    if let Ok(p) = &fault_proxy {
+        routes.push(route("fault_jitter_0ms", plain.clone(), p.zero));
+        routes.push(route("fault_no_fault", plain.clone(), p.bare));
+    }
     let result = (|| -> Result<()> {
         for round in 0..plan.rounds {
             eprintln!("bench: tcp proxy round {}/{}", round + 1, plan.rounds);
-            for step in 0..3 {
-                match (round + step) % 3 {
-                    0 => Samples::add_round(&mut direct, &plain_dir, server.addr, plan)?,
-                    1 => Samples::add_round(&mut chaosd, &target_dir, server.addr, plan)?,
-                    _ => {
-                        if let Ok(p) = &fault_proxy {
-                            Samples::add_round(&mut fault, &plain_dir, p.listen, plan)?;
-                        }
-                    }
-                }
+            let n = routes.len();
+            for step in 0..n {
+                let r = &mut routes[(round + step) % n];
+                r.samples
+                    .add_round(&r.cgroup, r.to, plan)
+                    .with_context(|| format!("path {}", r.name))?;
             }
         }
         Ok(())
     })();
-    let info = daemon.get(&format!("/v1/faults/{id}"));
-    daemon.recover(&id)?;
+    let infos = [&zero_id, &bare_id].map(|id| daemon.get(&format!("/v1/faults/{id}")));
+    daemon.recover(&zero_id)?;
+    daemon.recover(&bare_id)?;
     // fault stops here; what is left is whether it ran.
     let fault_ran: Result<(), String> = fault_proxy.map(drop);
     result?;
-    // Each round made two connections on the chaosd path: all of them must have been proxied,
-    // or its figures would be the direct path's.
-    let info = info?;
-    let affected = info["counters"]["affected"].as_u64().unwrap_or(0);
+    // Each round made two connections on each chaosd path: all of them must have been
+    // proxied, or its figures would be the direct path's.
     let expected = 2 * plan.rounds as u64;
-    if affected < expected {
-        bail!(
-            "the chaosd path was not proxied: the fault took {affected} of {expected} \
-             connections ({info})"
-        );
+    for info in infos {
+        let info = info?;
+        let affected = info["counters"]["affected"].as_u64().unwrap_or(0);
+        if affected < expected {
+            bail!(
+                "a chaosd path was not proxied: the fault took {affected} of {expected} \
+                 connections ({info})"
+            );
+        }
     }
-    let (chaosd_fig, fault_fig) = (chaosd.json(), fault_or_reason(&fault, &fault_ran));
-    let added_p50 = median(&chaosd.p50_us) - median(&direct.p50_us);
-    let chaosd_gib = median(&chaosd.gib_s);
-    let vs_fault = match &fault_ran {
-        Ok(_) => {
-            let tput: Vec<f64> = chaosd
-                .gib_s
-                .iter()
-                .zip(&fault.gib_s)
-                .map(|(c, f)| c / f)
-                .collect();
-            let p50: Vec<f64> = chaosd
-                .p50_us
-                .iter()
-                .zip(&fault.p50_us)
-                .map(|(c, f)| c / f)
-                .collect();
+    let by_name = |name: &str| routes.iter().find(|r| r.name == name).map(|r| &r.samples);
+    let direct = by_name("direct").expect("always measured");
+    let mut paths = serde_json::Map::new();
+    for r in &routes {
+        let mut v = r.samples.json();
+        if r.name != "direct" {
+            v = merge(v, r.samples.against(direct));
+        }
+        paths.insert(r.name.into(), v);
+    }
+    if let Err(e) = &fault_ran {
+        for name in ["fault_jitter_0ms", "fault_no_fault"] {
+            paths.insert(name.into(), json!(format!("not measured: {e}")));
+        }
+    }
+    let zero = by_name("chaosd_latency_0ms").expect("always measured");
+    let bare = by_name("chaosd_proxy_only").expect("always measured");
+    let vs_fault = |ours: &Samples, theirs: Option<&Samples>| match theirs {
+        Some(f) => {
+            let tput = ratios(&ours.gib_s, &f.gib_s);
+            let p50 = ratios(&ours.p50_us, &f.p50_us);
             json!({
                 "throughput_ratio_median": round3(median(&tput)),
                 "throughput_ratio_spread": spread(&tput),
@@ -613,51 +624,61 @@ pub fn measure(daemon: &Daemon, cgroups: &mut BenchCgroups, plan: &Plan) -> Resu
                 "latency_verdict": verdict(&p50, "chaosd slower", "chaosd faster"),
             })
         }
-        Err(e) => json!(format!("not measured: {e}")),
+        None => json!(format!(
+            "not measured: {}",
+            fault_ran.as_ref().err().map_or("", String::as_str)
+        )),
     };
+    let added_p50 = |s: &Samples| median(&s.p50_us) - median(&direct.p50_us);
+    let met = |ok: bool| if ok { "met" } else { "not met" };
+    let no_worse = |ours: &Samples, theirs: Option<&Samples>| match theirs {
+        // Met unless slower than fault in every round.
+        Some(f) => met(ratios(&ours.gib_s, &f.gib_s).iter().any(|r| *r >= 1.0)),
+        None => "not measured: fault is not available",
+    };
+    let (fault_zero, fault_bare) = (by_name("fault_jitter_0ms"), by_name("fault_no_fault"));
     Ok(json!({
         "setup": format!("loopback, the bench's server on {} outside every target cgroup; the \
-            client is an xtask subprocess in a bench cgroup. direct: to the server; chaosd: from \
-            a cgroup with tcp.latency 0ms direction both (filter dst 127.0.0.1/32, port {}), \
-            the kernel redirecting its connect to chaosd's proxy; fault: to fault's TCP listener \
-            (upstream the server) with a jitter fault of 0-0 ms at probability 1, flow both. \
-            Round trips: {MESSAGE}-byte request and response on one connection with TCP_NODELAY \
+            client is an xtask subprocess in a bench cgroup. direct: to the server. \
+            chaosd_latency_0ms: from a cgroup with tcp.latency 0ms, direction both (filter \
+            dst 127.0.0.1/32, port {port}); chaosd_proxy_only: from a cgroup with \
+            tcp.reset_peer after 1h (same filter: proxied, no toxic on the data); the kernel \
+            redirects both to chaosd's proxy. fault_jitter_0ms: to a fault TCP listener \
+            (upstream the server) with a jitter fault of 0-0 ms at probability 1, flow both; \
+            fault_no_fault: to a second listener of the same fault run with no fault. Round \
+            trips: {MESSAGE}-byte request and response on one connection with TCP_NODELAY \
             ({WARM_UP} warm-up trips not counted). Throughput: one stream, 128 KiB writes, \
             measured by the server from its first byte to EOF.",
-            server.addr, server.addr.port()),
+            server.addr, port = server.addr.port()),
         "rounds": plan.rounds,
         "round_trips_per_round": plan.trips_per_round,
         "bulk_seconds_per_run": plan.bulk.as_secs_f64(),
         "fault_version": fault_version,
-        "direct": direct.json(),
-        "chaosd": merge(chaosd_fig, chaosd.against(&direct)),
-        "fault": match &fault_ran {
-            Ok(_) => merge(fault_fig, fault.against(&direct)),
-            Err(_) => fault_fig,
+        "paths": paths,
+        "chaosd_vs_fault": {
+            "zero_effect_fault": vs_fault(zero, fault_zero),
+            "proxy_only": vs_fault(bare, fault_bare),
         },
-        "chaosd_vs_fault": vs_fault,
-        "chaosd_connections_proxied": affected,
         "goals": {
-            "added_p50_at_most_50us": if added_p50 <= 50.0 { "met" } else { "not met" },
-            "throughput_at_least_1_gib_s": if chaosd_gib >= 1.0 { "met" } else { "not met" },
-            "throughput_no_worse_than_fault": match &fault_ran {
-                Ok(_) => {
-                    let tput: Vec<f64> =
-                        chaosd.gib_s.iter().zip(&fault.gib_s).map(|(c, f)| c / f).collect();
-                    let hi = tput.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                    if hi >= 1.0 { "met" } else { "not met (slower than fault in every round)" }
-                }
-                Err(_) => "not measured: fault is not available",
+            "added_p50_at_most_50us": {
+                "chaosd_latency_0ms": met(added_p50(zero) <= 50.0),
+                "chaosd_proxy_only": met(added_p50(bare) <= 50.0),
+            },
+            "throughput_at_least_1_gib_s": {
+                "chaosd_latency_0ms": met(median(&zero.gib_s) >= 1.0),
+                "chaosd_proxy_only": met(median(&bare.gib_s) >= 1.0),
+            },
+            "throughput_no_worse_than_fault": {
+                "chaosd_latency_0ms_vs_fault_jitter_0ms": no_worse(zero, fault_zero),
+                "chaosd_proxy_only_vs_fault_no_fault": no_worse(bare, fault_bare),
             },
         },
     }))
 }
 
-fn fault_or_reason(fault: &Samples, ran: &Result<(), String>) -> Value {
-    match ran {
-        Ok(_) => fault.json(),
-        Err(e) => json!(format!("not measured: {e}")),
-    }
+/// `a[i] / b[i]`, round by round.
+fn ratios(a: &[f64], b: &[f64]) -> Vec<f64> {
+    a.iter().zip(b).map(|(x, y)| x / y).collect()
 }
 
 fn merge(mut a: Value, b: Value) -> Value {
