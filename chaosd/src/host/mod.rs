@@ -2,4 +2,5 @@
 
 pub mod cgroup;
 pub mod directories;
+pub mod memory;
 pub mod proc;

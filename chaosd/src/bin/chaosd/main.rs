@@ -86,6 +86,7 @@ fn main() -> anyhow::Result<()> {
         init_logging(args.log_format);
         return chaosd::daemon::cleanup(&config(args)?);
     }
+    chaosd::host::memory::return_large_blocks_on_free();
     // SAFETY: no other thread exists yet (the runtime starts below).
     let systemd = unsafe { chaosd::daemon::systemd::Activation::take_from_env() }?;
     tokio::runtime::Builder::new_multi_thread()

@@ -155,7 +155,7 @@ fn load_program(ebpf: &mut Ebpf) -> anyhow::Result<()> {
     let btf = crate::faults::io::kernel_btf()
         .map_err(|e| anyhow::anyhow!("reading the kernel's BTF: {e}"))?;
     btf_program(ebpf)?
-        .load("sched_process_exec", btf)
+        .load("sched_process_exec", &btf)
         .context("loading the program")
 }
 

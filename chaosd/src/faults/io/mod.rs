@@ -151,12 +151,10 @@ fn hooks_of(b: &btf::KernelBtf) -> Result<Vec<(&'static str, &'static str)>, Pro
     Ok(out)
 }
 
-/// The running kernel's BTF as aya reads it, parsed once per process.
-pub fn kernel_btf() -> Result<&'static aya::Btf, &'static str> {
-    static BTF: OnceLock<Result<aya::Btf, String>> = OnceLock::new();
-    BTF.get_or_init(|| aya::Btf::from_sys_fs().map_err(|e| e.to_string()))
-        .as_ref()
-        .map_err(String::as_str)
+/// The running kernel's BTF as aya reads it. Parsed per call and not kept: parsed, it holds
+/// about 16 MiB, and only the LSM and tp_btf loads need it, once each per process.
+pub fn kernel_btf() -> Result<aya::Btf, String> {
+    aya::Btf::from_sys_fs().map_err(|e| e.to_string())
 }
 
 /// Sets the I/O programs' globals (offsets from BTF, chaosd's tgid) on the object loader.
@@ -408,7 +406,7 @@ fn load_programs(ebpf: &mut Ebpf) -> Result<Vec<(&'static str, &'static str)>, P
     for (name, hook) in &hooks {
         let prog = lsm_program(ebpf, name)
             .map_err(|e| Problem::new(format!("{e:#}"), "rebuild chaosd"))?;
-        if let Err(e) = prog.load(hook, btf) {
+        if let Err(e) = prog.load(hook, &btf) {
             return Err(load_problem(name, hook, e));
         }
     }

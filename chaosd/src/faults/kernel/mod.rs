@@ -142,6 +142,7 @@ impl Kernel {
         let dns = crate::faults::dns::DnsState::new(&mut ebpf)?;
         let served = crate::faults::tcp::served::ServedNetns::new(&mut ebpf)?;
         crate::faults::capabilities::init();
+        crate::host::memory::trim();
         Ok((
             Kernel {
                 ebpf,
@@ -195,6 +196,8 @@ impl Kernel {
             ),
         }
         crate::faults::capabilities::record_probe(group.probe_name(), result.clone());
+        // A load parses BTF and verifier logs, megabytes freed right after.
+        crate::host::memory::trim();
         result
     }
 
