@@ -123,7 +123,7 @@ impl Plan {
             iperf_rounds: if quick { 3 } else { 7 },
             proxy: proxy::Plan {
                 rounds: if quick { 3 } else { 7 },
-                trips_per_round: if quick { 5_000 } else { 20_000 },
+                trips_per_round: if quick { 5_000 } else { 10_000 },
                 bulk: Duration::from_secs(if quick { 2 } else { 3 }),
             },
         }
