@@ -38,6 +38,7 @@ pub mod probe;
 pub mod proxy;
 mod stats;
 pub mod syscall_probe;
+mod test_run;
 pub mod vm_part;
 
 use std::{
