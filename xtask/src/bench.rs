@@ -6,7 +6,9 @@
 //! 2. control latency, inject → active and recover → inactive, seen from the datapath;
 //! 3. accuracy: loss 1/10/50 % over 10,000 packets, CPU stress load, clock offset;
 //! 4. a patched `clock_gettime` against the native one;
-//! 5. DNS resolution through chaosd's resolver for a name no fault matches, next to direct.
+//! 5. DNS resolution through chaosd's resolver for a name no fault matches, next to direct;
+//! 6. the transparent TCP proxy (`tcp.*`, a zero-effect fault) next to a direct connection and
+//!    next to `fault` (crates.io's fault-cli proxy): added round-trip latency and throughput.
 //!
 //! Then ([`vm_part`]) it boots Debian's 6.12 kernel in the VM harness for what this kernel
 //! cannot run: delay 10/100 ms next to `tc netem` on the same link, the peer approach
@@ -33,6 +35,7 @@ mod netem;
 mod netns;
 mod peer;
 pub mod probe;
+pub mod proxy;
 mod stats;
 pub mod syscall_probe;
 mod test_run;
@@ -73,6 +76,16 @@ pub struct BenchArgs {
     /// Only the VM part (a few minutes of emulation), no host figures.
     #[arg(long)]
     vm_only: bool,
+    /// Only this part of the host figures (with a daemon of its own; no VM part).
+    #[arg(long, value_enum, conflicts_with_all = ["vm_only", "no_vm"])]
+    only: Option<Part>,
+}
+
+/// A part of the host figures that `--only` runs alone.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Part {
+    /// The TCP proxy next to a direct connection and to `fault` (figures.tcp_proxy).
+    Proxy,
 }
 
 /// Programs the bench drives beside chaosd: `(program on PATH, Debian package)`.
@@ -90,6 +103,7 @@ struct Plan {
     /// inject/recover cycles before the footprint is read again.
     footprint_cycles: usize,
     iperf_rounds: usize,
+    proxy: proxy::Plan,
 }
 
 impl Plan {
@@ -108,6 +122,11 @@ impl Plan {
             idle: Duration::from_secs(if quick { 10 } else { 60 }),
             footprint_cycles: if quick { 1_000 } else { 10_000 },
             iperf_rounds: if quick { 3 } else { 7 },
+            proxy: proxy::Plan {
+                rounds: if quick { 3 } else { 7 },
+                trips_per_round: if quick { 5_000 } else { 10_000 },
+                bulk: Duration::from_secs(if quick { 2 } else { 3 }),
+            },
         }
     }
 }
@@ -127,10 +146,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let load_before = loadavg();
     let mut report = if args.vm_only {
         json!({})
+    } else if let Some(part) = args.only {
+        only_part(part, &plan, &bin_dir)?
     } else {
         host_figures(&plan, &bin_dir)?
     };
-    report["vm_6_12"] = if args.no_vm {
+    report["vm_6_12"] = if let Some(part) = args.only {
+        json!(format!("not measured: --only {part:?}").to_lowercase())
+    } else if args.no_vm {
         json!("not measured: --no-vm")
     } else {
         eprintln!("bench: VM part (Debian 6.12 under qemu)");
@@ -166,6 +189,19 @@ fn host_figures(plan: &Plan, bin_dir: &Path) -> Result<Value> {
         Ok(figures) => Ok(figures),
         Err(e) => bail!("{e:#}\nchaosd's log:\n{}", daemon.log()),
     }
+}
+
+/// One part of the host figures alone, with a daemon of its own.
+fn only_part(part: Part, plan: &Plan, bin_dir: &Path) -> Result<Value> {
+    let mut cgroups = BenchCgroups::new()?;
+    let daemon = Daemon::start(bin_dir)?;
+    let figures = match part {
+        Part::Proxy => {
+            eprintln!("bench: tcp proxy next to direct and fault");
+            proxy::measure(&daemon, &mut cgroups, &plan.proxy).map(|f| json!({"tcp_proxy": f}))
+        }
+    };
+    figures.map_err(|e| anyhow::anyhow!("{e:#}\nchaosd's log:\n{}", daemon.log()))
 }
 
 /// Faults in force at once for the concurrent-faults figure.
@@ -222,6 +258,8 @@ fn measure(
     let clock = clock::measure(daemon, cgroups, bin_dir, plan.clock_rounds)?;
     eprintln!("bench: dns resolver");
     let dns = dns::measure(daemon, cgroups, plan.clock_rounds, 2_000)?;
+    eprintln!("bench: tcp proxy next to direct and fault");
+    let tcp_proxy = proxy::measure(daemon, cgroups, &plan.proxy)?;
     eprintln!("bench: footprint after {} cycles", plan.footprint_cycles);
     let cycled = footprint::after_cycles(daemon, cgroups, plan.footprint_cycles)?;
     let ready = footprint::start_to_ready(bin_dir, daemon.ready_after, 5)?;
@@ -241,6 +279,7 @@ fn measure(
         },
         "clock_skew": clock,
         "dns_resolver": dns,
+        "tcp_proxy": tcp_proxy,
     }))
 }
 

@@ -62,6 +62,9 @@ enum Command {
     /// Internal: the bench's DNS client (dns.* resolver latency), run inside a target cgroup.
     #[command(name = "__bench-dns-queries", hide = true)]
     BenchDnsQueries(bench::dns::DnsQueriesArgs),
+    /// Internal: the bench's TCP client (the tcp.* proxy figures), run inside a target cgroup.
+    #[command(name = "__bench-tcp-client", hide = true)]
+    BenchTcpClient(bench::proxy::TcpClientArgs),
     /// Internal: the bench's VM part, run by stage 2 inside the distro kernel.
     #[command(name = "__bench-vm-part", hide = true)]
     BenchVmPart(bench::vm_part::VmPartArgs),
@@ -110,6 +113,7 @@ fn main() -> Result<()> {
         Command::BenchFileReads(args) => bench::syscall_probe::file_reads(&args),
         Command::BenchClockProbe(args) => bench::syscall_probe::clock_probe(&args),
         Command::BenchDnsQueries(args) => bench::dns::queries(&args),
+        Command::BenchTcpClient(args) => bench::proxy::client(&args),
         Command::BenchVmPart(args) => bench::vm_part::guest_main(&args),
         Command::Fuzz(args) => {
             setup::run()?;

@@ -26,7 +26,7 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-fn path_with_cargo_bin() -> std::ffi::OsString {
+pub fn path_with_cargo_bin() -> std::ffi::OsString {
     let mut paths = vec![cargo_bin_dir()];
     if let Some(p) = std::env::var_os("PATH") {
         paths.extend(std::env::split_paths(&p));
