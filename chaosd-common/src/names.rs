@@ -87,6 +87,7 @@ pub const MAPS: &[&str] = &[
     crate::heartbeat::HEARTBEAT_MAP,
     crate::net::NET_RULES_MAP,
     crate::net::NET_PACING_MAP,
+    crate::net::NET_LEVELS_MAP,
     crate::proxy::PROXY_ORIGINS_MAP,
     crate::proxy::PROXY_PEERS_MAP,
     crate::io::IO_RULES_MAP,

@@ -11,6 +11,10 @@ pub const NET_RULES_MAP: &str = "NET_RULES";
 /// Name of the `Array<u64>` of each bandwidth fault's pacing clock, indexed by counter slot;
 /// the daemon zeroes a slot's clock when a bandwidth fault takes the slot.
 pub const NET_PACING_MAP: &str = "NET_PACING";
+/// Name of the one-entry `Array<u32>` whose bit L is set while some cgroup at ancestry level L
+/// has a rule set: the programs look up only those levels, so a packet of an untargeted
+/// cgroup costs one lookup per level that holds a target, not one per level of its ancestry.
+pub const NET_LEVELS_MAP: &str = "NET_LEVELS";
 /// Cgroups that can carry network rules at once.
 pub const MAX_NET_CGROUPS: u32 = 4096;
 /// Faults that can stack on one cgroup.

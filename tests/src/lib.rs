@@ -11,6 +11,7 @@ pub mod chaostoolkit;
 pub mod clock_bench;
 pub mod file_ops;
 pub mod footprint;
+pub mod http_upstream;
 pub mod mtls;
 pub mod netns;
 pub mod probe;

@@ -2,7 +2,8 @@
 //! experiments (tests/golden/chaos-mesh/*.yaml, written as Chaos Mesh's examples are) flattened
 //! the way the controller flattens them and posted over mutual TLS by curl with a client
 //! certificate made here. Each mapped attack is checked from outside (datagrams lost, a cgroup
-//! frozen, a clock read off, a filesystem filled) and its DELETE reverts it; handshakes without
+//! frozen, a clock read off, a filesystem filled, HTTP requests aborted or delayed as curl sees
+//! them) and its DELETE reverts it; handshakes without
 //! a client certificate or with one from another CA fail; unmapped attacks get a 4xx with the
 //! reason; the audit trail names the certificate's subject.
 
@@ -10,9 +11,10 @@ use std::{net::SocketAddr, path::Path, process::Command, time::Duration};
 
 use chaosd_integration::{
     Daemon, TestCgroup, Tmpfs, block_on, free_port,
+    http_upstream::Upstream,
     mtls::{CurlResult, Pki, curl},
     probe::UdpSink,
-    spawn_in_cgroup, udp_from_cgroup_to,
+    record_skip, spawn_in_cgroup, udp_from_cgroup_to, unsupported_reason,
 };
 use serde_json::{Map, Value, json};
 
@@ -304,12 +306,121 @@ fn golden_partition_process_clock_and_disk_attacks_apply_and_their_deletes_rever
     assert!(block_on(r.daemon.client().list(false)).unwrap().is_empty());
 }
 
+/// One GET by curl run in `cg`: curl's exit code, the HTTP status (0: no response) and the
+/// seconds it took.
+fn get_from(cg: &TestCgroup, url: &str) -> (i32, u16, f64) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-o", "/dev/null", "--max-time", "20"])
+        .args(["-w", "%{http_code} %{time_total}", url])
+        .stdout(std::process::Stdio::piped());
+    let out = spawn_in_cgroup(&mut cmd, cg.dir())
+        .expect("curl must be installed")
+        .wait_with_output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (code, secs) = text.split_once(' ').unwrap_or_else(|| panic!("{text:?}"));
+    (
+        out.status.code().unwrap_or(-1),
+        code.parse().unwrap(),
+        secs.parse().unwrap(),
+    )
+}
+
+#[test]
+fn golden_http_abort_and_delay_act_on_the_attacks_port_and_their_deletes_revert_them() {
+    let r = Remote::start("");
+    for kind in ["http.abort", "http.delay"] {
+        if let Some(why) = unsupported_reason(&r.daemon, kind) {
+            assert!(
+                std::env::var_os("CHAOSD_VM").is_some(),
+                "{kind} is refused on the dev host: {why}"
+            );
+            record_skip(&format!("{kind} is unsupported on this kernel: {why}"));
+            return;
+        }
+    }
+    // The attacked upstream and a bystander on another port; curl runs in a cgroup the
+    // host-wide target covers (the test's own holds chaosd, which is protected).
+    let (up, other) = (Upstream::start(None), Upstream::start(None));
+    let cgroup = TestCgroup::new("cm-http");
+    let port = [("@PORT@", up.port.to_string())];
+    for url in [up.url("/api/x"), up.url("/other"), other.url("/api/x")] {
+        let (rc, code, _) = get_from(&cgroup, &url);
+        assert_eq!((rc, code), (0, 200), "before: {url}");
+    }
+
+    // http-abort on GET /api/* to the port: no response there, the rest served.
+    let (code, ans) = r.attack("http-abort", "h1", &port);
+    assert_eq!(code, 200, "{ans}");
+    let fault_id = ans["faults"][0].as_str().unwrap().to_string();
+    assert_eq!(ans["faults"].as_array().unwrap().len(), 1, "{ans}");
+    let (_, faults) = r.ok("GET", "/v1/faults", None);
+    let f = faults
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == fault_id.as_str())
+        .unwrap_or_else(|| panic!("{faults}"));
+    assert_eq!(f["kind"], "http.abort", "{f}");
+    assert_eq!(
+        f["fault"]["params"]["filter"]["port"],
+        up.port.to_string(),
+        "{f}"
+    );
+    let aborted = get_from(&cgroup, &up.url("/api/x"));
+    eprintln!("GET /api/x under http-abort: curl exit, status, secs = {aborted:?}");
+    assert_eq!(
+        aborted.1, 0,
+        "a response came through http-abort: {aborted:?}"
+    );
+    assert_ne!(aborted.0, 0, "{aborted:?}");
+    assert_eq!(get_from(&cgroup, &up.url("/other")).1, 200, "another path");
+    assert_eq!(
+        get_from(&cgroup, &other.url("/api/x")).1,
+        200,
+        "another port"
+    );
+    let (code, rec) = r.delete("h1");
+    assert_eq!(code, 200, "{rec}");
+    let after = get_from(&cgroup, &up.url("/api/x"));
+    assert_eq!((after.0, after.1), (0, 200), "after the DELETE: {after:?}");
+
+    // http-delay 700ms on every GET to the port.
+    let (code, ans) = r.attack("http-delay", "h2", &port);
+    assert_eq!(code, 200, "{ans}");
+    let slow = get_from(&cgroup, &up.url("/api/x"));
+    let beside = get_from(&cgroup, &other.url("/api/x"));
+    eprintln!("under http-delay 700ms: the port {slow:?}, another port {beside:?}");
+    assert_eq!(slow.1, 200, "{slow:?}");
+    assert!(slow.2 >= 0.69, "not delayed: {slow:?}");
+    assert!(slow.2 < 5.0, "delayed far past 700ms: {slow:?}");
+    assert!(beside.2 < 0.5, "another port delayed: {beside:?}");
+    let (code, rec) = r.delete("h2");
+    assert_eq!(code, 200, "{rec}");
+    let fast = get_from(&cgroup, &up.url("/api/x"));
+    eprintln!("after the DELETE: {fast:?}");
+    assert_eq!(fast.1, 200, "{fast:?}");
+    assert!(fast.2 < 0.5, "still delayed after the DELETE: {fast:?}");
+
+    // http-request makes requests: refused with the reason, nothing applied.
+    let (code, ans) = r.attack("http-request", "h3", &port);
+    assert_eq!(code, 400, "{ans}");
+    assert!(
+        ans["message"]
+            .as_str()
+            .unwrap()
+            .contains("makes no requests"),
+        "{ans}"
+    );
+    assert!(block_on(r.daemon.client().list(false)).unwrap().is_empty());
+}
+
 #[test]
 fn unmapped_attacks_get_a_4xx_with_the_reason_and_leave_nothing() {
     let r = Remote::start("");
     let cases = [
         ("network-down", "never changes the host's interfaces"),
-        ("http-abort", "HTTP requests"),
+        ("http-request", "makes no requests"),
         ("network-delay-correlated", "correlation 25"),
     ];
     for (name, reason) in cases {
@@ -327,6 +438,16 @@ fn unmapped_attacks_get_a_4xx_with_the_reason_and_leave_nothing() {
     );
     assert_eq!(code, 400, "{ans}");
     assert!(ans["message"].as_str().unwrap().contains("JVM"), "{ans}");
+    let (code, ans) = r.ok(
+        "POST",
+        "/api/attack/http",
+        Some(&json!({"uid": "u-cfg", "action": "config", "file_path": "/etc/chaosd/rules.json"})),
+    );
+    assert_eq!(code, 400, "{ans}");
+    assert!(
+        ans["message"].as_str().unwrap().contains("http.status"),
+        "{ans}"
+    );
     let (code, ans) = r.ok(
         "POST",
         "/api/attack/network",

@@ -3,41 +3,15 @@
 //! (pipelining) against a python `http.server` upstream on loopback outside the targets; a
 //! sibling cgroup unchanged; a TLS upstream passed through; counters as the client saw.
 
-use std::{
-    io::{BufRead as _, BufReader},
-    process::{Command, Stdio},
-};
+use std::process::{Command, Stdio};
 
 use chaosd::{
     api::{FaultSpec, HttpAbortParams, HttpDelayParams, HttpStatusParams, NetFilter},
     host::cgroup::spawn_in_cgroup,
 };
 use chaosd_integration::{
-    Daemon, TestCgroup, block_on, free_port, inject, netns::KillOnDrop, unsupported_reason,
+    Daemon, TestCgroup, block_on, http_upstream::Upstream, inject, unsupported_reason,
 };
-
-/// Answers every GET with 200 and `upstream <path>`, HTTP/1.1 keep-alive; over TLS when given
-/// a certificate and key.
-const UPSTREAM: &str = r#"
-import http.server, ssl, sys
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_GET(self):
-        body = ("upstream " + self.path).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-srv = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H)
-if len(sys.argv) > 2:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(sys.argv[2], sys.argv[3])
-    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
-print("ready", flush=True)
-srv.serve_forever()
-"#;
 
 /// Sends two requests in one write (pipelined) and prints each response's status and body.
 const PIPELINE: &str = r#"
@@ -57,39 +31,6 @@ for _ in range(2):
             length = int(value)
     print(status, f.read(length).decode(), flush=True)
 "#;
-
-struct Upstream {
-    port: u16,
-    _child: KillOnDrop,
-}
-
-impl Upstream {
-    fn start(tls: Option<(&str, &str)>) -> Upstream {
-        let port = free_port();
-        let mut cmd = Command::new("python3");
-        cmd.args(["-c", UPSTREAM, &port.to_string()]);
-        if let Some((cert, key)) = tls {
-            cmd.args([cert, key]);
-        }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 must be installed");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "ready", "the python upstream did not start");
-        Upstream {
-            port,
-            _child: KillOnDrop(child),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-}
 
 /// One transfer as curl reports it.
 #[derive(Debug)]

@@ -39,6 +39,7 @@ pub mod shaping;
 mod stats;
 mod stress;
 pub mod syscall_probe;
+mod test_run;
 pub mod vm_part;
 
 use std::{

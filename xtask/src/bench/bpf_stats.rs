@@ -24,6 +24,7 @@ use super::{
     netns::{NetNs, VETH_A},
     probe::{Receiver, Sender},
     stats::{median, round3},
+    test_run,
 };
 
 /// Turns run-time statistics on; they stay on while the returned fd is open.
@@ -174,7 +175,9 @@ pub fn measure(
     let half_loss = json!({"kind": "net.loss", "params": {"percent": 50, "direction": "both"}});
     let tiny_loss = json!({"kind": "net.loss", "params": {"percent": 0.001, "direction": "both"}});
     let target = cgroups.child("bpf-stats-target")?;
+    let bystander = cgroups.child("bpf-stats-bystander")?;
     let mut windows: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
+    let mut test_runs: Vec<BTreeMap<String, f64>> = Vec::new();
     let mut veth_ns = Vec::new();
     for _ in 0..rounds {
         daemon.inject(half_loss.clone(), &others[..1], "1h")?;
@@ -198,6 +201,7 @@ pub fn measure(
             .entry("targeted")
             .or_default()
             .push(targeted_window(&ids, cgroups, &target, run)?);
+        test_runs.push(test_run_round(&ids, cgroups, &bystander, &target)?);
         daemon.delete("/v1/faults")?;
     }
     let summary: serde_json::Map<String, Value> = windows
@@ -213,6 +217,7 @@ pub fn measure(
         "no_rules": "no fault: the packet programs are detached, no chaosd code runs per packet",
         "ns_per_run": summary,
         "veth_ns_per_packet_median": round3(median(&veth_ns)),
+        "test_run": test_run_summary(&test_runs),
         "veth_note": "the bench's TCP stream over the veth: window length / packets sent \
             (GSO segments, each up to 64 KiB); the programs run once per such packet",
     }))
@@ -247,4 +252,102 @@ fn medians(rounds: &[Value]) -> Value {
         );
     }
     Value::Object(out)
+}
+
+/// The daemon's program whose kernel name (cut at 15 bytes) starts with `prefix`.
+fn program_named(ids: &BTreeSet<u32>, prefix: &str) -> Result<u32> {
+    aya::programs::loaded_programs()
+        .filter_map(|i| i.ok())
+        .find(|i| ids.contains(&i.id()) && i.name_as_str().is_some_and(|n| n.starts_with(prefix)))
+        .map(|i| i.id())
+        .with_context(|| format!("the daemon holds no program named {prefix}*"))
+}
+
+/// One round of test runs (see [`test_run`]): the empty floor, then chaosd's egress and
+/// ingress programs from the bench's own cgroup (the root: no ancestor to look up), from an
+/// untargeted cgroup two levels down (a lookup per level), and from the target cgroup.
+fn test_run_round(
+    ids: &BTreeSet<u32>,
+    cgroups: &BenchCgroups,
+    bystander: &str,
+    target: &str,
+) -> Result<BTreeMap<String, f64>> {
+    let packet = test_run::tcp_packet();
+    let mut out = BTreeMap::new();
+    let empty = test_run::empty_cgroup_skb()?;
+    let progs = [
+        (
+            "egress",
+            test_run::program_by_id(program_named(ids, "chaosd_net_egr")?)?,
+        ),
+        (
+            "ingress",
+            test_run::program_by_id(program_named(ids, "chaosd_net_ing")?)?,
+        ),
+    ];
+    let run_all = |place: &str, out: &mut BTreeMap<String, f64>| -> Result<()> {
+        let (ns, _) = test_run::ns_per_run(&empty, &packet, test_run::REPEAT)?;
+        out.insert(format!("empty_program_{place}"), f64::from(ns));
+        for (name, fd) in &progs {
+            let (ns, _) = test_run::ns_per_run(fd, &packet, test_run::REPEAT)?;
+            out.insert(format!("{name}_{place}"), f64::from(ns));
+        }
+        Ok(())
+    };
+    run_all("root_cgroup", &mut out)?;
+    {
+        let _in = test_run::InCgroup::enter(&cgroups.dir_of(bystander))?;
+        run_all("untargeted_cgroup", &mut out)?;
+    }
+    {
+        let _in = test_run::InCgroup::enter(&cgroups.dir_of(target))?;
+        run_all("targeted_cgroup", &mut out)?;
+    }
+    // The test runs went through the same accounting: the empty program's own figure there is
+    // what the accounting charges a program that does nothing.
+    if let Some(info) = aya::programs::loaded_programs()
+        .filter_map(|i| i.ok())
+        .find(|i| i.name_as_str() == Some(test_run::EMPTY_PROGRAM_NAME))
+        && info.run_count() > 0
+    {
+        let ns = info.run_time().as_nanos() as f64 / info.run_count() as f64;
+        out.insert("empty_program_accounted".into(), round3(ns));
+    }
+    drop(empty);
+    Ok(out)
+}
+
+/// Per figure: median over rounds with min and max, and chaosd's programs net of the floor.
+fn test_run_summary(rounds: &[BTreeMap<String, f64>]) -> Value {
+    let mut figures = serde_json::Map::new();
+    let Some(first) = rounds.first() else {
+        return Value::Null;
+    };
+    let med = |key: &str| {
+        let v: Vec<f64> = rounds.iter().filter_map(|r| r.get(key).copied()).collect();
+        (
+            median(&v),
+            v.iter().copied().fold(f64::INFINITY, f64::min),
+            v.iter().copied().fold(0.0, f64::max),
+        )
+    };
+    for key in first.keys() {
+        let (m, lo, hi) = med(key);
+        let mut f = json!({"ns_per_run_median": m, "min": lo, "max": hi});
+        if key.contains('_') && !key.starts_with("empty_program") {
+            let place = key.split_once('_').map(|(_, p)| p).unwrap_or_default();
+            let (floor, _, _) = med(&format!("empty_program_{place}"));
+            f["ns_over_empty_program"] = json!(round3(m - floor));
+        }
+        figures.insert(key.clone(), f);
+    }
+    json!({
+        "source": "BPF_PROG_TEST_RUN, repeat 1,000,000 on one 104-byte IPv4 TCP packet, per \
+            round; the empty program is a cgroup_skb returning pass, loaded and run the same \
+            way: the floor of one run; empty_program_accounted is that program's run_time_ns / \
+            run_cnt from the same test runs, what the run-time accounting charges a program \
+            that does nothing",
+        "rounds": rounds.len(),
+        "figures": Value::Object(figures),
+    })
 }

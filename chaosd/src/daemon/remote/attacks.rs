@@ -18,7 +18,7 @@ const KEPT_AFTER_DEADLINE: Duration = Duration::from_secs(24 * 3600);
 /// One attack as Chaos Mesh posted it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Attack {
-    /// The route: network, stress, disk, process, clock.
+    /// The route: network, stress, disk, process, clock, http.
     pub route: String,
     /// The body as posted: a repeated POST of the same body gets the same answer.
     pub body: serde_json::Value,

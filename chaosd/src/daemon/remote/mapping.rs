@@ -7,6 +7,10 @@
 //!   `policy.host_exclude` included), narrowed by the peers the attack names: an attack must
 //!   name them (`ip-address` or `hostname`), since chaosd matches traffic by peer and not by
 //!   device, and a device-wide fault would otherwise reach every connection, loopback included;
+//! - http attacks (`http-abort`, `http-delay`) take the host-wide target too, narrowed by the
+//!   attack's port (`port`, else each of `proxy_ports`): chaosd's HTTP faults act on the
+//!   connections the host's processes open to that port, to whichever address (not those
+//!   other machines open to a server here, which Chaos Mesh's chaos-tproxy would take);
 //! - stress attacks run chaosd's workers host-wide with no target;
 //! - disk attacks act on the directory of the attack's `path`;
 //! - process and clock attacks act on the cgroups of the processes they name, and only when
@@ -26,13 +30,14 @@ use std::{
 use serde::de::DeserializeOwned;
 
 use super::wire::{
-    ClockAttack, DiskAttack, Loose, NetworkAttack, ProcessAttack, StressAttack, given,
+    ClockAttack, DiskAttack, HttpAttack, Loose, NetworkAttack, ProcessAttack, StressAttack, given,
 };
 use crate::api::{
     ClockName, ClockSkewParams, Direction, DiskFillParams, DiskIoParams, DnsAnswerParams,
-    FaultSpec, IoMode, NetBandwidthParams, NetCorruptParams, NetDelayParams, NetDuplicateParams,
-    NetFilter, NetLossParams, NetPartitionParams, ProcessKillParams, ProcessPauseParams, Proto,
-    StressCpuParams, StressMemParams, TargetSelector, Written,
+    FaultSpec, HttpAbortParams, HttpDelayParams, IoMode, NetBandwidthParams, NetCorruptParams,
+    NetDelayParams, NetDuplicateParams, NetFilter, NetLossParams, NetPartitionParams, PortRange,
+    ProcessKillParams, ProcessPauseParams, Proto, StressCpuParams, StressMemParams, TargetSelector,
+    Written,
 };
 
 /// Most chaosd faults one attack may become (its peers × its ports): what one cgroup stacks.
@@ -102,11 +107,13 @@ pub fn plan(
         "disk" => disk(decode(route, &action, body)?, host),
         "process" => process(decode(route, &action, body)?, host),
         "clock" => clock(decode(route, &action, body)?, host),
-        "http" => Err(unmapped(format!(
-            "http-{action}: chaosd's proxy faults act on TCP streams (tcp.latency, tcp.reset_peer, \
-             ...), and do not match HTTP requests by path, method or status code as http-* \
-             attacks do; inject a tcp.* fault through /v1/faults instead"
-        ))),
+        "http" => {
+            // Refused before decoding: their own fields (file_path, url, ...) are not ours.
+            if let Some(why) = http_unmapped(&action) {
+                return Err(why);
+            }
+            http(decode(route, &action, body)?)
+        }
         "jvm" => Err(unmapped(
             "jvm attacks need a Java agent in the target JVM (Byteman); chaosd has no JVM faults",
         )),
@@ -123,8 +130,8 @@ pub fn plan(
              for a remote caller"
         ))),
         other => Err(invalid(format!(
-            "no attack route {other:?}; chaosd serves network, stress, disk, process and clock \
-             (and answers http, jvm, redis, kafka, file, vm with why not)"
+            "no attack route {other:?}; chaosd serves network, stress, disk, process, clock and \
+             http (and answers jvm, redis, kafka, file, vm with why not)"
         ))),
     }
 }
@@ -568,6 +575,218 @@ fn dns(a: &NetworkAttack) -> Result<Vec<Planned>, MapError> {
         }),
         targets: vec![TargetSelector::Host],
     }])
+}
+
+/// The http actions with no counterpart, and why.
+fn http_unmapped(action: &str) -> Option<MapError> {
+    let why = match action {
+        "request" => {
+            "http-request sends GET requests to url from this host; chaosd injects faults into \
+             the host's own traffic and makes no requests for a remote caller: run a load \
+             generator for that, and use http-abort or http-delay for the faults"
+        }
+        "config" => {
+            "http-config reads a chaos-tproxy rule file (file_path) on this host; chaosd reads \
+             no rule files for a remote caller and cannot replace or patch bodies, headers or \
+             queries: post one http-abort or http-delay per rule, or inject http.status (a \
+             chosen status code, headers and body), http.abort or http.delay through /v1/faults"
+        }
+        _ => return None,
+    };
+    Some(unmapped(why))
+}
+
+/// The first field set on an http attack that belongs to another http action: its Chaos
+/// Mesh name and that action.
+fn http_stray_fields(a: &HttpAttack) -> Option<(&'static str, &'static str)> {
+    let owned: [(&'static str, bool, &'static str); 5] = [
+        ("file_path", given(&a.file_path).is_some(), "http-config"),
+        ("url", given(&a.url).is_some(), "http-request"),
+        (
+            "enable-conn-pool",
+            given(&a.enable_conn_pool).is_some_and(|v| v != "false"),
+            "http-request",
+        ),
+        (
+            "count",
+            given(&a.count).is_some_and(|v| v != "0"),
+            "http-request",
+        ),
+        (
+            "delay",
+            a.action != "delay" && given(&a.delay).is_some(),
+            "http-delay",
+        ),
+    ];
+    owned
+        .into_iter()
+        .find(|(_, set, _)| *set)
+        .map(|(field, _, owner)| (field, owner))
+}
+
+/// The ports an http attack covers: `port` if given (it must be one of `proxy_ports`), else
+/// each of `proxy_ports`, consecutive ones merged into ranges.
+fn http_ports(a: &HttpAttack, action: &str) -> Result<Vec<Written<PortRange>>, MapError> {
+    let number = |field: &str, text: &str| -> Result<u16, MapError> {
+        match text.parse::<u16>() {
+            Ok(p) if p > 0 => Ok(p),
+            _ => Err(invalid(format!(
+                "{field} {text:?} is not a TCP port (1-65535)"
+            ))),
+        }
+    };
+    let mut proxy: Vec<u16> = Vec::new();
+    for p in a.proxy_ports.iter().flatten() {
+        proxy.push(number("proxy_ports", &p.0)?);
+    }
+    if proxy.is_empty() {
+        return Err(invalid(format!(
+            "http-{action} needs proxy_ports (the ports of the HTTP connections to act on, \
+             e.g. [8080])"
+        )));
+    }
+    proxy.sort_unstable();
+    proxy.dedup();
+    // chaos-mesh/chaosd takes port 0 as unset.
+    if let Some(port) = given(&a.port).filter(|p| *p != "0") {
+        let port = number("port", port)?;
+        if !proxy.contains(&port) {
+            return Err(invalid(format!(
+                "port {port} is not one of proxy_ports {proxy:?}: no connection would be \
+                 matched; add it to proxy_ports or leave port out"
+            )));
+        }
+        proxy = vec![port];
+    }
+    let mut ranges: Vec<(u16, u16)> = Vec::new();
+    for p in proxy {
+        match ranges.last_mut() {
+            Some((_, last)) if u32::from(*last) + 1 == u32::from(p) => *last = p,
+            _ => ranges.push((p, p)),
+        }
+    }
+    if ranges.len() > MAX_FAULTS_PER_ATTACK {
+        return Err(unmapped(format!(
+            "proxy_ports names {n} ports or runs of consecutive ports: {n} chaosd faults, \
+             above the {MAX_FAULTS_PER_ATTACK} one target stacks; name fewer ports, or give \
+             the one the service listens on as port",
+            n = ranges.len()
+        )));
+    }
+    ranges
+        .into_iter()
+        .map(|(first, last)| {
+            let text = if first == last {
+                first.to_string()
+            } else {
+                format!("{first}-{last}")
+            };
+            written("proxy_ports", &text)
+        })
+        .collect()
+}
+
+fn http(a: HttpAttack) -> Result<Vec<Planned>, MapError> {
+    let action = a.action.as_str();
+    if !matches!(action, "abort" | "delay") {
+        return Err(invalid(format!(
+            "unknown http action {action:?}: abort or delay (config and request are answered \
+             with why not)"
+        )));
+    }
+    if a.rule.is_some() || a.rules.is_some() {
+        return Err(invalid(
+            "rule/rules nest a chaos-tproxy rule as older chaos-mesh/chaosd clients send it; \
+             send its fields flat as Chaos Mesh's controller does: proxy_ports, target, port, \
+             path, method (and delay for http-delay)",
+        ));
+    }
+    if let Some((field, owner)) = http_stray_fields(&a) {
+        return Err(invalid(format!(
+            "{field} is a field of {owner}, not of http-{action}"
+        )));
+    }
+    let target = given(&a.target)
+        .ok_or_else(|| invalid(format!("http-{action} needs target: Request or Response")))?;
+    match (target, action) {
+        ("Request", _) | ("Response", "delay") => {}
+        ("Response", _) => {
+            return Err(unmapped(
+                "http-abort with target Response lets the server handle the request and drops \
+                 its response; chaosd's http.abort stops the request before the server sees it, \
+                 which is not the same for requests that change state: use target Request",
+            ));
+        }
+        (other, _) => {
+            return Err(invalid(format!("target {other:?}: Request or Response")));
+        }
+    }
+    // chaos-mesh/chaosd takes code 0 as unset.
+    if let Some(code) = given(&a.code).filter(|c| *c != "0") {
+        return Err(unmapped(format!(
+            "code {code}: chaosd picks requests by method, path and headers before any \
+             response exists, and cannot select by the response's status code; leave code out"
+        )));
+    }
+    let methods = match given(&a.method) {
+        Some(m) => vec![written("method", m)?],
+        None => Vec::new(),
+    };
+    let path = match given(&a.path) {
+        Some(p) => Some(written("path", p)?),
+        None => None,
+    };
+    let fault = |filter: NetFilter| -> Result<FaultSpec, MapError> {
+        Ok(if action == "abort" {
+            if given(&a.abort).is_some_and(|v| v != "true") {
+                return Err(invalid(
+                    "abort false asks http-abort not to abort; leave abort out or set it true",
+                ));
+            }
+            FaultSpec::HttpAbort(HttpAbortParams {
+                reset: false,
+                methods: methods.clone(),
+                path: path.clone(),
+                request_headers: Vec::new(),
+                percent: 100.0,
+                filter,
+            })
+        } else {
+            if given(&a.abort).is_some_and(|v| v != "false") {
+                return Err(invalid("abort is a field of http-abort, not of http-delay"));
+            }
+            let text = given(&a.delay)
+                .ok_or_else(|| invalid("http-delay needs delay (e.g. 500ms, 2s)"))?;
+            if go_duration("delay", text)?.is_zero() {
+                return Err(invalid(format!(
+                    "delay {text:?} is no delay; give one above 0 (e.g. 500ms)"
+                )));
+            }
+            FaultSpec::HttpDelay(HttpDelayParams {
+                delay: written_duration("delay", text)?,
+                jitter: None,
+                methods: methods.clone(),
+                path: path.clone(),
+                request_headers: Vec::new(),
+                percent: 100.0,
+                filter,
+            })
+        })
+    };
+    http_ports(&a, action)?
+        .into_iter()
+        .map(|port| {
+            Ok(Planned {
+                fault: fault(NetFilter {
+                    dst: None,
+                    src: None,
+                    port: Some(port),
+                    proto: Proto::Tcp,
+                })?,
+                targets: vec![TargetSelector::Host],
+            })
+        })
+        .collect()
 }
 
 fn stress(a: StressAttack) -> Result<Vec<Planned>, MapError> {
@@ -1109,13 +1328,6 @@ mod tests {
             refuse("network", json!({"action":"dns","dns-server":"1.1.1.1"}))
                 .contains("resolv.conf")
         );
-        assert!(
-            refuse(
-                "http",
-                json!({"action":"abort","target":"Request","proxy_ports":[80]})
-            )
-            .contains("HTTP requests")
-        );
         assert!(refuse("jvm", json!({"action":"gc"})).contains("JVM"));
         assert!(
             refuse(
@@ -1137,6 +1349,175 @@ mod tests {
                    "ip-address":"10.0.0.1,10.0.0.2,10.0.0.3","egress-port":"1,2,3"}),
         );
         assert!(many.contains("9 chaosd faults"), "{many}");
+    }
+
+    /// `spec.http-abort` / `spec.http-delay` as Chaos Mesh's controller flattens them.
+    #[test]
+    fn http_abort_and_delay_are_host_wide_on_the_attacks_port() {
+        let host = FakeHost::default();
+        let abort = one(
+            "http",
+            json!({"uid":"u-h1","action":"abort","proxy_ports":[8080],"target":"Request",
+                   "port":8080,"path":"/api/*","method":"GET"}),
+            &host,
+        );
+        assert_eq!(abort.targets, vec![TargetSelector::Host]);
+        let FaultSpec::HttpAbort(a) = abort.fault else {
+            panic!("{:?}", abort.fault)
+        };
+        assert!(!a.reset);
+        assert_eq!(a.percent, 100.0);
+        assert_eq!(a.methods[0].value().0, "GET");
+        assert_eq!(a.path.as_ref().unwrap().text(), "/api/*");
+        assert_eq!(a.filter.port.as_ref().unwrap().text(), "8080");
+        assert_eq!((a.filter.dst.as_ref(), a.filter.proto), (None, Proto::Tcp));
+
+        let delay = one(
+            "http",
+            json!({"uid":"u-h2","action":"delay","proxy_ports":[80],"target":"Response",
+                   "delay":"1.5s"}),
+            &host,
+        );
+        let FaultSpec::HttpDelay(d) = delay.fault else {
+            panic!("{:?}", delay.fault)
+        };
+        assert_eq!(d.delay.get(), Duration::from_millis(1500));
+        assert!(d.methods.is_empty() && d.path.is_none() && d.jitter.is_none());
+        assert_eq!(d.filter.port.as_ref().unwrap().text(), "80");
+
+        // Without port, each of proxy_ports; consecutive ports become one range.
+        let v = plan(
+            "http",
+            json!({"action":"delay","proxy_ports":[8082,80,8081,8080],"target":"Request",
+                   "delay":"100ms","port":0,"code":"","abort":false}),
+            &host,
+        )
+        .unwrap();
+        let ports: Vec<String> = v
+            .iter()
+            .map(|p| match &p.fault {
+                FaultSpec::HttpDelay(d) => d.filter.port.as_ref().unwrap().text().to_string(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(ports, ["80", "8080-8082"]);
+        // chaos-mesh/chaosd's own clients send abort true and an empty delay.
+        assert!(matches!(
+            one(
+                "http",
+                json!({"action":"abort","proxy_ports":[80],"target":"Request","abort":true,"delay":""}),
+                &host
+            )
+            .fault,
+            FaultSpec::HttpAbort(_)
+        ));
+    }
+
+    #[test]
+    fn http_fields_that_are_bad_missing_or_have_no_counterpart_are_named() {
+        let host = FakeHost::default();
+        let refuse = |body: serde_json::Value| plan("http", body, &host).unwrap_err();
+        let invalid_with = |body: serde_json::Value, what: &str| {
+            let e = refuse(body);
+            assert!(
+                matches!(&e, MapError::Invalid(m) if m.contains(what)),
+                "{what}: {e:?}"
+            );
+        };
+        let unmapped_with = |body: serde_json::Value, what: &str| {
+            let e = refuse(body);
+            assert!(
+                matches!(&e, MapError::Unmapped(m) if m.contains(what)),
+                "{what}: {e:?}"
+            );
+        };
+        invalid_with(
+            json!({"action":"abort","target":"Request"}),
+            "needs proxy_ports",
+        );
+        invalid_with(
+            json!({"action":"abort","target":"Request","proxy_ports":[]}),
+            "needs proxy_ports",
+        );
+        invalid_with(
+            json!({"action":"abort","target":"Request","proxy_ports":[70000]}),
+            "proxy_ports \"70000\"",
+        );
+        invalid_with(
+            json!({"action":"abort","target":"Request","proxy_ports":[80],"port":81}),
+            "port 81 is not one of proxy_ports",
+        );
+        invalid_with(json!({"action":"abort","proxy_ports":[80]}), "needs target");
+        invalid_with(
+            json!({"action":"abort","proxy_ports":[80],"target":"Both"}),
+            "target \"Both\"",
+        );
+        invalid_with(
+            json!({"action":"delay","proxy_ports":[80],"target":"Request"}),
+            "needs delay",
+        );
+        invalid_with(
+            json!({"action":"delay","proxy_ports":[80],"target":"Request","delay":"soon"}),
+            "delay \"soon\"",
+        );
+        invalid_with(
+            json!({"action":"delay","proxy_ports":[80],"target":"Request","delay":"0s"}),
+            "no delay",
+        );
+        invalid_with(
+            json!({"action":"abort","proxy_ports":[80],"target":"Request","delay":"1s"}),
+            "delay is a field of http-delay",
+        );
+        invalid_with(
+            json!({"action":"abort","proxy_ports":[80],"target":"Request","path":"api"}),
+            "path:",
+        );
+        invalid_with(
+            json!({"action":"abort","proxy_ports":[80],"target":"Request","method":"G T"}),
+            "method:",
+        );
+        invalid_with(
+            json!({"action":"abort","proxy_ports":[80],"target":"Request","abort":false}),
+            "abort false",
+        );
+        invalid_with(
+            json!({"action":"abort","proxy_ports":[80],"target":"Request","url":"http://x"}),
+            "url is a field of http-request",
+        );
+        invalid_with(
+            json!({"action":"abort","rule":{"target":"Request"},"proxy_ports":[80]}),
+            "send its fields flat",
+        );
+        invalid_with(
+            json!({"action":"abort","proxy_ports":[80],"target":"Request","replace":{"code":503}}),
+            "unknown field `replace`",
+        );
+        invalid_with(json!({"action":"patch"}), "abort or delay");
+        unmapped_with(
+            json!({"action":"abort","proxy_ports":[80],"target":"Response"}),
+            "use target Request",
+        );
+        unmapped_with(
+            json!({"action":"abort","proxy_ports":[80],"target":"Response","code":"500"}),
+            "use target Request",
+        );
+        unmapped_with(
+            json!({"action":"delay","proxy_ports":[80],"target":"Response","code":"500","delay":"1s"}),
+            "code 500",
+        );
+        unmapped_with(
+            json!({"action":"request","url":"http://10.0.0.1/","count":10,"enable-conn-pool":true}),
+            "makes no requests",
+        );
+        unmapped_with(
+            json!({"action":"config","file_path":"/etc/rules.json"}),
+            "http.status",
+        );
+        unmapped_with(
+            json!({"action":"abort","target":"Request",
+                   "proxy_ports":[1,3,5,7,9,11,13,15,17]}),
+            "9 chaosd faults",
+        );
     }
 
     #[test]

@@ -141,6 +141,37 @@ pub struct ClockAttack {
     pub clock_ids_slice: Option<Loose>,
 }
 
+/// `POST /api/attack/http`: `http-abort` and `http-delay` (Chaos Mesh's `HTTPCommonSpec`:
+/// `proxy_ports`, `target`, `port`, `path`, `method`, `code`; `delay`), `http-config`
+/// (`file_path`) and `http-request` (`url`, `enable-conn-pool`, `count`). chaos-mesh/chaosd's
+/// own clients also send `abort` (true for `http-abort`) and an empty `delay` for it.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpAttack {
+    pub uid: Option<String>,
+    #[serde(default)]
+    pub action: String,
+    /// A list of port numbers (`[8080]`); `null` counts as absent.
+    pub proxy_ports: Option<Vec<Loose>>,
+    /// `Request` or `Response`.
+    pub target: Option<Loose>,
+    pub port: Option<Loose>,
+    pub path: Option<Loose>,
+    pub method: Option<Loose>,
+    pub code: Option<Loose>,
+    pub abort: Option<Loose>,
+    pub delay: Option<Loose>,
+    pub file_path: Option<Loose>,
+    pub url: Option<Loose>,
+    #[serde(rename = "enable-conn-pool")]
+    pub enable_conn_pool: Option<Loose>,
+    pub count: Option<Loose>,
+    /// Older chaos-mesh/chaosd clients nest the selector and actions in a chaos-tproxy rule;
+    /// kept to refuse it with the flat fields to send instead.
+    pub rule: Option<serde_json::Value>,
+    pub rules: Option<serde_json::Value>,
+}
+
 /// A 200 answer to an attack, as chaos-mesh/chaosd gives it (`status`, `message`, `uid`),
 /// plus the ids of the chaosd faults it became.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -194,6 +225,22 @@ mod tests {
             serde_json::from_str(r#"{"action":"fill","size":"1M","payload_process_num":2}"#)
                 .unwrap();
         assert_eq!(given(&d.payload_process_num), Some("2"));
+        let h: HttpAttack = serde_json::from_str(
+            r#"{"uid":"u3","action":"abort","proxy_ports":[8080,"8081"],"target":"Request",
+                "port":8080,"path":"/api/*","method":"GET"}"#,
+        )
+        .unwrap();
+        let ports: Vec<&str> = h
+            .proxy_ports
+            .iter()
+            .flatten()
+            .map(|p| p.0.as_str())
+            .collect();
+        assert_eq!(ports, ["8080", "8081"]);
+        assert_eq!(given(&h.port), Some("8080"));
+        let none: HttpAttack =
+            serde_json::from_str(r#"{"action":"delay","proxy_ports":null,"delay":"1s"}"#).unwrap();
+        assert!(none.proxy_ports.is_none());
         let e = serde_json::from_str::<NetworkAttack>(r#"{"action":"loss","flood":1}"#)
             .unwrap_err()
             .to_string();

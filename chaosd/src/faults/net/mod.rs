@@ -45,7 +45,8 @@ use aya::{
 };
 use chaosd_common::names;
 use chaosd_common::net::{
-    MAX_RULES_PER_CGROUP, NET_PACING_MAP, NET_RULES_MAP, NetKind, NetRule, NetRuleSet, PPM_ONE,
+    MAX_CGROUP_LEVEL, MAX_RULES_PER_CGROUP, NET_LEVELS_MAP, NET_PACING_MAP, NET_RULES_MAP, NetKind,
+    NetRule, NetRuleSet, PPM_ONE,
 };
 
 use crate::{
@@ -136,6 +137,9 @@ pub fn eperm_only_limit(set_retval_error: &str) -> Problem {
 /// Rules map and attachment state of the network programs.
 pub struct NetState {
     rules: RuleMap<NetRuleSet>,
+    /// The ancestry levels that hold a rule set, as the programs read them, and as last written.
+    levels: Array<MapData, u32>,
+    levels_written: u32,
     /// Bandwidth faults' pacing clocks by counter slot: a reused slot starts from zero.
     pacing: Array<MapData, u64>,
     skb_links: Vec<CgroupSkbLink>,
@@ -168,9 +172,15 @@ impl NetState {
             .take_map(NET_PACING_MAP)
             .context("eBPF object has no pacing map")?;
         let pacing = Array::try_from(pacing).context("pacing map has the wrong type")?;
+        let levels = ebpf
+            .take_map(NET_LEVELS_MAP)
+            .context("eBPF object has no net levels map")?;
+        let levels = Array::try_from(levels).context("net levels map has the wrong type")?;
         let cgroup2_root = crate::host::cgroup::cgroup2_mount()?;
         Ok(NetState {
             rules: RuleMap::new(rules, "writing net rules"),
+            levels,
+            levels_written: 0,
             pacing,
             skb_links: Vec::new(),
             sock_addr_links: Vec::new(),
@@ -354,6 +364,8 @@ impl NetState {
 
     /// Rewrites the sets a change of a fault on `changed` can alter (its targets and the
     /// targeted cgroups below them), checking capacity before writing anything.
+    /// The levels are widened before the sets are written and narrowed after, so a program
+    /// never skips a level that holds a set.
     fn sync(&mut self, changed: &[(u64, String)]) -> Result<(), FaultError> {
         let affected = affected_by(self.faults.values(), changed);
         let sets = inherited_sets_of::<_, MAX_RULES_PER_CGROUP>(
@@ -361,12 +373,25 @@ impl NetState {
             Some(&affected),
             "network",
         )?;
+        let levels = target_levels(self.faults.values().flat_map(|f| &f.targets));
+        self.write_levels(self.levels_written | levels)?;
         self.rules.sync_only(
             &affected,
             sets.into_iter()
                 .map(|(id, rules)| (id, NetRuleSet { rules }))
                 .collect(),
-        )
+        )?;
+        self.write_levels(levels)
+    }
+
+    fn write_levels(&mut self, levels: u32) -> Result<(), FaultError> {
+        if levels != self.levels_written {
+            self.levels
+                .set(0, levels, 0)
+                .map_err(|e| FaultError::kernel("writing net rule levels", e))?;
+            self.levels_written = levels;
+        }
+        Ok(())
     }
 
     /// Attaches each program group while some fault needs it, detaches it otherwise.
@@ -551,6 +576,14 @@ fn program_group(kind: u32) -> ProgramGroup {
 }
 
 /// Parts per million, at least 1 so a tiny percentage still means "some".
+/// Bit L for each target at ancestry level L (`/a/b` is level 2), as `NET_LEVELS` holds them.
+fn target_levels<'a>(targets: impl Iterator<Item = &'a (u64, String)>) -> u32 {
+    targets
+        .map(|(_, path)| path.split('/').filter(|c| !c.is_empty()).count() as u32)
+        .filter(|level| (1..=MAX_CGROUP_LEVEL).contains(level))
+        .fold(0, |bits, level| bits | 1 << level)
+}
+
 pub(crate) fn percent_to_ppm(percent: f64) -> u32 {
     ((percent * 10_000.0).round() as u32).clamp(1, PPM_ONE)
 }
@@ -590,7 +623,15 @@ pub(crate) fn apply_rule(
 
 #[cfg(test)]
 mod tests {
-    use super::verifier_gist;
+    use super::{target_levels, verifier_gist};
+
+    #[test]
+    fn target_levels_name_each_depth_that_holds_a_target() {
+        let t = |p: &str| (1, p.to_string());
+        let targets = [t("/a"), t("/a/b/"), t("/x/y"), t("/"), t("/p/q/r")];
+        assert_eq!(target_levels(targets.iter()), 1 << 1 | 1 << 2 | 1 << 3);
+        assert_eq!(target_levels([].iter()), 0);
+    }
 
     #[test]
     fn a_load_error_is_cut_to_the_line_that_says_why() {
