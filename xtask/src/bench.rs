@@ -9,10 +9,12 @@
 //! 5. DNS resolution through chaosd's resolver for a name no fault matches, next to direct;
 //! 6. the transparent TCP proxy (`tcp.*`, a zero-effect fault) next to a direct connection and
 //!    next to `fault` (crates.io's fault-cli proxy): added round-trip latency and throughput.
+//! 7. stress accuracy next to stress-ng in the same cgroup: CPU 25/50/90 %, 512 MiB resident.
 //!
 //! Then ([`vm_part`]) it boots Debian's 6.12 kernel in the VM harness for what this kernel
 //! cannot run: delay 10/100 ms next to `tc netem` on the same link, the peer approach
-//! (prio + netem + filter) against chaosd (overhead and set-up latency), io.errno accuracy.
+//! (prio + netem + filter) against chaosd (overhead and set-up latency), io.errno accuracy,
+//! net.bandwidth accuracy with a sibling cgroup alongside; and Debian's 6.1 for the last alone.
 //!
 //! Every figure is a median, a percentile or a ratio of medians. What a kernel cannot run
 //! is recorded as "not measured ...: <reason>". It writes JSON (`--out`, default
@@ -36,7 +38,9 @@ mod netns;
 mod peer;
 pub mod probe;
 pub mod proxy;
+pub mod shaping;
 mod stats;
+mod stress;
 pub mod syscall_probe;
 mod test_run;
 pub mod vm_part;
@@ -76,20 +80,25 @@ pub struct BenchArgs {
     /// Only the VM part (a few minutes of emulation), no host figures.
     #[arg(long)]
     vm_only: bool,
-    /// Only this part of the host figures (with a daemon of its own; no VM part).
+    /// Only this part (with a daemon of its own; no other host figure, no other VM figure).
     #[arg(long, value_enum, conflicts_with_all = ["vm_only", "no_vm"])]
     only: Option<Part>,
 }
 
-/// A part of the host figures that `--only` runs alone.
+/// A part of the figures that `--only` runs alone.
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum Part {
     /// The TCP proxy next to a direct connection and to `fault` (figures.tcp_proxy).
     Proxy,
+    /// Stress accuracy next to stress-ng, on this host (figures.stress_accuracy).
+    Stress,
+    /// net.bandwidth accuracy and a sibling's throughput, in the 6.12 and 6.1 guests
+    /// (figures.vm_6_12.figures.shaping, figures.vm_6_1.figures.shaping).
+    Shaping,
 }
 
 /// Programs the bench drives beside chaosd: `(program on PATH, Debian package)`.
-const BENCH_TOOLS: &[(&str, &str)] = &[("iperf3", "iperf3")];
+const BENCH_TOOLS: &[(&str, &str)] = &[("iperf3", "iperf3"), ("stress-ng", "stress-ng")];
 
 /// Sizes of one run.
 struct Plan {
@@ -104,6 +113,7 @@ struct Plan {
     footprint_cycles: usize,
     iperf_rounds: usize,
     proxy: proxy::Plan,
+    stress: stress::Plan,
 }
 
 impl Plan {
@@ -127,6 +137,11 @@ impl Plan {
                 trips_per_round: if quick { 5_000 } else { 10_000 },
                 bulk: Duration::from_secs(if quick { 2 } else { 3 }),
             },
+            stress: stress::Plan {
+                rounds: if quick { 3 } else { 5 },
+                warmup: Duration::from_secs(1),
+                window: Duration::from_secs(if quick { 3 } else { 5 }),
+            },
         }
     }
 }
@@ -144,21 +159,27 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     };
     let started = Instant::now();
     let load_before = loadavg();
-    let mut report = if args.vm_only {
-        json!({})
-    } else if let Some(part) = args.only {
-        only_part(part, &plan, &bin_dir)?
-    } else {
-        host_figures(&plan, &bin_dir)?
+    let mut report = match args.only {
+        _ if args.vm_only => json!({}),
+        Some(Part::Shaping) => json!({}),
+        Some(part) => only_part(part, &plan, &bin_dir)?,
+        None => host_figures(&plan, &bin_dir)?,
     };
-    report["vm_6_12"] = if let Some(part) = args.only {
-        json!(format!("not measured: --only {part:?}").to_lowercase())
-    } else if args.no_vm {
-        json!("not measured: --no-vm")
-    } else {
-        eprintln!("bench: VM part (Debian 6.12 under qemu)");
-        vm_part::run(&bin_dir, args.quick)
-    };
+    for (key, series) in [("vm_6_12", "6.12"), ("vm_6_1", "6.1")] {
+        report[key] = match args.only {
+            _ if args.no_vm => json!("not measured: --no-vm"),
+            Some(Part::Shaping) => {
+                eprintln!("bench: shaping in Debian {series} under qemu");
+                vm_part::run(&bin_dir, args.quick, series, true)
+            }
+            Some(part) => json!(format!("not measured: --only {part:?}").to_lowercase()),
+            None => {
+                eprintln!("bench: VM part (Debian {series} under qemu)");
+                // 6.12 runs every VM figure, 6.1 the shaping one.
+                vm_part::run(&bin_dir, args.quick, series, series != "6.12")
+            }
+        };
+    }
     let report = json!({
         "mode": if args.quick { "quick" } else { "full" },
         "chaosd_binary": bin_dir.join("chaosd").display().to_string(),
@@ -191,7 +212,7 @@ fn host_figures(plan: &Plan, bin_dir: &Path) -> Result<Value> {
     }
 }
 
-/// One part of the host figures alone, with a daemon of its own.
+/// One host part alone, with a daemon of its own.
 fn only_part(part: Part, plan: &Plan, bin_dir: &Path) -> Result<Value> {
     let mut cgroups = BenchCgroups::new()?;
     let daemon = Daemon::start(bin_dir)?;
@@ -200,6 +221,12 @@ fn only_part(part: Part, plan: &Plan, bin_dir: &Path) -> Result<Value> {
             eprintln!("bench: tcp proxy next to direct and fault");
             proxy::measure(&daemon, &mut cgroups, &plan.proxy).map(|f| json!({"tcp_proxy": f}))
         }
+        Part::Stress => {
+            eprintln!("bench: stress accuracy next to stress-ng");
+            stress::measure(&daemon, &mut cgroups, &plan.stress)
+                .map(|f| json!({"stress_accuracy": f}))
+        }
+        Part::Shaping => unreachable!("the shaping part runs in the VM guests"),
     };
     figures.map_err(|e| anyhow::anyhow!("{e:#}\nchaosd's log:\n{}", daemon.log()))
 }
@@ -260,6 +287,8 @@ fn measure(
     let dns = dns::measure(daemon, cgroups, plan.clock_rounds, 2_000)?;
     eprintln!("bench: tcp proxy next to direct and fault");
     let tcp_proxy = proxy::measure(daemon, cgroups, &plan.proxy)?;
+    eprintln!("bench: stress accuracy next to stress-ng");
+    let stress_accuracy = stress::measure(daemon, cgroups, &plan.stress)?;
     eprintln!("bench: footprint after {} cycles", plan.footprint_cycles);
     let cycled = footprint::after_cycles(daemon, cgroups, plan.footprint_cycles)?;
     let ready = footprint::start_to_ready(bin_dir, daemon.ready_after, 5)?;
@@ -280,6 +309,7 @@ fn measure(
         "clock_skew": clock,
         "dns_resolver": dns,
         "tcp_proxy": tcp_proxy,
+        "stress_accuracy": stress_accuracy,
     }))
 }
 

@@ -53,6 +53,9 @@ enum Command {
     /// Internal: the bench's UDP sender, run inside a target cgroup.
     #[command(name = "__bench-udp-send", hide = true)]
     BenchUdpSend(bench::probe::SenderArgs),
+    /// Internal: the bench's bulk TCP sender (net.bandwidth), run inside a target cgroup.
+    #[command(name = "__bench-tcp-send", hide = true)]
+    BenchTcpSend(bench::shaping::TcpSendArgs),
     /// Internal: the bench's file reader (io.errno), run inside a target cgroup.
     #[command(name = "__bench-file-reads", hide = true)]
     BenchFileReads(bench::syscall_probe::FileReadsArgs),
@@ -110,6 +113,7 @@ fn main() -> Result<()> {
             setup::run()?;
             package::run_deb()
         }
+        Command::BenchTcpSend(args) => bench::shaping::run_tcp_sender(&args),
         Command::BenchFileReads(args) => bench::syscall_probe::file_reads(&args),
         Command::BenchClockProbe(args) => bench::syscall_probe::clock_probe(&args),
         Command::BenchDnsQueries(args) => bench::dns::queries(&args),

@@ -64,6 +64,32 @@ impl BenchCgroups {
         )
     }
 
+    /// CPU time (µs) the child's processes have used, from its `cpu.stat` `usage_usec`: the
+    /// cgroup core keeps it on every cgroup2 directory, with or without the cpu controller.
+    pub fn cpu_usage_usec(&self, rel: &str) -> Result<u64> {
+        let path = self.dir_of(rel).join("cpu.stat");
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("usage_usec ")?.trim().parse().ok())
+            .with_context(|| format!("{} has no usage_usec", path.display()))
+    }
+
+    /// The child's `memory.current` (bytes), `None` where the memory controller is not
+    /// enabled for it (the dev host's cgroup2 has none).
+    pub fn memory_current(&self, rel: &str) -> Option<u64> {
+        fs::read_to_string(self.dir_of(rel).join("memory.current"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Kills whatever runs in the child and waits (bounded) until it is empty.
+    pub fn empty_child(&self, rel: &str) {
+        empty(&self.dir_of(rel));
+    }
+
     /// Processes in a child (for CPU accounting).
     pub fn pids(&self, rel: &str) -> Vec<u32> {
         fs::read_to_string(self.dir_of(rel).join("cgroup.procs"))
@@ -72,6 +98,31 @@ impl BenchCgroups {
             .filter_map(|l| l.trim().parse().ok())
             .collect()
     }
+}
+
+/// Makes `cmd`'s child join the cgroup2 directory `dir` before it execs, so the program and
+/// everything it forks run there from their first instruction.
+pub fn join_before_exec(cmd: &mut std::process::Command, dir: &Path) -> Result<()> {
+    use std::os::unix::{ffi::OsStrExt as _, process::CommandExt as _};
+    let procs = std::ffi::CString::new(dir.join("cgroup.procs").as_os_str().as_bytes())?;
+    // SAFETY: between fork and exec only open(2), write(2) and close(2), which are
+    // async-signal-safe; `procs` is moved into the closure and outlives them.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+            let err = std::io::Error::last_os_error();
+            libc::close(fd);
+            if written != 1 {
+                return Err(err);
+            }
+            Ok(())
+        });
+    }
+    Ok(())
 }
 
 /// Removes what a bench that was killed (SIGINT/SIGKILL skip drops) left: the

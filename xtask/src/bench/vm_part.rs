@@ -1,5 +1,6 @@
 //! The bench's VM part: what this host's kernel cannot run (sch_fq, sch_netem, BPF LSM),
-//! measured inside Debian's 6.12 kernel booted by the VM harness (`crate::vm`, qemu TCG).
+//! measured inside Debian's 6.12 kernel booted by the VM harness (`crate::vm`, qemu TCG), and
+//! the shaping figure ([`shaping`]) in Debian's 6.1 as well (a boot that runs only that).
 //!
 //! The host side ([`run`]) boots the guest with this very xtask binary as stage 2's program,
 //! `xtask __bench-vm-part`, which ([`guest_main`]) starts the release chaosd built on the host
@@ -17,14 +18,12 @@ use serde_json::{Value, json};
 
 use super::{
     accuracy, cgroup::BenchCgroups, control::Watch, daemon::Daemon, datapath, delay, loadavg,
-    machine, netns, peer, stats::round3,
+    machine, netns, peer, shaping, stats::round3,
 };
 use crate::{util::workspace_root, vm};
 
 /// The guest's file for the figures, in its report dir.
 const FIGURES_FILE: &str = "vm-part.json";
-/// The distro kernel with sch_fq, sch_netem and BPF LSM.
-const SERIES: &str = "6.12";
 
 /// Arguments of `xtask __bench-vm-part` (run inside the guest).
 #[derive(clap::Args, Debug)]
@@ -34,6 +33,9 @@ pub struct VmPartArgs {
     bin_dir: PathBuf,
     #[arg(long)]
     quick: bool,
+    /// Only the shaping figure (net.bandwidth and its sibling).
+    #[arg(long)]
+    shaping_only: bool,
 }
 
 /// Sizes of the VM part: smaller than the host's, an emulated CPU is ~10-50× slower.
@@ -43,6 +45,7 @@ struct Plan {
     setup_cycles: usize,
     watch: Watch,
     io_reads: u32,
+    shaping: shaping::Plan,
 }
 
 impl Plan {
@@ -63,19 +66,26 @@ impl Plan {
                 quiet: Duration::from_millis(50),
             },
             io_reads: if quick { 2_000 } else { 10_000 },
+            // The 30 s window is the figure's definition: --quick shortens only the baselines.
+            shaping: shaping::Plan {
+                window: Duration::from_secs(30),
+                baseline: Duration::from_secs(if quick { 5 } else { 10 }),
+                warmup: Duration::from_secs(3),
+            },
         }
     }
 }
 
-/// Host side: boots the 6.12 guest to run the VM part; its figures, or why there are none.
-pub fn run(bin_dir: &std::path::Path, quick: bool) -> Value {
-    match boot(bin_dir, quick) {
+/// Host side: boots the newest installed kernel of `series` (`6.12`, `6.1`) to run the VM
+/// part, all of it or only the shaping figure; its figures, or why there are none.
+pub fn run(bin_dir: &std::path::Path, quick: bool, series: &str, shaping_only: bool) -> Value {
+    match boot(bin_dir, quick, series, shaping_only) {
         Ok(figures) => figures,
         Err(e) => json!(format!("not measured: the VM part failed: {e:#}")),
     }
 }
 
-fn boot(bin_dir: &std::path::Path, quick: bool) -> Result<Value> {
+fn boot(bin_dir: &std::path::Path, quick: bool, series: &str, shaping_only: bool) -> Result<Value> {
     let program = vm::TestBinary {
         name: "bench".into(),
         executable: std::env::current_exe().context("finding the xtask binary")?,
@@ -89,8 +99,15 @@ fn boot(bin_dir: &std::path::Path, quick: bool) -> Result<Value> {
     if quick {
         args.push("--quick".into());
     }
-    let timeout = Duration::from_secs(if quick { 900 } else { 1800 });
-    let run = vm::run_program(SERIES, &program, &args, timeout)?;
+    if shaping_only {
+        args.push("--shaping-only".into());
+    }
+    let timeout = Duration::from_secs(match (shaping_only, quick) {
+        (true, _) => 600,
+        (false, true) => 900,
+        (false, false) => 1800,
+    });
+    let run = vm::run_program(series, &program, &args, timeout)?;
     if let Some(why) = &run.failure {
         let output = std::fs::read_to_string(run.report_dir.join("output")).unwrap_or_default();
         let tail: Vec<&str> = output.lines().rev().take(20).collect();
@@ -118,7 +135,7 @@ pub fn guest_main(args: &VmPartArgs) -> Result<()> {
     let load_before = loadavg();
     let mut cgroups = BenchCgroups::new()?;
     let daemon = Daemon::start(&args.bin_dir)?;
-    let figures = match measure(&daemon, &mut cgroups, &plan) {
+    let figures = match measure(&daemon, &mut cgroups, &plan, args.shaping_only) {
         Ok(f) => f,
         Err(e) => bail!("{e:#}\nchaosd's log:\n{}", daemon.log()),
     };
@@ -135,8 +152,18 @@ pub fn guest_main(args: &VmPartArgs) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
-fn measure(daemon: &Daemon, cgroups: &mut BenchCgroups, plan: &Plan) -> Result<Value> {
+fn measure(
+    daemon: &Daemon,
+    cgroups: &mut BenchCgroups,
+    plan: &Plan,
+    shaping_only: bool,
+) -> Result<Value> {
     let (a, b) = netns::veth_pair()?;
+    eprintln!("bench vm: net.bandwidth with a sibling alongside");
+    let shaping = shaping::measure(daemon, cgroups, (&a, &b), &plan.shaping)?;
+    if shaping_only {
+        return Ok(json!({ "shaping": shaping }));
+    }
     eprintln!("bench vm: delay, chaosd next to netem");
     let delay = delay::measure(daemon, cgroups, (&a, &b), &[10, 100], &plan.delay)?;
     eprintln!("bench vm: peer approach, overhead");
@@ -152,5 +179,6 @@ fn measure(daemon: &Daemon, cgroups: &mut BenchCgroups, plan: &Plan) -> Result<V
             "setup_latency": setup,
         },
         "io_errno": io,
+        "shaping": shaping,
     }))
 }
