@@ -97,21 +97,26 @@ fn client_server<T: Send + 'static>(
 }
 
 /// Gbit/s received by the server, from its first byte to EOF.
+/// Reads `s` to its end: the bytes read, and when the first of them arrived.
+pub fn drain(s: &mut impl std::io::Read) -> std::io::Result<(u64, Option<Instant>)> {
+    let mut buf = vec![0u8; 256 << 10];
+    let (mut total, mut first) = (0u64, None);
+    loop {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            return Ok((total, first));
+        }
+        first.get_or_insert_with(Instant::now);
+        total += n as u64;
+    }
+}
+
 pub fn throughput_once(a: &NetNs, b: &NetNs, run: Duration) -> Result<f64> {
     client_server(
         a,
         b,
         |mut s| {
-            let mut buf = vec![0u8; 256 << 10];
-            let (mut total, mut first) = (0u64, None);
-            loop {
-                let n = s.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                first.get_or_insert_with(Instant::now);
-                total += n as u64;
-            }
+            let (total, first) = drain(&mut s)?;
             let secs = first.map_or(f64::INFINITY, |t| t.elapsed().as_secs_f64());
             Ok(total as f64 * 8.0 / secs / 1e9)
         },

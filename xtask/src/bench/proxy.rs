@@ -190,16 +190,7 @@ fn serve(mut s: TcpStream) -> Result<()> {
         }
         return Ok(());
     }
-    let mut buf = vec![0u8; 256 << 10];
-    let (mut total, mut first) = (0u64, None);
-    loop {
-        let n = s.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        first.get_or_insert_with(Instant::now);
-        total += n as u64;
-    }
+    let (total, first) = super::datapath::drain(&mut s)?;
     let secs = first.map_or(0.0, |t| t.elapsed().as_secs_f64());
     let mut answer = [0u8; 16];
     answer[..8].copy_from_slice(&total.to_le_bytes());
