@@ -594,10 +594,11 @@ fn down_reset_limit_and_timeout_seen_from_a_plain_client() {
             "60s",
         );
         let fresh = tcp_talk_from(&target, servers.holder, 0, 1_500);
-        assert_eq!(
-            fresh.end, "errno 104",
-            "a new connect was not reset: {fresh:?}"
-        );
+        // The reset can come before the client's connect() returns: then connect() itself
+        // fails with ECONNRESET, as it would for a real client under load.
+        let reset = fresh.end == format!("errno {}", libc::ECONNRESET)
+            || fresh.connect_errno == Some(libc::ECONNRESET);
+        assert!(reset, "a new connect was not reset: {fresh:?}");
         (before.join().unwrap(), at_once)
     });
     assert_eq!(
