@@ -89,6 +89,18 @@ impl Remote {
     }
 }
 
+/// The fault `id` as chaosd's own API lists it.
+fn listed_fault(r: &Remote, id: &str) -> Value {
+    let (_, faults) = r.ok("GET", "/v1/faults", None);
+    faults
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == id)
+        .cloned()
+        .unwrap_or_else(|| panic!("{faults}"))
+}
+
 fn sink(addr: &str) -> UdpSink {
     UdpSink::bind(addr.parse::<SocketAddr>().unwrap()).unwrap()
 }
@@ -118,13 +130,7 @@ fn a_golden_network_loss_over_mtls_drops_what_it_names_and_its_delete_restores_i
     let fault_id = ans["faults"][0].as_str().unwrap().to_string();
 
     // chaosd's own view of it, over the same listener: host-wide net.loss to 127.0.0.77.
-    let (_, faults) = r.ok("GET", "/v1/faults", None);
-    let f = faults
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["id"] == fault_id.as_str())
-        .unwrap_or_else(|| panic!("{faults}"));
+    let f = listed_fault(&r, &fault_id);
     assert_eq!(f["kind"], "net.loss");
     assert_eq!(f["fault"]["params"]["filter"]["dst"], "127.0.0.77");
 
@@ -354,13 +360,7 @@ fn golden_http_abort_and_delay_act_on_the_attacks_port_and_their_deletes_revert_
     assert_eq!(code, 200, "{ans}");
     let fault_id = ans["faults"][0].as_str().unwrap().to_string();
     assert_eq!(ans["faults"].as_array().unwrap().len(), 1, "{ans}");
-    let (_, faults) = r.ok("GET", "/v1/faults", None);
-    let f = faults
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["id"] == fault_id.as_str())
-        .unwrap_or_else(|| panic!("{faults}"));
+    let f = listed_fault(&r, &fault_id);
     assert_eq!(f["kind"], "http.abort", "{f}");
     assert_eq!(
         f["fault"]["params"]["filter"]["port"],
