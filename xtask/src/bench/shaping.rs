@@ -29,7 +29,8 @@
 //! - `target_goodput_bytes_per_s`, `target_error_percent`, `goal_met`, `window_s`,
 //!   `counters` (the fault's, from its recovery): the accuracy figure (step 1).
 //! - `isolation.ratio_with_over_alone`: `median`, `min`, `max`, `p25`, `p75` of the rounds'
-//!   ratios; `isolation.verdict` reads `min..max` against 1.
+//!   ratios; `isolation.verdict` reads `min..max` against 1 (and says so when the
+//!   interquartile range alone would not cover 1); `isolation.rounds_below_1` counts rounds.
 //! - `isolation.sibling_alone_bytes_per_s_median`, `..._with_target_bytes_per_s_median`: the
 //!   sibling's throughput in either condition (medians across rounds, for scale).
 //! - `isolation.per_round[]`: `first` (`alone` or `with_target`), `alone_bytes_per_s`,
@@ -314,7 +315,18 @@ fn isolation_verdict(ratios: &[f64], with_target_median: f64) -> String {
     } else if ratios.is_empty() {
         "no rounds".to_string()
     } else if lo <= 1.0 && hi >= 1.0 {
-        format!("no measurable difference: the rounds' ratios ({lo:.2}..{hi:.2}) cover 1")
+        let (q1, q3) = (percentile(ratios, 25.0), percentile(ratios, 75.0));
+        let below = ratios.iter().filter(|r| **r < 1.0).count();
+        let middle = if q3 < 1.0 || q1 > 1.0 {
+            format!(
+                " (their middle half, {q1:.2}..{q3:.2}, lies {} 1: {below} of {} rounds below)",
+                if q3 < 1.0 { "below" } else { "above" },
+                ratios.len()
+            )
+        } else {
+            String::new()
+        };
+        format!("no measurable difference: the rounds' ratios ({lo:.2}..{hi:.2}) cover 1{middle}")
     } else if hi < 1.0 {
         format!(
             "slower beside the shaped target in every round: median {:.1} % below alone",
@@ -424,6 +436,7 @@ pub fn measure(
             "ratio_with_over_alone": ratio,
             "sibling_alone_bytes_per_s_median": round3(alone_median),
             "sibling_with_target_bytes_per_s_median": round3(with_median),
+            "rounds_below_1": ratios.iter().filter(|r| **r < 1.0).count(),
             "verdict": verdict,
             "per_round": rounds.iter().map(Round::to_json).collect::<Vec<_>>(),
         },
@@ -452,6 +465,11 @@ mod tests {
         let fast = 100e6;
         let v = isolation_verdict(&[0.9, 1.05, 0.97], fast);
         assert!(v.starts_with("no measurable difference"), "{v}");
+        let v = isolation_verdict(&[0.6, 0.7, 0.8, 0.9, 1.1], fast);
+        assert!(
+            v.contains("cover 1") && v.contains("lies below 1: 4 of 5"),
+            "{v}"
+        );
         let v = isolation_verdict(&[0.8, 0.9, 0.85], fast);
         assert!(v.starts_with("slower") && v.contains("15.0 %"), "{v}");
         let v = isolation_verdict(&[1.1, 1.2, 1.3], fast);
