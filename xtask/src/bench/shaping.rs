@@ -11,19 +11,22 @@
 //! 1. Accuracy: `net.bandwidth` 1mbit on the target, then the target's upload; after a
 //!    warm-up, its receiver is read at the two ends of one [`Plan::window`] (30 s). Then the
 //!    target's upload stops and the fault is recovered.
-//! 2. Isolation: [`Plan::rounds`] rounds, each one [`Plan::round_window`] of the sibling
-//!    *alone* (no fault: the device's default qdisc, no target upload) and one *beside the
-//!    shaped target* (the fault injected again, sch_fq on the device, the target uploading at
-//!    1mbit), in turns whose order alternates by round (even rounds alone first). Every window
-//!    starts a warm-up after the last change (a recovery, or the target's first bytes).
+//! 2. Isolation: [`Plan::rounds`] rounds, each one [`Plan::round_window`] of the sibling in
+//!    each of three conditions: *alone* (no fault: the device's default qdisc, no target
+//!    upload), *beside the shaped target* (the fault injected again, sch_fq on the device, the
+//!    target uploading at 1mbit) and *with the idle fault* (injected, no target upload: what
+//!    the qdisc and the rule alone cost). The order rotates by round, so over a multiple of 3
+//!    rounds each condition takes each place equally often. Every window starts a warm-up
+//!    after the last change (a fault's injection or recovery, the target's first bytes).
 //!
 //! The target's figure is its goodput (TCP payload per second, what an application sees)
 //! against the asked 125,000 B/s; the fault paces IP packets, so goodput sits a header's
 //! share below the asked rate. The sibling's is, per round, its throughput beside the shaped
 //! target over its throughput alone in the same round (adjacent windows, so the emulated
 //! host's slow drifts, which make windows minutes apart differ 1.4-2x, mostly cancel), and
-//! across rounds that ratio's median with its lowest..highest range and interquartile range.
-//! A range that covers 1 is "no measurable difference", never a gain.
+//! across rounds that ratio's median with its lowest..highest range and interquartile range;
+//! the same for the idle fault over alone. A range that covers 1 is "no measurable
+//! difference", never a gain.
 //!
 //! JSON (`figures.vm_6_12.figures.shaping`, `figures.vm_6_1.figures.shaping`):
 //! - `target_goodput_bytes_per_s`, `target_error_percent`, `goal_met`, `window_s`,
@@ -33,9 +36,12 @@
 //!   interquartile range alone would not cover 1); `isolation.rounds_below_1` counts rounds.
 //! - `isolation.sibling_alone_bytes_per_s_median`, `..._with_target_bytes_per_s_median`: the
 //!   sibling's throughput in either condition (medians across rounds, for scale).
-//! - `isolation.per_round[]`: `first` (`alone` or `with_target`), `alone_bytes_per_s`,
-//!   `with_target_bytes_per_s`, `ratio`, and `target_goodput_bytes_per_s` in that round's
-//!   window beside the sibling (a shorter, fresh-connection check of the accuracy figure).
+//! - `isolation.ratio_fault_idle_over_alone`, `fault_idle_rounds_below_1`,
+//!   `fault_idle_verdict`, `sibling_fault_idle_bytes_per_s_median`: the same for the idle fault.
+//! - `isolation.per_round[]`: `order` (the conditions in the order they ran),
+//!   `alone_bytes_per_s`, `with_target_bytes_per_s`, `fault_idle_bytes_per_s`, `ratio`
+//!   (with_target / alone), `fault_idle_ratio`, and `target_goodput_bytes_per_s` in that
+//!   round's window beside the sibling (a shorter, fresh-connection check of accuracy).
 
 use std::{
     io::{ErrorKind, Read as _, Write as _},
@@ -255,6 +261,11 @@ struct Shaped<'a> {
 impl Shaped<'_> {
     /// `during`'s result and the fault's answer to its recovery (with its counters).
     fn run<T>(&self, during: impl FnOnce() -> T) -> Result<(T, Value)> {
+        self.run_with(true, during)
+    }
+
+    /// [`Shaped::run`], with the target's upload or without it (the fault in force, idle).
+    fn run_with<T>(&self, upload: bool, during: impl FnOnce() -> T) -> Result<(T, Value)> {
         // The fault acts in namespace A, named by the bench's own descriptor of it: the target
         // has no process yet, and its upload is to be paced from its first packet.
         let netns = format!(
@@ -268,8 +279,12 @@ impl Shaped<'_> {
             .inject(fault, std::slice::from_ref(&self.cgroup), "600s")?;
         let out = (|| {
             let seen = self.rx.bytes();
-            let _tx = TcpSender::start(self.a, &self.dir, self.rx.addr)?;
-            self.rx.wait_for_bytes(seen, "target's")?;
+            let _tx = upload
+                .then(|| TcpSender::start(self.a, &self.dir, self.rx.addr))
+                .transpose()?;
+            if upload {
+                self.rx.wait_for_bytes(seen, "target's")?;
+            }
             thread::sleep(self.warmup);
             anyhow::Ok(during())
         })();
@@ -278,12 +293,40 @@ impl Shaped<'_> {
     }
 }
 
-/// One isolation round: the sibling's throughput alone and beside the shaped target, and the
-/// target's goodput in its window.
+/// The sibling's conditions in an isolation round.
+#[derive(Clone, Copy)]
+enum Condition {
+    /// No fault, no target upload.
+    Alone,
+    /// The fault in force and the target uploading.
+    WithTarget,
+    /// The fault in force (sch_fq on the device), no target upload.
+    FaultIdle,
+}
+
+impl Condition {
+    const ALL: [Condition; 3] = [
+        Condition::Alone,
+        Condition::WithTarget,
+        Condition::FaultIdle,
+    ];
+
+    fn key(self) -> &'static str {
+        match self {
+            Condition::Alone => "alone",
+            Condition::WithTarget => "with_target",
+            Condition::FaultIdle => "fault_idle",
+        }
+    }
+}
+
+/// One isolation round: the sibling's throughput in each condition, and the target's goodput
+/// in its window.
 struct Round {
-    alone_first: bool,
+    order: [Condition; 3],
     alone: f64,
     with_target: f64,
+    fault_idle: f64,
     target: f64,
 }
 
@@ -292,21 +335,38 @@ impl Round {
         self.with_target / self.alone
     }
 
+    fn idle_ratio(&self) -> f64 {
+        self.fault_idle / self.alone
+    }
+
     fn to_json(&self) -> Value {
         json!({
-            "first": if self.alone_first { "alone" } else { "with_target" },
+            "order": self.order.map(Condition::key),
             "alone_bytes_per_s": round3(self.alone),
             "with_target_bytes_per_s": round3(self.with_target),
+            "fault_idle_bytes_per_s": round3(self.fault_idle),
             "ratio": round3(self.ratio()),
+            "fault_idle_ratio": round3(self.idle_ratio()),
             "target_goodput_bytes_per_s": round3(self.target),
         })
     }
 }
 
+/// `median`, `min`, `max`, `p25`, `p75` of `ratios`.
+fn spread(ratios: &[f64]) -> Value {
+    json!({
+        "median": round3(median(ratios)),
+        "min": round3(percentile(ratios, 0.0)),
+        "max": round3(percentile(ratios, 100.0)),
+        "p25": round3(percentile(ratios, 25.0)),
+        "p75": round3(percentile(ratios, 75.0)),
+    })
+}
+
 /// What the rounds' ratios (sibling beside the shaped target over alone) say: a range that
 /// covers 1 is no measurable difference; the sibling paced near the target's rate is a failed
 /// isolation.
-fn isolation_verdict(ratios: &[f64], with_target_median: f64) -> String {
+fn isolation_verdict(ratios: &[f64], with_target_median: f64, beside: &str) -> String {
     let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let change = 100.0 * (median(ratios) - 1.0);
@@ -329,13 +389,13 @@ fn isolation_verdict(ratios: &[f64], with_target_median: f64) -> String {
         format!("no measurable difference: the rounds' ratios ({lo:.2}..{hi:.2}) cover 1{middle}")
     } else if hi < 1.0 {
         format!(
-            "slower beside the shaped target in every round: median {:.1} % below alone",
+            "slower {beside} in every round: median {:.1} % below alone",
             -change
         )
     } else {
         format!(
-            "faster beside the shaped target in every round (median +{change:.1} %): not read \
-             as a gain the fault gives"
+            "faster {beside} in every round (median +{change:.1} %): not read as a gain the \
+             fault gives"
         )
     }
 }
@@ -374,30 +434,36 @@ pub fn measure(
         ((target_rx.bytes() - t0) as f64 / secs, secs)
     })?;
 
-    // 2. Isolation: alone and beside the shaped target in adjacent windows, order alternating.
+    // 2. Isolation: the three conditions in adjacent windows, their order rotating by round.
     let mut rounds = Vec::with_capacity(plan.rounds);
     for i in 0..plan.rounds {
-        let alone_first = i % 2 == 0;
-        let (mut alone, mut beside) = (None, None);
-        for with_target in [!alone_first, alone_first] {
-            if with_target {
-                let (rates, _) =
-                    shaped.run(|| rates_over([&sibling_rx, &target_rx], plan.round_window))?;
-                beside = Some(rates);
-            } else {
-                // After the previous window's recovery (or round), the sibling settles alone.
-                thread::sleep(plan.warmup);
-                alone = Some(sibling_rx.rate_over(plan.round_window));
+        let mut order = Condition::ALL;
+        order.rotate_left(i % Condition::ALL.len());
+        let (mut alone, mut with_target, mut fault_idle, mut target) = (0.0, 0.0, 0.0, 0.0);
+        for condition in order {
+            match condition {
+                Condition::Alone => {
+                    // After the previous window's recovery (or round), the sibling settles.
+                    thread::sleep(plan.warmup);
+                    alone = sibling_rx.rate_over(plan.round_window);
+                }
+                Condition::WithTarget => {
+                    [with_target, target] = shaped
+                        .run(|| rates_over([&sibling_rx, &target_rx], plan.round_window))?
+                        .0;
+                }
+                Condition::FaultIdle => {
+                    fault_idle = shaped
+                        .run_with(false, || sibling_rx.rate_over(plan.round_window))?
+                        .0;
+                }
             }
         }
-        let ([with_target, target], Some(alone)) = (beside.context("no window beside")?, alone)
-        else {
-            bail!("round {i} has no window alone");
-        };
         rounds.push(Round {
-            alone_first,
+            order,
             alone,
             with_target,
+            fault_idle,
             target,
         });
     }
@@ -407,14 +473,10 @@ pub fn measure(
     let ratios: Vec<f64> = rounds.iter().map(Round::ratio).collect();
     let alone_median = median(&rounds.iter().map(|r| r.alone).collect::<Vec<_>>());
     let with_median = median(&rounds.iter().map(|r| r.with_target).collect::<Vec<_>>());
-    let verdict = isolation_verdict(&ratios, with_median);
-    let ratio = json!({
-        "median": round3(median(&ratios)),
-        "min": round3(percentile(&ratios, 0.0)),
-        "max": round3(percentile(&ratios, 100.0)),
-        "p25": round3(percentile(&ratios, 25.0)),
-        "p75": round3(percentile(&ratios, 75.0)),
-    });
+    let verdict = isolation_verdict(&ratios, with_median, "beside the shaped target");
+    let idle_ratios: Vec<f64> = rounds.iter().map(Round::idle_ratio).collect();
+    let idle_median = median(&rounds.iter().map(|r| r.fault_idle).collect::<Vec<_>>());
+    let idle_verdict = isolation_verdict(&idle_ratios, idle_median, "with the idle fault");
     Ok(json!({
         "fault": {"kind": "net.bandwidth", "rate": RATE, "asked_bytes_per_s": RATE_BYTES_PER_S},
         "traffic": "one bulk TCP upload per cgroup, namespace A -> B over the bench veth, both \
@@ -432,18 +494,25 @@ pub fn measure(
             "alone": "the sibling's upload only, no fault (the device's default qdisc)",
             "with_target": "net.bandwidth in force on the target (sch_fq on the device) and \
                 the target's paced upload beside the sibling's",
-            "order": "alternating: even rounds alone first, odd rounds with_target first",
-            "ratio_with_over_alone": ratio,
+            "fault_idle": "net.bandwidth in force on the target (sch_fq on the device), no \
+                target upload: what the qdisc alone costs",
+            "order": "rotating by round: alone, with_target, fault_idle; then starting one later",
+            "ratio_with_over_alone": spread(&ratios),
+            "ratio_fault_idle_over_alone": spread(&idle_ratios),
             "sibling_alone_bytes_per_s_median": round3(alone_median),
             "sibling_with_target_bytes_per_s_median": round3(with_median),
             "rounds_below_1": ratios.iter().filter(|r| **r < 1.0).count(),
             "verdict": verdict,
+            "sibling_fault_idle_bytes_per_s_median": round3(idle_median),
+            "fault_idle_rounds_below_1": idle_ratios.iter().filter(|r| **r < 1.0).count(),
+            "fault_idle_verdict": idle_verdict,
             "per_round": rounds.iter().map(Round::to_json).collect::<Vec<_>>(),
         },
         "summary": format!(
             "net.bandwidth {RATE}: target {target_rate:.0} B/s ({error_percent:+.1} %, goal \
              ±{GOAL_PERCENT} % {}); sibling beside it / alone: median {:.2} (range {:.2}..{:.2}, \
-             IQR {:.2}..{:.2}) over {} rounds: {verdict}",
+             IQR {:.2}..{:.2}) over {} rounds: {verdict}; with the idle fault / alone: median \
+             {:.2} (range {:.2}..{:.2}): {idle_verdict}",
             if goal_met { "met" } else { "NOT met" },
             median(&ratios),
             percentile(&ratios, 0.0),
@@ -451,6 +520,9 @@ pub fn measure(
             percentile(&ratios, 25.0),
             percentile(&ratios, 75.0),
             rounds.len(),
+            median(&idle_ratios),
+            percentile(&idle_ratios, 0.0),
+            percentile(&idle_ratios, 100.0),
         ),
         "duration_s": round3(started.elapsed().as_secs_f64()),
     }))
@@ -463,18 +535,18 @@ mod tests {
     #[test]
     fn a_range_covering_one_is_no_difference() {
         let fast = 100e6;
-        let v = isolation_verdict(&[0.9, 1.05, 0.97], fast);
+        let v = isolation_verdict(&[0.9, 1.05, 0.97], fast, "beside");
         assert!(v.starts_with("no measurable difference"), "{v}");
-        let v = isolation_verdict(&[0.6, 0.7, 0.8, 0.9, 1.1], fast);
+        let v = isolation_verdict(&[0.6, 0.7, 0.8, 0.9, 1.1], fast, "beside");
         assert!(
             v.contains("cover 1") && v.contains("lies below 1: 4 of 5"),
             "{v}"
         );
-        let v = isolation_verdict(&[0.8, 0.9, 0.85], fast);
+        let v = isolation_verdict(&[0.8, 0.9, 0.85], fast, "beside");
         assert!(v.starts_with("slower") && v.contains("15.0 %"), "{v}");
-        let v = isolation_verdict(&[1.1, 1.2, 1.3], fast);
+        let v = isolation_verdict(&[1.1, 1.2, 1.3], fast, "beside");
         assert!(v.contains("not read as a gain"), "{v}");
-        let v = isolation_verdict(&[0.001], 125_000.0);
+        let v = isolation_verdict(&[0.001], 125_000.0, "beside");
         assert!(v.contains("isolation failed"), "{v}");
     }
 }

@@ -67,10 +67,11 @@ impl Plan {
             },
             io_reads: if quick { 2_000 } else { 10_000 },
             // The 30 s window is the accuracy figure's definition: --quick shortens only the
-            // isolation rounds. Full: ~3.5 min of measurement per kernel.
+            // isolation rounds (a multiple of 3: each condition takes each place as often).
+            // Full: ~4 min of measurement per kernel.
             shaping: shaping::Plan {
                 window: Duration::from_secs(30),
-                rounds: if quick { 3 } else { 7 },
+                rounds: if quick { 3 } else { 6 },
                 round_window: Duration::from_secs(if quick { 5 } else { 8 }),
                 warmup: Duration::from_secs(3),
             },
