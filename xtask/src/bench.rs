@@ -92,7 +92,7 @@ enum Part {
     Proxy,
     /// Stress accuracy next to stress-ng, on this host (figures.stress_accuracy).
     Stress,
-    /// net.bandwidth accuracy and a sibling's throughput, in the 6.12 and 6.1 guests
+    /// net.bandwidth accuracy and isolation rounds with a sibling, in the 6.12 and 6.1 guests
     /// (figures.vm_6_12.figures.shaping, figures.vm_6_1.figures.shaping).
     Shaping,
     /// The daemon's own footprint: idle RSS and CPU (its guardian's too), start to ready,
