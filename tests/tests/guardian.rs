@@ -391,3 +391,54 @@ fn a_torn_journal_entry_is_logged_and_the_rest_reverted() {
     );
     assert!(!log.contains("panicked"), "{log}");
 }
+
+/// The daemon's beat as the guardian reads it (`state/heartbeat`: CLOCK_MONOTONIC ns, or
+/// `u64::MAX` while idle), and how old it is.
+fn beat_file(daemon: &Daemon) -> Option<(u64, Duration)> {
+    let bytes = fs::read(daemon.state_dir().join("heartbeat")).ok()?;
+    let beat = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
+    let now_ns = now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64;
+    Some((beat, Duration::from_nanos(now_ns.saturating_sub(beat))))
+}
+
+/// An idle daemon does not beat (no rule to keep alive, nothing for the guardian to end) and
+/// says so in the file; the first fault has a fresh beat before its inject returns, the beat
+/// goes on while the fault lives, and stops again once the last one has ended.
+#[test]
+fn an_idle_daemon_does_not_beat_and_its_first_fault_beats_before_it_is_in_force() {
+    let daemon = Daemon::start();
+    let idle = |what: &str| {
+        let seen = wait_for(Duration::from_secs(3), || {
+            beat_file(&daemon).filter(|(b, _)| *b == u64::MAX)
+        });
+        assert!(
+            seen.is_some(),
+            "{what}: the beat file is not marked idle: {:?}\n{}",
+            beat_file(&daemon),
+            daemon.log_text()
+        );
+    };
+    idle("after the start");
+    let paused = TestCgroup::new("g-idle");
+    let _holder = KillOnDrop(spawn_in_cgroup(&mut sleeper(), paused.dir()).unwrap());
+    let id = daemon
+        .try_inject(&request(
+            FaultSpec::ProcessPause(ProcessPauseParams {}),
+            &[&paused],
+            "30s",
+        ))
+        .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log_text()))
+        .id;
+    let (beat, age) = beat_file(&daemon).expect("no beat file");
+    assert_ne!(beat, u64::MAX, "still idle with a live fault");
+    assert!(age < Duration::from_millis(500), "a first beat {age:?} old");
+    std::thread::sleep(Duration::from_millis(1500));
+    let (_, age) = beat_file(&daemon).expect("no beat file");
+    assert!(
+        age < Duration::from_millis(500),
+        "the beat is {age:?} old while a fault lives"
+    );
+    block_on(daemon.client().recover(&id)).unwrap();
+    idle("after the last fault ended");
+}

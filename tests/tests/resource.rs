@@ -600,12 +600,26 @@ fn io_throttle_caps_iops_and_ends_at_its_deadline() {
     let scene = IoScene::new("io-iops");
     let before = scene.knobs();
     let fault = inject(&daemon, &scene.target, scene.throttle(None, Some(50)), "8s");
+    let in_force = scene.knobs();
+    assert!(
+        in_force[3].contains(&format!("{} ", scene.disk.1)) && in_force[3].contains("riops=50"),
+        "io.max after the inject: {in_force:?}"
+    );
     let read = fio_result(start_fio(&scene.target, &scene.disk.0, "4k", 4));
     eprintln!(
         "measured: fio --direct=1 4k reads under riops 50: {:.1} IOPS",
         read.iops
     );
-    assert!((45.0..=55.0).contains(&read.iops), "{:.1} IOPS", read.iops);
+    // What the kernel charged to the target, and the knobs then: a miss says whether fio's
+    // reads were the target's and whether the limit was still written.
+    assert!(
+        (45.0..=55.0).contains(&read.iops),
+        "{:.1} IOPS; knobs after fio {:?} (after the inject {in_force:?}); the target's io.stat: {:?}\n{}",
+        read.iops,
+        scene.knobs(),
+        fs::read_to_string(scene.target.dir().join("io.stat")).unwrap_or_default(),
+        daemon.log_text()
+    );
 
     let ended = wait_for(Duration::from_secs(15), || {
         let f = block_on(daemon.client().get(&fault.id)).ok()?;

@@ -92,9 +92,12 @@ enum Part {
     Proxy,
     /// Stress accuracy next to stress-ng, on this host (figures.stress_accuracy).
     Stress,
-    /// net.bandwidth accuracy and a sibling's throughput, in the 6.12 and 6.1 guests
+    /// net.bandwidth accuracy and isolation rounds with a sibling, in the 6.12 and 6.1 guests
     /// (figures.vm_6_12.figures.shaping, figures.vm_6_1.figures.shaping).
     Shaping,
+    /// The daemon's own footprint: idle RSS and CPU (its guardian's too), start to ready,
+    /// RSS and fds after many cycles (figures.footprint).
+    Footprint,
 }
 
 /// Programs the bench drives beside chaosd: `(program on PATH, Debian package)`.
@@ -226,9 +229,38 @@ fn only_part(part: Part, plan: &Plan, bin_dir: &Path) -> Result<Value> {
             stress::measure(&daemon, &mut cgroups, &plan.stress)
                 .map(|f| json!({"stress_accuracy": f}))
         }
+        Part::Footprint => {
+            footprint_figures(&daemon, &mut cgroups, plan, bin_dir).map(|f| json!({"footprint": f}))
+        }
         Part::Shaping => unreachable!("the shaping part runs in the VM guests"),
     };
     figures.map_err(|e| anyhow::anyhow!("{e:#}\nchaosd's log:\n{}", daemon.log()))
+}
+
+/// The footprint alone: idle first (the daemon has done nothing yet), then the rest.
+fn footprint_figures(
+    daemon: &Daemon,
+    cgroups: &mut BenchCgroups,
+    plan: &Plan,
+    bin_dir: &Path,
+) -> Result<Value> {
+    eprintln!("bench: footprint (idle {} s)", plan.idle.as_secs());
+    let idle = footprint::idle(daemon, plan.idle)?;
+    let (cycled, ready) = footprint_after(daemon, cgroups, plan, bin_dir)?;
+    Ok(json!({"idle": idle, "start": ready, "after_cycles": cycled}))
+}
+
+/// RSS and fds after the inject/recover cycles, and start to ready.
+fn footprint_after(
+    daemon: &Daemon,
+    cgroups: &mut BenchCgroups,
+    plan: &Plan,
+    bin_dir: &Path,
+) -> Result<(Value, Value)> {
+    eprintln!("bench: footprint after {} cycles", plan.footprint_cycles);
+    let cycled = footprint::after_cycles(daemon, cgroups, plan.footprint_cycles)?;
+    let ready = footprint::start_to_ready(bin_dir, daemon.ready_after, 5)?;
+    Ok((cycled, ready))
 }
 
 /// Faults in force at once for the concurrent-faults figure.
@@ -289,9 +321,7 @@ fn measure(
     let tcp_proxy = proxy::measure(daemon, cgroups, &plan.proxy)?;
     eprintln!("bench: stress accuracy next to stress-ng");
     let stress_accuracy = stress::measure(daemon, cgroups, &plan.stress)?;
-    eprintln!("bench: footprint after {} cycles", plan.footprint_cycles);
-    let cycled = footprint::after_cycles(daemon, cgroups, plan.footprint_cycles)?;
-    let ready = footprint::start_to_ready(bin_dir, daemon.ready_after, 5)?;
+    let (cycled, ready) = footprint_after(daemon, cgroups, plan, bin_dir)?;
     Ok(json!({
         "footprint": {"idle": idle, "start": ready, "after_cycles": cycled},
         "datapath": datapath,

@@ -55,10 +55,8 @@ pub async fn run(config: Config, systemd: Activation) -> anyhow::Result<()> {
     let beat_file = crate::faults::kernel::beat_file::BeatFile::create(state_dir)
         .inspect_err(|e| warn!("creating the guardian's heartbeat file: {e}"))
         .ok();
-    tokio::spawn(crate::faults::kernel::heartbeat::keep_beating(
-        heartbeat_map,
-        beat_file,
-    ));
+    let heartbeat = crate::faults::kernel::heartbeat::Heartbeat::new(heartbeat_map, beat_file);
+    tokio::spawn(heartbeat.clone().keep_beating());
     kernel.net.fq.set_record(leftovers::fq_record(state_dir));
     kernel.net.tc.set_record(leftovers::tc_record(state_dir));
     if let Some(logger) = logger {
@@ -73,6 +71,7 @@ pub async fn run(config: Config, systemd: Activation) -> anyhow::Result<()> {
     };
     let registry = Registry::new(
         kinds,
+        heartbeat,
         journal,
         config.faults.clone(),
         config.policy.clone(),

@@ -2,7 +2,8 @@
 //! stored in SQLite next to the audit trail so they survive restarts.
 //!
 //! Each schedule remembers up to when its due times were handled (`covered_ms`). The ticker
-//! wakes every second and handles the due times after that: one due less than [`GRACE`] ago
+//! sleeps until the next due time of any schedule (at most [`MAX_NAP`], and a change to the
+//! schedules wakes it) and handles the due times after that: one due less than [`GRACE`] ago
 //! starts; an older one (the daemon was down, or stalled) is recorded as missed and never run
 //! late. A due time whose previous run (or fault) is still going is refused, as is one while
 //! another run is going. Every outcome is a row in `schedule_fires` and an audit record.
@@ -37,8 +38,11 @@ use crate::{
 /// A due time handled later than this is missed, not run late (the tick's jitter, a slow
 /// start right after it).
 pub const GRACE: Duration = Duration::from_secs(2);
-/// How often the ticker looks at the schedules.
-const TICK: Duration = Duration::from_millis(500);
+/// The longest the ticker sleeps: its sleep is on the monotonic clock, due times are on the
+/// wall clock, so a step of the wall clock is noticed within this.
+const MAX_NAP: Duration = Duration::from_secs(10);
+/// Past a due time when the ticker wakes for it (the due time must have passed).
+const PAST_DUE: Duration = Duration::from_millis(5);
 /// Missed due times recorded one by one per schedule and tick; beyond, one summary row.
 const MAX_MISSED_ROWS: usize = 100;
 /// Fires kept per schedule.
@@ -75,6 +79,9 @@ pub fn parse_cron(expr: &str) -> Result<Cron, ScheduleError> {
     Ok(cron)
 }
 
+/// A schedule and the due time to start for it now.
+type Due = (Row, DateTime<Utc>);
+
 /// One stored schedule.
 #[derive(Clone)]
 struct Row {
@@ -97,10 +104,18 @@ pub struct Schedules {
     runs: Arc<Runs>,
     registry: Arc<Registry>,
     history: Arc<History>,
+    /// Wakes the ticker when a schedule is added or resumed.
+    changed: tokio::sync::Notify,
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// How long the ticker sleeps at `now` when `next` is the first due time.
+fn nap_until(next: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Duration {
+    let Some(next) = next else { return MAX_NAP };
+    (next - now).to_std().unwrap_or_default().min(MAX_NAP) + PAST_DUE
 }
 
 /// The time of `ms`, floored to the second: croner keeps a start time's fraction in the
@@ -152,6 +167,7 @@ impl Schedules {
             runs,
             registry,
             history,
+            changed: tokio::sync::Notify::new(),
         }))
     }
 
@@ -194,6 +210,7 @@ impl Schedules {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![id, req.cron.trim(), what, body, title, req.source, owner.uid, owner.gid, rfc3339(now), now.timestamp_millis()],
         )?;
+        self.changed.notify_one();
         self.get(&id)
     }
 
@@ -305,6 +322,7 @@ impl Schedules {
         if changed == 0 {
             return Err(ScheduleError::NotFound { id: id.to_string() });
         }
+        self.changed.notify_one();
         self.get(id)
     }
 
@@ -316,13 +334,16 @@ impl Schedules {
         Ok(info)
     }
 
-    /// Fires what is due, every [`TICK`], until the task is aborted.
+    /// Fires what is due, sleeping in between until the next due time, until the task is
+    /// aborted.
     pub async fn tick_forever(self: Arc<Self>) {
         loop {
             let this = Arc::clone(&self);
             let due = tokio::task::spawn_blocking(move || this.collect_due(Utc::now())).await;
+            let mut next = None;
             match due {
-                Ok(Ok(due)) => {
+                Ok(Ok((due, next_due))) => {
+                    next = next_due;
                     for (row, due_at) in due {
                         Arc::clone(&self).fire(row, due_at).await;
                     }
@@ -330,14 +351,23 @@ impl Schedules {
                 Ok(Err(e)) => tracing::warn!("schedules: {e}"),
                 Err(e) => tracing::warn!("schedules: the tick failed: {e}"),
             }
-            tokio::time::sleep(TICK).await;
+            let nap = nap_until(next, Utc::now());
+            tokio::select! {
+                () = tokio::time::sleep(nap) => {}
+                () = self.changed.notified() => {}
+            }
         }
     }
 
     /// Records missed due times, advances every schedule's coverage to `now` and returns the
-    /// due times to start now (at most one per schedule: the latest within [`GRACE`]).
-    fn collect_due(&self, now: DateTime<Utc>) -> Result<Vec<(Row, DateTime<Utc>)>, ScheduleError> {
+    /// due times to start now (at most one per schedule: the latest within [`GRACE`]), and
+    /// the first due time of any schedule after `now`.
+    fn collect_due(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<Due>, Option<DateTime<Utc>>), ScheduleError> {
         let mut out = Vec::new();
+        let mut first_next: Option<DateTime<Utc>> = None;
         for row in self.rows(None)? {
             let covered = at_ms(row.covered_ms);
             let mut due_times = Vec::new();
@@ -347,6 +377,7 @@ impl Schedules {
                 let mut t = covered;
                 while let Ok(next) = cron.find_next_occurrence(&t, false) {
                     if next > now {
+                        first_next = Some(first_next.map_or(next, |f| f.min(next)));
                         break;
                     }
                     due_times.push(next);
@@ -365,7 +396,7 @@ impl Schedules {
                 out.push((row, d));
             }
         }
-        Ok(out)
+        Ok((out, first_next))
     }
 
     fn record_missed(
@@ -560,6 +591,21 @@ impl Schedules {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ticker_sleeps_until_just_past_the_next_due_time_and_never_long() {
+        let now = at_ms(1_700_000_000_000);
+        let soon = now + chrono::Duration::milliseconds(1_500);
+        assert_eq!(
+            nap_until(Some(soon), now),
+            Duration::from_millis(1_500) + PAST_DUE
+        );
+        let late = now - chrono::Duration::seconds(3);
+        assert_eq!(nap_until(Some(late), now), PAST_DUE);
+        let far = now + chrono::Duration::hours(5);
+        assert_eq!(nap_until(Some(far), now), MAX_NAP + PAST_DUE);
+        assert_eq!(nap_until(None, now), MAX_NAP);
+    }
 
     #[test]
     fn cron_expressions_parse_or_say_why() {

@@ -20,7 +20,10 @@ use crate::{
     engine::journal::Journal,
     engine::metrics::Metrics,
     error::{Error, RequestError},
-    faults::{ActiveFault, ApplyContext, FaultKinds, TargetRule},
+    faults::{
+        ActiveFault, ApplyContext, FaultKinds, TargetRule,
+        kernel::heartbeat::{BeatHold, Heartbeat},
+    },
     host::cgroup,
 };
 
@@ -29,6 +32,7 @@ const ENDED_KEPT: usize = 256;
 
 pub struct Registry {
     kinds: FaultKinds,
+    heartbeat: Heartbeat,
     journal: Arc<Journal>,
     faults_cfg: FaultsConfig,
     policy: PolicyConfig,
@@ -51,11 +55,14 @@ struct Entry {
     /// Taken out while the fault is being reverted (on a blocking thread).
     fault: Option<Box<dyn ActiveFault>>,
     timer: Option<JoinHandle<()>>,
+    /// Keeps the heartbeat going until the fault has ended.
+    _beat: BeatHold,
 }
 
 impl Registry {
     pub fn new(
         kinds: FaultKinds,
+        heartbeat: Heartbeat,
         journal: Journal,
         faults_cfg: FaultsConfig,
         policy: PolicyConfig,
@@ -63,6 +70,7 @@ impl Registry {
     ) -> Arc<Self> {
         Arc::new(Registry {
             kinds,
+            heartbeat,
             journal: Arc::new(journal),
             faults_cfg,
             policy,
@@ -118,6 +126,9 @@ impl Registry {
             limits: Vec::new(),
             outcome: None,
         };
+        // Before anything is journaled or written: the guardian and the kernel then see a
+        // fresh beat from the fault's first moment.
+        let beat = self.heartbeat.hold();
         let applied = self.apply_off_runtime(&info, duration).await;
         let mut inner = self.inner.lock().await;
         inner.applying.remove(&id);
@@ -136,6 +147,7 @@ impl Registry {
                 info: info.clone(),
                 fault: Some(fault),
                 timer,
+                _beat: beat,
             },
         );
         self.metrics.observe_inject(&info.kind, started.elapsed());

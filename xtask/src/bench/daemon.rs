@@ -60,7 +60,20 @@ impl Daemon {
             .context("writing the daemon's config")?;
         let log = std::fs::File::create(dir.path().join("chaosd.log"))?;
         let spawned = Instant::now();
-        let child = Command::new(bin_dir.join("chaosd"))
+        let mut cmd = Command::new(bin_dir.join("chaosd"));
+        // A bench killed by a signal runs no Drop: the daemon then stops (and reverts its
+        // faults) when the bench's thread dies. Daemons are started from the main thread.
+        // SAFETY: prctl(2) only, between fork and exec.
+        unsafe {
+            use std::os::unix::process::CommandExt as _;
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
             .arg("--config")
             .arg(&config)
             .arg("--socket")
@@ -94,6 +107,13 @@ impl Daemon {
     /// The daemon's pid.
     pub fn pid(&self) -> u32 {
         self.child.0.id()
+    }
+
+    /// The guardian's pid, from the state dir's `guardian.json` (None without a guardian).
+    pub fn guardian_pid(&self) -> Option<u32> {
+        let bytes = std::fs::read(self.dir.path().join("state/guardian.json")).ok()?;
+        let record: Value = serde_json::from_slice(&bytes).ok()?;
+        record["pid"].as_u64().map(|p| p as u32)
     }
 
     pub fn log(&self) -> String {

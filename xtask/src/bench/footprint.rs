@@ -37,26 +37,104 @@ fn open_fds(pid: u32) -> Result<usize> {
     Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
 }
 
-/// Idle figures of a daemon that has done nothing yet: RSS, and CPU over `idle`.
+/// What the kernel counted for every live thread of `pid`: nanoseconds on a CPU
+/// (`schedstat`, exact where tick-sampled utime+stime is not) and context switches (each one
+/// a wake-up or a preemption).
+#[derive(Clone, Copy, Default)]
+struct ThreadCounts {
+    cpu_ns: u64,
+    switches: u64,
+}
+
+fn thread_counts(pid: u32) -> Result<ThreadCounts> {
+    let mut total = ThreadCounts::default();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let dir = task?.path();
+        // A thread may exit between the listing and the read.
+        let Ok(sched) = std::fs::read_to_string(dir.join("schedstat")) else {
+            continue;
+        };
+        total.cpu_ns += sched
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+        total.switches += status
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("voluntary_ctxt_switches:")
+                    .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+            })
+            .filter_map(|v| v.trim().parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    Ok(total)
+}
+
+/// A process's CPU over a window, two ways: tick-sampled utime+stime (counts threads that
+/// exited in the window) and per-thread schedstat (ns resolution, live threads only).
+struct CpuWindow {
+    ticks: u64,
+    threads: ThreadCounts,
+}
+
+impl CpuWindow {
+    fn open(pid: u32) -> Result<CpuWindow> {
+        Ok(CpuWindow {
+            ticks: cpu_ticks(pid)?,
+            threads: thread_counts(pid)?,
+        })
+    }
+
+    fn close(self, pid: u32, elapsed: Duration) -> Result<Value> {
+        // SAFETY: sysconf with a constant name.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let secs = elapsed.as_secs_f64();
+        let ticks = cpu_ticks(pid)?.saturating_sub(self.ticks);
+        let now = thread_counts(pid)?;
+        let cpu_ns = now.cpu_ns.saturating_sub(self.threads.cpu_ns);
+        let switches = now.switches.saturating_sub(self.threads.switches);
+        Ok(json!({
+            "cpu_percent": round3(ticks as f64 / hz / secs * 100.0),
+            "cpu_resolution_percent": round3(100.0 / hz / secs),
+            "cpu_percent_schedstat": round3(cpu_ns as f64 / 1e9 / secs * 100.0),
+            "context_switches_per_s": round3(switches as f64 / secs),
+        }))
+    }
+}
+
+/// Idle figures of a daemon that has done nothing yet: RSS, and CPU over `idle`, the
+/// daemon's and its guardian's (a separate process that polls the daemon).
 pub fn idle(daemon: &Daemon, idle: Duration) -> Result<Value> {
     let pid = daemon.pid();
     // Let start-up work (program probes, the first heartbeat) settle.
     std::thread::sleep(Duration::from_secs(2));
     let rss = rss_kib(pid)?;
     let fds = open_fds(pid)?;
-    let ticks = cpu_ticks(pid)?;
+    let guardian = daemon.guardian_pid();
+    let daemon_cpu = CpuWindow::open(pid)?;
+    let guardian_cpu = guardian.map(CpuWindow::open).transpose()?;
     let t = Instant::now();
     std::thread::sleep(idle);
-    let used = cpu_ticks(pid)?.saturating_sub(ticks);
-    // SAFETY: sysconf with a constant name.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let cpu_percent = used as f64 / hz / t.elapsed().as_secs_f64() * 100.0;
+    let elapsed = t.elapsed();
+    let daemon_cpu = daemon_cpu.close(pid, elapsed)?;
+    let guardian_fig = match (guardian, guardian_cpu) {
+        (Some(g), Some(w)) => json!({
+            "pid": g,
+            "rss_mib": round3(rss_kib(g)? as f64 / 1024.0),
+            "cpu": w.close(g, elapsed)?,
+        }),
+        _ => Value::Null,
+    };
     Ok(json!({
         "idle_rss_mib": round3(rss as f64 / 1024.0),
         "idle_fds": fds,
-        "idle_cpu_percent": round3(cpu_percent),
+        "idle_cpu_percent": daemon_cpu["cpu_percent"],
         "idle_window_s": idle.as_secs(),
-        "cpu_resolution_percent": round3(100.0 / hz / idle.as_secs_f64()),
+        "cpu_resolution_percent": daemon_cpu["cpu_resolution_percent"],
+        "idle_cpu": daemon_cpu,
+        "guardian": guardian_fig,
     }))
 }
 

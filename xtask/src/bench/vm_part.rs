@@ -66,10 +66,13 @@ impl Plan {
                 quiet: Duration::from_millis(50),
             },
             io_reads: if quick { 2_000 } else { 10_000 },
-            // The 30 s window is the figure's definition: --quick shortens only the baselines.
+            // The 30 s window is the accuracy figure's definition: --quick shortens only the
+            // isolation rounds (a multiple of 3: each condition takes each place as often).
+            // Full: ~4 min of measurement per kernel.
             shaping: shaping::Plan {
                 window: Duration::from_secs(30),
-                baseline: Duration::from_secs(if quick { 5 } else { 10 }),
+                rounds: if quick { 3 } else { 6 },
+                round_window: Duration::from_secs(if quick { 5 } else { 8 }),
                 warmup: Duration::from_secs(3),
             },
         }

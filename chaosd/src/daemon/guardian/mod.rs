@@ -41,8 +41,11 @@ use crate::host::proc;
 /// The process name (`/proc/PID/comm`) of a guardian.
 pub const COMM: &str = "chaosd-guardian";
 
-/// How often the guardian looks at the heartbeat while the daemon lives.
+/// How often the guardian looks at the heartbeat while the daemon lives and beats.
 const POLL: Duration = Duration::from_millis(100);
+/// How often it looks while the daemon is idle (no live fault, no beat): its death still
+/// wakes the guardian at once; only a stall right after a first inject is seen this late.
+const POLL_IDLE: Duration = Duration::from_secs(1);
 
 /// The guardian trusts the daemon as long as the kernel does (`HEARTBEAT_STALE_NS`).
 const STALE_NS: u64 = chaosd_common::heartbeat::HEARTBEAT_STALE_NS;
@@ -119,8 +122,9 @@ pub fn run(args: GuardianArgs) -> i32 {
 fn watch(args: &GuardianArgs, daemon: &proc::PidFd) {
     let mut torn_seen = HashSet::new();
     let mut stalled = false;
+    let mut poll = POLL;
     loop {
-        match daemon.wait_exit(POLL) {
+        match daemon.wait_exit(poll) {
             Ok(true) => return,
             Ok(false) => {}
             Err(e) => {
@@ -128,7 +132,13 @@ fn watch(args: &GuardianArgs, daemon: &proc::PidFd) {
                 return;
             }
         }
-        let age = beat_age_ns(&args.state_dir);
+        let last = beat::last(&args.state_dir);
+        poll = if last == Some(beat::IDLE) {
+            POLL_IDLE
+        } else {
+            POLL
+        };
+        let age = beat_age_ns(last);
         let now_stalled = age.is_some_and(|a| a > STALE_NS);
         if now_stalled != stalled {
             stalled = now_stalled;
@@ -147,9 +157,11 @@ fn watch(args: &GuardianArgs, daemon: &proc::PidFd) {
     }
 }
 
-/// How long ago the daemon's runtime last beat; None before its first beat.
-fn beat_age_ns(state_dir: &Path) -> Option<u64> {
-    let last = beat::last(state_dir)?;
+/// How long ago the daemon's runtime beat `last` (the beat file's); None before its first
+/// beat and while it is idle (no live fault: it does not beat, and a stall would leave
+/// nothing to end).
+fn beat_age_ns(last: Option<u64>) -> Option<u64> {
+    let last = last.filter(|&b| b != beat::IDLE)?;
     Some(crate::faults::kernel::monotonic_ns().saturating_sub(last))
 }
 

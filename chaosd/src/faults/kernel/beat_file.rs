@@ -4,8 +4,9 @@
 //! exactly as it does to the eBPF programs.
 //!
 //! `state_dir/heartbeat` holds 8 bytes, little-endian nanoseconds, rewritten in place (one
-//! `pwrite` of 8 bytes to the page cache: a reader never sees half of it). It is not fsynced:
-//! a reboot ends the faults it guards anyway.
+//! `pwrite` of 8 bytes to the page cache: a reader never sees half of it), or [`IDLE`] while
+//! no fault holds the heartbeat (the daemon then does not beat, and has nothing to guard). It
+//! is not fsynced: a reboot ends the faults it guards anyway.
 
 use std::{
     fs::{File, OpenOptions},
@@ -13,6 +14,9 @@ use std::{
     os::unix::fs::FileExt as _,
     path::{Path, PathBuf},
 };
+
+/// Written instead of a time while the daemon has no live fault and so does not beat.
+pub const IDLE: u64 = u64::MAX;
 
 pub fn path(state_dir: &Path) -> PathBuf {
     state_dir.join("heartbeat")
@@ -35,9 +39,14 @@ impl BeatFile {
     pub fn beat(&self, now_ns: u64) -> io::Result<()> {
         self.0.write_all_at(&now_ns.to_le_bytes(), 0)
     }
+
+    /// Records that the daemon stops beating because nothing needs it ([`IDLE`]).
+    pub fn mark_idle(&self) -> io::Result<()> {
+        self.beat(IDLE)
+    }
 }
 
-/// The last beat written in `state_dir` (CLOCK_MONOTONIC ns); None without one.
+/// The last beat written in `state_dir` (CLOCK_MONOTONIC ns, or [`IDLE`]); None without one.
 pub fn last(state_dir: &Path) -> Option<u64> {
     let mut bytes = [0u8; 8];
     File::open(path(state_dir))
@@ -59,5 +68,7 @@ mod tests {
         assert_eq!(last(dir.path()), Some(42));
         f.beat(u64::MAX - 1).unwrap();
         assert_eq!(last(dir.path()), Some(u64::MAX - 1));
+        f.mark_idle().unwrap();
+        assert_eq!(last(dir.path()), Some(IDLE));
     }
 }
