@@ -55,9 +55,12 @@ impl History {
         // The guardian writes here too, while a stalled daemon may hold the database.
         conn.busy_timeout(std::time::Duration::from_secs(2))
             .with_context(context)?;
+        // The trail is appended to and read newest-first a page at a time: a 256 KiB page
+        // cache (SQLite's default is 2 MiB) is plenty, and it is resident for the daemon's life.
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = NORMAL;
+             PRAGMA cache_size = -256;
              CREATE TABLE IF NOT EXISTS mutations (
                  id INTEGER PRIMARY KEY AUTOINCREMENT,
                  at TEXT NOT NULL,

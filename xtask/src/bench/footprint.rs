@@ -163,20 +163,31 @@ pub fn after_cycles(daemon: &Daemon, cgroups: &mut BenchCgroups, cycles: usize) 
     std::thread::sleep(Duration::from_millis(500));
     let (rss0, fds0) = (rss_kib(pid)?, open_fds(pid)?);
     let t = Instant::now();
-    for _ in 0..cycles {
+    // RSS halfway too: caches that fill up once (the ended list, SQLite's page cache) stop
+    // growing, a leak grows as much in the second half as in the first.
+    let mut rss_half = 0;
+    for n in 0..cycles {
         let id = daemon.inject(loss.clone(), std::slice::from_ref(&target), "60s")?;
         daemon.recover(&id)?;
+        if n + 1 == cycles / 2 {
+            rss_half = rss_kib(pid)?;
+        }
     }
     let took = t.elapsed();
     // Ended faults are kept for the history for a while; give freeing a moment.
     std::thread::sleep(Duration::from_secs(1));
     let (rss1, fds1) = (rss_kib(pid)?, open_fds(pid)?);
+    let mib = |kib: u64| round3(kib as f64 / 1024.0);
+    let growth = |from: u64, to: u64| round3((to as f64 - from as f64) / 1024.0);
     Ok(json!({
         "cycles": cycles,
         "cycles_s": round3(took.as_secs_f64()),
-        "rss_mib_before": round3(rss0 as f64 / 1024.0),
-        "rss_mib_after": round3(rss1 as f64 / 1024.0),
-        "rss_growth_mib": round3((rss1 as f64 - rss0 as f64) / 1024.0),
+        "rss_mib_before": mib(rss0),
+        "rss_mib_halfway": mib(rss_half),
+        "rss_mib_after": mib(rss1),
+        "rss_growth_mib": growth(rss0, rss1),
+        "rss_growth_first_half_mib": growth(rss0, rss_half),
+        "rss_growth_second_half_mib": growth(rss_half, rss1),
         "fds_before": fds0,
         "fds_after": fds1,
     }))
