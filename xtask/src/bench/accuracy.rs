@@ -9,7 +9,7 @@ use super::{
     cgroup::BenchCgroups,
     daemon::Daemon,
     probe::{Receiver, Sender},
-    stats::{median, round3},
+    stats::{median, round3, spread},
 };
 
 /// Loss: `packets` datagrams from a sender in the target cgroup; the share that did not
@@ -131,6 +131,7 @@ pub fn cpu(
             "asked_load_percent": load,
             "workers": 1,
             "measured_load_percent_median": round3(median(&measured)),
+            "measured_load_percent_spread": spread(&measured),
             "counter_load_percent": round3(counter),
             "windows": windows,
             "window_s": window.as_secs_f64(),

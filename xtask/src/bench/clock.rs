@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use super::{
     cgroup::BenchCgroups,
     daemon::Daemon,
-    stats::{median, round3},
+    stats::{median, round3, spread},
 };
 
 /// Offsets asked, as the API spells them, and in ns.
@@ -60,10 +60,13 @@ pub fn measure(
         daemon.recover(&id)?;
         run?;
         let error = median(&seen) - asked_ns;
+        let errors: Vec<f64> = seen.iter().map(|s| s - asked_ns).collect();
         rows.push(json!({
             "asked_offset": offset,
             "offset_error_ns_median": round3(error),
+            "offset_error_ns_spread": spread(&errors),
             "unskewed_process_offset_ns_median": round3(median(&native_offsets)),
+            "unskewed_process_offset_ns_spread": spread(&native_offsets),
         }));
     }
     let (n, p) = (median(&native_ns), median(&patched_ns));
@@ -73,7 +76,9 @@ pub fn measure(
             "rounds_per_offset": rounds,
             "calls_per_run": ITERATIONS,
             "native_ns_per_call_median": round3(n),
+            "native_ns_per_call_spread": spread(&native_ns),
             "patched_ns_per_call_median": round3(p),
+            "patched_ns_per_call_spread": spread(&patched_ns),
             "patched_vs_native": round3(p / n),
             "offsets": rows,
         },

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::{
     netns::{ADDR_B, NetNs, join, server_addr},
-    stats::{median, percentile, round3},
+    stats::{median, percentile, round3, spread, verdict},
 };
 
 /// How much traffic one configuration gets in each round (configurations take turns, so a
@@ -25,27 +25,42 @@ pub struct Plan {
     pub round_trips_per_round: usize,
 }
 
-/// Throughput (Gbit/s, median of runs) and round-trip latency (µs, p50/p99 of every trip).
+/// Throughput (Gbit/s, median of runs) and round-trip latency (µs, p50/p99 of every trip),
+/// with each round's throughput and p50 kept for ratios round by round.
 pub struct Figures {
     pub gbps: f64,
     pub rr_p50_us: f64,
     pub rr_p99_us: f64,
+    round_gbps: Vec<f64>,
+    round_p50_us: Vec<f64>,
 }
 
 impl Figures {
     pub fn json(&self) -> Value {
         json!({
             "tcp_throughput_gbps_median": round3(self.gbps),
+            "tcp_throughput_gbps_spread": spread(&self.round_gbps),
             "tcp_rr_latency_us_p50": round3(self.rr_p50_us),
+            "tcp_rr_latency_us_p50_spread": spread(&self.round_p50_us),
             "tcp_rr_latency_us_p99": round3(self.rr_p99_us),
         })
     }
 
-    /// This configuration relative to `base`: throughput ratio and latency ratio.
+    /// This configuration relative to `base`, round by round (the two took turns in each
+    /// round): the median ratio, its spread over rounds, and what the spread allows to say.
     pub fn ratios(&self, base: &Figures) -> Value {
+        let per_round = |ours: &[f64], theirs: &[f64]| -> Vec<f64> {
+            ours.iter().zip(theirs).map(|(o, t)| o / t).collect()
+        };
+        let tput = per_round(&self.round_gbps, &base.round_gbps);
+        let p50 = per_round(&self.round_p50_us, &base.round_p50_us);
         json!({
-            "throughput_vs_baseline": round3(self.gbps / base.gbps),
-            "rr_latency_p50_vs_baseline": round3(self.rr_p50_us / base.rr_p50_us),
+            "throughput_vs_baseline": round3(median(&tput)),
+            "throughput_vs_baseline_spread": spread(&tput),
+            "throughput_verdict": verdict(&tput, "faster", "slower"),
+            "rr_latency_p50_vs_baseline": round3(median(&p50)),
+            "rr_latency_p50_vs_baseline_spread": spread(&p50),
+            "rr_latency_verdict": verdict(&p50, "slower", "faster"),
         })
     }
 }
@@ -55,14 +70,16 @@ impl Figures {
 pub struct Samples {
     gbps: Vec<f64>,
     trips_us: Vec<f64>,
+    round_p50_us: Vec<f64>,
 }
 
 impl Samples {
     /// One round: a throughput run and a batch of round trips.
     pub fn add_round(&mut self, a: &NetNs, b: &NetNs, plan: &Plan) -> Result<()> {
         self.gbps.push(throughput_once(a, b, plan.throughput_run)?);
-        self.trips_us
-            .extend(round_trips(a, b, plan.round_trips_per_round)?);
+        let trips = round_trips(a, b, plan.round_trips_per_round)?;
+        self.round_p50_us.push(median(&trips));
+        self.trips_us.extend(trips);
         Ok(())
     }
 
@@ -71,6 +88,8 @@ impl Samples {
             gbps: median(&self.gbps),
             rr_p50_us: median(&self.trips_us),
             rr_p99_us: percentile(&self.trips_us, 99.0),
+            round_gbps: self.gbps.clone(),
+            round_p50_us: self.round_p50_us.clone(),
         }
     }
 }

@@ -42,7 +42,7 @@ use serde_json::{Value, json};
 use super::{
     cgroup::BenchCgroups,
     daemon::Daemon,
-    stats::{median, percentile, round3},
+    stats::{median, min_max, percentile, round3, spread, verdict},
 };
 
 /// The `fault-cli` release the bench installs (pinned: its figures should not move with
@@ -468,36 +468,6 @@ impl Samples {
             "latency_verdict": verdict(&p50_ratio, "slower", "faster"),
             "throughput_verdict": verdict(&tput, "faster", "slower"),
         })
-    }
-}
-
-fn min_max(v: &[f64]) -> (f64, f64) {
-    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    (lo, hi)
-}
-
-/// `[min, max]` over the rounds.
-fn spread(v: &[f64]) -> Value {
-    let (lo, hi) = min_max(v);
-    json!([round3(lo), round3(hi)])
-}
-
-/// Reads per-round ratios: a spread covering 1 is no measurable difference.
-fn verdict(ratios: &[f64], above: &str, below: &str) -> String {
-    let (lo, hi) = min_max(ratios);
-    if lo <= 1.0 && hi >= 1.0 {
-        "no measurable difference (the ratio's spread over rounds covers 1)".into()
-    } else if lo > 1.0 {
-        format!(
-            "{above} in every round (median ratio {:.3})",
-            median(ratios)
-        )
-    } else {
-        format!(
-            "{below} in every round (median ratio {:.3})",
-            median(ratios)
-        )
     }
 }
 

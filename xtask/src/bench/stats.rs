@@ -1,5 +1,7 @@
 //! Order statistics: every figure the bench reports is a median, a percentile or a ratio.
 
+use serde_json::{Value, json};
+
 /// The `p`-th percentile (0..=100, nearest rank) of `samples`; NaN when empty.
 pub fn percentile(samples: &[f64], p: f64) -> f64 {
     if samples.is_empty() {
@@ -18,6 +20,37 @@ pub fn median(samples: &[f64]) -> f64 {
 /// Rounds for the report (3 significant decimals are plenty for these figures).
 pub fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
+}
+
+/// Lowest and highest of `v`.
+pub fn min_max(v: &[f64]) -> (f64, f64) {
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (lo, hi)
+}
+
+/// `[min, max]` over the rounds.
+pub fn spread(v: &[f64]) -> Value {
+    let (lo, hi) = min_max(v);
+    json!([round3(lo), round3(hi)])
+}
+
+/// Reads per-round ratios: a spread covering 1 is no measurable difference.
+pub fn verdict(ratios: &[f64], above: &str, below: &str) -> String {
+    let (lo, hi) = min_max(ratios);
+    if lo <= 1.0 && hi >= 1.0 {
+        "no measurable difference (the ratio's spread over rounds covers 1)".into()
+    } else if lo > 1.0 {
+        format!(
+            "{above} in every round (median ratio {:.3})",
+            median(ratios)
+        )
+    } else {
+        format!(
+            "{below} in every round (median ratio {:.3})",
+            median(ratios)
+        )
+    }
 }
 
 #[cfg(test)]
