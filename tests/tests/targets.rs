@@ -5,8 +5,9 @@
 //! find the cgroups container runtimes make (named as containerd names them under the
 //! systemd driver, inside a test cgroup).
 //!
-//! The peer is 127.77.0.1, a loopback address nothing else on the host uses, so a partition
-//! on every cgroup of the host touches no other traffic.
+//! Each test has its own peer, a loopback address 127.77.0.x nothing else on the host uses:
+//! the tests of this file run at once, and the host-wide partition (on every cgroup, the other
+//! tests' too) must cut off only its own peer.
 
 use std::{net::SocketAddr, process::Command};
 
@@ -22,10 +23,16 @@ use chaosd_integration::{
     spawn_in_cgroup, udp_from_cgroup_to,
 };
 
-const PEER: &str = "127.77.0.1";
+/// The peer of the host-wide partition.
+const HOST_WIDE_PEER: &str = "127.77.0.1";
+const DRY_RUN_PEER: &str = "127.77.0.2";
+const REFUSED_PEER: &str = "127.77.0.3";
+const CONTAINER_PEER: &str = "127.77.0.4";
+const CGNS_PEER: &str = "127.77.0.5";
 const COUNT: u32 = 50;
 
 struct Scene {
+    peer: &'static str,
     base: TestCgroup,
     ssh: TestCgroup,
     app: TestCgroup,
@@ -37,7 +44,7 @@ struct Scene {
 }
 
 impl Scene {
-    fn new() -> Scene {
+    fn new(peer: &'static str) -> Scene {
         let base = TestCgroup::new("hostwide");
         let ssh = base.child("sshd.service");
         let app = base.child("app");
@@ -51,8 +58,9 @@ impl Scene {
             .into_iter()
             .collect();
         let (app_sleeper, ssh_sleeper) = (sleepers[0].0.id(), sleepers[1].0.id());
-        let sink = UdpSink::bind(SocketAddr::new(PEER.parse().unwrap(), 0)).unwrap();
+        let sink = UdpSink::bind(SocketAddr::new(peer.parse().unwrap(), 0)).unwrap();
         Scene {
+            peer,
             base,
             ssh,
             app,
@@ -71,10 +79,10 @@ impl Scene {
     }
 }
 
-fn partition(targets: Vec<TargetSelector>) -> InjectRequest {
+fn partition(peer: &str, targets: Vec<TargetSelector>) -> InjectRequest {
     InjectRequest {
         fault: FaultSpec::NetPartition(NetPartitionParams {
-            filter: net_filter(Some(&format!("{PEER}/32")), None, Proto::Any),
+            filter: net_filter(Some(&format!("{peer}/32")), None, Proto::Any),
         }),
         targets,
         duration: Some("2m".into()),
@@ -83,7 +91,7 @@ fn partition(targets: Vec<TargetSelector>) -> InjectRequest {
 
 #[test]
 fn a_host_wide_partition_spares_sshd_service_and_reaches_every_other_cgroup() {
-    let scene = Scene::new();
+    let scene = Scene::new(HOST_WIDE_PEER);
     let daemon = Daemon::start();
     assert_eq!(
         scene.reached(),
@@ -92,7 +100,7 @@ fn a_host_wide_partition_spares_sshd_service_and_reaches_every_other_cgroup() {
     );
 
     let info = daemon
-        .try_inject(&partition(vec![TargetSelector::Host]))
+        .try_inject(&partition(scene.peer, vec![TargetSelector::Host]))
         .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log_text()));
     let targeted: Vec<&str> = info.targets.iter().map(|t| t.cgroup.as_str()).collect();
     for cg in [&scene.app, &scene.other] {
@@ -129,12 +137,12 @@ fn a_host_wide_partition_spares_sshd_service_and_reaches_every_other_cgroup() {
 
 #[test]
 fn a_dry_run_names_cgroups_and_processes_and_changes_nothing() {
-    let scene = Scene::new();
+    let scene = Scene::new(DRY_RUN_PEER);
     let daemon = Daemon::start();
     let plan = block_on(
         daemon
             .client()
-            .dry_run(&partition(vec![TargetSelector::Host])),
+            .dry_run(&partition(scene.peer, vec![TargetSelector::Host])),
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log_text()));
     assert_eq!(plan.kind, "net.partition");
@@ -174,13 +182,10 @@ fn a_dry_run_names_cgroups_and_processes_and_changes_nothing() {
     assert!(!plan.targets.iter().any(|t| t.cgroup == scene.base.rel()));
 
     // Named targets too, and nothing changed: no fault, the peer reachable.
-    let named = block_on(
-        daemon
-            .client()
-            .dry_run(&partition(vec![TargetSelector::Cgroup(
-                scene.app.rel().into(),
-            )])),
-    )
+    let named = block_on(daemon.client().dry_run(&partition(
+        scene.peer,
+        vec![TargetSelector::Cgroup(scene.app.rel().into())],
+    )))
     .unwrap();
     assert_eq!(named.targets.len(), 1);
     assert_eq!(named.targets[0].processes.len(), 1);
@@ -196,7 +201,7 @@ fn a_dry_run_names_cgroups_and_processes_and_changes_nothing() {
         "partition",
         "--host",
         "--dst",
-        "127.77.0.1/32",
+        &format!("{}/32", scene.peer),
         "--duration",
         "1m",
         "--dry-run",
@@ -210,7 +215,7 @@ fn a_dry_run_names_cgroups_and_processes_and_changes_nothing() {
 
 #[test]
 fn host_wide_targets_are_refused_where_they_make_no_sense() {
-    let scene = Scene::new();
+    let scene = Scene::new(REFUSED_PEER);
     let daemon = Daemon::start();
     let refused = |req: InjectRequest, says: &str| match daemon.try_inject(&req) {
         Err(ClientError::Api(msg, status)) => {
@@ -220,10 +225,13 @@ fn host_wide_targets_are_refused_where_they_make_no_sense() {
         other => panic!("accepted: {other:?}"),
     };
     refused(
-        partition(vec![
-            TargetSelector::Host,
-            TargetSelector::Cgroup(scene.app.rel().into()),
-        ]),
+        partition(
+            scene.peer,
+            vec![
+                TargetSelector::Host,
+                TargetSelector::Cgroup(scene.app.rel().into()),
+            ],
+        ),
         "give it alone",
     );
     refused(
@@ -251,13 +259,13 @@ fn containers_and_pods_are_targeted_by_the_cgroups_their_runtime_names() {
         UID.replace('-', "_")
     ));
     let container = pod.child(&format!("cri-containerd-{ID}.scope"));
-    let sink = UdpSink::bind(SocketAddr::new(PEER.parse().unwrap(), 0)).unwrap();
+    let sink = UdpSink::bind(SocketAddr::new(CONTAINER_PEER.parse().unwrap(), 0)).unwrap();
     let daemon = Daemon::start();
     let lose_all = |target: TargetSelector| InjectRequest {
         fault: loss_spec(
             100.0,
             Direction::Egress,
-            net_filter(Some(&format!("{PEER}/32")), None, Proto::Any),
+            net_filter(Some(&format!("{CONTAINER_PEER}/32")), None, Proto::Any),
         ),
         targets: vec![target],
         duration: Some("1m".into()),
@@ -326,13 +334,13 @@ fn a_daemon_in_a_private_cgroup_namespace_resolves_targets_as_the_host_sees_them
         "{}",
         daemon.log_text()
     );
-    let sink = UdpSink::bind(SocketAddr::new(PEER.parse().unwrap(), 0)).unwrap();
+    let sink = UdpSink::bind(SocketAddr::new(CGNS_PEER.parse().unwrap(), 0)).unwrap();
     let info = daemon
         .try_inject(&InjectRequest {
             fault: loss_spec(
                 100.0,
                 Direction::Egress,
-                net_filter(Some(&format!("{PEER}/32")), None, Proto::Any),
+                net_filter(Some(&format!("{CGNS_PEER}/32")), None, Proto::Any),
             ),
             targets: vec![TargetSelector::Pid(sleeper.0.id())],
             duration: Some("1m".into()),
