@@ -98,6 +98,9 @@ enum Part {
     /// The daemon's own footprint: idle RSS and CPU (its guardian's too), start to ready,
     /// RSS and fds after many cycles (figures.footprint).
     Footprint,
+    /// The control path: inject/recover latency and 1,000 faults at once
+    /// (figures.control_latency, figures.concurrent_faults).
+    Control,
 }
 
 /// Programs the bench drives beside chaosd: `(program on PATH, Debian package)`.
@@ -232,9 +235,19 @@ fn only_part(part: Part, plan: &Plan, bin_dir: &Path) -> Result<Value> {
         Part::Footprint => {
             footprint_figures(&daemon, &mut cgroups, plan, bin_dir).map(|f| json!({"footprint": f}))
         }
+        Part::Control => control_figures(&daemon, &mut cgroups, plan),
         Part::Shaping => unreachable!("the shaping part runs in the VM guests"),
     };
     figures.map_err(|e| anyhow::anyhow!("{e:#}\nchaosd's log:\n{}", daemon.log()))
+}
+
+/// Control latency, then the concurrent faults.
+fn control_figures(daemon: &Daemon, cgroups: &mut BenchCgroups, plan: &Plan) -> Result<Value> {
+    eprintln!("bench: control latency ({} cycles)", plan.cycles);
+    let control = control::measure(daemon, cgroups, plan.cycles)?;
+    eprintln!("bench: {CONCURRENT_FAULTS} concurrent faults");
+    let concurrent = control::concurrent(daemon, cgroups, CONCURRENT_FAULTS)?;
+    Ok(json!({"control_latency": control, "concurrent_faults": concurrent}))
 }
 
 /// The footprint alone: idle first (the daemon has done nothing yet), then the rest.
@@ -300,10 +313,7 @@ fn measure(
     )?;
     eprintln!("bench: iperf3 detached vs attached");
     let iperf = iperf::measure(daemon, &a, &b, &others, plan.iperf_rounds, 3)?;
-    eprintln!("bench: control latency ({} cycles)", plan.cycles);
-    let control = control::measure(daemon, cgroups, plan.cycles)?;
-    eprintln!("bench: {CONCURRENT_FAULTS} concurrent faults");
-    let concurrent = control::concurrent(daemon, cgroups, CONCURRENT_FAULTS)?;
+    let control = control_figures(daemon, cgroups, plan)?;
     eprintln!("bench: accuracy");
     let loss = accuracy::loss(daemon, cgroups, &[1.0, 10.0, 50.0], 10_000)?;
     let cpu = accuracy::cpu(
@@ -327,8 +337,8 @@ fn measure(
         "datapath": datapath,
         "per_packet_cost": per_packet,
         "iperf3": iperf,
-        "control_latency": control,
-        "concurrent_faults": concurrent,
+        "control_latency": control["control_latency"],
+        "concurrent_faults": control["concurrent_faults"],
         "accuracy": {
             "loss": loss,
             "io_errno": accuracy::io_errno(daemon, cgroups, &[1.0, 10.0, 50.0], 10_000)?,
