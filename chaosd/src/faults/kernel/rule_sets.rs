@@ -3,7 +3,9 @@
 //! Programs walk a task's or packet's cgroup ancestry and use the *deepest* cgroup that has a
 //! rule set, so each targeted cgroup's set must also hold the rules of faults on its targeted
 //! ancestors. Fault kinds keep their active faults as [`TargetedRule`]s and rebuild their map
-//! from them with [`RuleMap::sync`] after every change.
+//! from them with [`RuleMap::sync`] after every change; the network kinds, which may have a
+//! thousand faults in force, keep a [`TargetIndex`] and rewrite only the sets a change
+//! touches ([`RuleMap::sync_only`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -22,103 +24,157 @@ pub struct TargetedRule<R> {
 
 /// For each targeted cgroup, the rules (in fault order) of every fault that targets it or one
 /// of its ancestors, packed into `N` slots; `what` names the kind in the capacity error.
-///
-/// Each targeted cgroup looks its own path and its ancestors' up in an index of the faults by
-/// target, so the cost grows with cgroups × depth, not cgroups × faults: with a thousand
-/// faults on a thousand cgroups, an inject stays as cheap as the first.
 pub fn inherited_sets<'a, R, const N: usize>(
-    faults: impl Iterator<Item = &'a TargetedRule<R>> + Clone,
-    what: &str,
-) -> Result<BTreeMap<u64, [R; N]>, FaultError>
-where
-    R: Copy + Default + 'a,
-{
-    inherited_sets_of(faults, None, what)
-}
-
-/// [`inherited_sets`] for the targeted cgroups in `only` (all with `None`).
-pub fn inherited_sets_of<'a, R, const N: usize>(
-    faults: impl Iterator<Item = &'a TargetedRule<R>> + Clone,
-    only: Option<&BTreeSet<u64>>,
-    what: &str,
-) -> Result<BTreeMap<u64, [R; N]>, FaultError>
-where
-    R: Copy + Default + 'a,
-{
-    let index = TargetIndex::new(faults.clone());
-    let rules: Vec<R> = faults.map(|f| f.rule).collect();
-    let mut sets = BTreeMap::new();
-    let wanted = |id: &u64| only.is_none_or(|o| o.contains(id));
-    for (id, path) in index.targeted.iter().filter(|(id, _)| wanted(id)) {
-        let mut set = [R::default(); N];
-        for (n, fault) in index.covering(path).into_iter().enumerate() {
-            *set.get_mut(n).ok_or_else(|| FaultError::Capacity {
-                what: format!("cgroup {path} would carry more than {N} {what} faults"),
-            })? = rules[fault];
-        }
-        sets.insert(*id, set);
-    }
-    Ok(sets)
-}
-
-/// The cgroups whose rule sets a fault with targets `changed` (added or just removed) can
-/// alter: those targets and every cgroup `faults` target at or below them.
-pub fn affected_by<'a, R: 'a>(
     faults: impl Iterator<Item = &'a TargetedRule<R>>,
-    changed: &[(u64, String)],
-) -> BTreeSet<u64> {
-    let mut affected: BTreeSet<u64> = changed.iter().map(|(id, _)| *id).collect();
-    for (id, path) in faults.flat_map(|f| f.targets.iter()) {
-        if changed.iter().any(|(_, c)| covers(c, path)) {
-            affected.insert(*id);
-        }
+    what: &str,
+) -> Result<BTreeMap<u64, [R; N]>, FaultError>
+where
+    R: Copy + Default + 'a,
+{
+    let mut index = TargetIndex::default();
+    let mut rules = Vec::new();
+    for (n, f) in faults.enumerate() {
+        index.insert(n, &f.targets);
+        rules.push(f.rule);
     }
-    affected
+    index.sets(index.targeted(), |n| rules[n], what)
 }
 
-/// `candidate` is `of` or one of its ancestors: [`crate::host::cgroup::is_same_or_ancestor`]
-/// without its allocation (this runs for every target of every fault at each inject).
-fn covers(candidate: &str, of: &str) -> bool {
-    let c = candidate.trim_end_matches('/');
-    of == candidate || (of.len() > c.len() && of.starts_with(c) && of.as_bytes()[c.len()] == b'/')
+/// Which faults (by a key in fault order) target which cgroups, kept up to date fault by
+/// fault: a change looks up only the cgroups it touches, so an inject costs the same with a
+/// thousand faults in force as with none (cgroups × depth, never cgroups × faults).
+pub struct TargetIndex<K> {
+    /// Faults by a target path exactly as written.
+    exact: HashMap<String, BTreeSet<K>>,
+    /// Faults by a target path without trailing slashes ("" for the root): it covers what
+    /// lies below.
+    below: HashMap<String, BTreeSet<K>>,
+    /// Each targeted cgroup (path, id), with how many fault targets name it; sorted by path,
+    /// so the cgroups below a path are one range.
+    targets: BTreeMap<(String, u64), usize>,
+    /// Fault targets by depth (`/a/b` is 2).
+    depths: BTreeMap<usize, usize>,
 }
 
-/// The faults (by position) of each target path, and every targeted cgroup.
-struct TargetIndex<'a> {
-    /// A target's path exactly as written.
-    exact: HashMap<&'a str, Vec<usize>>,
-    /// A target's path without trailing slashes ("" for the root): it covers what lies below.
-    below: HashMap<&'a str, Vec<usize>>,
-    targeted: BTreeMap<u64, &'a str>,
-}
-
-impl<'a> TargetIndex<'a> {
-    fn new<R: 'a>(faults: impl Iterator<Item = &'a TargetedRule<R>>) -> Self {
-        let mut index = TargetIndex {
+impl<K> Default for TargetIndex<K> {
+    fn default() -> Self {
+        TargetIndex {
             exact: HashMap::new(),
             below: HashMap::new(),
-            targeted: BTreeMap::new(),
-        };
-        for (n, f) in faults.enumerate() {
-            for (id, path) in &f.targets {
-                index.exact.entry(path.as_str()).or_default().push(n);
-                let trimmed = path.trim_end_matches('/');
-                index.below.entry(trimmed).or_default().push(n);
-                index.targeted.insert(*id, path.as_str());
-            }
+            targets: BTreeMap::new(),
+            depths: BTreeMap::new(),
         }
-        index
+    }
+}
+
+impl<K: Ord + Copy> TargetIndex<K> {
+    pub fn insert(&mut self, key: K, targets: &[(u64, String)]) {
+        for (id, path) in targets {
+            self.exact.entry(path.clone()).or_default().insert(key);
+            let trimmed = path.trim_end_matches('/').to_string();
+            self.below.entry(trimmed).or_default().insert(key);
+            *self.targets.entry((path.clone(), *id)).or_default() += 1;
+            *self.depths.entry(depth(path)).or_default() += 1;
+        }
+    }
+
+    /// Undoes [`TargetIndex::insert`] of `key` with the same `targets`.
+    pub fn remove(&mut self, key: K, targets: &[(u64, String)]) {
+        for (id, path) in targets {
+            forget(&mut self.exact, path, key);
+            forget(&mut self.below, path.trim_end_matches('/'), key);
+            decrement(&mut self.targets, &(path.clone(), *id));
+            decrement(&mut self.depths, &depth(path));
+        }
+    }
+
+    /// Every targeted cgroup (id, path).
+    pub fn targeted(&self) -> impl Iterator<Item = (u64, &str)> + '_ {
+        self.targets.keys().map(|(path, id)| (*id, path.as_str()))
+    }
+
+    /// The depths that hold at least one target.
+    pub fn depths(&self) -> impl Iterator<Item = usize> + '_ {
+        self.depths.keys().copied()
+    }
+
+    /// The cgroups whose rule sets a fault with targets `changed` (added or just removed) can
+    /// alter: those targets and every targeted cgroup at or below them, by id.
+    pub fn affected_by(&self, changed: &[(u64, String)]) -> BTreeMap<u64, String> {
+        let mut affected: BTreeMap<u64, String> = changed.iter().cloned().collect();
+        for (_, c) in changed {
+            let exact = (c.clone(), 0)..=(c.clone(), u64::MAX);
+            affected.extend(
+                self.targets
+                    .range(exact)
+                    .map(|((p, id), _)| (*id, p.clone())),
+            );
+            let prefix = format!("{}/", c.trim_end_matches('/'));
+            let below = self
+                .targets
+                .range((prefix.clone(), 0)..)
+                .take_while(|((p, _), _)| p.starts_with(&prefix));
+            affected.extend(below.map(|((p, id), _)| (*id, p.clone())));
+        }
+        affected
+    }
+
+    /// The sets (see [`inherited_sets`]) of those cgroups in `of` that some fault targets;
+    /// `rule` gives a fault's rule by its key.
+    pub fn sets<'p, R: Copy + Default, const N: usize>(
+        &self,
+        of: impl Iterator<Item = (u64, &'p str)>,
+        rule: impl Fn(K) -> R,
+        what: &str,
+    ) -> Result<BTreeMap<u64, [R; N]>, FaultError> {
+        let mut sets = BTreeMap::new();
+        for (id, path) in of {
+            if !self.targets.contains_key(&(path.to_string(), id)) {
+                continue;
+            }
+            let mut set = [R::default(); N];
+            for (n, key) in self.covering(path).into_iter().enumerate() {
+                *set.get_mut(n).ok_or_else(|| FaultError::Capacity {
+                    what: format!("cgroup {path} would carry more than {N} {what} faults"),
+                })? = rule(key);
+            }
+            sets.insert(id, set);
+        }
+        Ok(sets)
     }
 
     /// The faults targeting `path` or an ancestor, in fault order, each once: what
     /// [`crate::host::cgroup::is_same_or_ancestor`] accepts.
-    fn covering(&self, path: &str) -> BTreeSet<usize> {
+    fn covering(&self, path: &str) -> BTreeSet<K> {
         let mut found = BTreeSet::new();
         found.extend(self.exact.get(path).into_iter().flatten());
         for (i, _) in path.match_indices('/') {
             found.extend(self.below.get(&path[..i]).into_iter().flatten());
         }
         found
+    }
+}
+
+/// `/a/b` is 2, the root 0.
+fn depth(path: &str) -> usize {
+    path.split('/').filter(|c| !c.is_empty()).count()
+}
+
+fn forget<K: Ord>(index: &mut HashMap<String, BTreeSet<K>>, path: &str, key: K) {
+    if let Some(keys) = index.get_mut(path) {
+        keys.remove(&key);
+        if keys.is_empty() {
+            index.remove(path);
+        }
+    }
+}
+
+fn decrement<T: Ord>(counts: &mut BTreeMap<T, usize>, key: &T) {
+    if let Some(n) = counts.get_mut(key) {
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(key);
+        }
     }
 }
 
@@ -139,8 +195,8 @@ impl<V: Pod + PartialEq> RuleMap<V> {
     }
 
     /// Makes the entries of `ids` what `desired` says (an id missing from it is removed);
-    /// other entries stay. With [`affected_by`] and [`inherited_sets_of`], an inject writes
-    /// its own targets' sets and those below, whatever else is in force.
+    /// other entries stay. With [`TargetIndex::affected_by`] and [`TargetIndex::sets`], an
+    /// inject writes its own targets' sets and those below, whatever else is in force.
     pub fn sync_only(
         &mut self,
         ids: &BTreeSet<u64>,
@@ -253,28 +309,104 @@ mod tests {
         assert_eq!(sets[&14][..2], [2, 5], "/ab is not below /a");
     }
 
+    /// An index of `faults` keyed by position, as a fault kind keeps one.
+    fn indexed(faults: &[TargetedRule<u32>]) -> TargetIndex<usize> {
+        let mut index = TargetIndex::default();
+        for (n, f) in faults.iter().enumerate() {
+            index.insert(n, &f.targets);
+        }
+        index
+    }
+
     #[test]
     fn a_change_affects_its_targets_and_what_lies_below_them_only() {
         let faults = [
             fault(1, &[(10, "/a/b")]),
             fault(2, &[(11, "/a/b/c"), (12, "/ab")]),
             fault(3, &[(13, "/x")]),
+            fault(4, &[(14, "/a/")]),
         ];
+        let index = indexed(&faults);
         let changed = vec![(20, "/a".to_string())];
-        let affected = affected_by(faults.iter(), &changed);
-        assert_eq!(affected, BTreeSet::from([10, 11, 20]));
+        let affected = index.affected_by(&changed);
+        assert_eq!(
+            affected.keys().copied().collect::<Vec<_>>(),
+            [10, 11, 14, 20]
+        );
         let all = inherited_sets::<_, 4>(faults.iter(), "test").unwrap();
-        let some = inherited_sets_of::<_, 4>(faults.iter(), Some(&affected), "test").unwrap();
-        assert_eq!(some.keys().copied().collect::<Vec<_>>(), [10, 11]);
+        let some = index
+            .sets::<_, 4>(
+                affected.iter().map(|(id, p)| (*id, p.as_str())),
+                |n| faults[n].rule,
+                "test",
+            )
+            .unwrap();
+        assert_eq!(some.keys().copied().collect::<Vec<_>>(), [10, 11, 14]);
         assert!(some.iter().all(|(id, set)| all[id] == *set));
-        for (c, of, want) in [
-            ("/", "/a", true),
-            ("/a", "/ab", false),
-            ("/a/", "/a/b", true),
-        ] {
-            assert_eq!(covers(c, of), is_same_or_ancestor(c, of), "{c} {of}");
-            assert_eq!(covers(c, of), want, "{c} {of}");
+        let root = index.affected_by(&[(1, "/".to_string())]);
+        assert_eq!(root.len(), 6, "the root covers every target: {root:?}");
+        let exact = index.affected_by(&[(14, "/a/".to_string())]);
+        assert_eq!(
+            exact.keys().copied().collect::<Vec<_>>(),
+            [10, 11, 14],
+            "/a/ covers /a/b"
+        );
+    }
+
+    /// Faults added and removed one by one (as injects and recovers come) leave the index
+    /// with the sets, depths and targets of the faults still in force, computed afresh.
+    #[test]
+    fn an_index_kept_change_by_change_agrees_with_one_built_afresh() {
+        let paths = ["/", "/a", "/a/b", "/a/b/c", "/ab", "/a/bc", "/x/y/z", "/a/"];
+        let mut live: BTreeMap<usize, TargetedRule<u32>> = BTreeMap::new();
+        let mut index = TargetIndex::default();
+        let mut seed = 7u64;
+        let mut next = |n: usize| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as usize % n
+        };
+        for step in 0..400 {
+            if live.len() > 16 || live.len() > 8 && next(2) == 0 {
+                let key = *live.keys().nth(next(live.len())).unwrap();
+                let gone = live.remove(&key).unwrap();
+                index.remove(key, &gone.targets);
+            } else {
+                let targets: Vec<(u64, &str)> = (0..1 + next(2))
+                    .map(|_| {
+                        let i = next(paths.len());
+                        (i as u64 + 1, paths[i])
+                    })
+                    .collect();
+                let f = fault(step as u32, &targets);
+                index.insert(step, &f.targets);
+                live.insert(step, f);
+            }
+            let faults: Vec<&TargetedRule<u32>> = live.values().collect();
+            let fresh: Vec<TargetedRule<u32>> = faults
+                .iter()
+                .map(|f| TargetedRule {
+                    rule: f.rule,
+                    targets: f.targets.clone(),
+                })
+                .collect();
+            let want = naive::<64>(&fresh);
+            let got = index
+                .sets::<_, 64>(index.targeted(), |k| live[&k].rule, "test")
+                .unwrap();
+            assert_eq!(got, want, "after step {step}");
+            let depths: BTreeSet<usize> = fresh
+                .iter()
+                .flat_map(|f| f.targets.iter().map(|(_, p)| depth(p)))
+                .collect();
+            assert_eq!(index.depths().collect::<BTreeSet<_>>(), depths);
         }
+        for (key, f) in std::mem::take(&mut live) {
+            index.remove(key, &f.targets);
+        }
+        assert!(index.exact.is_empty() && index.below.is_empty());
+        assert!(index.targets.is_empty() && index.depths.is_empty());
     }
 
     #[test]

@@ -52,7 +52,7 @@ use chaosd_common::net::{
 use crate::{
     error::{FaultError, RequestError},
     faults::capabilities::Problem,
-    faults::kernel::rule_sets::{RuleMap, TargetedRule, affected_by, inherited_sets_of},
+    faults::kernel::rule_sets::{RuleMap, TargetIndex, TargetedRule},
     faults::kernel::{Kernel, ProgramGroup, SlotRuleFault},
     faults::{ActiveFault, ApplyContext},
 };
@@ -155,6 +155,10 @@ pub struct NetState {
     cgroup2_root: PathBuf,
     /// Active network faults by counter slot: the source of truth the map is computed from.
     faults: BTreeMap<u32, TargetedRule<NetRule>>,
+    /// `faults`' targets, kept with it (see [`NetState::insert_fault`]).
+    index: TargetIndex<u32>,
+    /// `faults` by kind, kept with it: which programs must be attached.
+    tally: KindTally,
     /// sch_fq on the devices delayed or paced cgroups send through.
     pub fq: qdisc::FqLeases,
     /// The TC classifier on the devices corrupted or duplicated cgroups send through.
@@ -191,6 +195,8 @@ impl NetState {
             attached: Arc::default(),
             cgroup2_root,
             faults: BTreeMap::new(),
+            index: TargetIndex::default(),
+            tally: KindTally::default(),
             fq: qdisc::FqLeases::default(),
             tc: tc::TcAttachments::default(),
         })
@@ -339,12 +345,12 @@ impl NetState {
                 .map_err(|e| FaultError::kernel("resetting the pacing clock", e))?;
         }
         let changed = targets.clone();
-        self.faults.insert(slot, TargetedRule { rule, targets });
+        self.insert_fault(slot, TargetedRule { rule, targets });
         let result = self
             .reconcile_links(ebpf)
             .and_then(|()| self.sync(&changed));
         if result.is_err() {
-            self.faults.remove(&slot);
+            self.take_fault(slot);
             if let Err(e) = self.sync(&changed) {
                 tracing::error!("restoring net rules after a failed inject: {e}");
             }
@@ -355,11 +361,29 @@ impl NetState {
 
     /// Removes the fault counted in `slot`; detaches programs no fault needs any more.
     pub(crate) fn remove_fault(&mut self, ebpf: &mut Ebpf, slot: u32) -> Result<(), FaultError> {
-        let result = match self.faults.remove(&slot) {
+        let result = match self.take_fault(slot) {
             Some(gone) => self.sync(&gone.targets),
             None => Ok(()),
         };
         self.reconcile_links(ebpf).and(result)
+    }
+
+    /// Adds a fault to `faults` and to what is kept with it.
+    fn insert_fault(&mut self, slot: u32, fault: TargetedRule<NetRule>) {
+        self.index.insert(slot, &fault.targets);
+        self.tally.count(&fault.rule, true);
+        if let Some(old) = self.faults.insert(slot, fault) {
+            // A slot is never given out twice; should it be, the index forgets the old one.
+            self.index.remove(slot, &old.targets);
+            self.tally.count(&old.rule, false);
+        }
+    }
+
+    fn take_fault(&mut self, slot: u32) -> Option<TargetedRule<NetRule>> {
+        let gone = self.faults.remove(&slot)?;
+        self.index.remove(slot, &gone.targets);
+        self.tally.count(&gone.rule, false);
+        Some(gone)
     }
 
     /// Rewrites the sets a change of a fault on `changed` can alter (its targets and the
@@ -367,16 +391,17 @@ impl NetState {
     /// The levels are widened before the sets are written and narrowed after, so a program
     /// never skips a level that holds a set.
     fn sync(&mut self, changed: &[(u64, String)]) -> Result<(), FaultError> {
-        let affected = affected_by(self.faults.values(), changed);
-        let sets = inherited_sets_of::<_, MAX_RULES_PER_CGROUP>(
-            self.faults.values(),
-            Some(&affected),
+        let affected = self.index.affected_by(changed);
+        let faults = &self.faults;
+        let sets = self.index.sets::<_, MAX_RULES_PER_CGROUP>(
+            affected.iter().map(|(id, path)| (*id, path.as_str())),
+            |slot| faults[&slot].rule,
             "network",
         )?;
-        let levels = target_levels(self.faults.values().flat_map(|f| &f.targets));
+        let levels = target_levels(self.index.depths());
         self.write_levels(self.levels_written | levels)?;
         self.rules.sync_only(
-            &affected,
+            &affected.into_keys().collect(),
             sets.into_iter()
                 .map(|(id, rules)| (id, NetRuleSet { rules }))
                 .collect(),
@@ -396,11 +421,7 @@ impl NetState {
 
     /// Attaches each program group while some fault needs it, detaches it otherwise.
     fn reconcile_links(&mut self, ebpf: &mut Ebpf) -> Result<(), FaultError> {
-        let needs = |kinds: &[NetKind]| {
-            self.faults
-                .values()
-                .any(|f| NetKind::from_code(f.rule.kind).is_some_and(|k| kinds.contains(&k)))
-        };
+        let needs = |kinds: &[NetKind]| kinds.iter().any(|k| self.tally.has(*k));
         let need_skb = needs(&SKB_KINDS);
         let need_sock = needs(&[NetKind::ConnectError]);
         if need_skb && self.skb_links.is_empty() {
@@ -427,11 +448,7 @@ impl NetState {
             tracing::info!("connect programs detached: no connect fault is active");
         }
         self.reconcile_proxy_links(ebpf, needs(&[NetKind::Proxy]))?;
-        let need_dns = self.faults.values().any(|f| {
-            f.rule.kind == NetKind::Proxy.code()
-                && f.rule.flags & chaosd_common::proxy::PROXY_FLAG_DNS != 0
-        });
-        self.reconcile_dns_links(ebpf, need_dns)?;
+        self.reconcile_dns_links(ebpf, self.tally.dns > 0)?;
         self.publish_attached();
         Ok(())
     }
@@ -576,12 +593,40 @@ fn program_group(kind: u32) -> ProgramGroup {
 }
 
 /// Parts per million, at least 1 so a tiny percentage still means "some".
-/// Bit L for each target at ancestry level L (`/a/b` is level 2), as `NET_LEVELS` holds them.
-fn target_levels<'a>(targets: impl Iterator<Item = &'a (u64, String)>) -> u32 {
-    targets
-        .map(|(_, path)| path.split('/').filter(|c| !c.is_empty()).count() as u32)
+/// Bit L for each ancestry level L that holds a target (`/a/b` is level 2), as `NET_LEVELS`
+/// holds them.
+fn target_levels(depths: impl Iterator<Item = usize>) -> u32 {
+    depths
+        .filter_map(|depth| u32::try_from(depth).ok())
         .filter(|level| (1..=MAX_CGROUP_LEVEL).contains(level))
         .fold(0, |bits, level| bits | 1 << level)
+}
+
+/// How many active faults there are of each kind, and of DNS proxy rules.
+#[derive(Default)]
+struct KindTally {
+    by_kind: BTreeMap<u32, usize>,
+    dns: usize,
+}
+
+impl KindTally {
+    /// Counts `rule` in (`added`) or out.
+    fn count(&mut self, rule: &NetRule, added: bool) {
+        let n = self.by_kind.entry(rule.kind).or_default();
+        let dns = rule.kind == NetKind::Proxy.code()
+            && rule.flags & chaosd_common::proxy::PROXY_FLAG_DNS != 0;
+        if added {
+            *n += 1;
+            self.dns += usize::from(dns);
+        } else {
+            *n = n.saturating_sub(1);
+            self.dns = self.dns.saturating_sub(usize::from(dns));
+        }
+    }
+
+    fn has(&self, kind: NetKind) -> bool {
+        self.by_kind.get(&kind.code()).is_some_and(|&n| n > 0)
+    }
 }
 
 pub(crate) fn percent_to_ppm(percent: f64) -> u32 {
@@ -627,10 +672,16 @@ mod tests {
 
     #[test]
     fn target_levels_name_each_depth_that_holds_a_target() {
-        let t = |p: &str| (1, p.to_string());
-        let targets = [t("/a"), t("/a/b/"), t("/x/y"), t("/"), t("/p/q/r")];
-        assert_eq!(target_levels(targets.iter()), 1 << 1 | 1 << 2 | 1 << 3);
-        assert_eq!(target_levels([].iter()), 0);
+        assert_eq!(
+            target_levels([1, 2, 0, 3].into_iter()),
+            1 << 1 | 1 << 2 | 1 << 3
+        );
+        assert_eq!(target_levels([].into_iter()), 0);
+        assert_eq!(
+            target_levels([99].into_iter()),
+            0,
+            "beyond the deepest level read"
+        );
     }
 
     #[test]
