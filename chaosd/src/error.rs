@@ -289,6 +289,9 @@ pub enum Error {
     NotFound { id: String },
     #[error("fault {id} is being reverted already")]
     Ending { id: String },
+    /// An end already under way when this one came (its deadline, another request) failed.
+    #[error("reverting fault {id} failed: {reason}")]
+    RevertFailed { id: String, reason: String },
     #[error(
         "applying the {kind} fault took longer than {limit_s} s (faults.apply_timeout in the daemon's config); it was rolled back and nothing of it stays"
     )]

@@ -233,11 +233,11 @@ pub fn check_listen_addr(addr: SocketAddr) -> Result<SocketAddr, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::api::{Counters, FaultSpec, NetLossParams};
 
-    fn loss_fault(id: &str, state: FaultState, seen: u64, affected: u64) -> FaultInfo {
+    pub(crate) fn loss_fault(id: &str, state: FaultState, seen: u64, affected: u64) -> FaultInfo {
         FaultInfo {
             id: id.into(),
             kind: "net.loss".into(),

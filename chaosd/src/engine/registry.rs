@@ -8,7 +8,10 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use tokio::{sync::Mutex, task::JoinHandle};
+use tokio::{
+    sync::{Mutex, watch},
+    task::JoinHandle,
+};
 use tracing::{info, warn};
 
 use crate::{
@@ -55,9 +58,15 @@ struct Entry {
     /// Taken out while the fault is being reverted (on a blocking thread).
     fault: Option<Box<dyn ActiveFault>>,
     timer: Option<JoinHandle<()>>,
+    /// While the fault is being reverted: the end's outcome, for a request that comes to end
+    /// it meanwhile (a recover racing the deadline waits and answers with it).
+    ending: Option<EndWatch>,
     /// Keeps the heartbeat going until the fault has ended.
     _beat: BeatHold,
 }
+
+/// The outcome of an end under way: the ended fault, or why its revert failed.
+type EndWatch = watch::Receiver<Option<Result<FaultInfo, String>>>;
 
 impl Registry {
     pub fn new(
@@ -147,6 +156,7 @@ impl Registry {
                 info: info.clone(),
                 fault: Some(fault),
                 timer,
+                ending: None,
                 _beat: beat,
             },
         );
@@ -398,19 +408,22 @@ impl Registry {
         abort_timer: bool,
     ) -> Result<FaultInfo, Error> {
         let started = Instant::now();
+        let (done, _) = watch::channel(None);
         let (mut fault, kind) = {
             let mut inner = self.inner.lock().await;
             let entry = inner
                 .active
                 .get_mut(id)
                 .ok_or_else(|| Error::NotFound { id: id.to_string() })?;
-            let fault = entry
-                .fault
-                .take()
-                .ok_or_else(|| Error::Ending { id: id.to_string() })?;
+            let Some(fault) = entry.fault.take() else {
+                let under_way = entry.ending.clone();
+                drop(inner);
+                return wait_for_end(id, under_way).await;
+            };
             if abort_timer && let Some(t) = entry.timer.take() {
                 t.abort();
             }
+            entry.ending = Some(done.subscribe());
             entry.info.counters = fault.counters();
             entry.info.op_counters = fault.op_counters();
             (fault, entry.info.kind.clone())
@@ -468,6 +481,10 @@ impl Registry {
             inner.ended.pop_front();
         }
         inner.ended.push_back(entry.info.clone());
+        done.send_replace(Some(match &reverted {
+            Ok(_) => Ok(entry.info.clone()),
+            Err(e) => Err(e.to_string()),
+        }));
         reverted?;
         Ok(entry.info)
     }
@@ -553,6 +570,26 @@ impl Registry {
             default_duration_s: self.faults_cfg.default_duration.map(|d| d.as_secs()),
             net_programs_attached: net_attached,
         }
+    }
+}
+
+/// The outcome of an end of fault `id` already under way, once it is known.
+async fn wait_for_end(id: &str, under_way: Option<EndWatch>) -> Result<FaultInfo, Error> {
+    let ending = || Error::Ending { id: id.to_string() };
+    let mut watch = under_way.ok_or_else(ending)?;
+    // The end's sender goes only with its outcome sent, or with its task gone (then: Ending).
+    let outcome = watch
+        .wait_for(Option::is_some)
+        .await
+        .map_err(|_| ending())?
+        .clone();
+    match outcome {
+        Some(Ok(info)) => Ok(info),
+        Some(Err(reason)) => Err(Error::RevertFailed {
+            id: id.to_string(),
+            reason,
+        }),
+        None => Err(ending()),
     }
 }
 
@@ -644,5 +681,34 @@ mod tests {
             resolve_duration(Some("0s"), &cfg(None)),
             Err(RequestError::BadDuration { .. })
         ));
+    }
+
+    /// A recover that comes while the deadline's end is under way answers with that end's
+    /// outcome, not with "being reverted already".
+    #[tokio::test]
+    async fn a_second_end_waits_for_the_first_and_shares_its_outcome() {
+        use crate::engine::metrics::tests::loss_fault;
+        let (done, _) = watch::channel(None);
+        let waiter = tokio::spawn(wait_for_end("f1", Some(done.subscribe())));
+        tokio::task::yield_now().await;
+        done.send_replace(Some(Ok(loss_fault("f1", FaultState::Expired, 4, 2))));
+        let info = waiter.await.unwrap().unwrap();
+        assert_eq!((info.id.as_str(), info.state), ("f1", FaultState::Expired));
+
+        let (failed, _) = watch::channel(None);
+        let waiter = tokio::spawn(wait_for_end("f2", Some(failed.subscribe())));
+        failed.send_replace(Some(Err("the kernel said no".into())));
+        let e = waiter.await.unwrap().unwrap_err();
+        assert!(matches!(e, Error::RevertFailed { .. }), "{e}");
+        assert!(e.to_string().contains("the kernel said no"), "{e}");
+
+        let (gone, _) = watch::channel::<Option<Result<FaultInfo, String>>>(None);
+        let waiter = tokio::spawn(wait_for_end("f3", Some(gone.subscribe())));
+        drop(gone);
+        let e = waiter.await.unwrap().unwrap_err();
+        assert!(
+            matches!(e, Error::Ending { .. }),
+            "an end that vanished: {e}"
+        );
     }
 }

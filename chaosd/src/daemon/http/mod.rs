@@ -72,7 +72,7 @@ impl From<Error> for ApiError {
             Error::NotFound { .. } => StatusCode::NOT_FOUND,
             Error::Ending { .. } => StatusCode::CONFLICT,
             Error::ApplyTimeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            Error::Worker { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Worker { .. } | Error::RevertFailed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             Error::Fault(FaultError::Capacity { .. }) => StatusCode::CONFLICT,
             Error::Fault(FaultError::Refused(_)) => StatusCode::BAD_REQUEST,
             Error::Fault(_) => StatusCode::INTERNAL_SERVER_ERROR,
