@@ -383,9 +383,8 @@ mod tests {
                 index.insert(step, &f.targets);
                 live.insert(step, f);
             }
-            let faults: Vec<&TargetedRule<u32>> = live.values().collect();
-            let fresh: Vec<TargetedRule<u32>> = faults
-                .iter()
+            let fresh: Vec<TargetedRule<u32>> = live
+                .values()
                 .map(|f| TargetedRule {
                     rule: f.rule,
                     targets: f.targets.clone(),

@@ -370,13 +370,12 @@ impl NetState {
 
     /// Adds a fault to `faults` and to what is kept with it.
     fn insert_fault(&mut self, slot: u32, fault: TargetedRule<NetRule>) {
+        // A slot is never given out twice; should it be, the old fault goes first, so the
+        // index never forgets the new one's entries under the same key.
+        self.take_fault(slot);
         self.index.insert(slot, &fault.targets);
         self.tally.count(&fault.rule, true);
-        if let Some(old) = self.faults.insert(slot, fault) {
-            // A slot is never given out twice; should it be, the index forgets the old one.
-            self.index.remove(slot, &old.targets);
-            self.tally.count(&old.rule, false);
-        }
+        self.faults.insert(slot, fault);
     }
 
     fn take_fault(&mut self, slot: u32) -> Option<TargetedRule<NetRule>> {
@@ -592,7 +591,6 @@ fn program_group(kind: u32) -> ProgramGroup {
     }
 }
 
-/// Parts per million, at least 1 so a tiny percentage still means "some".
 /// Bit L for each ancestry level L that holds a target (`/a/b` is level 2), as `NET_LEVELS`
 /// holds them.
 fn target_levels(depths: impl Iterator<Item = usize>) -> u32 {
@@ -629,6 +627,7 @@ impl KindTally {
     }
 }
 
+/// Parts per million, at least 1 so a tiny percentage still means "some".
 pub(crate) fn percent_to_ppm(percent: f64) -> u32 {
     ((percent * 10_000.0).round() as u32).clamp(1, PPM_ONE)
 }
