@@ -399,9 +399,25 @@ impl Registry {
         })
     }
 
-    /// Reverts one fault (on a blocking thread, the registry unlocked meanwhile) and moves it
-    /// to the ended list.
+    /// Reverts one fault and moves it to the ended list, in a task of its own: a caller that
+    /// goes away meanwhile (an HTTP client that disconnects) must not stop an end half-way,
+    /// with the fault taken out of its entry and the journal left behind.
     async fn end(
+        self: &Arc<Self>,
+        id: &str,
+        state: FaultState,
+        abort_timer: bool,
+    ) -> Result<FaultInfo, Error> {
+        let (registry, id) = (Arc::clone(self), id.to_string());
+        let ending = id.clone();
+        tokio::spawn(async move { registry.end_here(&id, state, abort_timer).await })
+            .await
+            .unwrap_or_else(|_| Err(Error::Ending { id: ending }))
+    }
+
+    /// [`Registry::end`]'s work (the revert on a blocking thread, the registry unlocked
+    /// meanwhile); not cancel-safe once the fault is taken out of its entry.
+    async fn end_here(
         &self,
         id: &str,
         state: FaultState,
@@ -501,12 +517,12 @@ impl Registry {
         }
     }
 
-    pub async fn recover(&self, id: &str) -> Result<FaultInfo, Error> {
+    pub async fn recover(self: &Arc<Self>, id: &str) -> Result<FaultInfo, Error> {
         self.end(id, FaultState::Recovered, true).await
     }
 
     /// Reverts every active fault (emergency stop, shutdown).
-    pub async fn recover_all(&self, state: FaultState) -> Vec<FaultInfo> {
+    pub async fn recover_all(self: &Arc<Self>, state: FaultState) -> Vec<FaultInfo> {
         let ids: Vec<String> = self.inner.lock().await.active.keys().cloned().collect();
         let mut out = Vec::new();
         for id in ids {
@@ -710,5 +726,93 @@ mod tests {
             matches!(e, Error::Ending { .. }),
             "an end that vanished: {e}"
         );
+    }
+
+    /// A fault whose revert waits until the test lets it finish.
+    struct HeldRevert {
+        started: Option<tokio::sync::oneshot::Sender<()>>,
+        finish: std::sync::mpsc::Receiver<()>,
+    }
+
+    impl ActiveFault for HeldRevert {
+        fn counters(&self) -> crate::api::Counters {
+            crate::api::Counters::default()
+        }
+        fn revert(&mut self) -> Result<(), crate::error::FaultError> {
+            if let Some(started) = self.started.take() {
+                let _ = started.send(());
+            }
+            let _ = self.finish.recv();
+            Ok(())
+        }
+    }
+
+    /// A recover whose caller goes away while the revert runs (an HTTP client that
+    /// disconnects) still ends the fault: the entry moves to the ended list and its journal
+    /// entry goes, instead of staying active with no fault to revert.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_end_whose_caller_goes_away_still_finishes() {
+        use crate::engine::metrics::tests::loss_fault;
+        let state = tempfile::tempdir().unwrap();
+        let (kernel, _logger, beat_map) =
+            tokio::task::spawn_blocking(crate::faults::kernel::Kernel::load)
+                .await
+                .unwrap()
+                .expect("loading chaosd's eBPF object (needs root)");
+        let kinds = FaultKinds {
+            net_attached: kernel.net.attached_flag(),
+            kernel: Arc::new(std::sync::Mutex::new(kernel)),
+            stress: Default::default(),
+        };
+        let journal = Journal::open(state.path()).unwrap();
+        let registry = Registry::new(
+            kinds,
+            Heartbeat::new(beat_map, None),
+            journal,
+            cfg(Some(60)),
+            PolicyConfig::default(),
+            PathBuf::from("/sys/fs/cgroup"),
+        );
+        let info = loss_fault("held", FaultState::Active, 0, 0);
+        registry.journal.record(&info).unwrap();
+        let (started_tx, started) = tokio::sync::oneshot::channel();
+        let (finish, finish_rx) = std::sync::mpsc::channel();
+        registry.inner.lock().await.active.insert(
+            "held".into(),
+            Entry {
+                info,
+                fault: Some(Box::new(HeldRevert {
+                    started: Some(started_tx),
+                    finish: finish_rx,
+                })),
+                timer: None,
+                ending: None,
+                _beat: registry.heartbeat.hold(),
+            },
+        );
+
+        // The caller is dropped as soon as the revert has started.
+        tokio::select! {
+            r = registry.recover("held") => panic!("the revert was held, yet: {r:?}"),
+            _ = started => {}
+        }
+        finish.send(()).unwrap();
+        let mut ended = None;
+        for _ in 0..200 {
+            let info = registry.get("held").await.unwrap();
+            if info.state == FaultState::Recovered {
+                ended = Some(info);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let ended = ended.expect("the fault never ended after its caller went away");
+        assert!(ended.ended_at.is_some());
+        assert!(registry.inner.lock().await.active.is_empty());
+        let left: Vec<_> = std::fs::read_dir(registry.journal.dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "journal entries left: {left:?}");
     }
 }
