@@ -101,6 +101,9 @@ enum Part {
     /// The control path: inject/recover latency and 1,000 faults at once
     /// (figures.control_latency, figures.concurrent_faults).
     Control,
+    /// iperf3 with chaosd's programs detached, an empty program at their hooks, and chaosd's
+    /// programs attached with 1,000 rules elsewhere (figures.iperf3).
+    Iperf,
 }
 
 /// Programs the bench drives beside chaosd: `(program on PATH, Debian package)`.
@@ -236,9 +239,20 @@ fn only_part(part: Part, plan: &Plan, bin_dir: &Path) -> Result<Value> {
             footprint_figures(&daemon, &mut cgroups, plan, bin_dir).map(|f| json!({"footprint": f}))
         }
         Part::Control => control_figures(&daemon, &mut cgroups, plan),
+        Part::Iperf => iperf_figures(&daemon, &mut cgroups, plan).map(|f| json!({"iperf3": f})),
         Part::Shaping => unreachable!("the shaping part runs in the VM guests"),
     };
     figures.map_err(|e| anyhow::anyhow!("{e:#}\nchaosd's log:\n{}", daemon.log()))
+}
+
+/// iperf3 alone: its own namespaces and the 1,000 cgroups the rules go on.
+fn iperf_figures(daemon: &Daemon, cgroups: &mut BenchCgroups, plan: &Plan) -> Result<Value> {
+    let (a, b) = netns::veth_pair()?;
+    let others = (0..MANY_RULES)
+        .map(|n| cgroups.child(&format!("other-{n}")))
+        .collect::<Result<Vec<_>>>()?;
+    eprintln!("bench: iperf3 detached, empty programs, attached");
+    iperf::measure(daemon, &a, &b, &others, plan.iperf_rounds, 3)
 }
 
 /// Control latency, then the concurrent faults.
@@ -311,7 +325,7 @@ fn measure(
         plan.datapath.rounds,
         plan.datapath.throughput_run,
     )?;
-    eprintln!("bench: iperf3 detached vs attached");
+    eprintln!("bench: iperf3 detached, empty programs, attached");
     let iperf = iperf::measure(daemon, &a, &b, &others, plan.iperf_rounds, 3)?;
     let control = control_figures(daemon, cgroups, plan)?;
     eprintln!("bench: accuracy");

@@ -1,7 +1,9 @@
 //! Throughput next to a real tool: `iperf3` (Debian) between the bench's two namespaces, with
 //! chaosd's programs detached and attached (1,000 rules on other cgroups) in interleaved
-//! rounds. Each round gives one attached/detached ratio; the figure is their median and
-//! spread, and a spread that covers 1 is "no measurable difference", never a speed-up.
+//! rounds, and a third condition beside them: an empty program at the same hooks, which
+//! tells the kernel's cgroup-BPF hook's cost from chaosd's own code. Each round gives one
+//! ratio per pair; the figure is their median and spread, and a spread that covers 1 is "no
+//! measurable difference", never a speed-up.
 
 use std::{
     os::{fd::AsRawFd as _, unix::process::CommandExt as _},
@@ -16,6 +18,7 @@ use super::{
     daemon::Daemon,
     netns::{ADDR_B, NetNs},
     stats::{median, percentile, round3},
+    test_run::{BPF_CGROUP_INET_EGRESS, BPF_CGROUP_INET_INGRESS, link_to_cgroup},
 };
 
 /// `iperf3 -s` in `b`, killed and reaped on drop.
@@ -91,37 +94,37 @@ pub fn measure(
         bail!("iperf3 -s in the bench namespace never answered");
     }
     let half_loss = json!({"kind": "net.loss", "params": {"percent": 50, "direction": "both"}});
-    let (mut detached, mut attached, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let empty = super::test_run::empty_cgroup_skb()?;
+    let root = super::cgroup::cgroup2_mount()?;
+    let mut gbps = [Vec::new(), Vec::new(), Vec::new()];
     for round in 0..rounds {
-        // Alternate which goes first, so a drift in the host's load does not favour one.
-        let mut pair = [0.0f64; 2];
-        for step in 0..2 {
-            let attach = (round + step) % 2 == 1;
-            if attach {
-                daemon.inject(half_loss.clone(), others, "1h")?;
-            }
-            let gbps = client_gbps(a, port, secs)?;
-            if attach {
-                daemon.delete("/v1/faults")?;
-            }
-            pair[usize::from(attach)] = gbps;
+        // Rotate which goes first, so a drift in the host's load does not favour one.
+        for step in 0..CONDITIONS.len() {
+            let condition = CONDITIONS[(round + step) % CONDITIONS.len()];
+            let measured = match condition {
+                Condition::Detached => client_gbps(a, port, secs)?,
+                Condition::EmptyPrograms => {
+                    let _links = [
+                        link_to_cgroup(&empty, &root, BPF_CGROUP_INET_INGRESS)?,
+                        link_to_cgroup(&empty, &root, BPF_CGROUP_INET_EGRESS)?,
+                    ];
+                    client_gbps(a, port, secs)?
+                }
+                Condition::Attached => {
+                    daemon.inject(half_loss.clone(), others, "1h")?;
+                    let measured = client_gbps(a, port, secs);
+                    daemon.delete("/v1/faults")?;
+                    measured?
+                }
+            };
+            gbps[condition as usize].push(measured);
         }
-        detached.push(pair[0]);
-        attached.push(pair[1]);
-        ratios.push(pair[1] / pair[0]);
     }
+    let [detached, empty_attached, attached] = gbps;
+    let ratios = per_round(&attached, &detached);
+    let empty_ratios = per_round(&empty_attached, &detached);
+    let over_empty = per_round(&attached, &empty_attached);
     let (lo, hi) = (percentile(&ratios, 10.0), percentile(&ratios, 90.0));
-    let verdict = if lo <= 1.0 && hi >= 1.0 {
-        "no measurable difference (the ratio's spread covers 1)".to_string()
-    } else if hi < 1.0 {
-        format!(
-            "attached is slower: {:.1} % at the median",
-            (1.0 - median(&ratios)) * 100.0
-        )
-    } else {
-        "attached measured faster in every round: read as noise of a shared host, not a speed-up"
-            .to_string()
-    };
     Ok(json!({
         "tool": "iperf3 (Debian), one TCP stream, namespace a -> b over the bench veth",
         "rounds": rounds,
@@ -133,6 +136,53 @@ pub fn measure(
         "ratio_p10": round3(lo),
         "ratio_p90": round3(hi),
         "ratios": ratios.iter().map(|r| round3(*r)).collect::<Vec<_>>(),
-        "verdict": verdict,
+        "verdict": verdict(&ratios),
+        "empty_programs": {
+            "what": "an empty cgroup_skb program (returns pass) linked at the cgroup2 root for \
+                ingress and egress, where chaosd attaches its own: the kernel's hook alone",
+            "gbps_median": round3(median(&empty_attached)),
+            "over_detached_median": round3(median(&empty_ratios)),
+            "over_detached_p10": round3(percentile(&empty_ratios, 10.0)),
+            "over_detached_p90": round3(percentile(&empty_ratios, 90.0)),
+            "over_detached_verdict": verdict(&empty_ratios),
+            "attached_over_empty_median": round3(median(&over_empty)),
+            "attached_over_empty_p10": round3(percentile(&over_empty, 10.0)),
+            "attached_over_empty_p90": round3(percentile(&over_empty, 90.0)),
+            "attached_over_empty_verdict": verdict(&over_empty),
+        },
     }))
+}
+
+/// What the rounds compare, in the order of the first round.
+#[derive(Clone, Copy)]
+enum Condition {
+    Detached = 0,
+    EmptyPrograms = 1,
+    Attached = 2,
+}
+
+const CONDITIONS: [Condition; 3] = [
+    Condition::Detached,
+    Condition::EmptyPrograms,
+    Condition::Attached,
+];
+
+/// `a[i] / b[i]`, round by round.
+fn per_round(a: &[f64], b: &[f64]) -> Vec<f64> {
+    a.iter().zip(b).map(|(x, y)| x / y).collect()
+}
+
+/// A ratio over rounds: "no measurable difference" when its p10-p90 covers 1.
+fn verdict(ratios: &[f64]) -> String {
+    let (lo, hi) = (percentile(ratios, 10.0), percentile(ratios, 90.0));
+    if lo <= 1.0 && hi >= 1.0 {
+        "no measurable difference (the ratio's spread covers 1)".to_string()
+    } else if hi < 1.0 {
+        format!(
+            "slower: {:.1} % at the median",
+            (1.0 - median(ratios)) * 100.0
+        )
+    } else {
+        "faster in every round: read as noise of a shared host, not a speed-up".to_string()
+    }
 }

@@ -117,6 +117,36 @@ pub fn empty_cgroup_skb() -> Result<OwnedFd> {
     Ok(owned(fd))
 }
 
+const BPF_LINK_CREATE: libc::c_long = 28;
+/// Attach types (enum bpf_attach_type).
+pub const BPF_CGROUP_INET_INGRESS: u32 = 0;
+pub const BPF_CGROUP_INET_EGRESS: u32 = 1;
+
+/// `union bpf_attr` for BPF_LINK_CREATE, up to `flags`.
+#[repr(C)]
+#[derive(Default)]
+struct LinkCreateAttr {
+    prog_fd: u32,
+    target_fd: u32,
+    attach_type: u32,
+    flags: u32,
+}
+
+/// Links `prog` to the cgroup at `dir` for `attach_type`. The link is the returned fd: the
+/// program is detached when it closes, also when the bench dies.
+pub fn link_to_cgroup(prog: &OwnedFd, dir: &Path, attach_type: u32) -> Result<OwnedFd> {
+    let cgroup = std::fs::File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
+    let mut attr = LinkCreateAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        target_fd: cgroup.as_raw_fd() as u32,
+        attach_type,
+        flags: 0,
+    };
+    let fd = bpf(BPF_LINK_CREATE, &mut attr)
+        .with_context(|| format!("BPF_LINK_CREATE of the empty program on {}", dir.display()))?;
+    Ok(owned(fd))
+}
+
 /// An IPv4 TCP segment from 10.200.0.1:40000 to 10.200.0.2:5201 behind an Ethernet header
 /// (the test run strips it for cgroup_skb), 64 bytes of payload.
 pub fn tcp_packet() -> Vec<u8> {
