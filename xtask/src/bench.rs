@@ -245,14 +245,33 @@ fn only_part(part: Part, plan: &Plan, bin_dir: &Path) -> Result<Value> {
     figures.map_err(|e| anyhow::anyhow!("{e:#}\nchaosd's log:\n{}", daemon.log()))
 }
 
-/// iperf3 alone: its own namespaces and the 1,000 cgroups the rules go on.
+/// iperf3 alone: its own namespaces and the cgroups the rules go on.
 fn iperf_figures(daemon: &Daemon, cgroups: &mut BenchCgroups, plan: &Plan) -> Result<Value> {
+    let (a, b, others) = link_and_others(cgroups)?;
+    iperf_rounds(daemon, &a, &b, &others, plan)
+}
+
+/// The bench's veth pair between two namespaces, and `MANY_RULES` empty cgroups to put rules
+/// on that the measured traffic is not under.
+fn link_and_others(
+    cgroups: &mut BenchCgroups,
+) -> Result<(netns::NetNs, netns::NetNs, Vec<String>)> {
     let (a, b) = netns::veth_pair()?;
     let others = (0..MANY_RULES)
         .map(|n| cgroups.child(&format!("other-{n}")))
         .collect::<Result<Vec<_>>>()?;
+    Ok((a, b, others))
+}
+
+fn iperf_rounds(
+    daemon: &Daemon,
+    a: &netns::NetNs,
+    b: &netns::NetNs,
+    others: &[String],
+    plan: &Plan,
+) -> Result<Value> {
     eprintln!("bench: iperf3 detached, empty programs, attached");
-    iperf::measure(daemon, &a, &b, &others, plan.iperf_rounds, 3)
+    iperf::measure(daemon, a, b, others, plan.iperf_rounds, 3)
 }
 
 /// Control latency, then the concurrent faults.
@@ -309,10 +328,7 @@ fn measure(
     // First, while the daemon has done nothing yet.
     eprintln!("bench: footprint (idle {} s)", plan.idle.as_secs());
     let idle = footprint::idle(daemon, plan.idle)?;
-    let (a, b) = netns::veth_pair()?;
-    let others = (0..MANY_RULES)
-        .map(|n| cgroups.child(&format!("other-{n}")))
-        .collect::<Result<Vec<_>>>()?;
+    let (a, b, others) = link_and_others(cgroups)?;
     eprintln!("bench: datapath overhead");
     let datapath = datapath_figures(daemon, &a, &b, &others, &plan.datapath)?;
     eprintln!("bench: per-program cost (BPF run-time statistics)");
@@ -325,8 +341,7 @@ fn measure(
         plan.datapath.rounds,
         plan.datapath.throughput_run,
     )?;
-    eprintln!("bench: iperf3 detached, empty programs, attached");
-    let iperf = iperf::measure(daemon, &a, &b, &others, plan.iperf_rounds, 3)?;
+    let iperf = iperf_rounds(daemon, &a, &b, &others, plan)?;
     let control = control_figures(daemon, cgroups, plan)?;
     eprintln!("bench: accuracy");
     let loss = accuracy::loss(daemon, cgroups, &[1.0, 10.0, 50.0], 10_000)?;

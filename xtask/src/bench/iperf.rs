@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use super::{
     daemon::Daemon,
     netns::{ADDR_B, NetNs},
-    stats::{median, percentile, round3},
+    stats::{median, percentile, ratios as per_round, round3},
     test_run::{BPF_CGROUP_INET_EGRESS, BPF_CGROUP_INET_INGRESS, link_to_cgroup},
 };
 
@@ -166,11 +166,6 @@ const CONDITIONS: [Condition; 3] = [
     Condition::EmptyPrograms,
     Condition::Attached,
 ];
-
-/// `a[i] / b[i]`, round by round.
-fn per_round(a: &[f64], b: &[f64]) -> Vec<f64> {
-    a.iter().zip(b).map(|(x, y)| x / y).collect()
-}
 
 /// A ratio over rounds: "no measurable difference" when its p10-p90 covers 1.
 fn verdict(ratios: &[f64]) -> String {

@@ -42,7 +42,7 @@ use serde_json::{Value, json};
 use super::{
     cgroup::BenchCgroups,
     daemon::Daemon,
-    stats::{median, min_max, percentile, round3, spread, verdict},
+    stats::{median, min_max, percentile, ratios, round3, spread, verdict},
 };
 
 /// The `fault-cli` release the bench installs (pinned: its figures should not move with
@@ -664,11 +664,6 @@ pub fn measure(daemon: &Daemon, cgroups: &mut BenchCgroups, plan: &Plan) -> Resu
             },
         },
     }))
-}
-
-/// `a[i] / b[i]`, round by round.
-fn ratios(a: &[f64], b: &[f64]) -> Vec<f64> {
-    a.iter().zip(b).map(|(x, y)| x / y).collect()
 }
 
 fn merge(mut a: Value, b: Value) -> Value {

@@ -35,6 +35,11 @@ pub fn spread(v: &[f64]) -> Value {
     json!([round3(lo), round3(hi)])
 }
 
+/// `a[i] / b[i]`, round by round.
+pub fn ratios(a: &[f64], b: &[f64]) -> Vec<f64> {
+    a.iter().zip(b).map(|(x, y)| x / y).collect()
+}
+
 /// Reads per-round ratios: a spread covering 1 is no measurable difference.
 pub fn verdict(ratios: &[f64], above: &str, below: &str) -> String {
     let (lo, hi) = min_max(ratios);

@@ -19,6 +19,7 @@ use anyhow::{Context as _, Result, bail};
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_PROG_TYPE_CGROUP_SKB: u32 = 8;
 
 /// Runs per measurement: enough that the mean's resolution (1 ns) is far below the figure.
@@ -117,7 +118,6 @@ pub fn empty_cgroup_skb() -> Result<OwnedFd> {
     Ok(owned(fd))
 }
 
-const BPF_LINK_CREATE: libc::c_long = 28;
 /// Attach types (enum bpf_attach_type).
 pub const BPF_CGROUP_INET_INGRESS: u32 = 0;
 pub const BPF_CGROUP_INET_EGRESS: u32 = 1;
